@@ -1,0 +1,403 @@
+"""Every data format of the SimCSE workflow, read exactly.
+
+Training data (``load_train_data``):
+  * ``*.txt``: one sentence per line. Unsupervised SimCSE: each sentence is its own positive.
+  * anything else: tab-separated with a header, ``sent0<TAB>sent1`` (pairs) or
+    ``sent0<TAB>sent1<TAB>hard_neg`` (triplets: anchor, positive, hard negative).
+
+STS data (``load_sts``): KorSTS TSV, KLUE-STS JSON, or a plain ``sentence1<TAB>sentence2<TAB>score`` TSV.
+
+Files are split on tabs with quoting disabled (a ``"`` is text, never a field delimiter) and sentences
+are kept verbatim. A bad row raises ``DataFormatError`` naming the file and the 1-based line (or the
+JSON index); no row is ever shifted or dropped silently. Blank lines are skipped and counted in a log
+line.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+from transformers import PreTrainedTokenizerBase
+
+logger = logging.getLogger(__name__)
+
+# The repo's data/ folder, where the download scripts write (works for an editable install).
+DEFAULT_DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+
+# Dataset name -> file under data_dir, as written by the download scripts in data/.
+STS_DATASETS = {
+    "korsts_train": "korsts/sts-train.tsv",
+    "korsts_dev": "korsts/sts-dev.tsv",
+    "korsts_test": "korsts/sts-test.tsv",
+    "klue_sts_train": "klue_sts/klue-sts-v1.1_train.json",
+    "klue_sts_dev": "klue_sts/klue-sts-v1.1_dev.json",
+}
+STS_DOWNLOAD_SCRIPTS = {"korsts": "data/download_korsts.sh", "klue_sts": "data/download_klue_sts.sh"}
+
+KORSTS_HEADER = ("genre", "filename", "year", "id", "score", "sentence1", "sentence2")
+PLAIN_STS_HEADER = ("sentence1", "sentence2", "score")
+TRAIN_HEADERS = (("sent0", "sent1"), ("sent0", "sent1", "hard_neg"))
+MIN_SCORE, MAX_SCORE = 0.0, 5.0
+
+
+class DataFormatError(ValueError):
+    """A data file that cannot be read as its format says; the message names the file and where."""
+
+    def __init__(self, path: str | os.PathLike, where: str | None, problem: str):
+        self.path, self.where, self.problem = str(path), where, problem
+        super().__init__(f"{path}, {where}: {problem}" if where else f"{path}: {problem}")
+
+
+@dataclass
+class STSData:
+    """Sentence pairs with gold similarity scores (0 to 5)."""
+
+    sentences1: list[str]
+    sentences2: list[str]
+    scores: list[float]
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        if not len(self.sentences1) == len(self.sentences2) == len(self.scores):
+            raise ValueError(
+                f"STSData {self.name!r}: {len(self.sentences1)} sentences1, "
+                f"{len(self.sentences2)} sentences2 and {len(self.scores)} scores"
+            )
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+
+@dataclass
+class TrainData:
+    """Training sentences by column: 1 column (unsupervised), 2 (pairs) or 3 (triplets)."""
+
+    columns: list[list[str]]
+    path: str = ""
+
+    @property
+    def num_sent(self) -> int:
+        """Sentences the encoder sees per example: an unsupervised sentence is encoded twice."""
+        return 2 if len(self.columns) == 1 else len(self.columns)
+
+    def __len__(self) -> int:
+        return len(self.columns[0])
+
+
+# ---------------------------------------------------------------------------------------------------
+# Reading lines
+
+
+def _read_text(path: Path) -> str:
+    """A UTF-8 file's text (a leading BOM removed); undecodable bytes are reported with their line."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw.count(b"\n", 0, err.start) + 1
+        raise DataFormatError(
+            path, f"line {line}", f"not valid UTF-8 (byte 0x{raw[err.start]:02x}); save the file as UTF-8"
+        ) from None
+    return text.removeprefix("\ufeff")
+
+
+def _read_lines(path: Path) -> list[tuple[int, str]]:
+    """(1-based line number, line) for every line of a UTF-8 file, line endings removed."""
+    text = _read_text(path)
+    # Split on "\n" only: str.splitlines would also split on characters such as U+2028 inside a sentence.
+    lines = text.split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    return [(number, line.removesuffix("\r")) for number, line in enumerate(lines, start=1)]
+
+
+def _drop_blank_lines(path: Path, lines: list[tuple[int, str]]) -> list[tuple[int, str]]:
+    kept = [(number, line) for number, line in lines if line.strip()]
+    if len(kept) < len(lines):
+        logger.warning("%s: skipped %d blank line(s)", path, len(lines) - len(kept))
+    return kept
+
+
+def _check_sentence(path: Path, where: str, text: str, column: str) -> str:
+    if not text.strip():
+        raise DataFormatError(path, where, f"empty sentence in column {column!r}")
+    return text
+
+
+def _parse_score(path: Path, where: str, text: str | float) -> float:
+    try:
+        score = float(text)
+    except (TypeError, ValueError):
+        raise DataFormatError(path, where, f"score {text!r} is not a number") from None
+    if not (math.isfinite(score) and MIN_SCORE <= score <= MAX_SCORE):
+        raise DataFormatError(path, where, f"score {text!r} is outside [{MIN_SCORE:g}, {MAX_SCORE:g}]")
+    return score
+
+
+def _split_row(path: Path, number: int, line: str, expected: int, what: str) -> list[str]:
+    fields = line.split("\t")
+    if len(fields) != expected:
+        hint = " (a tab inside a sentence is not allowed)" if len(fields) > expected else ""
+        raise DataFormatError(
+            path, f"line {number}", f"expected {expected} tab-separated columns ({what}), found {len(fields)}{hint}"
+        )
+    return fields
+
+
+# ---------------------------------------------------------------------------------------------------
+# STS data
+
+
+def resolve_sts_path(name_or_path: str | os.PathLike, data_dir: str | os.PathLike | None = None) -> Path:
+    """The file behind a dataset name (see ``STS_DATASETS``) or a path, which must exist."""
+    name = str(name_or_path)
+    if name in STS_DATASETS:
+        path = Path(data_dir if data_dir is not None else DEFAULT_DATA_DIR) / STS_DATASETS[name]
+        if not path.is_file():
+            script = STS_DOWNLOAD_SCRIPTS[STS_DATASETS[name].split("/")[0]]
+            raise FileNotFoundError(
+                f"{path}: no such file for dataset {name!r}; run `bash {script}` or pass the folder holding "
+                f"{STS_DATASETS[name]} as data_dir"
+            )
+        return path
+    path = Path(name)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file (known dataset names: {', '.join(STS_DATASETS)})")
+    return path
+
+
+def load_sts(name_or_path: str | os.PathLike, data_dir: str | os.PathLike | None = None) -> STSData:
+    """Read STS pairs from a dataset name (``korsts_dev``, ``klue_sts_dev``, ...) or a file.
+
+    The format comes from the file: ``.json`` is KLUE-STS; otherwise the first line must be the KorSTS
+    header (7 columns) or ``sentence1<TAB>sentence2<TAB>score``, or be a headerless 3-column row.
+    """
+    path = resolve_sts_path(name_or_path, data_dir)
+    name = str(name_or_path) if str(name_or_path) in STS_DATASETS else path.stem
+    if path.suffix.lower() == ".json":
+        data = _read_klue_sts_json(path, name)
+    else:
+        data = _read_sts_tsv(path, name)
+    if len(data) == 0:
+        raise DataFormatError(path, None, "no sentence pairs found")
+    return data
+
+
+def _read_sts_tsv(path: Path, name: str) -> STSData:
+    lines = _drop_blank_lines(path, _read_lines(path))
+    if not lines:
+        raise DataFormatError(path, None, "no sentence pairs found")
+    first = tuple(lines[0][1].split("\t"))
+    if first == KORSTS_HEADER:
+        columns, what, rows = (4, 5, 6), "KorSTS: " + ", ".join(KORSTS_HEADER), lines[1:]
+    elif first == PLAIN_STS_HEADER:
+        columns, what, rows = (2, 0, 1), "sentence1, sentence2, score", lines[1:]
+    elif len(first) == len(PLAIN_STS_HEADER) and _is_number(first[2]):
+        columns, what, rows = (2, 0, 1), "sentence1, sentence2, score", lines
+    else:
+        raise DataFormatError(
+            path,
+            "line 1",
+            "unrecognised STS file: expected the KorSTS header (" + "\\t".join(KORSTS_HEADER) + ") or "
+            "sentence1\\tsentence2\\tscore (header optional)",
+        )
+    score_col, s1_col, s2_col = columns
+    expected = len(first)
+    data = STSData([], [], [], name)
+    for number, line in rows:
+        fields = _split_row(path, number, line, expected, what)
+        where = f"line {number}"
+        data.scores.append(_parse_score(path, where, fields[score_col]))
+        data.sentences1.append(_check_sentence(path, where, fields[s1_col], "sentence1"))
+        data.sentences2.append(_check_sentence(path, where, fields[s2_col], "sentence2"))
+    return data
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _read_klue_sts_json(path: Path, name: str) -> STSData:
+    try:
+        items = json.loads(_read_text(path))
+    except json.JSONDecodeError as err:
+        raise DataFormatError(path, f"line {err.lineno}", f"invalid JSON: {err.msg}") from None
+    if not isinstance(items, list):
+        raise DataFormatError(path, None, "expected a JSON list of {sentence1, sentence2, labels: {label}}")
+    data = STSData([], [], [], name)
+    for index, item in enumerate(items):
+        where = f"JSON index {index}"
+        if not isinstance(item, dict):
+            raise DataFormatError(path, where, f"expected an object, found {type(item).__name__}")
+        labels = item.get("labels")
+        if not isinstance(labels, dict) or "label" not in labels:
+            raise DataFormatError(path, where, "missing labels.label")
+        sentences = []
+        for key in ("sentence1", "sentence2"):
+            sentence = item.get(key)
+            if not isinstance(sentence, str):
+                raise DataFormatError(path, where, f"missing or non-string {key!r}")
+            sentences.append(_check_sentence(path, where, sentence, key))
+        label = labels["label"]
+        if isinstance(label, bool) or not isinstance(label, (int, float, str)):
+            raise DataFormatError(path, where, f"score {label!r} is not a number")
+        data.scores.append(_parse_score(path, where, label))
+        data.sentences1.append(sentences[0])
+        data.sentences2.append(sentences[1])
+    return data
+
+
+# ---------------------------------------------------------------------------------------------------
+# Training data
+
+
+def load_train_data(path: str | os.PathLike) -> TrainData:
+    """Read training sentences: ``.txt`` one per line, else a TSV with a sent0/sent1[/hard_neg] header."""
+    path = Path(path)
+    lines = _drop_blank_lines(path, _read_lines(path))
+    if path.suffix.lower() == ".txt":
+        for number, line in lines:
+            if "\t" in line:
+                raise DataFormatError(
+                    path,
+                    f"line {number}",
+                    "a tab inside a sentence; a .txt training file holds one sentence per line "
+                    "(for pairs or triplets use a .tsv with the header sent0<TAB>sent1[<TAB>hard_neg])",
+                )
+        data = TrainData([[line for _, line in lines]], str(path))
+    else:
+        if not lines:
+            raise DataFormatError(path, None, "no training examples found")
+        header = tuple(lines[0][1].split("\t"))
+        if header not in TRAIN_HEADERS:
+            raise DataFormatError(
+                path,
+                "line 1",
+                f"header {lines[0][1]!r} is not sent0\\tsent1 (pairs) or sent0\\tsent1\\thard_neg (triplets)",
+            )
+        columns: list[list[str]] = [[] for _ in header]
+        for number, line in lines[1:]:
+            fields = _split_row(path, number, line, len(header), ", ".join(header))
+            for column, name, sentence in zip(columns, header, fields):
+                column.append(_check_sentence(path, f"line {number}", sentence, name))
+        data = TrainData(columns, str(path))
+    if len(data) == 0:
+        raise DataFormatError(path, None, "no training examples found")
+    return data
+
+
+# ---------------------------------------------------------------------------------------------------
+# Tokenization and collation
+
+
+class TokenizedSentences:
+    """Token ids of many sentences, tokenized once, kept in one flat int32 array.
+
+    A flat array costs 4 bytes a token; a list of Python lists would cost about ten times that, which
+    matters for a 1M-sentence corpus.
+    """
+
+    def __init__(
+        self,
+        sentences: Sequence[str],
+        tokenizer: PreTrainedTokenizerBase,
+        max_length: int,
+        chunk_size: int = 10_000,
+        desc: str | None = None,
+    ):
+        if not getattr(tokenizer, "is_fast", False):
+            raise ValueError(f"{type(tokenizer).__name__} is not a fast tokenizer; load it with use_fast=True")
+        if max_length < 2:
+            raise ValueError(f"max_length must be at least 2 (room for [CLS] and [SEP]), got {max_length}")
+        pieces: list[np.ndarray] = []
+        lengths = np.zeros(len(sentences), dtype=np.int64)
+        starts = range(0, len(sentences), chunk_size)
+        show = desc is not None and len(sentences) > chunk_size
+        for start in tqdm(starts, desc=desc, unit="chunk", disable=not show):
+            ids = tokenizer(
+                list(sentences[start : start + chunk_size]),
+                add_special_tokens=True,
+                truncation=True,
+                max_length=max_length,
+                return_attention_mask=False,
+                return_token_type_ids=False,
+            )["input_ids"]
+            lengths[start : start + len(ids)] = [len(row) for row in ids]
+            pieces.extend(np.asarray(row, dtype=np.int32) for row in ids)
+        self.ids = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.int32)
+        self.offsets = np.concatenate([[0], np.cumsum(lengths)])
+        self.lengths = lengths
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        return self.ids[self.offsets[index] : self.offsets[index + 1]]
+
+
+class SimCSEDataset(torch.utils.data.Dataset):
+    """Training examples as token ids: each item is ``num_sent`` id arrays (anchor, positive[, hard neg])."""
+
+    def __init__(self, data: TrainData, tokenizer: PreTrainedTokenizerBase, max_length: int):
+        self.num_sent = data.num_sent
+        self.columns = [
+            TokenizedSentences(column, tokenizer, max_length, desc=f"tokenizing column {i + 1}/{len(data.columns)}")
+            for i, column in enumerate(data.columns)
+        ]
+
+    def __len__(self) -> int:
+        return len(self.columns[0])
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, ...]:
+        ids = tuple(column[index] for column in self.columns)
+        # Unsupervised: the same ids twice; the two dropout masks make the two views differ.
+        return ids * 2 if len(ids) == 1 else ids
+
+
+class SimCSECollator:
+    """Pads a batch of examples to its longest sentence: tensors shaped (batch, num_sent, seq_len).
+
+    ``token_type_ids`` (all zeros: every input is a single sentence) are only returned when the model
+    has token types; RoBERTa (``type_vocab_size == 1``) gets none.
+    """
+
+    def __init__(self, pad_token_id: int, use_token_type_ids: bool):
+        self.pad_token_id = pad_token_id
+        self.use_token_type_ids = use_token_type_ids
+
+    @classmethod
+    def for_model(cls, tokenizer: PreTrainedTokenizerBase, config) -> SimCSECollator:
+        if tokenizer.pad_token_id is None:
+            raise ValueError(f"tokenizer {tokenizer.name_or_path!r} has no pad token")
+        return cls(tokenizer.pad_token_id, getattr(config, "type_vocab_size", 1) > 1)
+
+    def __call__(self, examples: Sequence[Sequence[np.ndarray]]) -> dict[str, torch.Tensor]:
+        batch_size, num_sent = len(examples), len(examples[0])
+        seq_len = max(len(ids) for example in examples for ids in example)
+        input_ids = np.full((batch_size, num_sent, seq_len), self.pad_token_id, dtype=np.int64)
+        attention_mask = np.zeros((batch_size, num_sent, seq_len), dtype=np.int64)
+        for b, example in enumerate(examples):
+            if len(example) != num_sent:
+                raise ValueError(f"example {b} has {len(example)} sentences, example 0 has {num_sent}")
+            for s, ids in enumerate(example):
+                input_ids[b, s, : len(ids)] = ids
+                attention_mask[b, s, : len(ids)] = 1
+        batch = {"input_ids": torch.from_numpy(input_ids), "attention_mask": torch.from_numpy(attention_mask)}
+        if self.use_token_type_ids:
+            batch["token_type_ids"] = torch.zeros_like(batch["input_ids"])
+        return batch

@@ -1,0 +1,63 @@
+"""The SimCSE objective (InfoNCE with in-batch negatives), as a pure function of embeddings."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+# Maps this process's rows (B, H) to every process's rows (W*B, H) and returns with them the index of
+# this process's first row. The identity (one process) returns (rows, 0).
+Gather = Callable[[torch.Tensor], tuple[torch.Tensor, int]]
+
+
+def info_nce(
+    anchors: torch.Tensor,
+    positives: torch.Tensor,
+    hard_negatives: torch.Tensor | None = None,
+    *,
+    temperature: float = 0.05,
+    hard_negative_weight: float = 0.0,
+    gather: Gather | None = None,
+) -> torch.Tensor:
+    """Mean cross-entropy of picking each anchor's own positive among all candidates.
+
+    Args:
+        anchors: (B, H) embeddings; row i is the anchor of example i.
+        positives: (B, H); row i is the positive of anchor i and an in-batch negative for every other.
+        hard_negatives: optional (B, H); row i is the hard negative of anchor i, and a negative for the
+            others too. They are appended as extra columns of the similarity matrix.
+        temperature: cosine similarities are divided by it (0.05: logits lie in [-20, 20]).
+        hard_negative_weight: added to each anchor's logit for its own hard negative: a log-space
+            weight, 0 leaves the hard negative with weight 1 (as in the original SimCSE).
+        gather: turns local candidate rows into the global ones for multi-process training; the
+            anchors stay local and their labels are offset to their own rows.
+
+    Returns:
+        A scalar. Normalisation, logits and cross-entropy are computed in at least float32 whatever the
+        input dtype (exp(20) overflows float16).
+    """
+    if anchors.ndim != 2:
+        raise ValueError(f"anchors must be (batch, hidden), got shape {tuple(anchors.shape)}")
+    for name, other in (("positives", positives), ("hard_negatives", hard_negatives)):
+        if other is not None and other.shape != anchors.shape:
+            raise ValueError(f"{name} shape {tuple(other.shape)} differs from anchors shape {tuple(anchors.shape)}")
+    if temperature <= 0:
+        raise ValueError(f"temperature must be positive, got {temperature}")
+    gather = gather or (lambda rows: (rows, 0))
+    dtype = torch.promote_types(anchors.dtype, torch.float32)
+
+    anchors = F.normalize(anchors.to(dtype), dim=-1)  # (B, H)
+    candidates, first_row = gather(F.normalize(positives.to(dtype), dim=-1))  # (N, H), N = B * processes
+    num_positives = candidates.shape[0]
+    if hard_negatives is not None:
+        global_hard_negatives, _ = gather(F.normalize(hard_negatives.to(dtype), dim=-1))  # (N, H)
+        candidates = torch.cat([candidates, global_hard_negatives])  # (2N, H)
+    logits = anchors @ candidates.T / temperature  # (B, N) or (B, 2N)
+    labels = torch.arange(anchors.shape[0], device=anchors.device) + first_row  # (B,)
+
+    if hard_negatives is not None and hard_negative_weight != 0.0:
+        own_hard_negative = F.one_hot(labels + num_positives, num_classes=logits.shape[1])  # (B, 2N)
+        logits = logits + hard_negative_weight * own_hard_negative.to(dtype)  # (B, 2N)
+    return F.cross_entropy(logits, labels)

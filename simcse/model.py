@@ -1,0 +1,158 @@
+"""The sentence encoder: a Hugging Face BERT/RoBERTa, a pooler, and SimCSE's MLP head."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+from transformers import AutoModel, AutoTokenizer, PreTrainedTokenizerBase
+
+from simcse.data import SimCSECollator, TokenizedSentences
+
+POOLERS = ("cls", "cls_before_pooler", "avg", "avg_first_last", "avg_top2")
+_POOLERS_NEEDING_HIDDEN_STATES = ("avg_first_last", "avg_top2")
+
+
+def pool(
+    pooler: str,
+    attention_mask: torch.Tensor,
+    last_hidden_state: torch.Tensor,
+    hidden_states: Sequence[torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """One vector per sequence, from token states (N, L, H) and the mask (N, L); padding is ignored.
+
+    ``hidden_states`` (embeddings output first, then one per layer) is needed by ``avg_first_last``
+    (first layer's output and last layer's) and ``avg_top2`` (last two layers).
+    """
+    if pooler in ("cls", "cls_before_pooler"):
+        return last_hidden_state[:, 0]  # (N, H)
+    if pooler == "avg":
+        tokens = last_hidden_state  # (N, L, H)
+    elif pooler == "avg_first_last":
+        tokens = (hidden_states[1] + hidden_states[-1]) / 2  # (N, L, H)
+    elif pooler == "avg_top2":
+        tokens = (hidden_states[-2] + hidden_states[-1]) / 2  # (N, L, H)
+    else:
+        raise ValueError(f"unknown pooler {pooler!r}; choose one of {', '.join(POOLERS)}")
+    mask = attention_mask.unsqueeze(-1).to(tokens.dtype)  # (N, L, 1)
+    return (tokens * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)  # (N, H)
+
+
+class SimCSEModel(nn.Module):
+    """A transformers encoder (BERT or RoBERTa; hub name or local folder) that embeds sentences.
+
+    Poolers: ``cls`` (CLS vector through the dense+tanh head, in training and evaluation),
+    ``cls_before_pooler`` (CLS vector, no head), ``avg``, ``avg_first_last``, ``avg_top2`` (masked means).
+    ``mlp_only_train`` (``cls`` only) uses the head in training and skips it at evaluation, the
+    unsupervised SimCSE recipe. ``dropout`` sets the encoder's hidden and attention dropout.
+
+    The encoder's pretrained pooling layer is dropped: the head replaces it, and a parameter that never
+    gets a gradient would make DDP fail.
+    """
+
+    def __init__(
+        self,
+        model_name_or_path: str | os.PathLike,
+        *,
+        pooler: str = "cls",
+        mlp_only_train: bool = False,
+        dropout: float = 0.1,
+        tokenizer: str | os.PathLike | PreTrainedTokenizerBase | None = None,
+    ):
+        super().__init__()
+        if pooler not in POOLERS:
+            raise ValueError(f"unknown pooler {pooler!r}; choose one of {', '.join(POOLERS)}")
+        if mlp_only_train and pooler != "cls":
+            raise ValueError(f"mlp_only_train needs pooler 'cls' (the only one with a head), got {pooler!r}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must lie in [0, 1), got {dropout}")
+        self.pooler = pooler
+        self.mlp_only_train = mlp_only_train
+        self.encoder = AutoModel.from_pretrained(
+            model_name_or_path, hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout
+        )
+        # Loaded with the checkpoint's pooling layer (so that loading reports only real mismatches),
+        # then dropped from the encoder.
+        self.encoder.pooler = None
+        if not isinstance(tokenizer, PreTrainedTokenizerBase):
+            tokenizer = AutoTokenizer.from_pretrained(tokenizer or model_name_or_path, use_fast=True)
+        self.tokenizer = tokenizer
+        self.collator = SimCSECollator.for_model(tokenizer, self.encoder.config)
+
+        hidden_size = self.encoder.config.hidden_size
+        self.head: nn.Module | None = None
+        if pooler == "cls":
+            dense = nn.Linear(hidden_size, hidden_size)
+            # Same initialisation as the encoder's own layers (and as the original SimCSE head).
+            nn.init.normal_(dense.weight, std=self.encoder.config.initializer_range)
+            nn.init.zeros_(dense.bias)
+            self.head = nn.Sequential(dense, nn.Tanh())
+
+    @property
+    def config(self):
+        return self.encoder.config
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        token_type_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Sentence embeddings for token ids shaped (..., seq_len); returns (..., hidden).
+
+        Training batches are (batch, num_sent, seq_len): every sentence of every example goes
+        through the encoder in one call.
+        """
+        leading_shape = input_ids.shape[:-1]
+        seq_len = input_ids.shape[-1]
+        output = self.encoder(
+            input_ids=input_ids.reshape(-1, seq_len),  # (N, L)
+            attention_mask=attention_mask.reshape(-1, seq_len),  # (N, L)
+            token_type_ids=None if token_type_ids is None else token_type_ids.reshape(-1, seq_len),
+            output_hidden_states=self.pooler in _POOLERS_NEEDING_HIDDEN_STATES,
+        )
+        embeddings = pool(
+            self.pooler, attention_mask.reshape(-1, seq_len), output.last_hidden_state, output.hidden_states
+        )  # (N, H)
+        if self.head is not None and (self.training or not self.mlp_only_train):
+            embeddings = self.head(embeddings)  # (N, H)
+        return embeddings.reshape(*leading_shape, -1)  # (..., H)
+
+    def encode(
+        self,
+        sentences: Sequence[str],
+        batch_size: int = 64,
+        max_length: int = 64,
+        show_progress_bar: bool = False,
+    ) -> np.ndarray:
+        """Embeddings (len(sentences), hidden) as float32, in the order of ``sentences``.
+
+        Runs in eval mode without gradients; batches are formed longest-first so that each batch
+        holds sentences of similar length (less padding, and an out-of-memory error shows at once).
+        """
+        if isinstance(sentences, str):
+            raise TypeError("encode takes a list of sentences, not a single string")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        tokenized = TokenizedSentences(sentences, self.tokenizer, max_length)
+        order = np.argsort(-tokenized.lengths, kind="stable")
+        device = next(self.parameters()).device
+        embeddings = np.zeros((len(tokenized), self.config.hidden_size), dtype=np.float32)
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.no_grad():
+                for start in tqdm(
+                    range(0, len(order), batch_size), desc="encoding", unit="batch", disable=not show_progress_bar
+                ):
+                    indices = order[start : start + batch_size]
+                    batch = self.collator([(tokenized[i],) for i in indices])  # each (B, 1, L)
+                    batch = {key: value.to(device) for key, value in batch.items()}
+                    embeddings[indices] = self(**batch)[:, 0].float().cpu().numpy()  # (B, H)
+        finally:
+            self.train(was_training)
+        return embeddings

@@ -1,0 +1,149 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from simcse.loss import info_nce
+
+
+def naive_row_losses(anchors, positives, hard_negatives=None, temperature=0.05, hard_negative_weight=0.0):
+    """The SimCSE objective of each anchor, written out in float64 with Python's math module."""
+    a, p = np.asarray(anchors, np.float64), np.asarray(positives, np.float64)
+    n = None if hard_negatives is None else np.asarray(hard_negatives, np.float64)
+
+    def cos(x, y):
+        return float(x @ y) / (math.sqrt(float(x @ x)) * math.sqrt(float(y @ y)))
+
+    losses = []
+    for i in range(len(a)):
+        logits = [cos(a[i], p[j]) / temperature for j in range(len(p))]
+        if n is not None:
+            logits += [cos(a[i], n[j]) / temperature + (hard_negative_weight if j == i else 0.0) for j in range(len(n))]
+        losses.append(math.log(sum(math.exp(x) for x in logits)) - logits[i])
+    return losses
+
+
+def naive_loss(*args, **kwargs):
+    losses = naive_row_losses(*args, **kwargs)
+    return sum(losses) / len(losses)
+
+
+@pytest.fixture
+def embeddings():
+    generator = torch.Generator().manual_seed(0)
+    return [torch.randn(6, 8, generator=generator, dtype=torch.float64) for _ in range(3)]
+
+
+def test_pairs_match_naive_loop(embeddings):
+    anchors, positives, _ = embeddings
+    for temperature in (0.05, 1.0):
+        got = info_nce(anchors, positives, temperature=temperature).item()
+        assert got == pytest.approx(naive_loss(anchors, positives, temperature=temperature), abs=1e-10)
+
+
+@pytest.mark.parametrize("weight", [0.0, 1.5, -2.0])
+def test_triplets_match_naive_loop(embeddings, weight):
+    anchors, positives, hard_negatives = embeddings
+    got = info_nce(anchors, positives, hard_negatives, hard_negative_weight=weight).item()
+    assert got == pytest.approx(naive_loss(anchors, positives, hard_negatives, hard_negative_weight=weight), abs=1e-10)
+
+
+def test_hard_negative_weight_changes_the_loss(embeddings):
+    anchors, positives, hard_negatives = embeddings
+    plain = info_nce(anchors, positives, hard_negatives)
+    weighted = info_nce(anchors, positives, hard_negatives, hard_negative_weight=1.0)
+    # A larger weight on each own hard negative makes every anchor's positive harder to pick.
+    assert weighted > plain
+
+
+def test_float32_inputs_match_naive_loop(embeddings):
+    anchors, positives, hard_negatives = (x.float() for x in embeddings)
+    got = info_nce(anchors, positives, hard_negatives, hard_negative_weight=0.5)
+    assert got.dtype == torch.float32
+    assert got.item() == pytest.approx(
+        naive_loss(anchors, positives, hard_negatives, hard_negative_weight=0.5), rel=1e-5
+    )
+
+
+def test_invariant_to_rescaling(embeddings):
+    anchors, positives, hard_negatives = embeddings
+    scales = torch.rand(6, 1, dtype=torch.float64) * 100 + 0.01
+    before = info_nce(anchors, positives, hard_negatives)
+    after = info_nce(anchors * scales, positives * 7.0, hard_negatives * scales.flip(0))
+    assert after.item() == pytest.approx(before.item(), abs=1e-10)
+
+
+def test_gradcheck():
+    generator = torch.Generator().manual_seed(1)
+    inputs = [torch.randn(3, 4, generator=generator, dtype=torch.float64, requires_grad=True) for _ in range(3)]
+
+    def loss(anchors, positives, hard_negatives):
+        return info_nce(anchors, positives, hard_negatives, temperature=0.5, hard_negative_weight=0.7)
+
+    assert torch.autograd.gradcheck(loss, inputs)
+    assert torch.autograd.gradcheck(lambda a, p: info_nce(a, p, temperature=0.5), inputs[:2])
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_inputs_stay_finite(dtype):
+    generator = torch.Generator().manual_seed(2)
+    base = torch.randn(1, 32, generator=generator) * 50  # large values, as unnormalised hidden states can be
+    # Near-identical vectors: every logit is close to 1 / 0.05 = 20, and exp(20) overflows float16.
+    anchors = (base + 1e-3 * torch.randn(8, 32, generator=generator)).to(dtype)
+    positives = (base + 1e-3 * torch.randn(8, 32, generator=generator)).to(dtype)
+    hard_negatives = (base + 1e-3 * torch.randn(8, 32, generator=generator)).to(dtype)
+    anchors.requires_grad_(True)
+    loss = info_nce(anchors, positives, hard_negatives)
+    assert loss.dtype == torch.float32
+    assert torch.isfinite(loss)
+    loss.backward()
+    assert torch.isfinite(anchors.grad.float()).all()
+    # Same value as the float64 computation on the same (rounded) inputs.
+    expected = naive_loss(anchors.detach().double(), positives.double(), hard_negatives.double())
+    assert loss.item() == pytest.approx(expected, abs=1e-3)
+
+
+def test_gather_hook_offsets_labels(embeddings):
+    """With a gather hook, local anchors are scored against global candidates, labels offset to their rows."""
+    anchors, positives, hard_negatives = embeddings  # a global batch of 6 over 2 "processes" of 3
+    rank, local = 1, 3
+    rows = slice(rank * local, (rank + 1) * local)
+
+    def make_gather(offset):
+        # What all_gather returns: both processes' normalised rows, this process's own rows in place.
+        global_rows = iter([torch.nn.functional.normalize(x, dim=-1) for x in (positives, hard_negatives)])
+
+        def gather(local_rows):
+            gathered = next(global_rows).clone()
+            gathered[rows] = local_rows
+            return gathered, offset
+
+        return gather
+
+    def local_loss(gather):
+        return info_nce(anchors[rows], positives[rows], hard_negatives[rows], hard_negative_weight=0.3, gather=gather)
+
+    expected = naive_row_losses(anchors, positives, hard_negatives, hard_negative_weight=0.3)[rows]
+    assert local_loss(make_gather(rank * local)).item() == pytest.approx(sum(expected) / local, abs=1e-10)
+    # Labels not offset by rank would point at the other process's examples.
+    assert local_loss(make_gather(0)).item() != pytest.approx(sum(expected) / local, abs=1e-3)
+
+
+@pytest.mark.parametrize(
+    "shapes, message",
+    [
+        (((4, 8), (4, 8), (3, 8)), "hard_negatives shape"),
+        (((4, 8), (5, 8), None), "positives shape"),
+        (((2, 4, 8), (2, 4, 8), None), "anchors must be"),
+    ],
+)
+def test_bad_shapes_raise(shapes, message):
+    tensors = [None if shape is None else torch.randn(*shape) for shape in shapes]
+    with pytest.raises(ValueError, match=message):
+        info_nce(*tensors)
+
+
+def test_bad_temperature_raises(embeddings):
+    with pytest.raises(ValueError, match="temperature"):
+        info_nce(embeddings[0], embeddings[1], temperature=0.0)
