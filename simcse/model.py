@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 from transformers import AutoModel, AutoTokenizer, PreTrainedTokenizerBase
+from transformers.utils import cached_file
 
 from simcse.data import SimCSECollator, TokenizedSentences
 
 POOLERS = ("cls", "cls_before_pooler", "avg", "avg_first_last", "avg_top2")
 _POOLERS_NEEDING_HIDDEN_STATES = ("avg_first_last", "avg_top2")
+SIMCSE_CONFIG_NAME = "simcse_config.json"
 
 
 def pool(
@@ -42,6 +46,17 @@ def pool(
     return (tokens * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)  # (N, H)
 
 
+def read_simcse_config(model_name_or_path: str | os.PathLike) -> dict | None:
+    """The pooler settings saved beside a checkpoint by ``SimCSEModel.save_pretrained``, if any."""
+    path = cached_file(
+        model_name_or_path,
+        SIMCSE_CONFIG_NAME,
+        _raise_exceptions_for_missing_entries=False,
+        _raise_exceptions_for_connection_errors=False,
+    )
+    return json.loads(Path(path).read_text(encoding="utf-8")) if path else None
+
+
 class SimCSEModel(nn.Module):
     """A transformers encoder (BERT or RoBERTa; hub name or local folder) that embeds sentences.
 
@@ -49,21 +64,31 @@ class SimCSEModel(nn.Module):
     ``cls_before_pooler`` (CLS vector, no head), ``avg``, ``avg_first_last``, ``avg_top2`` (masked means).
     ``mlp_only_train`` (``cls`` only) uses the head in training and skips it at evaluation, the
     unsupervised SimCSE recipe. ``dropout`` sets the encoder's hidden and attention dropout.
+    ``pooler`` and ``mlp_only_train`` left as None are read from a checkpoint saved by this class
+    (``simcse_config.json``), else default to ``cls`` and False.
 
-    The encoder's pretrained pooling layer is dropped: the head replaces it, and a parameter that never
-    gets a gradient would make DDP fail.
+    The head is the encoder's own pooling layer (dense+tanh on the first token), taken out of the
+    encoder so that only SimCSE decides when it runs. Starting from a pretrained model (no
+    ``simcse_config.json``), it is re-initialised, as in the original SimCSE; from a SimCSE checkpoint it
+    is the trained head, which ``save_pretrained`` writes back as the encoder's pooler weights. With
+    another pooler the pretrained pooling layer is kept frozen, only to be saved back: a parameter that
+    gets no gradient would make DDP fail.
     """
 
     def __init__(
         self,
         model_name_or_path: str | os.PathLike,
         *,
-        pooler: str = "cls",
-        mlp_only_train: bool = False,
+        pooler: str | None = None,
+        mlp_only_train: bool | None = None,
         dropout: float = 0.1,
         tokenizer: str | os.PathLike | PreTrainedTokenizerBase | None = None,
     ):
         super().__init__()
+        saved = read_simcse_config(model_name_or_path)
+        pooler = pooler or (saved or {}).get("pooler", "cls")
+        if mlp_only_train is None:
+            mlp_only_train = bool((saved or {}).get("mlp_only_train", False)) and pooler == "cls"
         if pooler not in POOLERS:
             raise ValueError(f"unknown pooler {pooler!r}; choose one of {', '.join(POOLERS)}")
         if mlp_only_train and pooler != "cls":
@@ -75,22 +100,43 @@ class SimCSEModel(nn.Module):
         self.encoder = AutoModel.from_pretrained(
             model_name_or_path, hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout
         )
-        # Loaded with the checkpoint's pooling layer (so that loading reports only real mismatches),
-        # then dropped from the encoder.
+        checkpoint_pooler = getattr(self.encoder, "pooler", None)
+        if checkpoint_pooler is None:
+            raise ValueError(f"{model_name_or_path}: expected a BERT/RoBERTa-style encoder with a pooling layer")
         self.encoder.pooler = None
         if not isinstance(tokenizer, PreTrainedTokenizerBase):
             tokenizer = AutoTokenizer.from_pretrained(tokenizer or model_name_or_path, use_fast=True)
         self.tokenizer = tokenizer
         self.collator = SimCSECollator.for_model(tokenizer, self.encoder.config)
 
-        hidden_size = self.encoder.config.hidden_size
         self.head: nn.Module | None = None
+        self.frozen_pooler: nn.Module | None = None
         if pooler == "cls":
-            dense = nn.Linear(hidden_size, hidden_size)
-            # Same initialisation as the encoder's own layers (and as the original SimCSE head).
-            nn.init.normal_(dense.weight, std=self.encoder.config.initializer_range)
-            nn.init.zeros_(dense.bias)
-            self.head = nn.Sequential(dense, nn.Tanh())
+            self.head = checkpoint_pooler
+            if saved is None:
+                nn.init.normal_(self.head.dense.weight, std=self.encoder.config.initializer_range)
+                nn.init.zeros_(self.head.dense.bias)
+        else:
+            self.frozen_pooler = checkpoint_pooler.requires_grad_(False)
+
+    def save_pretrained(self, folder: str | os.PathLike, **settings) -> None:
+        """A plain transformers checkpoint (safetensors) plus ``simcse_config.json``.
+
+        ``simcse_config.json`` holds the pooler settings and any extra ``settings`` (e.g. the training
+        ``max_length``, which eval.py reads back).
+
+        The encoder's pooler weights are the trained head with pooler ``cls``, so that
+        ``AutoModel.from_pretrained(folder)(**inputs).pooler_output`` is the sentence embedding.
+        """
+        folder = Path(folder)
+        self.encoder.pooler = self.head if self.head is not None else self.frozen_pooler
+        try:
+            self.encoder.save_pretrained(folder)
+        finally:
+            self.encoder.pooler = None
+        self.tokenizer.save_pretrained(folder)
+        settings = {"pooler": self.pooler, "mlp_only_train": self.mlp_only_train, **settings}
+        (folder / SIMCSE_CONFIG_NAME).write_text(json.dumps(settings, indent=2) + "\n", encoding="utf-8")
 
     @property
     def config(self):
@@ -119,7 +165,7 @@ class SimCSEModel(nn.Module):
             self.pooler, attention_mask.reshape(-1, seq_len), output.last_hidden_state, output.hidden_states
         )  # (N, H)
         if self.head is not None and (self.training or not self.mlp_only_train):
-            embeddings = self.head(embeddings)  # (N, H)
+            embeddings = self.head.activation(self.head.dense(embeddings))  # (N, H)
         return embeddings.reshape(*leading_shape, -1)  # (..., H)
 
     def encode(

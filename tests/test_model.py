@@ -62,7 +62,7 @@ def test_cls_head_is_applied_and_gets_gradients(tiny_bert_dir, korean_sentences)
     batch = batch_of(model, korean_sentences[:4])
     embeddings = model(**batch)
     cls_vectors = model.encoder(**batch).last_hidden_state[:, 0]
-    torch.testing.assert_close(embeddings, torch.tanh(model.head[0](cls_vectors)))
+    torch.testing.assert_close(embeddings, torch.tanh(model.head.dense(cls_vectors)))
     info_nce(embeddings[:2], embeddings[2:]).backward()
     for parameter in model.head.parameters():
         assert parameter.grad is not None and parameter.grad.abs().sum() > 0

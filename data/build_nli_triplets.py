@@ -1,0 +1,36 @@
+"""Build supervised SimCSE triplets (sent0, sent1, hard_neg) from KorNLI training files.
+
+One triplet per premise that has both an entailment and a contradiction hypothesis; sentences verbatim.
+
+    bash data/download_kornli.sh
+    python data/build_nli_triplets.py      # -> data/kornli/kornli_triplets.tsv
+"""
+
+import argparse
+from pathlib import Path
+
+from simcse.cli import run_main
+from simcse.data import nli_triplets, write_train_tsv
+
+KORNLI = Path(__file__).resolve().parent / "kornli"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument(
+        "--input",
+        nargs="+",
+        default=[str(KORNLI / "snli_1.0_train.ko.tsv"), str(KORNLI / "multinli.train.ko.tsv")],
+        help="NLI TSVs with the header sentence1, sentence2, gold_label (default: the KorNLI train files)",
+    )
+    parser.add_argument("--output", default=str(KORNLI / "kornli_triplets.tsv"))
+    args = parser.parse_args()
+    triplets, report = nli_triplets(args.input)
+    if not len(triplets):
+        raise ValueError(f"no premise in {', '.join(args.input)} has both an entailment and a contradiction")
+    write_train_tsv(triplets, args.output)
+    print(f"{report}\nwrote {args.output}")
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,289 @@
+"""End-to-end runs of the scripts users call, as subprocesses, on tiny models and the demo data."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from conftest import REPO_ROOT
+from transformers import AutoModel, AutoTokenizer
+
+from simcse.data import load_sts, load_train_data
+from simcse.evaluate import sts_metrics
+
+
+def run(*args, env=None, check=True):
+    """Run a repo script (python file or bash script) from a neutral directory; returns the process."""
+    command = ["bash", *args] if str(args[0]).endswith(".sh") else [sys.executable, *args]
+    result = subprocess.run(
+        [str(a) for a in command],
+        cwd=REPO_ROOT.parent,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})},
+        timeout=300,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"{args} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+TRAIN = REPO_ROOT / "train" / "train.py"
+EVAL = REPO_ROOT / "evaluation" / "eval.py"
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    """Demo data (small) and a tiny random BERT and RoBERTa built from its corpus, by the repo's scripts."""
+    root = tmp_path_factory.mktemp("demo")
+    run(REPO_ROOT / "data" / "make_demo_data.py", "--output_dir", root / "data", "--num_train", 300, "--num_eval", 60)
+    for model_type in ("bert", "roberta"):
+        run(
+            REPO_ROOT / "train" / "build_random_model.py",
+            "--corpus", root / "data" / "corpus.txt",
+            "--output_path", root / model_type,
+            "--model_type", model_type,
+            "--hidden_size", 32, "--num_attention_heads", 2, "--intermediate_size", 64,
+        )  # fmt: skip
+    (root / "data" / "corpus_with_blanks.txt").write_text(
+        (root / "data" / "corpus.txt").read_text(encoding="utf-8").replace("\n", "\n\n", 5), encoding="utf-8"
+    )
+    return root
+
+
+def train_run(demo, tmp_path, train_data, *extra, model="bert"):
+    output = tmp_path / "run"
+    result = run(
+        TRAIN,
+        "--model", demo / model,
+        "--train_data", train_data,
+        "--valid_data", demo / "data" / "dev.tsv",
+        "--output_path", output,
+        "--batch_size", 16, "--max_length", 24, "--learning_rate", 1e-3,
+        "--max_steps", 4, "--eval_step", 2,
+        *extra,
+    )  # fmt: skip
+    lines = [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines()]
+    return output, lines, result
+
+
+def embeddings_with_plain_transformers(folder, sentences, output):
+    """Sentence vectors from AutoModel/AutoTokenizer alone, as a user of the checkpoint would compute them."""
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = AutoModel.from_pretrained(folder).eval()
+    batch = tokenizer(sentences, padding=True, truncation=True, max_length=24, return_tensors="pt")
+    with torch.no_grad():
+        outputs = model(**batch)
+    if output == "pooler_output":
+        return outputs.pooler_output.numpy()
+    return outputs.last_hidden_state[:, 0].numpy()
+
+
+def test_supervised_triplets_end_to_end(demo, tmp_path):
+    output, lines, result = train_run(demo, tmp_path, demo / "data" / "train.tsv", "--hard_negative_weight", 0.5)
+    assert [line["step"] for line in lines] == [0, 2, 4]
+    assert lines[0]["train_loss"] is None and all(np.isfinite(line["train_loss"]) for line in lines[1:])
+    for line in lines:
+        assert {"epoch", "learning_rate", "cosine_spearman", "avg", "dot_pearson"} <= set(line)
+    info = json.loads((output / "train_args.json").read_text())
+    assert info["args"]["hard_negative_weight"] == 0.5 and info["args"]["batch_size"] == 16
+    assert {"torch", "transformers", "python"} <= set(info["versions"]) and info["device"]["type"] == "cpu"
+    assert json.loads((output / "simcse_config.json").read_text())["pooler"] == "cls"
+    assert (output / "model.safetensors").is_file()
+    assert "before training, best" in result.stdout and "mean training loss" in result.stdout
+
+    # The head is in the checkpoint's pooler: plain AutoModel's pooler_output reproduces the logged score.
+    best = max(lines, key=lambda line: line["cosine_spearman"])
+    dev = load_sts(demo / "data" / "dev.tsv")
+    vectors = embeddings_with_plain_transformers(output, dev.sentences1 + dev.sentences2, "pooler_output")
+    metrics = sts_metrics(vectors[: len(dev)], vectors[len(dev) :], dev.scores)
+    assert metrics["cosine_spearman"] == pytest.approx(best["cosine_spearman"], abs=1e-4)
+
+    # eval.py on the best checkpoint reproduces it too, prints the table and writes every metric.
+    result = run(EVAL, "--model", output, "--test_data", demo / "data" / "dev.tsv", "--output_path", tmp_path / "e.json")
+    report = json.loads((tmp_path / "e.json").read_text())
+    (name,) = report["results"]
+    assert report["results"][name]["cosine_spearman"] == pytest.approx(best["cosine_spearman"], abs=1e-4)
+    assert report["pooler"] == "cls" and report["max_length"] == 24
+    assert "| Model | AVG | Cosine Pearson | Cosine Spearman |" in result.stdout
+    assert f"{100 * best['cosine_spearman']:.2f}" in result.stdout
+
+
+def test_unsupervised_txt_end_to_end(demo, tmp_path):
+    output, lines, result = train_run(demo, tmp_path, demo / "data" / "corpus_with_blanks.txt", "--mlp_only_train")
+    assert "skipped 5 blank line(s)" in result.stderr
+    saved = json.loads((output / "simcse_config.json").read_text())
+    assert saved["pooler"] == "cls" and saved["mlp_only_train"] is True
+    # mlp_only_train: the embedding is the CLS vector before the head.
+    best = max(lines, key=lambda line: line["cosine_spearman"])
+    dev = load_sts(demo / "data" / "dev.tsv")
+    vectors = embeddings_with_plain_transformers(output, dev.sentences1 + dev.sentences2, "cls")
+    metrics = sts_metrics(vectors[: len(dev)], vectors[len(dev) :], dev.scores)
+    assert metrics["cosine_spearman"] == pytest.approx(best["cosine_spearman"], abs=1e-4)
+    result = run(EVAL, "--model", output, "--test_data", demo / "data" / "dev.tsv")
+    assert "pooler cls (mlp_only_train)" in result.stdout
+
+
+def test_pairs_with_roberta_and_epoch_evaluation(demo, tmp_path):
+    pairs = demo / "data" / "pairs.tsv"
+    output, lines, _ = train_run(
+        demo, tmp_path, pairs, "--max_steps", 100, "--batch_size", 128, "--eval_strategy", "epoch", "--pooler", "avg",
+        model="roberta",
+    )  # fmt: skip
+    steps_per_epoch = -(-len(load_train_data(pairs)) // 128)
+    assert [line["step"] for line in lines] == [0, steps_per_epoch]
+    assert lines[-1]["epoch"] == 1.0
+    assert json.loads((output / "simcse_config.json").read_text())["pooler"] == "avg"
+    assert AutoModel.from_pretrained(output).config.model_type == "roberta"
+
+
+def test_demo_script_learns(tmp_path):
+    """The README's first command: the dev score must rise far above its value before training."""
+    result = run(REPO_ROOT / "train" / "run_demo.sh", "--epochs", 3, env={"DEMO_DIR": str(tmp_path)})
+    lines = [json.loads(line) for line in (tmp_path / "model" / "metrics.jsonl").read_text().splitlines()]
+    before, best = lines[0]["cosine_spearman"], max(line["cosine_spearman"] for line in lines)
+    assert best > before + 0.25, (before, best)
+    report = json.loads((tmp_path / "model" / "eval_results.json").read_text())
+    assert report["results"][str(tmp_path / "data" / "dev.tsv")]["cosine_spearman"] == pytest.approx(best, abs=1e-4)
+    assert "Cosine Spearman" in result.stdout
+
+
+# ---------------------------------------------------------------------------------------------------
+# Errors: one line, non-zero exit, no traceback
+
+
+def assert_one_line_error(result, *fragments):
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    error_lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(error_lines) == 1, result.stderr
+    for fragment in fragments:
+        assert fragment in error_lines[0], (fragment, error_lines[0])
+
+
+def test_train_errors(demo, tmp_path):
+    common = ["--model", demo / "bert", "--valid_data", demo / "data" / "dev.tsv", "--output_path", tmp_path / "out"]
+    missing = run(TRAIN, *common, "--train_data", tmp_path / "missing.tsv", check=False)
+    assert_one_line_error(missing, "missing.tsv", "no such file")
+
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("sent0\tsent1\thard_neg\n가\t나\t다\n가\t나\n", encoding="utf-8")
+    bad_rows = run(TRAIN, *common, "--train_data", bad, check=False)
+    assert_one_line_error(bad_rows, str(bad), "line 3", "expected 3")
+
+    one = run(TRAIN, *common, "--train_data", demo / "data" / "train.tsv", "--batch_size", 1, check=False)
+    assert_one_line_error(one, "--batch_size 1")
+
+    no_model = run(TRAIN, *common[2:], "--model", tmp_path / "no-model", "--train_data", demo / "data" / "train.tsv", check=False)
+    assert_one_line_error(no_model, "no-model")
+
+    no_dev = run(TRAIN, *common[:2], "--train_data", demo / "data" / "train.tsv", "--valid_data", "korsts_dev",
+                 "--data_dir", tmp_path, check=False)  # fmt: skip
+    assert_one_line_error(no_dev, "sts-dev.tsv", "download_korsts.sh")
+
+    bad_flag = run(TRAIN, *common, "--train_data", bad, "--pooler", "max", check=False)
+    assert bad_flag.returncode == 2 and "invalid choice: 'max'" in bad_flag.stderr
+    assert not (tmp_path / "out" / "model.safetensors").exists()
+
+
+def test_eval_errors(demo, tmp_path):
+    missing = run(EVAL, "--model", demo / "bert", "--test_data", "klue_sts_dev", "--data_dir", tmp_path, check=False)
+    assert_one_line_error(missing, "klue-sts-v1.1_dev.json", "download_klue_sts.sh")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Data scripts
+
+
+def test_build_nli_triplets_on_xnli_dev(shared_data, tmp_path):
+    source = shared_data / "kornli" / "xnli.dev.ko.tsv"
+    output = tmp_path / "triplets.tsv"
+    result = run(REPO_ROOT / "data" / "build_nli_triplets.py", "--input", source, "--output", output)
+    assert "triplets written: 830" in result.stdout and "premises seen: 830" in result.stdout
+    triplets = load_train_data(output)
+    assert len(triplets) == 830 and triplets.num_sent == 3
+    with open(source, encoding="utf-8", newline="") as file:
+        rows = list(csv.reader(file, delimiter="\t", quoting=csv.QUOTE_NONE))[1:]
+    by_label = {(premise, label): hypothesis for premise, hypothesis, label in reversed(rows)}  # first wins
+    for premise, entailment, contradiction in zip(*triplets.columns):
+        assert by_label[(premise, "entailment")] == entailment
+        assert by_label[(premise, "contradiction")] == contradiction
+    assert any('"' in premise for premise in triplets.columns[0])
+
+
+def test_build_nli_triplets_counts_skipped_rows(tmp_path):
+    source = tmp_path / "nli.tsv"
+    source.write_text(
+        "sentence1\tsentence2\tgold_label\n"
+        "전제 하나\t함의\tentailment\n전제 하나\t모순\tcontradiction\n전제 하나\t중립\tneutral\n"
+        "전제 둘\t함의만\tentailment\n전제 셋\t라벨 없음\t-\n",
+        encoding="utf-8",
+    )
+    result = run(REPO_ROOT / "data" / "build_nli_triplets.py", "--input", source, "--output", tmp_path / "t.tsv")
+    assert "triplets written: 1" in result.stdout
+    assert "neutral (not used): 1" in result.stdout
+    assert "premise without contradiction (its rows): 1" in result.stdout
+    assert "gold_label '-' (not an NLI label): 1" in result.stdout
+    assert load_train_data(tmp_path / "t.tsv").columns == [["전제 하나"], ["함의"], ["모순"]]
+
+
+@pytest.fixture
+def fake_korsts_source(tmp_path):
+    """A local folder laid out like the KorNLUDatasets repository, served through file:// URLs."""
+    source = tmp_path / "source"
+    (source / "KorSTS").mkdir(parents=True)
+    for split in ("train", "dev", "test"):
+        (source / "KorSTS" / f"sts-{split}.tsv").write_text(
+            "genre\tfilename\tyear\tid\tscore\tsentence1\tsentence2\n"
+            f"main\tx\t2012\t0001\t3.5\t{split} 문장\t다른 문장\n",
+            encoding="utf-8",
+        )
+    return source
+
+
+def test_download_writes_where_load_sts_looks(fake_korsts_source, tmp_path):
+    data_dir = tmp_path / "data"
+    env = {"KORNLU_URL": fake_korsts_source.as_uri(), "DATA_DIR": str(data_dir)}
+    run(REPO_ROOT / "data" / "download_korsts.sh", env=env)
+    for name in ("korsts_train", "korsts_dev", "korsts_test"):
+        assert load_sts(name, data_dir=data_dir).scores == [3.5]
+
+
+def test_download_fails_loudly(fake_korsts_source, tmp_path):
+    data_dir = tmp_path / "data"
+    (fake_korsts_source / "KorSTS" / "sts-dev.tsv").write_text("")
+    empty = run(REPO_ROOT / "data" / "download_korsts.sh", env={"KORNLU_URL": fake_korsts_source.as_uri(),
+                                                               "DATA_DIR": str(data_dir)}, check=False)  # fmt: skip
+    assert empty.returncode != 0 and "empty download" in empty.stderr
+    assert not (data_dir / "korsts" / "sts-dev.tsv").exists()
+    assert not list(data_dir.rglob("*.part"))
+
+    missing = run(REPO_ROOT / "data" / "download_klue_sts.sh", env={"KLUE_URL": (tmp_path / "nowhere").as_uri(),
+                                                                   "DATA_DIR": str(data_dir)}, check=False)  # fmt: skip
+    assert missing.returncode != 0 and "download failed" in missing.stderr
+    assert not (data_dir / "klue_sts").exists() or not any((data_dir / "klue_sts").iterdir())
+
+
+@pytest.mark.parametrize("script, train_file", [("run_train_supervised.sh", "train.tsv"),
+                                                ("run_train_unsupervised.sh", "corpus.txt")])  # fmt: skip
+def test_run_scripts_pass_the_recipe_and_extra_flags(demo, tmp_path, script, train_file):
+    output = tmp_path / "run"
+    result = run(
+        REPO_ROOT / "train" / script,
+        "--train_data", demo / "data" / train_file, "--valid_data", demo / "data" / "dev.tsv",
+        "--output_path", output, "--max_steps", 2, "--batch_size", 8,
+        env={"MODEL": str(demo / "bert")},
+    )  # fmt: skip
+    args = json.loads((output / "train_args.json").read_text())["args"]
+    assert args["model"] == str(demo / "bert") and args["batch_size"] == 8
+    assert (args["learning_rate"], args["temp"], args["max_length"], args["dropout"], args["amp"]) == (5e-5, 0.05, 64, 0.1, True)
+    assert args["mlp_only_train"] is (script == "run_train_unsupervised.sh")
+    assert "--amp is ignored on the CPU" in result.stderr
+
+    evaluated = run(REPO_ROOT / "evaluation" / "run_eval.sh", "--test_data", demo / "data" / "test.tsv",
+                    env={"MODEL": str(output)})  # fmt: skip
+    assert (output / "eval_results.json").is_file() and "Cosine Spearman" in evaluated.stdout

@@ -1,0 +1,45 @@
+"""Build a small BERT or RoBERTa with random weights and a WordPiece tokenizer trained on a corpus.
+
+For offline work (the demo, smoke runs): the folder written loads like any transformers checkpoint.
+
+    python train/build_random_model.py --corpus outputs/demo/data/corpus.txt --output_path outputs/demo/init
+"""
+
+import argparse
+
+from simcse.cli import run_main
+from simcse.data import load_train_data
+from simcse.scratch import build_random_encoder
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--corpus", required=True, help=".txt file, one sentence per line")
+    parser.add_argument("--output_path", required=True)
+    parser.add_argument("--model_type", choices=("bert", "roberta"), default="bert")
+    parser.add_argument("--vocab_size", type=int, default=2000)
+    parser.add_argument("--hidden_size", type=int, default=128)
+    parser.add_argument("--num_hidden_layers", type=int, default=2)
+    parser.add_argument("--num_attention_heads", type=int, default=4)
+    parser.add_argument("--intermediate_size", type=int, default=512)
+    parser.add_argument("--max_length", type=int, default=128, help="position embeddings")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    (sentences,) = load_train_data(args.corpus).columns
+    folder = build_random_encoder(
+        args.output_path,
+        sentences,
+        model_type=args.model_type,
+        vocab_size=args.vocab_size,
+        hidden_size=args.hidden_size,
+        num_hidden_layers=args.num_hidden_layers,
+        num_attention_heads=args.num_attention_heads,
+        intermediate_size=args.intermediate_size,
+        max_length=args.max_length,
+        seed=args.seed,
+    )
+    print(f"wrote a random {args.model_type} encoder and its tokenizer into {folder}")
+
+
+if __name__ == "__main__":
+    run_main(main)
