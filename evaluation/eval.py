@@ -6,12 +6,10 @@ Prints the original project's README table (x100) per dataset; --output_path wri
 """
 
 import argparse
-import json
-from pathlib import Path
 
 from simcse.cli import resolve_device, run_main
 from simcse.data import load_sts
-from simcse.evaluate import evaluate_sts, format_sts_table
+from simcse.evaluate import evaluate_sts, format_sts_table, write_eval_report
 from simcse.model import POOLERS, SimCSEModel, read_simcse_config
 
 DEFAULT_MAX_LENGTH = 64
@@ -31,12 +29,13 @@ def main() -> None:
     )
     parser.add_argument("--output_path", default=None, help="JSON file for every metric per dataset")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--trust_remote_code", action="store_true", help="allow code shipped with a hub model to run")
     args = parser.parse_args()
 
     saved = read_simcse_config(args.model) or {}
     max_length = args.max_length or saved.get("max_length", DEFAULT_MAX_LENGTH)
     datasets = {name: load_sts(name, args.data_dir) for name in args.test_data}  # fail fast on a bad file
-    model = SimCSEModel(args.model, pooler=args.pooler).to(resolve_device(args.device))
+    model = SimCSEModel(args.model, pooler=args.pooler, trust_remote_code=args.trust_remote_code).to(resolve_device(args.device))
     print(f"model {args.model}: pooler {model.pooler}{' (mlp_only_train)' if model.mlp_only_train else ''}, "
           f"max_length {max_length}")  # fmt: skip
 
@@ -46,13 +45,8 @@ def main() -> None:
         print(f"\n{name} ({len(data)} pairs)\n{format_sts_table({args.model: results[name]})}")
 
     if args.output_path:
-        report = {"model": args.model, "pooler": model.pooler, "mlp_only_train": model.mlp_only_train,
-                  "max_length": max_length, "results": results}  # fmt: skip
-        path = Path(args.output_path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-        print(f"\nwrote {path}")
-
+        write_eval_report(args.output_path, args.model, model, max_length, results)
+        print(f"\nwrote {args.output_path}")
 
 if __name__ == "__main__":
     run_main(main)

@@ -444,6 +444,34 @@ class SimCSEDataset(torch.utils.data.Dataset):
         return ids * 2 if len(ids) == 1 else ids
 
 
+class EpochBatchSampler:
+    """Batches of example indices in a shuffled order fixed by (seed, epoch).
+
+    The order of an epoch depends on nothing else, so a run resumed at batch k of epoch e sees exactly
+    the batches the uninterrupted run saw (``set_epoch(e, start_batch=k)``).
+    """
+
+    def __init__(self, num_examples: int, batch_size: int, seed: int):
+        self.num_examples, self.batch_size, self.seed = num_examples, batch_size, seed
+        self.epoch, self.start_batch = 0, 0
+
+    @property
+    def batches_per_epoch(self) -> int:
+        return math.ceil(self.num_examples / self.batch_size)
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        self.epoch, self.start_batch = epoch, start_batch
+
+    def __len__(self) -> int:
+        return self.batches_per_epoch - self.start_batch
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        order = torch.randperm(self.num_examples, generator=generator).tolist()
+        for batch in range(self.start_batch, self.batches_per_epoch):
+            yield order[batch * self.batch_size : (batch + 1) * self.batch_size]
+
+
 class SimCSECollator:
     """Pads a batch of examples to its longest sentence: tensors shaped (batch, num_sent, seq_len).
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Mapping
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -15,6 +18,7 @@ from sklearn.metrics.pairwise import (
 
 from simcse.data import STSData
 
+EVAL_RESULTS_NAME = "eval_results.json"
 SIMILARITIES = ("cosine", "euclidean", "manhattan", "dot")
 METRIC_KEYS = (
     *(f"{similarity}_{correlation}" for similarity in SIMILARITIES for correlation in ("pearson", "spearman")),
@@ -98,3 +102,20 @@ def format_sts_table(results: Mapping[str, Mapping[str, float]]) -> str:
         cells = [f"{100 * metrics[key]:.2f}" for _, key in TABLE_COLUMNS]
         lines.append(f"| {row_name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def write_eval_report(
+    path: str | os.PathLike, model_name: str, model, max_length: int, results: Mapping[str, Mapping[str, float]]
+) -> dict:
+    """Write (and return) the JSON eval.py produces: the model, its pooler settings, metrics per dataset."""
+    report = {
+        "model": str(model_name),
+        "pooler": model.pooler,
+        "mlp_only_train": model.mlp_only_train,
+        "max_length": max_length,
+        "results": {name: dict(metrics) for name, metrics in results.items()},
+    }
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    return report

@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 from transformers import AutoModel, AutoTokenizer, PreTrainedTokenizerBase
 from transformers.utils import cached_file
 
+from simcse import st_format
 from simcse.data import SimCSECollator, TokenizedSentences
 
 POOLERS = ("cls", "cls_before_pooler", "avg", "avg_first_last", "avg_top2")
@@ -65,7 +66,8 @@ class SimCSEModel(nn.Module):
     ``mlp_only_train`` (``cls`` only) uses the head in training and skips it at evaluation, the
     unsupervised SimCSE recipe. ``dropout`` sets the encoder's hidden and attention dropout.
     ``pooler`` and ``mlp_only_train`` left as None are read from a checkpoint saved by this class
-    (``simcse_config.json``), else default to ``cls`` and False.
+    (``simcse_config.json``), else default to ``cls`` and False. Code shipped with a hub model runs only
+    with ``trust_remote_code=True``.
 
     The head is the encoder's own pooling layer (dense+tanh on the first token), taken out of the
     encoder so that only SimCSE decides when it runs. Starting from a pretrained model (no
@@ -83,6 +85,7 @@ class SimCSEModel(nn.Module):
         mlp_only_train: bool | None = None,
         dropout: float = 0.1,
         tokenizer: str | os.PathLike | PreTrainedTokenizerBase | None = None,
+        trust_remote_code: bool = False,
     ):
         super().__init__()
         saved = read_simcse_config(model_name_or_path)
@@ -98,14 +101,19 @@ class SimCSEModel(nn.Module):
         self.pooler = pooler
         self.mlp_only_train = mlp_only_train
         self.encoder = AutoModel.from_pretrained(
-            model_name_or_path, hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout
+            model_name_or_path,
+            hidden_dropout_prob=dropout,
+            attention_probs_dropout_prob=dropout,
+            trust_remote_code=trust_remote_code,
         )
         checkpoint_pooler = getattr(self.encoder, "pooler", None)
         if checkpoint_pooler is None:
             raise ValueError(f"{model_name_or_path}: expected a BERT/RoBERTa-style encoder with a pooling layer")
         self.encoder.pooler = None
         if not isinstance(tokenizer, PreTrainedTokenizerBase):
-            tokenizer = AutoTokenizer.from_pretrained(tokenizer or model_name_or_path, use_fast=True)
+            tokenizer = AutoTokenizer.from_pretrained(
+                tokenizer or model_name_or_path, use_fast=True, trust_remote_code=trust_remote_code
+            )
         self.tokenizer = tokenizer
         self.collator = SimCSECollator.for_model(tokenizer, self.encoder.config)
 
@@ -119,14 +127,14 @@ class SimCSEModel(nn.Module):
         else:
             self.frozen_pooler = checkpoint_pooler.requires_grad_(False)
 
-    def save_pretrained(self, folder: str | os.PathLike, **settings) -> None:
-        """A plain transformers checkpoint (safetensors) plus ``simcse_config.json``.
+    def save_pretrained(self, folder: str | os.PathLike, max_length: int = 64) -> None:
+        """Write a plain transformers checkpoint (safetensors), ``simcse_config.json`` and the
+        sentence-transformers files into ``folder``.
 
-        ``simcse_config.json`` holds the pooler settings and any extra ``settings`` (e.g. the training
-        ``max_length``, which eval.py reads back).
-
-        The encoder's pooler weights are the trained head with pooler ``cls``, so that
+        With pooler ``cls`` the trained head is saved as the encoder's pooler weights, so that
         ``AutoModel.from_pretrained(folder)(**inputs).pooler_output`` is the sentence embedding.
+        ``max_length`` (the training value) is recorded for eval.py and sentence-transformers. Use
+        ``simcse.checkpoint.save_model`` for a save that a crash cannot leave half-written.
         """
         folder = Path(folder)
         self.encoder.pooler = self.head if self.head is not None else self.frozen_pooler
@@ -135,8 +143,17 @@ class SimCSEModel(nn.Module):
         finally:
             self.encoder.pooler = None
         self.tokenizer.save_pretrained(folder)
-        settings = {"pooler": self.pooler, "mlp_only_train": self.mlp_only_train, **settings}
+        settings = {"pooler": self.pooler, "mlp_only_train": self.mlp_only_train, "max_length": max_length}
         (folder / SIMCSE_CONFIG_NAME).write_text(json.dumps(settings, indent=2) + "\n", encoding="utf-8")
+        if st_format.supports(self.pooler):
+            head_used_at_evaluation = self.head is not None and not self.mlp_only_train
+            st_format.write_sentence_transformers_files(
+                folder,
+                self.pooler,
+                self.config.hidden_size,
+                max_length,
+                self.head.dense if head_used_at_evaluation else None,
+            )
 
     @property
     def config(self):

@@ -1,4 +1,5 @@
-"""The SimCSE training loop: AdamW, linear warmup and decay, AMP, periodic STS evaluation, best checkpoint."""
+"""The SimCSE training loop: AdamW, linear warmup and decay, AMP, periodic STS evaluation, the best
+checkpoint, training-state checkpoints and exact resume."""
 
 from __future__ import annotations
 
@@ -20,9 +21,11 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 import simcse
+from simcse import checkpoint
 from simcse.cli import resolve_device
-from simcse.data import SimCSEDataset, load_sts, load_train_data
-from simcse.evaluate import evaluate_sts
+from simcse.data import EpochBatchSampler, SimCSEDataset, load_sts, load_train_data
+from simcse.evaluate import EVAL_RESULTS_NAME, METRIC_KEYS, evaluate_sts, write_eval_report
+from simcse.hub import push_checkpoint
 from simcse.loss import info_nce
 from simcse.model import POOLERS, SimCSEModel
 
@@ -39,6 +42,7 @@ class TrainConfig:
     pooler: str = "cls"
     mlp_only_train: bool = False
     dropout: float = 0.1
+    trust_remote_code: bool = False
     # data
     train_data: str = ""
     valid_data: str = "korsts_dev"
@@ -56,11 +60,16 @@ class TrainConfig:
     temp: float = 0.05
     hard_negative_weight: float = 0.0
     amp: bool = False
-    # evaluation and output
+    # evaluation, checkpoints and output
     output_path: str = "outputs/simcse"
     eval_strategy: str = "steps"
     eval_step: int = 100
     eval_batch_size: int = 128
+    save_steps: int | None = None
+    save_total_limit: int | None = None
+    resume_from_checkpoint: str | None = None
+    push_to_hub: str | None = None
+    hub_private: bool = False
     # runtime
     seed: int = 42
     device: str = "auto"
@@ -85,10 +94,38 @@ class TrainConfig:
             (self.eval_step >= 1, f"--eval_step must be at least 1, got {self.eval_step}"),
             (self.eval_batch_size >= 1, f"--eval_batch_size must be at least 1, got {self.eval_batch_size}"),
             (self.num_workers >= 0, f"--num_workers must be non-negative, got {self.num_workers}"),
-        ]
+            (self.save_steps is None or self.save_steps >= 1, f"--save_steps must be at least 1, got {self.save_steps}"),
+            (self.save_total_limit is None or self.save_total_limit >= 1,
+             f"--save_total_limit must be at least 1, got {self.save_total_limit}"),
+        ]  # fmt: skip
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
+
+
+# Settings that change what a run computes: a resumed run must use the values it was started with.
+RESUME_MUST_MATCH = (
+    "model", "tokenizer", "pooler", "mlp_only_train", "dropout", "train_data", "valid_data", "data_dir",
+    "max_length", "batch_size", "epochs", "max_steps", "learning_rate", "weight_decay", "warmup_ratio",
+    "max_grad_norm", "temp", "hard_negative_weight", "amp", "eval_strategy", "eval_step", "seed",
+)  # fmt: skip
+
+
+class NonFiniteLossError(ValueError):
+    """Training produced a NaN or infinite loss."""
+
+
+@dataclass
+class LoopState:
+    """Where the loop stands; saved as JSON in every training checkpoint."""
+
+    step: int = 0
+    best_step: int = -1
+    best_score: float = -math.inf
+    window_loss_sum: float = 0.0  # losses since the last evaluation
+    window_loss_count: int = 0
+    total_loss: float = 0.0  # losses up to the last evaluation
+    skipped_steps: int = 0  # fp16 steps the grad scaler skipped (gradient overflow)
 
 
 @dataclass
@@ -98,6 +135,7 @@ class TrainResult:
     mean_train_loss: float
     total_seconds: float
     steps: int
+    skipped_steps: int
     history: list[dict] = field(default_factory=list)
 
 
@@ -105,6 +143,7 @@ def learning_rate_at(step: int, total_steps: int, warmup_steps: int, peak: float
     """Linear warmup from 0 to ``peak`` over ``warmup_steps``, then linear decay to 0 at ``total_steps``.
 
     ``step`` counts optimizer steps already taken, so the first update uses ``learning_rate_at(0, ...)``.
+    The schedule is a function of the step alone: resuming needs nothing but the step.
     """
     if step < warmup_steps:
         return peak * (step + 1) / (warmup_steps + 1)
@@ -136,7 +175,7 @@ def set_seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def run_info(config: TrainConfig, device: torch.device, amp_dtype: torch.dtype | None, **counts) -> dict:
+def run_info(config: TrainConfig, device: torch.device, amp_dtype: torch.dtype | None, **extra) -> dict:
     """What train_args.json records: the flags, the library versions, the device and the data sizes."""
     return {
         "args": asdict(config),
@@ -151,15 +190,31 @@ def run_info(config: TrainConfig, device: torch.device, amp_dtype: torch.dtype |
             "name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
             "amp_dtype": str(amp_dtype).removeprefix("torch.") if amp_dtype else None,
         },
-        **counts,
+        **extra,
     }
+
+
+def check_resumable(config: TrainConfig, saved_args: dict) -> None:
+    """Refuse a resume whose settings differ from the run's, listing every difference."""
+    differences = [
+        f"--{name} {saved_args.get(name)!r} -> {getattr(config, name)!r}"
+        for name in RESUME_MUST_MATCH
+        if saved_args.get(name) != getattr(config, name)
+    ]
+    if differences:
+        raise ValueError("cannot resume with settings that change the run: " + "; ".join(differences))
+
+
+def _read_metrics(path: Path, up_to_step: int) -> list[dict]:
+    lines = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [line for line in lines if line["step"] <= up_to_step]
 
 
 def train(config: TrainConfig) -> TrainResult:
     """Train, evaluating on the dev set before training, every ``eval_step`` steps (or epoch) and at the end.
 
-    ``output_path`` receives the best checkpoint (by dev cosine Spearman), train_args.json and
-    metrics.jsonl (one line per evaluation).
+    ``output_path`` receives the best checkpoint (by dev cosine Spearman), train_args.json, metrics.jsonl
+    (one line per evaluation) and, with ``save_steps``, training checkpoints ``checkpoint-STEP/``.
     """
     config.validate()
     started = time.perf_counter()
@@ -168,29 +223,42 @@ def train(config: TrainConfig) -> TrainResult:
     amp_dtype = autocast_dtype(config.amp, device)
     output = Path(config.output_path)
 
+    resume_from = None
+    if config.resume_from_checkpoint:
+        checkpoint.recover(output)
+        resume_from = checkpoint.resolve_checkpoint(config.resume_from_checkpoint, output)
+        saved = checkpoint.read_trainer_state(resume_from)
+        check_resumable(config, saved["config"])
+
     # Read every input before building anything, so that a bad file fails in seconds.
     valid_data = load_sts(config.valid_data, config.data_dir)
     train_data = load_train_data(config.train_data)
     if len(train_data) < 2:
         raise ValueError(f"{config.train_data}: {len(train_data)} training example; in-batch negatives need 2 or more")
+    if resume_from and saved["num_train_examples"] != len(train_data):
+        raise ValueError(
+            f"cannot resume: {config.train_data} now holds {len(train_data)} examples, "
+            f"the run was started on {saved['num_train_examples']}"
+        )
     model = SimCSEModel(
-        config.model,
+        resume_from or config.model,
         pooler=config.pooler,
         mlp_only_train=config.mlp_only_train,
         dropout=config.dropout,
-        tokenizer=config.tokenizer,
+        tokenizer=None if resume_from else config.tokenizer,
+        trust_remote_code=config.trust_remote_code,
     ).to(device)
     dataset = SimCSEDataset(train_data, model.tokenizer, config.max_length)
+    sampler = EpochBatchSampler(len(dataset), config.batch_size, config.seed)
     loader = DataLoader(
         dataset,
-        batch_size=config.batch_size,
-        shuffle=True,
-        generator=torch.Generator().manual_seed(config.seed),
+        batch_sampler=sampler,
         collate_fn=model.collator,
         num_workers=config.num_workers,
         pin_memory=device.type == "cuda",
+        generator=torch.Generator(),  # its seed draw must not consume the global RNG that drives dropout
     )
-    steps_per_epoch = len(loader)
+    steps_per_epoch = sampler.batches_per_epoch
     total_steps = config.epochs * steps_per_epoch
     if config.max_steps is not None:
         total_steps = min(total_steps, config.max_steps)
@@ -201,53 +269,91 @@ def train(config: TrainConfig) -> TrainResult:
     autocast = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else nullcontext()
 
     output.mkdir(parents=True, exist_ok=True)
+    checkpoint.recover(output)
     info = run_info(
-        config, device, amp_dtype, num_train_examples=len(dataset), steps_per_epoch=steps_per_epoch, total_steps=total_steps
-    )
+        config, device, amp_dtype, num_train_examples=len(dataset), steps_per_epoch=steps_per_epoch,
+        total_steps=total_steps, resumed_from=str(resume_from) if resume_from else None,
+    )  # fmt: skip
     (output / "train_args.json").write_text(json.dumps(info, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     metrics_file = output / "metrics.jsonl"
-    metrics_file.write_text("", encoding="utf-8")
 
-    result = TrainResult(best_step=-1, best_score=-math.inf, mean_train_loss=math.nan, total_seconds=0.0, steps=0)
-    loss_sum = torch.zeros((), device=device)  # since the last evaluation; summed on the device, read rarely
-    loss_count, total_loss, lr = 0, 0.0, learning_rate_at(0, total_steps, warmup_steps, config.learning_rate)
-    # Redrawn at most once a second when the output is a log file rather than a terminal.
-    progress = tqdm(
-        total=total_steps, desc="training", unit="step", dynamic_ncols=True, mininterval=0.1 if sys.stderr.isatty() else 1.0
-    )
+    state = LoopState()
+    result = TrainResult(-1, -math.inf, math.nan, 0.0, 0, 0)
+    if resume_from:
+        state = LoopState(**saved["loop"])
+        training_state = checkpoint.read_training_state(resume_from)
+        optimizer.load_state_dict(training_state["optimizer"])
+        scaler.load_state_dict(training_state["grad_scaler"])
+        result.history = _read_metrics(metrics_file, state.step)
+        metrics_file.write_text("".join(json.dumps(line) + "\n" for line in result.history), encoding="utf-8")
+        print(f"resuming from {resume_from} at step {state.step}")
+    else:
+        metrics_file.write_text("", encoding="utf-8")
+    loss_sum = torch.tensor(state.window_loss_sum, device=device)  # summed on the device, read rarely
+    lr = None  # of the last step taken
 
-    def evaluate(step: int) -> None:
-        nonlocal loss_sum, loss_count, total_loss
-        window_loss = loss_sum.item() / loss_count if loss_count else None
-        total_loss += loss_sum.item()
-        loss_sum, loss_count = torch.zeros((), device=device), 0
-        metrics = evaluate_sts(model, valid_data, batch_size=config.eval_batch_size, max_length=config.max_length)
+    def evaluate() -> None:
+        window = loss_sum.item()
+        state.total_loss += window
         line = {
-            "step": step,
-            "epoch": round(step / steps_per_epoch, 4),
-            "train_loss": window_loss,
-            "learning_rate": lr if step else None,
-            **metrics,
+            "step": state.step,
+            "epoch": round(state.step / steps_per_epoch, 4),
+            "train_loss": window / state.window_loss_count if state.window_loss_count else None,
+            "learning_rate": lr,
+            "skipped_steps": state.skipped_steps,
         }
+        loss_sum.zero_()
+        state.window_loss_count = 0
+        line |= evaluate_sts(model, valid_data, batch_size=config.eval_batch_size, max_length=config.max_length)
         result.history.append(line)
         with metrics_file.open("a", encoding="utf-8") as file:
             file.write(json.dumps(line) + "\n")
-        improved = metrics["cosine_spearman"] > result.best_score
+        improved = line["cosine_spearman"] > state.best_score
         if improved:
-            result.best_step, result.best_score = step, metrics["cosine_spearman"]
-            model.save_pretrained(output, max_length=config.max_length)
+            state.best_step, state.best_score = state.step, line["cosine_spearman"]
+            checkpoint.save_model(model, output, config.max_length)
         progress.write(
-            f"step {step} (epoch {line['epoch']:.2f}): dev cosine Pearson {metrics['cosine_pearson']:.4f}, "
-            f"cosine Spearman {metrics['cosine_spearman']:.4f}"
-            + (" (best, saved)" if improved else f" (best {result.best_score:.4f} at step {result.best_step})")
+            f"step {state.step} (epoch {line['epoch']:.2f}): dev cosine Pearson {line['cosine_pearson']:.4f}, "
+            f"cosine Spearman {line['cosine_spearman']:.4f}"
+            + (" (best, saved)" if improved else f" (best {state.best_score:.4f} at step {state.best_step})")
         )
+        model.train()
 
-    evaluate(0)
+    def save_training_checkpoint() -> None:
+        state.window_loss_sum = loss_sum.item()
+        trainer_state = {
+            "step": state.step,
+            "epoch": state.step // steps_per_epoch,
+            "batch_in_epoch": state.step % steps_per_epoch,
+            "num_train_examples": len(dataset),
+            "loop": asdict(state),
+            "config": asdict(config),
+        }
+        training_state = {
+            "optimizer": optimizer.state_dict(),
+            "grad_scaler": scaler.state_dict(),
+            "rng": checkpoint.rng_state(),
+        }
+        path = checkpoint.save_training_checkpoint(model, output, config.max_length, training_state, trainer_state)
+        checkpoint.rotate_checkpoints(output, config.save_total_limit)
+        progress.write(f"step {state.step}: saved {path}")
+
+    # Redrawn at most once a second when the output is a log file rather than a terminal.
+    progress = tqdm(
+        total=total_steps, initial=state.step, desc="training", unit="step", dynamic_ncols=True,
+        mininterval=0.1 if sys.stderr.isatty() else 1.0,
+    )  # fmt: skip
+    if resume_from:
+        checkpoint.set_rng_state(training_state["rng"])
+    else:
+        evaluate()
     model.train()
-    step, window_start, window_sentences = 0, time.perf_counter(), 0
-    for epoch in range(config.epochs):
+    window_start, window_sentences = time.perf_counter(), 0
+    start_epoch = state.step // steps_per_epoch
+    for epoch in range(start_epoch, config.epochs):
+        sampler.set_epoch(epoch, start_batch=state.step - epoch * steps_per_epoch if epoch == start_epoch else 0)
         for batch in loader:
-            lr = learning_rate_at(step, total_steps, warmup_steps, config.learning_rate)
+            lr = learning_rate_at(state.step, total_steps, warmup_steps, config.learning_rate)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             batch = {key: value.to(device, non_blocking=True) for key, value in batch.items()}
@@ -260,44 +366,66 @@ def train(config: TrainConfig) -> TrainResult:
                 temperature=config.temp,
                 hard_negative_weight=config.hard_negative_weight,
             )
+            # With fp16 loss scaling an overflow is expected now and then: the scaler skips that step.
+            if not scaler.is_enabled() and not torch.isfinite(loss):
+                last = checkpoint.list_checkpoints(output)
+                raise NonFiniteLossError(
+                    f"training loss is {loss.item()} at step {state.step + 1}; last good checkpoint: "
+                    + (str(last[-1]) if last else f"none saved (--save_steps); best model in {output}")
+                )
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             if config.max_grad_norm > 0:
                 scaler.unscale_(optimizer)
                 torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+            scale_before = scaler.get_scale() if scaler.is_enabled() else None
             scaler.step(optimizer)
             scaler.update()
-            step += 1
+            if scale_before is not None and scaler.get_scale() < scale_before:
+                state.skipped_steps += 1
+            state.step += 1
             loss_sum += loss.detach()
-            loss_count += 1
+            state.window_loss_count += 1
             window_sentences += batch["input_ids"].shape[0] * batch["input_ids"].shape[1]
             progress.update()
-            if step % 10 == 0 or step == total_steps:
+            if state.step % 10 == 0 or state.step == total_steps:
                 elapsed = time.perf_counter() - window_start
                 progress.set_postfix(
                     loss=f"{loss.item():.4f}", lr=f"{lr:.2e}", sent_per_s=f"{window_sentences / elapsed:.1f}"
                 )
                 window_start, window_sentences = time.perf_counter(), 0
-            if (config.eval_strategy == "steps" and step % config.eval_step == 0) or step == total_steps:
-                evaluate(step)
-                model.train()
+            end_of_epoch = state.step % steps_per_epoch == 0
+            if (
+                state.step == total_steps
+                or (config.eval_strategy == "steps" and state.step % config.eval_step == 0)
+                or (config.eval_strategy == "epoch" and end_of_epoch)
+            ):
+                evaluate()
                 window_start, window_sentences = time.perf_counter(), 0
-            if step == total_steps:
+            if config.save_steps and state.step % config.save_steps == 0:
+                save_training_checkpoint()
+            if state.step == total_steps:
                 break
-        if step == total_steps:
+        if state.step == total_steps:
             break
-        if config.eval_strategy == "epoch":
-            evaluate(step)
-            model.train()
     progress.close()
 
-    result.steps = step
-    result.mean_train_loss = total_loss / step
+    result.best_step, result.best_score = state.best_step, state.best_score
+    result.steps, result.skipped_steps = state.step, state.skipped_steps
+    result.mean_train_loss = state.total_loss / state.step
     result.total_seconds = time.perf_counter() - started
     print(
         f"done: dev cosine Spearman {result.history[0]['cosine_spearman']:.4f} before training, "
         f"best {result.best_score:.4f} at step {result.best_step}; "
-        f"mean training loss {result.mean_train_loss:.4f} over {step} steps; "
-        f"total time {result.total_seconds:.1f} s; best checkpoint in {output}"
+        f"mean training loss {result.mean_train_loss:.4f} over {state.step} steps"
+        + (f" ({state.skipped_steps} skipped by the fp16 grad scaler)" if state.skipped_steps else "")
+        + f"; total time {result.total_seconds:.1f} s; best checkpoint in {output}"
     )
+    if config.push_to_hub:
+        best = next(line for line in result.history if line["step"] == result.best_step)
+        results = {config.valid_data: {key: best[key] for key in METRIC_KEYS}}
+        write_eval_report(output / EVAL_RESULTS_NAME, config.model, model, config.max_length, results)
+        url = push_checkpoint(output, config.push_to_hub, private=config.hub_private)
+        print(f"pushed {output} to {url}")
     return result
+

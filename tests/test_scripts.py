@@ -143,10 +143,10 @@ def test_pairs_with_roberta_and_epoch_evaluation(demo, tmp_path):
 
 def test_demo_script_learns(tmp_path):
     """The README's first command: the dev score must rise far above its value before training."""
-    result = run(REPO_ROOT / "train" / "run_demo.sh", "--epochs", 3, env={"DEMO_DIR": str(tmp_path)})
+    result = run(REPO_ROOT / "train" / "run_demo.sh", env={"DEMO_DIR": str(tmp_path)})
     lines = [json.loads(line) for line in (tmp_path / "model" / "metrics.jsonl").read_text().splitlines()]
     before, best = lines[0]["cosine_spearman"], max(line["cosine_spearman"] for line in lines)
-    assert best > before + 0.25, (before, best)
+    assert best > before + 0.3, (before, best)
     report = json.loads((tmp_path / "model" / "eval_results.json").read_text())
     assert report["results"][str(tmp_path / "data" / "dev.tsv")]["cosine_spearman"] == pytest.approx(best, abs=1e-4)
     assert "Cosine Spearman" in result.stdout

@@ -24,6 +24,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--mlp_only_train", action="store_true", help="use the MLP head in training only (unsupervised recipe)"
     )
     model.add_argument("--dropout", type=float, default=DEFAULTS.dropout, help="hidden and attention dropout")
+    model.add_argument(
+        "--trust_remote_code", action="store_true", help="allow code shipped with a hub model to run (off by default)"
+    )
 
     data = parser.add_argument_group("data")
     data.add_argument(
@@ -54,6 +57,19 @@ def build_parser() -> argparse.ArgumentParser:
     output.add_argument("--eval_strategy", default=DEFAULTS.eval_strategy, choices=("steps", "epoch"))
     output.add_argument("--eval_step", type=int, default=DEFAULTS.eval_step, help="evaluate every N steps")
     output.add_argument("--eval_batch_size", type=int, default=DEFAULTS.eval_batch_size)
+
+    saving = parser.add_argument_group("checkpoints and the Hub")
+    saving.add_argument("--save_steps", type=int, default=None, help="write checkpoint-STEP/ every N steps")
+    saving.add_argument(
+        "--save_total_limit", type=int, default=None, help="keep the newest N checkpoint-STEP/ (default: all)"
+    )
+    saving.add_argument(
+        "--resume_from_checkpoint", default=None, metavar="DIR|latest", help="continue a run from a checkpoint"
+    )
+    saving.add_argument(
+        "--push_to_hub", default=None, metavar="REPO_ID", help="upload the best checkpoint (token: HF_TOKEN or login)"
+    )
+    saving.add_argument("--hub_private", action="store_true", help="create the Hub repository as private")
 
     runtime = parser.add_argument_group("runtime")
     runtime.add_argument("--seed", type=int, default=DEFAULTS.seed)

@@ -1,0 +1,150 @@
+"""Model cards and pushes to the Hugging Face Hub.
+
+The token is never an argument here: ``huggingface_hub`` reads ``HF_TOKEN`` or the saved login itself, so
+it never passes through this code, its logs or the files it writes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from huggingface_hub import EvalResult, ModelCardData, create_repo, upload_folder
+
+from simcse.evaluate import EVAL_RESULTS_NAME, METRIC_KEYS, format_sts_table
+from simcse.model import SIMCSE_CONFIG_NAME
+
+# What is not part of a published checkpoint: training states, unfinished saves.
+IGNORE_PATTERNS = ["checkpoint-*", "checkpoint-*/**", ".staging-*", ".staging-*/**"]
+# Hub datasets behind our dataset names: (hub id, display name, split).
+KNOWN_DATASETS = {
+    "korsts_train": ("kakaobrain/kor_nlu", "KorSTS", "train"),
+    "korsts_dev": ("kakaobrain/kor_nlu", "KorSTS", "validation"),
+    "korsts_test": ("kakaobrain/kor_nlu", "KorSTS", "test"),
+    "klue_sts_train": ("klue/klue", "KLUE-STS", "train"),
+    "klue_sts_dev": ("klue/klue", "KLUE-STS", "validation"),
+}
+RECIPE_KEYS = (
+    "model", "train_data", "pooler", "mlp_only_train", "max_length", "batch_size", "epochs", "max_steps",
+    "learning_rate", "weight_decay", "warmup_ratio", "max_grad_norm", "temp", "hard_negative_weight",
+    "dropout", "amp", "seed",
+)  # fmt: skip
+
+
+def _read_json(path: Path) -> dict | None:
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def _dataset(name: str) -> tuple[str, str, str]:
+    return KNOWN_DATASETS.get(name, (Path(name).stem, Path(name).stem, "test"))
+
+
+def _usage(repo_id: str, settings: dict) -> str:
+    if settings.get("pooler") == "cls" and not settings.get("mlp_only_train"):
+        embedding = "outputs.pooler_output  # the trained SimCSE head is this model's pooler"
+    elif settings.get("pooler") in ("cls", "cls_before_pooler"):
+        embedding = "outputs.last_hidden_state[:, 0]  # the [CLS] vector"
+    else:
+        embedding = (
+            "(outputs.last_hidden_state * batch['attention_mask'].unsqueeze(-1)).sum(1)"
+            " / batch['attention_mask'].sum(1, keepdim=True)  # mean over real tokens"
+        )
+    text = f"""```python
+import torch
+from transformers import AutoModel, AutoTokenizer
+
+tokenizer = AutoTokenizer.from_pretrained("{repo_id}")
+model = AutoModel.from_pretrained("{repo_id}").eval()
+batch = tokenizer(["한 남자가 기타를 치고 있다.", "남자가 악기를 연주하고 있다."],
+                  padding=True, truncation=True, max_length={settings.get("max_length", 64)}, return_tensors="pt")
+with torch.no_grad():
+    outputs = model(**batch)
+embeddings = {embedding}
+print(torch.nn.functional.cosine_similarity(embeddings[0], embeddings[1], dim=0))
+```
+"""
+    if settings.get("pooler") in ("cls", "cls_before_pooler", "avg"):
+        text += f"""
+With sentence-transformers:
+
+```python
+from sentence_transformers import SentenceTransformer
+
+model = SentenceTransformer("{repo_id}")
+embeddings = model.encode(["한 남자가 기타를 치고 있다.", "남자가 악기를 연주하고 있다."])
+print(model.similarity(embeddings[0], embeddings[1]))
+```
+"""
+    return text
+
+
+def render_model_card(folder: str | os.PathLike, repo_id: str) -> str:
+    """README.md for a checkpoint folder: YAML metadata with a model-index of the results in
+    eval_results.json, the training recipe from train_args.json, a results table and usage snippets."""
+    folder = Path(folder)
+    settings = _read_json(folder / SIMCSE_CONFIG_NAME) or {}
+    args = (_read_json(folder / "train_args.json") or {}).get("args", {})
+    report = _read_json(folder / EVAL_RESULTS_NAME) or {"results": {}}
+
+    eval_results = []
+    for name, metrics in report["results"].items():
+        hub_id, display, split = _dataset(name)
+        eval_results += [
+            EvalResult(
+                task_type="sentence-similarity", task_name="Semantic Textual Similarity",
+                dataset_type=hub_id, dataset_name=display, dataset_split=split,
+                metric_type=key, metric_name=key, metric_value=metrics[key],
+            )  # fmt: skip
+            for key in METRIC_KEYS
+        ]
+    train_data = str(args.get("train_data", ""))
+    datasets = ["kakaobrain/kor_nli"] if "kornli" in train_data.lower() else []
+    datasets += sorted({_dataset(name)[0] for name in report["results"] if name in KNOWN_DATASETS})
+    data = ModelCardData(
+        language="ko",
+        library_name="sentence-transformers",
+        pipeline_tag="sentence-similarity",
+        tags=["sentence-transformers", "transformers", "sentence-similarity", "feature-extraction", "simcse"],
+        base_model=args.get("model"),
+        datasets=datasets or None,
+        model_name=repo_id,
+        eval_results=eval_results or None,
+    )
+
+    kind = "unsupervised" if train_data.endswith(".txt") else "supervised"
+    lines = [
+        f"---\n{data.to_yaml()}\n---",
+        f"# {repo_id}",
+        f"A Korean sentence encoder trained with {kind} SimCSE"
+        + (f" from `{args['model']}`" if args.get("model") else "")
+        + " with simcse-ko. Pooler: "
+        f"`{settings.get('pooler', 'cls')}`" + (" (MLP head in training only)" if settings.get("mlp_only_train") else "")
+        + ".",
+    ]
+    if report["results"]:
+        lines.append("## Results\n\nx100; AVG is the mean of the eight correlations.")
+        for name, metrics in report["results"].items():
+            lines.append(f"**{_dataset(name)[1]} ({name})**\n\n{format_sts_table({repo_id: metrics})}")
+    if args:
+        recipe = "\n".join(f"| `{key}` | `{args[key]}` |" for key in RECIPE_KEYS if key in args)
+        lines.append(f"## Training recipe\n\n| setting | value |\n|---|---|\n{recipe}")
+    lines.append("## Usage\n\n" + _usage(repo_id, settings))
+    return "\n\n".join(lines) + "\n"
+
+
+def push_checkpoint(folder: str | os.PathLike, repo_id: str, private: bool = False) -> str:
+    """Write the model card into ``folder`` and upload the folder (without training checkpoints)."""
+    folder = Path(folder)
+    if not (folder / "config.json").is_file():
+        raise FileNotFoundError(f"{folder}: no checkpoint here (config.json missing)")
+    (folder / "README.md").write_text(render_model_card(folder, repo_id), encoding="utf-8")
+    repo_url = create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+    upload_folder(
+        repo_id=repo_id,
+        folder_path=folder,
+        repo_type="model",
+        ignore_patterns=IGNORE_PATTERNS,
+        commit_message="Upload SimCSE checkpoint (simcse-ko)",
+    )
+    return str(repo_url)
