@@ -106,7 +106,8 @@ def render_model_card(folder: str | os.PathLike, repo_id: str) -> str:
         library_name="sentence-transformers",
         pipeline_tag="sentence-similarity",
         tags=["sentence-transformers", "transformers", "sentence-similarity", "feature-extraction", "simcse"],
-        base_model=args.get("model"),
+        # A local folder is no Hub model: leave it out of the metadata, the recipe still names it.
+        base_model=args.get("model") if args.get("model") and not Path(args["model"]).exists() else None,
         datasets=datasets or None,
         model_name=repo_id,
         eval_results=eval_results or None,

@@ -1,0 +1,267 @@
+"""Checkpoints: sentence-transformers files, exact resume, saves a crash cannot corrupt, failing safely."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from conftest import REPO_ROOT
+from safetensors.torch import load_file
+from sentence_transformers import SentenceTransformer
+
+from simcse import checkpoint
+from simcse.data import load_sts
+from simcse.evaluate import sts_metrics
+from simcse.model import SimCSEModel
+from simcse.scratch import build_random_encoder
+from simcse.trainer import NonFiniteLossError, TrainConfig, train
+
+SENTENCES = [
+    "한 남자가 공원에서 기타를 치고 있다.",
+    '그는 "내일 보자"라고 말했다.',
+    "고양이",
+    "여자가 해변에서 수영을 하고 있다, 그리고 아이들이 모래성을 쌓고 있다.",
+]
+
+
+@pytest.fixture(scope="module")
+def demo_data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    command = [sys.executable, REPO_ROOT / "data" / "make_demo_data.py", "--output_dir", root, "--num_train", 120,
+               "--num_eval", 40]  # fmt: skip
+    subprocess.run([str(part) for part in command], check=True, capture_output=True)
+    return root
+
+
+@pytest.fixture(scope="module")
+def model_dir(demo_data, tmp_path_factory):
+    corpus = (demo_data / "corpus.txt").read_text(encoding="utf-8").splitlines()
+    return build_random_encoder(
+        tmp_path_factory.mktemp("bert"), corpus, hidden_size=32, num_attention_heads=2, intermediate_size=64
+    )
+
+
+def config(model_dir, demo_data, output, **changes):
+    settings = dict(
+        model=str(model_dir), train_data=str(demo_data / "train.tsv"), valid_data=str(demo_data / "dev.tsv"),
+        output_path=str(output), batch_size=16, max_length=24, learning_rate=1e-3, dropout=0.1, eval_step=2,
+        hard_negative_weight=0.3,
+    )  # fmt: skip
+    return TrainConfig(**(settings | changes))
+
+
+def metrics_lines(output):
+    return (output / "metrics.jsonl").read_text().splitlines()
+
+
+# ---------------------------------------------------------------------------------------------------
+# sentence-transformers format
+
+
+@pytest.mark.parametrize(
+    "pooler, mlp_only_train, modules",
+    [
+        ("cls", False, ["Transformer", "Pooling", "Dense"]),
+        ("cls", True, ["Transformer", "Pooling"]),
+        ("cls_before_pooler", False, ["Transformer", "Pooling"]),
+        ("avg", False, ["Transformer", "Pooling"]),
+    ],
+)
+def test_sentence_transformers_encodes_like_simcse(tiny_bert_dir, tmp_path, pooler, mlp_only_train, modules):
+    torch.manual_seed(0)
+    model = SimCSEModel(tiny_bert_dir, pooler=pooler, mlp_only_train=mlp_only_train)
+    if model.head is not None:  # a trained-looking head, far from its initialisation
+        torch.nn.init.normal_(model.head.dense.weight, std=0.2)
+    model.save_pretrained(tmp_path, max_length=24)
+    st_model = SentenceTransformer(str(tmp_path), device="cpu")
+    assert [type(module).__name__ for module in st_model] == modules
+    assert st_model.max_seq_length == 24
+    ours = model.encode(SENTENCES, max_length=24)
+    theirs = st_model.encode(SENTENCES, batch_size=3, convert_to_numpy=True)
+    np.testing.assert_allclose(theirs, ours, atol=1e-5)
+    # A different pooler really gives different vectors: the comparison above can fail.
+    other = SimCSEModel(tmp_path, pooler="avg" if pooler != "avg" else "cls_before_pooler")
+    assert np.abs(other.encode(SENTENCES, max_length=24) - ours).max() > 1e-3
+
+
+def test_no_sentence_transformers_files_for_layer_averages(tiny_bert_dir, tmp_path):
+    SimCSEModel(tiny_bert_dir, pooler="avg_first_last").save_pretrained(tmp_path)
+    assert not (tmp_path / "modules.json").exists()
+    assert (tmp_path / "model.safetensors").exists()
+
+
+def test_sentence_transformers_reproduces_the_logged_dev_score(model_dir, demo_data, tmp_path):
+    result = train(config(model_dir, demo_data, tmp_path, max_steps=4))
+    dev = load_sts(demo_data / "dev.tsv")
+    st_model = SentenceTransformer(str(tmp_path), device="cpu")
+    vectors = st_model.encode(dev.sentences1 + dev.sentences2, convert_to_numpy=True)
+    metrics = sts_metrics(vectors[: len(dev)], vectors[len(dev) :], dev.scores)
+    assert metrics["cosine_spearman"] == pytest.approx(result.best_score, abs=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Exact resume
+
+
+def test_resume_gives_the_uninterrupted_run(model_dir, demo_data, tmp_path):
+    """6 steps in one run == 3 steps, stop, resume, 3 steps: same weights and same metrics.jsonl (dropout on)."""
+    straight = tmp_path / "straight"
+    train(config(model_dir, demo_data, straight, max_steps=6, save_steps=3))
+    split = tmp_path / "split"
+    train(config(model_dir, demo_data, split, max_steps=6, save_steps=3))
+    # Cut the second run back to its state at step 3, as if it had died there.
+    import shutil
+
+    shutil.rmtree(split / "checkpoint-6")
+    lines = [line for line in metrics_lines(split) if json.loads(line)["step"] <= 3]
+    (split / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+    train(config(model_dir, demo_data, split, max_steps=6, save_steps=3, resume_from_checkpoint="latest"))
+
+    assert metrics_lines(split) == metrics_lines(straight)
+    assert [json.loads(line)["step"] for line in metrics_lines(split)] == [0, 2, 4, 6]
+    expected, got = load_file(straight / "checkpoint-6" / "model.safetensors"), load_file(split / "checkpoint-6" / "model.safetensors")
+    assert expected.keys() == got.keys()
+    for name in expected:
+        torch.testing.assert_close(got[name], expected[name], atol=1e-6, rtol=0)
+    # Dropout was on: a run without restoring the RNG state would differ (the comparison can fail).
+    assert json.loads(metrics_lines(straight)[1])["train_loss"] != json.loads(metrics_lines(straight)[2])["train_loss"]
+
+
+def test_resume_from_a_fresh_split_matches_too(model_dir, demo_data, tmp_path):
+    """Resuming into a new process (subprocess) from a run killed after checkpoint-4 while saving checkpoint-6."""
+    reference = tmp_path / "reference"
+    train(config(model_dir, demo_data, reference, max_steps=8, save_steps=2, eval_step=3))
+
+    killed = tmp_path / "killed"
+    command = [
+        sys.executable, REPO_ROOT / "train" / "train.py",
+        "--model", model_dir, "--train_data", demo_data / "train.tsv", "--valid_data", demo_data / "dev.tsv",
+        "--output_path", killed, "--batch_size", 16, "--max_length", 24, "--learning_rate", 1e-3,
+        "--hard_negative_weight", 0.3, "--eval_step", 3, "--max_steps", 8, "--save_steps", 2,
+    ]  # fmt: skip
+    command = [str(part) for part in command]
+    env = {**os.environ, "SIMCSE_TEST_PAUSE_IN_SAVE": "checkpoint-6"}
+    process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    for line in process.stderr:
+        if "pausing inside the save of checkpoint-6" in line:
+            break
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    # The killed save left a staging folder, never a checkpoint-6 that loads.
+    assert [p.name for p in checkpoint.list_checkpoints(killed)] == ["checkpoint-2", "checkpoint-4"]
+    assert not (killed / "checkpoint-6").exists() and (killed / ".staging-checkpoint-6").exists()
+
+    resumed = subprocess.run(command + ["--resume_from_checkpoint", "latest"], capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming from" in resumed.stdout and "checkpoint-4 at step 4" in resumed.stdout
+    assert not list(killed.glob(".staging-*"))
+    assert metrics_lines(killed) == metrics_lines(reference)
+    expected, got = load_file(reference / "checkpoint-8" / "model.safetensors"), load_file(killed / "checkpoint-8" / "model.safetensors")
+    for name in expected:
+        torch.testing.assert_close(got[name], expected[name], atol=1e-6, rtol=0)
+
+
+def test_resume_refuses_changed_settings(model_dir, demo_data, tmp_path):
+    train(config(model_dir, demo_data, tmp_path, max_steps=2, save_steps=2))
+    with pytest.raises(ValueError) as error:
+        train(config(model_dir, demo_data, tmp_path, max_steps=2, save_steps=2, batch_size=8, max_length=32,
+                     resume_from_checkpoint="latest"))  # fmt: skip
+    assert "--batch_size 16 -> 8" in str(error.value) and "--max_length 24 -> 32" in str(error.value)
+    with pytest.raises(ValueError, match="--model"):
+        train(config(model_dir, demo_data, tmp_path, model=str(tmp_path), max_steps=2, resume_from_checkpoint="latest"))
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        train(config(model_dir, demo_data, tmp_path / "elsewhere", resume_from_checkpoint="latest"))
+
+
+def test_save_total_limit_keeps_the_newest_and_the_best(model_dir, demo_data, tmp_path):
+    train(config(model_dir, demo_data, tmp_path, max_steps=8, save_steps=2, save_total_limit=2))
+    assert [p.name for p in checkpoint.list_checkpoints(tmp_path)] == ["checkpoint-6", "checkpoint-8"]
+    assert (tmp_path / "model.safetensors").exists()
+    state = checkpoint.read_trainer_state(tmp_path / "checkpoint-8")
+    assert state["step"] == 8 and state["epoch"] == 8 // 8 and state["batch_in_epoch"] == 8 % 8
+    assert state["config"]["batch_size"] == 16 and state["num_train_examples"] == 120
+
+
+# ---------------------------------------------------------------------------------------------------
+# Saves a crash cannot corrupt
+
+
+def test_best_model_save_killed_before_completion_leaves_nothing_that_loads(model_dir, demo_data, tmp_path):
+    command = [sys.executable, REPO_ROOT / "train" / "train.py", "--model", model_dir, "--train_data",
+               demo_data / "train.tsv", "--valid_data", demo_data / "dev.tsv", "--output_path", tmp_path,
+               "--batch_size", 16, "--max_length", 24, "--max_steps", 2]  # fmt: skip
+    env = {**os.environ, "SIMCSE_TEST_PAUSE_IN_SAVE": "best model"}
+    process = subprocess.Popen([str(c) for c in command], env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                               text=True)  # fmt: skip
+    for line in process.stderr:
+        if "pausing inside the save" in line:
+            break
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (tmp_path / "model.safetensors").exists() and not (tmp_path / "config.json").exists()
+    with pytest.raises((OSError, ValueError)):  # the folder does not load
+        SimCSEModel(tmp_path)
+    checkpoint.recover(tmp_path)  # an unfinished staging folder is dropped
+    assert not list(tmp_path.glob(".staging-*"))
+
+
+def test_recover_finishes_a_move_cut_short(tiny_bert_dir, tmp_path):
+    old = SimCSEModel(tiny_bert_dir)
+    checkpoint.save_model(old, tmp_path, max_length=24)
+    new = SimCSEModel(tiny_bert_dir)
+    torch.nn.init.normal_(new.head.dense.weight, std=0.5)
+    staging = tmp_path / ".staging-model"
+    new.save_pretrained(staging, max_length=24)
+    (staging / ".complete").touch()
+    os.replace(staging / "2_Dense" / "model.safetensors", tmp_path / "2_Dense" / "model.safetensors")  # crash here
+    checkpoint.recover(tmp_path)
+    reloaded = SimCSEModel(tmp_path)
+    torch.testing.assert_close(reloaded.head.dense.weight, new.head.dense.weight)
+    st_head = load_file(tmp_path / "2_Dense" / "model.safetensors")["linear.weight"]
+    torch.testing.assert_close(st_head, new.head.dense.weight)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Failing safely
+
+
+def test_non_finite_loss_stops_with_step_and_last_checkpoint(model_dir, demo_data, tmp_path, monkeypatch):
+    import simcse.trainer
+
+    real_loss, calls = simcse.trainer.info_nce, []
+
+    def loss_that_breaks(*args, **kwargs):
+        calls.append(1)
+        loss = real_loss(*args, **kwargs)
+        return loss * float("nan") if len(calls) == 5 else loss
+
+    monkeypatch.setattr(simcse.trainer, "info_nce", loss_that_breaks)
+    with pytest.raises(NonFiniteLossError, match=r"loss is nan at step 5; last good checkpoint: .*checkpoint-4"):
+        train(config(model_dir, demo_data, tmp_path, max_steps=8, save_steps=2))
+
+
+def test_training_state_refuses_arbitrary_pickles(tmp_path):
+    (tmp_path / checkpoint.TRAINER_STATE_NAME).write_text("{}")
+    torch.save({"optimizer": {}, "payload": Exception("not a tensor")}, tmp_path / checkpoint.TRAINING_STATE_NAME)
+    with pytest.raises(Exception, match="weights_only|Unsupported global"):
+        checkpoint.read_training_state(tmp_path)
+
+
+def test_remote_code_is_off_unless_asked(tiny_bert_dir, monkeypatch):
+    import simcse.model
+
+    seen = []
+    real = simcse.model.AutoModel.from_pretrained
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("trust_remote_code"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(simcse.model.AutoModel, "from_pretrained", spy)
+    SimCSEModel(tiny_bert_dir)
+    SimCSEModel(tiny_bert_dir, trust_remote_code=True)
+    assert seen == [False, True]

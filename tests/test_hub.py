@@ -1,0 +1,147 @@
+"""Model card and Hub push; the network calls are replaced, the Hub being unreachable here."""
+
+import json
+import runpy
+import sys
+
+import pytest
+import yaml
+from conftest import REPO_ROOT
+
+import simcse.hub
+from simcse.evaluate import METRIC_KEYS, write_eval_report
+from simcse.model import SimCSEModel
+
+SECRET = "hf_thisIsNotARealTokenButMustNeverBeWritten"
+
+
+@pytest.fixture
+def checkpoint_folder(tiny_bert_dir, tmp_path):
+    model = SimCSEModel(tiny_bert_dir)
+    model.save_pretrained(tmp_path, max_length=48)
+    args = {"model": "klue/bert-base", "train_data": "data/kornli/kornli_triplets.tsv", "batch_size": 256,
+            "learning_rate": 5e-5, "temp": 0.05, "pooler": "cls", "max_length": 48, "epochs": 1}  # fmt: skip
+    (tmp_path / "train_args.json").write_text(json.dumps({"args": args}))
+    results = {
+        "korsts_dev": {key: 0.8 + i / 1000 for i, key in enumerate(METRIC_KEYS)},
+        "korsts_test": {key: 0.7 + i / 1000 for i, key in enumerate(METRIC_KEYS)},
+        "klue_sts_dev": {key: 0.6 + i / 1000 for i, key in enumerate(METRIC_KEYS)},
+    }
+    write_eval_report(tmp_path / "eval_results.json", "outputs/x", model, 48, results)
+    (tmp_path / "checkpoint-100").mkdir()
+    (tmp_path / "checkpoint-100" / "training_state.pt").write_bytes(b"state")
+    return tmp_path
+
+
+def front_matter(card: str) -> dict:
+    assert card.startswith("---\n")
+    return yaml.safe_load(card.split("---\n", 2)[1])
+
+
+def test_card_metadata_parses_and_holds_the_eval_results(checkpoint_folder):
+    card = simcse.hub.render_model_card(checkpoint_folder, "me/sup-simcse-bert-base")
+    meta = front_matter(card)
+    assert meta["language"] == "ko" and meta["pipeline_tag"] == "sentence-similarity"
+    assert meta["library_name"] == "sentence-transformers" and "transformers" in meta["tags"]
+    assert meta["base_model"] == "klue/bert-base"
+    assert "kakaobrain/kor_nli" in meta["datasets"] and "klue/klue" in meta["datasets"]
+    report = json.loads((checkpoint_folder / "eval_results.json").read_text())["results"]
+    found = {}
+    (entry,) = meta["model-index"]
+    assert entry["name"] == "me/sup-simcse-bert-base"
+    for result in entry["results"]:
+        dataset = (result["dataset"]["name"], result["dataset"]["split"])
+        for metric in result["metrics"]:
+            found[dataset + (metric["type"],)] = metric["value"]
+    splits = {"korsts_dev": ("KorSTS", "validation"), "korsts_test": ("KorSTS", "test"),
+              "klue_sts_dev": ("KLUE-STS", "validation")}  # fmt: skip
+    expected = {splits[name] + (key,): value for name, metrics in report.items() for key, value in metrics.items()}
+    assert found == expected
+
+
+def test_card_body_has_recipe_results_and_usage(checkpoint_folder):
+    card = simcse.hub.render_model_card(checkpoint_folder, "me/model")
+    assert "| `learning_rate` | `5e-05` |" in card and "| `batch_size` | `256` |" in card
+    assert "| me/model | " in card and f"{100 * (0.7 + 10 / 1000):.2f}" in card  # KorSTS test avg, x100
+    assert "outputs.pooler_output" in card and "SentenceTransformer(\"me/model\")" in card
+
+
+def test_card_usage_follows_the_pooler(tiny_bert_dir, tmp_path):
+    SimCSEModel(tiny_bert_dir, pooler="cls", mlp_only_train=True).save_pretrained(tmp_path)
+    card = simcse.hub.render_model_card(tmp_path, "me/unsup")
+    assert "last_hidden_state[:, 0]" in card and "pooler_output" not in card.split("## Usage")[1]
+    assert "model-index" not in card  # no eval_results.json: no results claimed
+
+
+@pytest.fixture
+def fake_hub(monkeypatch):
+    calls = {}
+
+    def create_repo(repo_id, **kwargs):
+        calls["create_repo"] = {"repo_id": repo_id, **kwargs}
+        return f"https://huggingface.co/{repo_id}"
+
+    def upload_folder(**kwargs):
+        calls["upload_folder"] = kwargs
+
+    monkeypatch.setattr(simcse.hub, "create_repo", create_repo)
+    monkeypatch.setattr(simcse.hub, "upload_folder", upload_folder)
+    monkeypatch.setenv("HF_TOKEN", SECRET)
+    return calls
+
+
+def assert_token_written_nowhere(folder, *texts):
+    for path in folder.rglob("*"):
+        if path.is_file():
+            assert SECRET.encode() not in path.read_bytes(), path
+    for text in texts:
+        assert SECRET not in text
+
+
+def test_push_sends_the_folder_repo_and_privacy(checkpoint_folder, fake_hub, capsys):
+    url = simcse.hub.push_checkpoint(checkpoint_folder, "me/model", private=True)
+    assert url == "https://huggingface.co/me/model"
+    assert fake_hub["create_repo"]["repo_id"] == "me/model" and fake_hub["create_repo"]["private"] is True
+    upload = fake_hub["upload_folder"]
+    assert upload["repo_id"] == "me/model" and upload["folder_path"] == checkpoint_folder
+    assert "checkpoint-*" in upload["ignore_patterns"]
+    assert "token" not in upload and "token" not in fake_hub["create_repo"]
+    assert (checkpoint_folder / "README.md").read_text().startswith("---\n")
+    assert_token_written_nowhere(checkpoint_folder, *capsys.readouterr())
+
+
+def test_push_refuses_a_folder_without_a_checkpoint(tmp_path, fake_hub):
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        simcse.hub.push_checkpoint(tmp_path, "me/model")
+    assert not fake_hub
+
+
+def test_push_to_hub_script(checkpoint_folder, fake_hub, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["push_to_hub.py", str(checkpoint_folder), "me/public-model"])
+    runpy.run_path(str(REPO_ROOT / "evaluation" / "push_to_hub.py"), run_name="__main__")
+    assert fake_hub["create_repo"]["private"] is False
+    assert fake_hub["upload_folder"]["folder_path"] == checkpoint_folder
+    assert_token_written_nowhere(checkpoint_folder, *capsys.readouterr())
+
+
+def test_train_pushes_the_best_checkpoint(tmp_path, fake_hub, capsys):
+    import subprocess
+
+    from simcse.scratch import build_random_encoder
+    from simcse.trainer import TrainConfig, train
+
+    data = tmp_path / "data"
+    subprocess.run([sys.executable, str(REPO_ROOT / "data" / "make_demo_data.py"), "--output_dir", str(data),
+                    "--num_train", "64", "--num_eval", "30"], check=True, capture_output=True)  # fmt: skip
+    corpus = (data / "corpus.txt").read_text(encoding="utf-8").splitlines()
+    model = build_random_encoder(tmp_path / "bert", corpus, hidden_size=32, num_attention_heads=2, intermediate_size=64)
+    output = tmp_path / "run"
+    result = train(TrainConfig(model=str(model), train_data=str(data / "train.tsv"), valid_data=str(data / "dev.tsv"),
+                               output_path=str(output), batch_size=16, max_length=24, max_steps=2,
+                               push_to_hub="me/run", hub_private=True))  # fmt: skip
+    assert fake_hub["create_repo"]["private"] is True and fake_hub["upload_folder"]["folder_path"] == output
+    report = json.loads((output / "eval_results.json").read_text())
+    assert report["results"][str(data / "dev.tsv")]["cosine_spearman"] == result.best_score
+    card = (output / "README.md").read_text()
+    assert "base_model" not in front_matter(card) and f"| `model` | `{model}` |" in card  # a local folder
+    assert_token_written_nowhere(output, *capsys.readouterr())
