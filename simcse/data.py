@@ -445,19 +445,29 @@ class SimCSEDataset(torch.utils.data.Dataset):
 
 
 class EpochBatchSampler:
-    """Batches of example indices in a shuffled order fixed by (seed, epoch).
+    """This process's share of each batch, in a shuffled order fixed by (seed, epoch).
 
     The order of an epoch depends on nothing else, so a run resumed at batch k of epoch e sees exactly
-    the batches the uninterrupted run saw (``set_epoch(e, start_batch=k)``).
+    the batches the uninterrupted run saw (``set_epoch(e, start_batch=k)``). With several processes
+    (torchrun), each global batch of ``batch_size`` examples is cut into ``world_size`` equal slices
+    and process ``rank`` takes slice ``rank``. The epoch's last, smaller batch is shortened to a multiple
+    of ``world_size``; the few examples that leaves out (fewer than ``world_size``) are counted in
+    ``dropped_per_epoch``.
     """
 
-    def __init__(self, num_examples: int, batch_size: int, seed: int):
+    def __init__(self, num_examples: int, batch_size: int, seed: int, rank: int = 0, world_size: int = 1):
+        if batch_size % world_size:
+            raise ValueError(f"--batch_size {batch_size} is not divisible by the {world_size} processes")
         self.num_examples, self.batch_size, self.seed = num_examples, batch_size, seed
+        self.rank, self.world_size = rank, world_size
         self.epoch, self.start_batch = 0, 0
+        remainder = num_examples % batch_size
+        self.last_batch_size = remainder - remainder % world_size
+        self.dropped_per_epoch = remainder % world_size
 
     @property
     def batches_per_epoch(self) -> int:
-        return math.ceil(self.num_examples / self.batch_size)
+        return self.num_examples // self.batch_size + (self.last_batch_size > 0)
 
     def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
         self.epoch, self.start_batch = epoch, start_batch
@@ -469,7 +479,11 @@ class EpochBatchSampler:
         generator = torch.Generator().manual_seed(self.seed + self.epoch)
         order = torch.randperm(self.num_examples, generator=generator).tolist()
         for batch in range(self.start_batch, self.batches_per_epoch):
-            yield order[batch * self.batch_size : (batch + 1) * self.batch_size]
+            size = min(self.batch_size, self.num_examples - batch * self.batch_size)
+            size -= size % self.world_size
+            local = size // self.world_size
+            first = batch * self.batch_size + self.rank * local
+            yield order[first : first + local]
 
 
 class SimCSECollator:

@@ -16,15 +16,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 import transformers
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 import simcse
-from simcse import checkpoint
-from simcse.cli import resolve_device
+from simcse import checkpoint, distributed
 from simcse.data import EpochBatchSampler, SimCSEDataset, load_sts, load_train_data
 from simcse.evaluate import EVAL_RESULTS_NAME, METRIC_KEYS, evaluate_sts, write_eval_report
+from simcse.grad_cache import chunked_backward
 from simcse.hub import push_checkpoint
 from simcse.loss import info_nce
 from simcse.model import POOLERS, SimCSEModel
@@ -59,6 +61,8 @@ class TrainConfig:
     max_grad_norm: float = 1.0
     temp: float = 0.05
     hard_negative_weight: float = 0.0
+    mask_duplicate_negatives: bool = True
+    grad_cache_chunk: int | None = None
     amp: bool = False
     # evaluation, checkpoints and output
     output_path: str = "outputs/simcse"
@@ -95,6 +99,8 @@ class TrainConfig:
             (self.eval_batch_size >= 1, f"--eval_batch_size must be at least 1, got {self.eval_batch_size}"),
             (self.num_workers >= 0, f"--num_workers must be non-negative, got {self.num_workers}"),
             (self.save_steps is None or self.save_steps >= 1, f"--save_steps must be at least 1, got {self.save_steps}"),
+            (self.grad_cache_chunk is None or self.grad_cache_chunk >= 1,
+             f"--grad_cache_chunk must be at least 1, got {self.grad_cache_chunk}"),
             (self.save_total_limit is None or self.save_total_limit >= 1,
              f"--save_total_limit must be at least 1, got {self.save_total_limit}"),
         ]  # fmt: skip
@@ -107,7 +113,8 @@ class TrainConfig:
 RESUME_MUST_MATCH = (
     "model", "tokenizer", "pooler", "mlp_only_train", "dropout", "train_data", "valid_data", "data_dir",
     "max_length", "batch_size", "epochs", "max_steps", "learning_rate", "weight_decay", "warmup_ratio",
-    "max_grad_norm", "temp", "hard_negative_weight", "amp", "eval_strategy", "eval_step", "seed",
+    "max_grad_norm", "temp", "hard_negative_weight", "mask_duplicate_negatives", "grad_cache_chunk", "amp",
+    "eval_strategy", "eval_step", "seed",
 )  # fmt: skip
 
 
@@ -159,12 +166,13 @@ def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     ]
 
 
-def autocast_dtype(amp: bool, device: torch.device) -> torch.dtype | None:
+def autocast_dtype(amp: bool, device: torch.device, quiet: bool = False) -> torch.dtype | None:
     """bf16 where the GPU supports it, else fp16; None (full precision) without --amp or on the CPU."""
     if not amp:
         return None
     if device.type != "cuda":
-        logger.warning("--amp is ignored on the CPU (bf16 matmuls are slow there); training in float32")
+        if not quiet:
+            logger.warning("--amp is ignored on the CPU (bf16 matmuls are slow there); training in float32")
         return None
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
@@ -214,13 +222,15 @@ def train(config: TrainConfig) -> TrainResult:
     """Train, evaluating on the dev set before training, every ``eval_step`` steps (or epoch) and at the end.
 
     ``output_path`` receives the best checkpoint (by dev cosine Spearman), train_args.json, metrics.jsonl
-    (one line per evaluation) and, with ``save_steps``, training checkpoints ``checkpoint-STEP/``.
+    (one line per evaluation) and, with ``save_steps``, training checkpoints ``checkpoint-STEP/``. Under
+    torchrun every process trains on its slice of each batch; only the first evaluates, logs and saves.
     """
     config.validate()
     started = time.perf_counter()
+    process, device = distributed.setup(config.device)
+    main = process.is_main
     set_seed(config.seed)
-    device = resolve_device(config.device)
-    amp_dtype = autocast_dtype(config.amp, device)
+    amp_dtype = autocast_dtype(config.amp, device, quiet=not main)
     output = Path(config.output_path)
 
     resume_from = None
@@ -229,6 +239,8 @@ def train(config: TrainConfig) -> TrainResult:
         resume_from = checkpoint.resolve_checkpoint(config.resume_from_checkpoint, output)
         saved = checkpoint.read_trainer_state(resume_from)
         check_resumable(config, saved["config"])
+        if saved["world_size"] != process.world_size:
+            raise ValueError(f"cannot resume a run of {saved['world_size']} processes with {process.world_size}")
 
     # Read every input before building anything, so that a bad file fails in seconds.
     valid_data = load_sts(config.valid_data, config.data_dir)
@@ -240,6 +252,12 @@ def train(config: TrainConfig) -> TrainResult:
             f"cannot resume: {config.train_data} now holds {len(train_data)} examples, "
             f"the run was started on {saved['num_train_examples']}"
         )
+    local_batch = config.batch_size // process.world_size
+    sampler = EpochBatchSampler(len(train_data), config.batch_size, config.seed, process.rank, process.world_size)
+    if config.grad_cache_chunk and local_batch % config.grad_cache_chunk:
+        raise ValueError(
+            f"--grad_cache_chunk {config.grad_cache_chunk} does not divide the per-process batch {local_batch}"
+        )
     model = SimCSEModel(
         resume_from or config.model,
         pooler=config.pooler,
@@ -249,7 +267,6 @@ def train(config: TrainConfig) -> TrainResult:
         trust_remote_code=config.trust_remote_code,
     ).to(device)
     dataset = SimCSEDataset(train_data, model.tokenizer, config.max_length)
-    sampler = EpochBatchSampler(len(dataset), config.batch_size, config.seed)
     loader = DataLoader(
         dataset,
         batch_sampler=sampler,
@@ -263,37 +280,75 @@ def train(config: TrainConfig) -> TrainResult:
     if config.max_steps is not None:
         total_steps = min(total_steps, config.max_steps)
     warmup_steps = math.floor(config.warmup_ratio * total_steps)
+    if sampler.dropped_per_epoch and main:
+        logger.warning(
+            "the last batch of each epoch leaves out %d example(s): a batch must split evenly over %d processes",
+            sampler.dropped_per_epoch, process.world_size,
+        )  # fmt: skip
 
+    # DDP averages the gradients; every parameter gets one (the frozen pooler has none to average).
+    ddp = DistributedDataParallel(
+        model, device_ids=[device.index] if device.type == "cuda" else None
+    ) if process.is_distributed else None  # fmt: skip
+    train_model = ddp or model
+    set_seed(config.seed + process.rank)  # each process its own dropout masks
     optimizer = torch.optim.AdamW(parameter_groups(model, config.weight_decay), lr=config.learning_rate)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     autocast = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else nullcontext()
+    num_sent = train_data.num_sent
 
-    output.mkdir(parents=True, exist_ok=True)
-    checkpoint.recover(output)
-    info = run_info(
-        config, device, amp_dtype, num_train_examples=len(dataset), steps_per_epoch=steps_per_epoch,
-        total_steps=total_steps, resumed_from=str(resume_from) if resume_from else None,
-    )  # fmt: skip
-    (output / "train_args.json").write_text(json.dumps(info, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     metrics_file = output / "metrics.jsonl"
-
     state = LoopState()
     result = TrainResult(-1, -math.inf, math.nan, 0.0, 0, 0)
+    if main:
+        output.mkdir(parents=True, exist_ok=True)
+        checkpoint.recover(output)
+        info = run_info(
+            config, device, amp_dtype, num_train_examples=len(dataset), steps_per_epoch=steps_per_epoch,
+            total_steps=total_steps, world_size=process.world_size, per_process_batch=local_batch,
+            grad_cache_chunk=config.grad_cache_chunk,
+            negatives_per_anchor=config.batch_size - 1 + (config.batch_size if num_sent == 3 else 0),
+            dropped_examples_per_epoch=sampler.dropped_per_epoch,
+            resumed_from=str(resume_from) if resume_from else None,
+        )  # fmt: skip
+        (output / "train_args.json").write_text(json.dumps(info, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     if resume_from:
         state = LoopState(**saved["loop"])
         training_state = checkpoint.read_training_state(resume_from)
         optimizer.load_state_dict(training_state["optimizer"])
         scaler.load_state_dict(training_state["grad_scaler"])
-        result.history = _read_metrics(metrics_file, state.step)
-        metrics_file.write_text("".join(json.dumps(line) + "\n" for line in result.history), encoding="utf-8")
-        print(f"resuming from {resume_from} at step {state.step}")
-    else:
+        if main:
+            result.history = _read_metrics(metrics_file, state.step)
+            metrics_file.write_text("".join(json.dumps(line) + "\n" for line in result.history), encoding="utf-8")
+            print(f"resuming from {resume_from} at step {state.step}")
+    elif main:
         metrics_file.write_text("", encoding="utf-8")
     loss_sum = torch.tensor(state.window_loss_sum, device=device)  # summed on the device, read rarely
     lr = None  # of the last step taken
 
+    def embed(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        with autocast:
+            return train_model(**batch)  # (B, num_sent, H)
+
+    def loss_of(embeddings: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
+        ids = None
+        if config.mask_duplicate_negatives:
+            # Every process pads to the same width, so that token ids can be gathered and compared.
+            width = config.max_length if process.is_distributed else input_ids.shape[-1]
+            ids = F.pad(input_ids, (0, width - input_ids.shape[-1]), value=model.collator.pad_token_id)
+        return info_nce(
+            embeddings[:, 0],
+            embeddings[:, 1],
+            embeddings[:, 2] if num_sent == 3 else None,
+            temperature=config.temp,
+            hard_negative_weight=config.hard_negative_weight,
+            gather=distributed.gather,
+            positive_ids=None if ids is None else ids[:, 1],
+            hard_negative_ids=None if ids is None or num_sent < 3 else ids[:, 2],
+        )
+
     def evaluate() -> None:
-        window = loss_sum.item()
+        window = distributed.mean_over_processes(loss_sum).item()
         state.total_loss += window
         line = {
             "step": state.step,
@@ -304,50 +359,56 @@ def train(config: TrainConfig) -> TrainResult:
         }
         loss_sum.zero_()
         state.window_loss_count = 0
-        line |= evaluate_sts(model, valid_data, batch_size=config.eval_batch_size, max_length=config.max_length)
-        result.history.append(line)
-        with metrics_file.open("a", encoding="utf-8") as file:
-            file.write(json.dumps(line) + "\n")
-        improved = line["cosine_spearman"] > state.best_score
-        if improved:
-            state.best_step, state.best_score = state.step, line["cosine_spearman"]
-            checkpoint.save_model(model, output, config.max_length)
-        progress.write(
-            f"step {state.step} (epoch {line['epoch']:.2f}): dev cosine Pearson {line['cosine_pearson']:.4f}, "
-            f"cosine Spearman {line['cosine_spearman']:.4f}"
-            + (" (best, saved)" if improved else f" (best {state.best_score:.4f} at step {state.best_step})")
-        )
-        model.train()
+        if main:
+            line |= evaluate_sts(model, valid_data, batch_size=config.eval_batch_size, max_length=config.max_length)
+            result.history.append(line)
+            with metrics_file.open("a", encoding="utf-8") as file:
+                file.write(json.dumps(line) + "\n")
+            improved = line["cosine_spearman"] > state.best_score
+            if improved:
+                state.best_step, state.best_score = state.step, line["cosine_spearman"]
+                checkpoint.save_model(model, output, config.max_length)
+            progress.write(
+                f"step {state.step} (epoch {line['epoch']:.2f}): dev cosine Pearson {line['cosine_pearson']:.4f}, "
+                f"cosine Spearman {line['cosine_spearman']:.4f}"
+                + (" (best, saved)" if improved else f" (best {state.best_score:.4f} at step {state.best_step})")
+            )
+        distributed.barrier()
+        train_model.train()
 
     def save_training_checkpoint() -> None:
-        state.window_loss_sum = loss_sum.item()
-        trainer_state = {
-            "step": state.step,
-            "epoch": state.step // steps_per_epoch,
-            "batch_in_epoch": state.step % steps_per_epoch,
-            "num_train_examples": len(dataset),
-            "loop": asdict(state),
-            "config": asdict(config),
-        }
-        training_state = {
-            "optimizer": optimizer.state_dict(),
-            "grad_scaler": scaler.state_dict(),
-            "rng": checkpoint.rng_state(),
-        }
-        path = checkpoint.save_training_checkpoint(model, output, config.max_length, training_state, trainer_state)
-        checkpoint.rotate_checkpoints(output, config.save_total_limit)
-        progress.write(f"step {state.step}: saved {path}")
+        rng_states = distributed.all_objects(checkpoint.rng_state())
+        state.window_loss_sum = distributed.mean_over_processes(loss_sum).item()
+        if main:
+            trainer_state = {
+                "step": state.step,
+                "epoch": state.step // steps_per_epoch,
+                "batch_in_epoch": state.step % steps_per_epoch,
+                "num_train_examples": len(dataset),
+                "world_size": process.world_size,
+                "loop": asdict(state),
+                "config": asdict(config),
+            }
+            training_state = {
+                "optimizer": optimizer.state_dict(),
+                "grad_scaler": scaler.state_dict(),
+                "rng": rng_states,  # one per process
+            }
+            path = checkpoint.save_training_checkpoint(model, output, config.max_length, training_state, trainer_state)
+            checkpoint.rotate_checkpoints(output, config.save_total_limit)
+            progress.write(f"step {state.step}: saved {path}")
+        distributed.barrier()
 
     # Redrawn at most once a second when the output is a log file rather than a terminal.
     progress = tqdm(
         total=total_steps, initial=state.step, desc="training", unit="step", dynamic_ncols=True,
-        mininterval=0.1 if sys.stderr.isatty() else 1.0,
+        mininterval=0.1 if sys.stderr.isatty() else 1.0, disable=not main,
     )  # fmt: skip
     if resume_from:
-        checkpoint.set_rng_state(training_state["rng"])
+        checkpoint.set_rng_state(training_state["rng"][process.rank])
     else:
         evaluate()
-    model.train()
+    train_model.train()
     window_start, window_sentences = time.perf_counter(), 0
     start_epoch = state.step // steps_per_epoch
     for epoch in range(start_epoch, config.epochs):
@@ -357,24 +418,26 @@ def train(config: TrainConfig) -> TrainResult:
             for group in optimizer.param_groups:
                 group["lr"] = lr
             batch = {key: value.to(device, non_blocking=True) for key, value in batch.items()}
-            with autocast:
-                embeddings = model(**batch)  # (B, num_sent, H)
-            loss = info_nce(
-                embeddings[:, 0],
-                embeddings[:, 1],
-                embeddings[:, 2] if embeddings.shape[1] == 3 else None,
-                temperature=config.temp,
-                hard_negative_weight=config.hard_negative_weight,
-            )
+            optimizer.zero_grad(set_to_none=True)
+            if config.grad_cache_chunk:
+                loss = chunked_backward(
+                    embed,
+                    batch,
+                    lambda embeddings: loss_of(embeddings, batch["input_ids"]),
+                    config.grad_cache_chunk,
+                    scale=scaler.scale,
+                    no_sync=ddp.no_sync if ddp else nullcontext,
+                )
+            else:
+                loss = loss_of(embed(batch), batch["input_ids"])
+                scaler.scale(loss).backward()
             # With fp16 loss scaling an overflow is expected now and then: the scaler skips that step.
-            if not scaler.is_enabled() and not torch.isfinite(loss):
+            if not scaler.is_enabled() and not distributed.all_true(bool(torch.isfinite(loss)), device):
                 last = checkpoint.list_checkpoints(output)
                 raise NonFiniteLossError(
                     f"training loss is {loss.item()} at step {state.step + 1}; last good checkpoint: "
                     + (str(last[-1]) if last else f"none saved (--save_steps); best model in {output}")
                 )
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
             if config.max_grad_norm > 0:
                 scaler.unscale_(optimizer)
                 torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
@@ -386,9 +449,9 @@ def train(config: TrainConfig) -> TrainResult:
             state.step += 1
             loss_sum += loss.detach()
             state.window_loss_count += 1
-            window_sentences += batch["input_ids"].shape[0] * batch["input_ids"].shape[1]
+            window_sentences += batch["input_ids"].shape[0] * batch["input_ids"].shape[1] * process.world_size
             progress.update()
-            if state.step % 10 == 0 or state.step == total_steps:
+            if main and (state.step % 10 == 0 or state.step == total_steps):
                 elapsed = time.perf_counter() - window_start
                 progress.set_postfix(
                     loss=f"{loss.item():.4f}", lr=f"{lr:.2e}", sent_per_s=f"{window_sentences / elapsed:.1f}"
@@ -414,18 +477,19 @@ def train(config: TrainConfig) -> TrainResult:
     result.steps, result.skipped_steps = state.step, state.skipped_steps
     result.mean_train_loss = state.total_loss / state.step
     result.total_seconds = time.perf_counter() - started
-    print(
-        f"done: dev cosine Spearman {result.history[0]['cosine_spearman']:.4f} before training, "
-        f"best {result.best_score:.4f} at step {result.best_step}; "
-        f"mean training loss {result.mean_train_loss:.4f} over {state.step} steps"
-        + (f" ({state.skipped_steps} skipped by the fp16 grad scaler)" if state.skipped_steps else "")
-        + f"; total time {result.total_seconds:.1f} s; best checkpoint in {output}"
-    )
-    if config.push_to_hub:
+    if main:
+        print(
+            f"done: dev cosine Spearman {result.history[0]['cosine_spearman']:.4f} before training, "
+            f"best {result.best_score:.4f} at step {result.best_step}; "
+            f"mean training loss {result.mean_train_loss:.4f} over {state.step} steps"
+            + (f" ({state.skipped_steps} skipped by the fp16 grad scaler)" if state.skipped_steps else "")
+            + f"; total time {result.total_seconds:.1f} s; best checkpoint in {output}"
+        )
+    if main and config.push_to_hub:
         best = next(line for line in result.history if line["step"] == result.best_step)
         results = {config.valid_data: {key: best[key] for key in METRIC_KEYS}}
         write_eval_report(output / EVAL_RESULTS_NAME, config.model, model, config.max_length, results)
         url = push_checkpoint(output, config.push_to_hub, private=config.hub_private)
         print(f"pushed {output} to {url}")
+    distributed.barrier()
     return result
-

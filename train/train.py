@@ -7,6 +7,7 @@
 import argparse
 
 from simcse.cli import run_main
+from simcse.distributed import cleanup
 from simcse.model import POOLERS
 from simcse.trainer import TrainConfig, train
 
@@ -38,7 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--num_workers", type=int, default=DEFAULTS.num_workers, help="DataLoader worker processes")
 
     optim = parser.add_argument_group("optimisation")
-    optim.add_argument("--batch_size", type=int, default=DEFAULTS.batch_size, help="examples per step")
+    optim.add_argument(
+        "--batch_size", type=int, default=DEFAULTS.batch_size,
+        help="examples per optimizer step over all processes (each of N torchrun processes takes batch/N)",
+    )  # fmt: skip
     optim.add_argument("--epochs", type=int, default=DEFAULTS.epochs)
     optim.add_argument("--max_steps", type=int, default=None, help="stop after this many steps (smoke runs)")
     optim.add_argument("--learning_rate", type=float, default=DEFAULTS.learning_rate, help="peak learning rate")
@@ -49,6 +53,14 @@ def build_parser() -> argparse.ArgumentParser:
     optim.add_argument(
         "--hard_negative_weight", type=float, default=DEFAULTS.hard_negative_weight,
         help="log-space weight added to each anchor's own hard-negative logit",
+    )  # fmt: skip
+    optim.add_argument(
+        "--mask_duplicate_negatives", action=argparse.BooleanOptionalAction, default=DEFAULTS.mask_duplicate_negatives,
+        help="drop in-batch candidates whose token ids equal the anchor's positive (false negatives; default: on)",
+    )  # fmt: skip
+    optim.add_argument(
+        "--grad_cache_chunk", type=int, default=None,
+        help="GradCache: embed the batch in chunks of this many examples (must divide the per-process batch)",
     )  # fmt: skip
     optim.add_argument("--amp", action="store_true", help="bf16 (or fp16 with loss scaling) autocast on GPU")
 
@@ -78,7 +90,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main() -> None:
-    train(TrainConfig(**vars(build_parser().parse_args())))
+    config = TrainConfig(**vars(build_parser().parse_args()))
+    try:
+        train(config)
+    finally:
+        cleanup()
 
 
 if __name__ == "__main__":

@@ -1,0 +1,157 @@
+"""Two CPU processes (gloo), spawned by the tests: the gathered loss and its gradients equal one process on
+the concatenated global batch; GradCache under DDP too; and a torchrun run of train.py."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from conftest import KOREAN_SENTENCES, REPO_ROOT
+from torch.nn.parallel import DistributedDataParallel
+
+from simcse import distributed
+from simcse.grad_cache import chunked_backward
+from simcse.loss import info_nce
+from simcse.model import SimCSEModel
+
+WORLD = 2
+GLOBAL_BATCH = 8
+
+
+def global_batch(model, num_sent):
+    """(8, num_sent, 32) token ids: examples 0 and 5 share their positive's text (a duplicate across processes)."""
+    columns = [list(KOREAN_SENTENCES[i * GLOBAL_BATCH : (i + 1) * GLOBAL_BATCH]) for i in range(num_sent)]
+    columns[1][5] = columns[1][0]
+    flat = [sentence for example in zip(*columns) for sentence in example]
+    encoded = model.tokenizer(flat, padding="max_length", max_length=32, truncation=True, return_tensors="pt",
+                              return_token_type_ids=False)  # fmt: skip
+    return {key: value.view(GLOBAL_BATCH, num_sent, 32) for key, value in encoded.items()}
+
+
+def loss_of(embeddings, input_ids, gather):
+    three = embeddings.shape[1] == 3
+    return info_nce(
+        embeddings[:, 0], embeddings[:, 1], embeddings[:, 2] if three else None,
+        hard_negative_weight=0.7, gather=gather,
+        positive_ids=input_ids[:, 1], hard_negative_ids=input_ids[:, 2] if three else None,
+    )  # fmt: skip
+
+
+def interleaved_gather_loss(embeddings):
+    """The mistake a popular library once shipped: positives and hard negatives gathered as one block per
+    process, so the candidate columns run [p0, n0, p1, n1] and an anchor of process 1 is trained toward
+    the hard negatives of process 0."""
+    local = embeddings.shape[0]
+    block = torch.cat([embeddings[:, 1], embeddings[:, 2]])  # (2B, H)
+    gathered, _ = distributed.gather(block)  # (W*2B, H)
+    anchors = torch.nn.functional.normalize(embeddings[:, 0], dim=-1)  # (B, H)
+    logits = anchors @ torch.nn.functional.normalize(gathered, dim=-1).T / 0.05  # (B, W*2B)
+    labels = torch.arange(local) + dist.get_rank() * local  # (B,)
+    logits[torch.arange(local), labels + WORLD * local] += 0.7
+    return torch.nn.functional.cross_entropy(logits, labels)
+
+
+def worker(rank, model_dir, init_file, out_dir, num_sent, dropout, chunk):
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD)
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    reference = SimCSEModel(model_dir, dropout=dropout).train()
+    torch.manual_seed(0)
+    model = SimCSEModel(model_dir, dropout=dropout).train()
+    ddp = DistributedDataParallel(model)
+    batch = global_batch(model, num_sent)
+    rows = slice(rank * GLOBAL_BATCH // WORLD, (rank + 1) * GLOBAL_BATCH // WORLD)
+    local = {key: value[rows] for key, value in batch.items()}
+    report = {}
+
+    if chunk is None:
+        # One process, the whole batch: the quantity the distributed run must reproduce.
+        embeddings = reference(**batch)
+        expected_loss = loss_of(embeddings, batch["input_ids"], lambda r: (r, 0))
+        expected_loss.backward()
+        local_loss = loss_of(ddp(**local), local["input_ids"], distributed.gather)
+        local_loss.backward()
+        mean_loss = distributed.mean_over_processes(local_loss.detach())
+        report["loss_difference"] = abs(mean_loss.item() - expected_loss.item())
+        if num_sent == 3:
+            with torch.no_grad():
+                report["interleaved_difference"] = abs(
+                    distributed.mean_over_processes(interleaved_gather_loss(model(**local))).item() - expected_loss.item()
+                )
+    else:
+        # Dropout on: the reference embeds this process's slice chunk by chunk with the graph (the masks
+        # GradCache replays), gathers, and averages gradients as DDP does.
+        rng = torch.get_rng_state()
+        chunks = [dict(zip(local, values)) for values in zip(*(v.split(chunk) for v in local.values()))]
+        embeddings = torch.cat([reference(**c) for c in chunks])
+        loss_of(embeddings, local["input_ids"], distributed.gather).backward()
+        for parameter in reference.parameters():
+            if parameter.grad is not None:
+                dist.all_reduce(parameter.grad)
+                parameter.grad /= WORLD
+        torch.set_rng_state(rng)
+        chunked_backward(lambda c: ddp(**c), local, lambda e: loss_of(e, local["input_ids"], distributed.gather),
+                         chunk, no_sync=ddp.no_sync)  # fmt: skip
+    differences = {
+        name: (parameter.grad - dict(reference.named_parameters())[name].grad).abs().max().item()
+        for name, parameter in model.named_parameters()
+        if parameter.requires_grad
+    }
+    report["max_gradient_difference"] = max(differences.values())
+    report["parameters_with_gradients"] = len(differences)
+    (out_dir / f"rank{rank}.json").write_text(json.dumps(report))
+    dist.destroy_process_group()
+
+
+def run_workers(tmp_path, model_dir, num_sent, dropout=0.0, chunk=None):
+    mp.spawn(worker, args=(model_dir, tmp_path / "init", tmp_path, num_sent, dropout, chunk), nprocs=WORLD, join=True)
+    return [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in range(WORLD)]
+
+
+@pytest.mark.parametrize("num_sent", [2, 3])
+def test_two_processes_equal_one_process_on_the_global_batch(tmp_path, tiny_bert_dir, num_sent):
+    for report in run_workers(tmp_path, tiny_bert_dir, num_sent):
+        assert report["loss_difference"] <= 1e-5
+        assert report["max_gradient_difference"] <= 1e-5
+        assert report["parameters_with_gradients"] == len(list(SimCSEModel(tiny_bert_dir).parameters()))
+        if num_sent == 3:  # the interleaving mistake is caught by this comparison
+            assert report["interleaved_difference"] > 1e-3
+
+
+@pytest.mark.parametrize("num_sent", [2, 3])
+def test_grad_cache_under_ddp_matches_the_full_batch(tmp_path, tiny_bert_dir, num_sent):
+    for report in run_workers(tmp_path, tiny_bert_dir, num_sent, dropout=0.1, chunk=2):
+        assert report["max_gradient_difference"] <= 1e-5
+
+
+def test_torchrun_train_then_eval(tmp_path):
+    data = tmp_path / "data"
+    subprocess.run([sys.executable, str(REPO_ROOT / "data" / "make_demo_data.py"), "--output_dir", str(data),
+                    "--num_train", "90", "--num_eval", "30"], check=True, capture_output=True)  # fmt: skip
+    subprocess.run([sys.executable, str(REPO_ROOT / "train" / "build_random_model.py"), "--corpus",
+                    str(data / "corpus.txt"), "--output_path", str(tmp_path / "bert"), "--hidden_size", "32",
+                    "--num_attention_heads", "2", "--intermediate_size", "64"], check=True, capture_output=True)  # fmt: skip
+    output = tmp_path / "run"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "MODEL": str(tmp_path / "bert"), "NPROC": "2", "OUTPUT": str(output)}
+    result = subprocess.run(
+        ["bash", str(REPO_ROOT / "train" / "run_train_ddp.sh"), "--train_data", str(data / "train.tsv"),
+         "--valid_data", str(data / "dev.tsv"), "--batch_size", "16", "--max_length", "24", "--max_steps", "4",
+         "--eval_step", "2", "--grad_cache_chunk", "4", "--save_steps", "2"],
+        capture_output=True, text=True, env=env, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    info = json.loads((output / "train_args.json").read_text())
+    assert info["world_size"] == 2 and info["per_process_batch"] == 8 and info["grad_cache_chunk"] == 4
+    assert info["negatives_per_anchor"] == 16 - 1 + 16
+    assert [json.loads(line)["step"] for line in (output / "metrics.jsonl").read_text().splitlines()] == [0, 2, 4]
+    assert result.stdout.count("done: ") == 1  # only the first process reports
+    state = json.loads((output / "checkpoint-4" / "trainer_state.json").read_text())
+    assert state["world_size"] == 2
+    evaluated = subprocess.run([sys.executable, str(REPO_ROOT / "evaluation" / "eval.py"), "--model", str(output),
+                                "--test_data", str(data / "test.tsv")], capture_output=True, text=True, env=env)  # fmt: skip
+    assert evaluated.returncode == 0 and "Cosine Spearman" in evaluated.stdout
