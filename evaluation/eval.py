@@ -23,19 +23,22 @@ def main() -> None:
     )
     parser.add_argument("--data_dir", default=None, help="folder the dataset names resolve in (default: repo data/)")
     parser.add_argument("--pooler", choices=POOLERS, default=None, help="default: the checkpoint's, else cls")
-    parser.add_argument("--batch_size", type=int, default=64)
+    parser.add_argument("--batch_size", type=int, default=None, help="default: 32 on a CPU, 256 on a GPU")
     parser.add_argument(
         "--max_length", type=int, default=None, help=f"default: the checkpoint's training value, else {DEFAULT_MAX_LENGTH}"
     )
     parser.add_argument("--output_path", default=None, help="JSON file for every metric per dataset")
     parser.add_argument("--device", default="auto")
+    parser.add_argument(
+        "--unpad", action=argparse.BooleanOptionalAction, default=True, help="skip compute on padding (default: on)"
+    )
     parser.add_argument("--trust_remote_code", action="store_true", help="allow code shipped with a hub model to run")
     args = parser.parse_args()
 
     saved = read_simcse_config(args.model) or {}
     max_length = args.max_length or saved.get("max_length", DEFAULT_MAX_LENGTH)
     datasets = {name: load_sts(name, args.data_dir) for name in args.test_data}  # fail fast on a bad file
-    model = SimCSEModel(args.model, pooler=args.pooler, trust_remote_code=args.trust_remote_code).to(resolve_device(args.device))
+    model = SimCSEModel(args.model, pooler=args.pooler, trust_remote_code=args.trust_remote_code, unpad=args.unpad).to(resolve_device(args.device))
     print(f"model {args.model}: pooler {model.pooler}{' (mlp_only_train)' if model.mlp_only_train else ''}, "
           f"max_length {max_length}")  # fmt: skip
 

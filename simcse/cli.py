@@ -20,13 +20,14 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 
 def run_main(main: Callable[[], object]) -> None:
-    """Run a script's main; a user error (bad file, bad value) ends it with one line and exit code 1.
+    """Run a script's main; a user error (bad file, bad value, a missing optional package) ends it with one
+    line and exit code 1.
 
     Set SIMCSE_DEBUG=1 to get the full traceback instead.
     """
     try:
         main()
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, ImportError) as err:
         if os.environ.get("SIMCSE_DEBUG"):
             raise
         message = " ".join(str(err).split())

@@ -82,7 +82,9 @@ def sts_metrics(embeddings1, embeddings2, scores) -> dict[str, float]:
     return metrics
 
 
-def evaluate_sts(model, sts_data: STSData, batch_size: int = 64, max_length: int = 64) -> dict[str, float]:
+def evaluate_sts(
+    model, sts_data: STSData, batch_size: int | None = None, max_length: int = 64
+) -> dict[str, float]:
     """``sts_metrics`` of ``model.encode`` on the pairs; a sentence that appears twice is encoded once."""
     unique = list(dict.fromkeys([*sts_data.sentences1, *sts_data.sentences2]))
     row_of = {sentence: row for row, sentence in enumerate(unique)}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -16,10 +17,22 @@ from transformers.utils import cached_file
 
 from simcse import st_format
 from simcse.data import SimCSECollator, TokenizedSentences
+from simcse.unpad import Packing, supports_unpadding, unpadded_forward
 
 POOLERS = ("cls", "cls_before_pooler", "avg", "avg_first_last", "avg_top2")
 _POOLERS_NEEDING_HIDDEN_STATES = ("avg_first_last", "avg_top2")
 SIMCSE_CONFIG_NAME = "simcse_config.json"
+
+
+def _pooled_tokens(pooler: str, last_hidden_state: torch.Tensor, hidden_states) -> torch.Tensor:
+    """The token states an averaging pooler takes the mean of (same shape as ``last_hidden_state``)."""
+    if pooler == "avg":
+        return last_hidden_state
+    if pooler == "avg_first_last":
+        return (hidden_states[1] + hidden_states[-1]) / 2
+    if pooler == "avg_top2":
+        return (hidden_states[-2] + hidden_states[-1]) / 2
+    raise ValueError(f"unknown pooler {pooler!r}; choose one of {', '.join(POOLERS)}")
 
 
 def pool(
@@ -35,16 +48,18 @@ def pool(
     """
     if pooler in ("cls", "cls_before_pooler"):
         return last_hidden_state[:, 0]  # (N, H)
-    if pooler == "avg":
-        tokens = last_hidden_state  # (N, L, H)
-    elif pooler == "avg_first_last":
-        tokens = (hidden_states[1] + hidden_states[-1]) / 2  # (N, L, H)
-    elif pooler == "avg_top2":
-        tokens = (hidden_states[-2] + hidden_states[-1]) / 2  # (N, L, H)
-    else:
-        raise ValueError(f"unknown pooler {pooler!r}; choose one of {', '.join(POOLERS)}")
+    tokens = _pooled_tokens(pooler, last_hidden_state, hidden_states)  # (N, L, H)
     mask = attention_mask.unsqueeze(-1).to(tokens.dtype)  # (N, L, 1)
     return (tokens * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)  # (N, H)
+
+
+def pool_packed(
+    pooler: str, packing: Packing, last_hidden_state: torch.Tensor, hidden_states: Sequence[torch.Tensor] | None = None
+) -> torch.Tensor:
+    """``pool`` for packed token states (T, H) of the unpadded forward pass; returns (N, H)."""
+    if pooler in ("cls", "cls_before_pooler"):
+        return last_hidden_state[packing.first_token]  # (N, H)
+    return packing.mean(_pooled_tokens(pooler, last_hidden_state, hidden_states))  # (N, H)
 
 
 def read_simcse_config(model_name_or_path: str | os.PathLike) -> dict | None:
@@ -67,7 +82,8 @@ class SimCSEModel(nn.Module):
     unsupervised SimCSE recipe. ``dropout`` sets the encoder's hidden and attention dropout.
     ``pooler`` and ``mlp_only_train`` left as None are read from a checkpoint saved by this class
     (``simcse_config.json``), else default to ``cls`` and False. Code shipped with a hub model runs only
-    with ``trust_remote_code=True``.
+    with ``trust_remote_code=True``. ``unpad`` runs BERT and RoBERTa encoders on their real tokens only
+    (``simcse.unpad``); other encoders take the padded path.
 
     The head is the encoder's own pooling layer (dense+tanh on the first token), taken out of the
     encoder so that only SimCSE decides when it runs. Starting from a pretrained model (no
@@ -86,6 +102,7 @@ class SimCSEModel(nn.Module):
         dropout: float = 0.1,
         tokenizer: str | os.PathLike | PreTrainedTokenizerBase | None = None,
         trust_remote_code: bool = False,
+        unpad: bool = True,
     ):
         super().__init__()
         saved = read_simcse_config(model_name_or_path)
@@ -110,6 +127,7 @@ class SimCSEModel(nn.Module):
         if checkpoint_pooler is None:
             raise ValueError(f"{model_name_or_path}: expected a BERT/RoBERTa-style encoder with a pooling layer")
         self.encoder.pooler = None
+        self.unpad = unpad and supports_unpadding(self.encoder)
         if not isinstance(tokenizer, PreTrainedTokenizerBase):
             tokenizer = AutoTokenizer.from_pretrained(
                 tokenizer or model_name_or_path, use_fast=True, trust_remote_code=trust_remote_code
@@ -172,15 +190,23 @@ class SimCSEModel(nn.Module):
         """
         leading_shape = input_ids.shape[:-1]
         seq_len = input_ids.shape[-1]
-        output = self.encoder(
-            input_ids=input_ids.reshape(-1, seq_len),  # (N, L)
-            attention_mask=attention_mask.reshape(-1, seq_len),  # (N, L)
-            token_type_ids=None if token_type_ids is None else token_type_ids.reshape(-1, seq_len),
-            output_hidden_states=self.pooler in _POOLERS_NEEDING_HIDDEN_STATES,
-        )
-        embeddings = pool(
-            self.pooler, attention_mask.reshape(-1, seq_len), output.last_hidden_state, output.hidden_states
-        )  # (N, H)
+        input_ids = input_ids.reshape(-1, seq_len)  # (N, L)
+        attention_mask = attention_mask.reshape(-1, seq_len)  # (N, L)
+        token_type_ids = None if token_type_ids is None else token_type_ids.reshape(-1, seq_len)  # (N, L)
+        needs_hidden_states = self.pooler in _POOLERS_NEEDING_HIDDEN_STATES
+        if self.unpad:
+            packing, last, hidden_states = unpadded_forward(
+                self.encoder, input_ids, attention_mask, token_type_ids, output_hidden_states=needs_hidden_states
+            )  # last: (T, H)
+            embeddings = pool_packed(self.pooler, packing, last, hidden_states)  # (N, H)
+        else:
+            output = self.encoder(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                token_type_ids=token_type_ids,
+                output_hidden_states=needs_hidden_states,
+            )
+            embeddings = pool(self.pooler, attention_mask, output.last_hidden_state, output.hidden_states)  # (N, H)
         if self.head is not None and (self.training or not self.mlp_only_train):
             embeddings = self.head.activation(self.head.dense(embeddings))  # (N, H)
         return embeddings.reshape(*leading_shape, -1)  # (..., H)
@@ -188,27 +214,37 @@ class SimCSEModel(nn.Module):
     def encode(
         self,
         sentences: Sequence[str],
-        batch_size: int = 64,
+        batch_size: int | None = None,
         max_length: int = 64,
         show_progress_bar: bool = False,
     ) -> np.ndarray:
         """Embeddings (len(sentences), hidden) as float32, in the order of ``sentences``.
 
-        Runs in eval mode without gradients; batches are formed longest-first so that each batch
-        holds sentences of similar length (less padding, and an out-of-memory error shows at once).
+        ``batch_size`` defaults to 32 sentences on a CPU and 256 on a GPU.
+
+        Runs in eval mode under ``torch.inference_mode`` (autocast to bf16/fp16 on a GPU); batches are
+        formed longest-first so that each batch holds sentences of similar length (less padding, and an
+        out-of-memory error shows at once).
         """
         if isinstance(sentences, str):
             raise TypeError("encode takes a list of sentences, not a single string")
+        device = next(self.parameters()).device
+        if batch_size is None:
+            # Small batches keep a CPU's activations in cache (measured in benchmarks/RESULTS.md); GPUs want big ones.
+            batch_size = 256 if device.type == "cuda" else 32
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
         tokenized = TokenizedSentences(sentences, self.tokenizer, max_length)
         order = np.argsort(-tokenized.lengths, kind="stable")
-        device = next(self.parameters()).device
         embeddings = np.zeros((len(tokenized), self.config.hidden_size), dtype=np.float32)
+        # Half precision on GPUs (fast and accurate enough for ranking); the CPU stays in float32.
+        autocast = nullcontext()
+        if device.type == "cuda":
+            autocast = torch.autocast("cuda", dtype=torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
         was_training = self.training
         self.eval()
         try:
-            with torch.no_grad():
+            with torch.inference_mode(), autocast:
                 for start in tqdm(
                     range(0, len(order), batch_size), desc="encoding", unit="batch", disable=not show_progress_bar
                 ):

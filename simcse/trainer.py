@@ -44,6 +44,7 @@ class TrainConfig:
     pooler: str = "cls"
     mlp_only_train: bool = False
     dropout: float = 0.1
+    unpad: bool = True
     trust_remote_code: bool = False
     # data
     train_data: str = ""
@@ -68,7 +69,7 @@ class TrainConfig:
     output_path: str = "outputs/simcse"
     eval_strategy: str = "steps"
     eval_step: int = 100
-    eval_batch_size: int = 128
+    eval_batch_size: int | None = None
     save_steps: int | None = None
     save_total_limit: int | None = None
     resume_from_checkpoint: str | None = None
@@ -96,7 +97,8 @@ class TrainConfig:
             (self.max_length >= 2, f"--max_length must be at least 2, got {self.max_length}"),
             (self.eval_strategy in ("steps", "epoch"), f"--eval_strategy must be steps or epoch, got {self.eval_strategy!r}"),
             (self.eval_step >= 1, f"--eval_step must be at least 1, got {self.eval_step}"),
-            (self.eval_batch_size >= 1, f"--eval_batch_size must be at least 1, got {self.eval_batch_size}"),
+            (self.eval_batch_size is None or self.eval_batch_size >= 1,
+             f"--eval_batch_size must be at least 1, got {self.eval_batch_size}"),
             (self.num_workers >= 0, f"--num_workers must be non-negative, got {self.num_workers}"),
             (self.save_steps is None or self.save_steps >= 1, f"--save_steps must be at least 1, got {self.save_steps}"),
             (self.grad_cache_chunk is None or self.grad_cache_chunk >= 1,
@@ -265,6 +267,7 @@ def train(config: TrainConfig) -> TrainResult:
         dropout=config.dropout,
         tokenizer=None if resume_from else config.tokenizer,
         trust_remote_code=config.trust_remote_code,
+        unpad=config.unpad,
     ).to(device)
     dataset = SimCSEDataset(train_data, model.tokenizer, config.max_length)
     loader = DataLoader(

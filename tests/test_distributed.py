@@ -1,6 +1,7 @@
 """Two CPU processes (gloo), spawned by the tests: the gathered loss and its gradients equal one process on
 the concatenated global batch; GradCache under DDP too; and a torchrun run of train.py."""
 
+import gc
 import json
 import os
 import subprocess
@@ -105,6 +106,11 @@ def worker(rank, model_dir, init_file, out_dir, num_sent, dropout, chunk):
     report["max_gradient_difference"] = max(differences.values())
     report["parameters_with_gradients"] = len(differences)
     (out_dir / f"rank{rank}.json").write_text(json.dumps(report))
+    # Free DDP's reducer while the process group lives: freeing it after can deadlock gloo's teardown.
+    dist.barrier()
+    del ddp, model
+    gc.collect()
+    dist.barrier()
     dist.destroy_process_group()
 
 

@@ -26,6 +26,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     model.add_argument("--dropout", type=float, default=DEFAULTS.dropout, help="hidden and attention dropout")
     model.add_argument(
+        "--unpad", action=argparse.BooleanOptionalAction, default=DEFAULTS.unpad,
+        help="run BERT/RoBERTa on real tokens only, no compute on padding (default: on)",
+    )  # fmt: skip
+    model.add_argument(
         "--trust_remote_code", action="store_true", help="allow code shipped with a hub model to run (off by default)"
     )
 
@@ -68,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     output.add_argument("--output_path", default=DEFAULTS.output_path, help="where the best checkpoint goes")
     output.add_argument("--eval_strategy", default=DEFAULTS.eval_strategy, choices=("steps", "epoch"))
     output.add_argument("--eval_step", type=int, default=DEFAULTS.eval_step, help="evaluate every N steps")
-    output.add_argument("--eval_batch_size", type=int, default=DEFAULTS.eval_batch_size)
+    output.add_argument("--eval_batch_size", type=int, default=None, help="default: 32 on a CPU, 256 on a GPU")
 
     saving = parser.add_argument_group("checkpoints and the Hub")
     saving.add_argument("--save_steps", type=int, default=None, help="write checkpoint-STEP/ every N steps")

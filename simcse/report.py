@@ -1,0 +1,116 @@
+"""Reports over runs: mean and standard deviation over seeds, and training curves."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import statistics
+from pathlib import Path
+
+from simcse.evaluate import EVAL_RESULTS_NAME, METRIC_KEYS, TABLE_COLUMNS
+
+METRICS_NAME = "metrics.jsonl"
+BEST_DEV = "dev (best step)"
+
+
+def read_metrics(path: str | os.PathLike) -> list[dict]:
+    """The lines of a metrics.jsonl (NaN values are kept as float NaN)."""
+    return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def find_runs(output: str | os.PathLike) -> dict[str, Path]:
+    """Run folders under ``output``: itself when it holds a metrics.jsonl, else its sub-folders that do."""
+    output = Path(output)
+    if (output / METRICS_NAME).is_file():
+        return {output.name: output}
+    runs = {path.parent.name: path.parent for path in sorted(output.glob(f"*/{METRICS_NAME}"))}
+    if not runs:
+        raise FileNotFoundError(f"{output}: no {METRICS_NAME} in it or in its sub-folders")
+    return runs
+
+
+def run_results(folder: Path) -> dict[str, dict[str, float]]:
+    """A run's results per dataset: eval.py's eval_results.json when there is one, else the dev metrics of
+    the best step in metrics.jsonl."""
+    report = folder / EVAL_RESULTS_NAME
+    if report.is_file():
+        return json.loads(report.read_text(encoding="utf-8"))["results"]
+    lines = [line for line in read_metrics(folder / METRICS_NAME) if not math.isnan(line["cosine_spearman"])]
+    if not lines:
+        raise ValueError(f"{folder / METRICS_NAME}: no evaluation with a finite cosine_spearman")
+    best = max(lines, key=lambda line: line["cosine_spearman"])
+    return {BEST_DEV: {key: best[key] for key in METRIC_KEYS}}
+
+
+def summarize(output: str | os.PathLike) -> dict:
+    """Mean, sample standard deviation and the values over the runs (seeds) under ``output``, per dataset
+    and metric. Datasets missing from some run are left out."""
+    runs = find_runs(output)
+    results = {name: run_results(folder) for name, folder in runs.items()}
+    datasets = [name for name in next(iter(results.values())) if all(name in r for r in results.values())]
+    summary = {"runs": list(runs), "datasets": {}}
+    for dataset in datasets:
+        summary["datasets"][dataset] = {}
+        for key in METRIC_KEYS:
+            values = [results[run][dataset][key] for run in runs]
+            summary["datasets"][dataset][key] = {
+                "mean": statistics.fmean(values),
+                "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+                "values": values,
+            }
+    return summary
+
+
+def format_summary_table(summary: dict) -> str:
+    """The README's table, one row per dataset, each cell mean ± std (x100) over the runs."""
+    header = "| Dataset | " + " | ".join(title for title, _ in TABLE_COLUMNS) + " |"
+    lines = [f"{len(summary['runs'])} runs: {', '.join(summary['runs'])}", "", header,
+             "|:---|" + "---:|" * len(TABLE_COLUMNS)]  # fmt: skip
+    for dataset, metrics in summary["datasets"].items():
+        cells = [f"{100 * metrics[key]['mean']:.2f} ± {100 * metrics[key]['std']:.2f}" for _, key in TABLE_COLUMNS]
+        lines.append(f"| {dataset} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def non_finite_points(lines: list[dict], keys: tuple[str, ...] = ("train_loss", "cosine_spearman")) -> list[str]:
+    """'step S: key' for every NaN or infinite value among ``keys`` (a missing train_loss, as at step 0, is fine)."""
+    return [
+        f"step {line['step']}: {key} is {line[key]}"
+        for line in lines
+        for key in keys
+        if isinstance(line.get(key), float) and not math.isfinite(line[key])
+    ]
+
+
+def plot_runs(runs: dict[str, list[dict]], path: str | os.PathLike) -> None:
+    """Training loss and dev cosine Spearman against steps, one line per run, into a PNG.
+
+    A NaN stays a gap in its line (never bridged by a straight segment) and is marked with a red x.
+    """
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise ImportError("plotting needs matplotlib: pip install matplotlib") from None
+    figure, (loss_axis, score_axis) = plt.subplots(1, 2, figsize=(11, 4))
+    for name, lines in runs.items():
+        for axis, key in ((loss_axis, "train_loss"), (score_axis, "cosine_spearman")):
+            points = [(line["step"], line[key]) for line in lines if line.get(key) is not None]
+            if not points:
+                continue
+            steps, values = zip(*points)
+            axis.plot(steps, values, marker="o", markersize=3, label=name)
+            broken = [step for step, value in points if not math.isfinite(value)]
+            if broken:
+                axis.plot(broken, [0.0] * len(broken), "rx", markersize=9, transform=axis.get_xaxis_transform())
+    loss_axis.set(title="training loss (mean since the previous evaluation)", xlabel="step", ylabel="loss")
+    score_axis.set(title="dev cosine Spearman", xlabel="step", ylabel="Spearman")
+    for axis in (loss_axis, score_axis):
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)

@@ -1,0 +1,29 @@
+"""Smoke runs of the benchmark scripts (tiny settings): they must keep working; their numbers live in
+benchmarks/RESULTS.md, never in a test."""
+
+import subprocess
+import sys
+
+from conftest import REPO_ROOT
+
+
+def run_benchmark(name, *args):
+    result = subprocess.run([sys.executable, str(REPO_ROOT / "benchmarks" / name), *map(str, args)],
+                            capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+def test_gpu_step_runs_on_a_cpu():
+    output = run_benchmark("gpu_step.py", "--tiny", "--device", "cpu", "--steps", 1, "--warmup", 1, "--batch_size", 8)
+    assert "| padded |" in output and "| unpadded |" in output
+
+
+def test_train_throughput_runs(shared_data):
+    output = run_benchmark("train_throughput.py", "--steps", 1, "--warmup", 0, "--batch_size", 4, "--max_length", 16)
+    assert "simcse-ko / sentence-transformers:" in output and "| plain PyTorch |" in output
+
+
+def test_eval_throughput_runs(shared_data):
+    output = run_benchmark("eval_throughput.py", "--repeats", 1, "--max_length", 8, "--our_batch_sizes", 512)
+    assert "| simcse-ko encode, batch 512 |" in output and "max abs difference" in output

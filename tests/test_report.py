@@ -1,0 +1,129 @@
+"""Multi-seed summaries and training curves."""
+
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+
+import pytest
+from conftest import REPO_ROOT
+
+from simcse.evaluate import METRIC_KEYS
+from simcse.report import BEST_DEV, find_runs, format_summary_table, non_finite_points, summarize
+
+
+def write_run(folder, scores, eval_results=None):
+    """A metrics.jsonl whose evaluation i has cosine_spearman scores[i] (other metrics derived from it)."""
+    folder.mkdir(parents=True)
+    lines = []
+    for step, score in enumerate(scores):
+        line = {"step": step * 10, "epoch": step / 4, "train_loss": None if step == 0 else 1.0 / step,
+                "learning_rate": 1e-5}  # fmt: skip
+        line |= {key: score + (0.001 * i if key != "cosine_spearman" else 0) for i, key in enumerate(METRIC_KEYS)}
+        lines.append(json.dumps(line))
+    (folder / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+    if eval_results is not None:
+        (folder / "eval_results.json").write_text(json.dumps({"results": eval_results}))
+
+
+def test_summary_is_mean_and_sample_std_of_each_seeds_best_step(tmp_path):
+    write_run(tmp_path / "seed-1", [0.3, 0.7, 0.6])
+    write_run(tmp_path / "seed-2", [0.3, 0.5, 0.8])
+    write_run(tmp_path / "seed-3", [0.3, 0.65, 0.62])
+    summary = summarize(tmp_path)
+    assert summary["runs"] == ["seed-1", "seed-2", "seed-3"]
+    cosine = summary["datasets"][BEST_DEV]["cosine_spearman"]
+    assert cosine["values"] == [0.7, 0.8, 0.65]
+    assert cosine["mean"] == pytest.approx(statistics.fmean([0.7, 0.8, 0.65]))
+    assert cosine["std"] == pytest.approx(statistics.stdev([0.7, 0.8, 0.65]))
+    # The other metrics come from the same (best) line of each run.
+    assert summary["datasets"][BEST_DEV]["avg"]["values"] == pytest.approx([0.7 + 0.010, 0.8 + 0.010, 0.65 + 0.010])
+    table = format_summary_table(summary)
+    assert f"| {BEST_DEV} | " in table and f"{100 * cosine['mean']:.2f} ± {100 * cosine['std']:.2f}" in table
+
+
+def test_summary_prefers_eval_results_and_keeps_common_datasets(tmp_path):
+    test_metrics = {key: 0.5 for key in METRIC_KEYS}
+    write_run(tmp_path / "seed-1", [0.3, 0.7], {"korsts_test": test_metrics, "klue_sts_dev": test_metrics})
+    write_run(tmp_path / "seed-2", [0.3, 0.7], {"korsts_test": {k: 0.6 for k in METRIC_KEYS}})
+    summary = summarize(tmp_path)
+    assert list(summary["datasets"]) == ["korsts_test"]
+    assert summary["datasets"]["korsts_test"]["dot_spearman"]["values"] == [0.5, 0.6]
+
+
+def test_single_run_and_missing_runs(tmp_path):
+    write_run(tmp_path / "run", [0.2, 0.4])
+    assert list(find_runs(tmp_path / "run")) == ["run"]
+    assert summarize(tmp_path / "run")["datasets"][BEST_DEV]["cosine_spearman"]["std"] == 0.0
+    with pytest.raises(FileNotFoundError, match="no metrics.jsonl"):
+        find_runs(tmp_path / "empty")
+
+
+def test_nan_points_are_found():
+    lines = [{"step": 0, "train_loss": None, "cosine_spearman": 0.1},
+             {"step": 10, "train_loss": math.nan, "cosine_spearman": 0.2},
+             {"step": 20, "train_loss": 0.5, "cosine_spearman": math.inf}]  # fmt: skip
+    assert non_finite_points(lines) == ["step 10: train_loss is nan", "step 20: cosine_spearman is inf"]
+
+
+def run_script(*args):
+    return subprocess.run([sys.executable, *map(str, args)], capture_output=True, text=True, timeout=120)
+
+
+def test_summarize_script_writes_json(tmp_path):
+    write_run(tmp_path / "seed-1", [0.3, 0.7])
+    write_run(tmp_path / "seed-2", [0.3, 0.9])
+    result = run_script(REPO_ROOT / "evaluation" / "summarize.py", tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "80.00 ± 14.14" in result.stdout
+    assert json.loads((tmp_path / "summary.json").read_text())["datasets"][BEST_DEV]["cosine_spearman"]["mean"] == 0.8
+
+
+def test_plot_writes_a_png_and_reports_nan(tmp_path):
+    write_run(tmp_path / "seed-1", [0.3, 0.5, 0.7, 0.75])
+    write_run(tmp_path / "seed-2", [0.3, 0.6, 0.65, 0.7])
+    with (tmp_path / "seed-2" / "metrics.jsonl").open("a") as file:
+        file.write(json.dumps({"step": 40, "train_loss": math.nan, "cosine_spearman": math.nan}) + "\n")
+    result = run_script(REPO_ROOT / "evaluation" / "plot_metrics.py", tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "warning: run seed-2: step 40: train_loss is nan" in result.stdout
+    assert "warning: run seed-2: step 40: cosine_spearman is nan" in result.stdout
+    assert "seed-1: " not in result.stdout
+    png = (tmp_path / "curves.png").read_bytes()
+    assert png.startswith(b"\x89PNG") and len(png) > 10_000
+
+
+def test_plot_without_matplotlib_says_what_to_install(tmp_path):
+    write_run(tmp_path / "run", [0.3, 0.5])
+    blocker = tmp_path / "blocker"
+    blocker.mkdir()
+    (blocker / "matplotlib.py").write_text("raise ImportError('no matplotlib here')\n")
+    result = subprocess.run([sys.executable, str(REPO_ROOT / "evaluation" / "plot_metrics.py"), str(tmp_path / "run")],
+                            capture_output=True, text=True, env={"PYTHONPATH": str(blocker), "PATH": ""})  # fmt: skip
+    assert result.returncode == 1 and "pip install matplotlib" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_run_seeds_script(tmp_path, tiny_bert_dir):
+    data = tmp_path / "data"
+    run_script(REPO_ROOT / "data" / "make_demo_data.py", "--output_dir", data, "--num_train", 40, "--num_eval", 20)
+    output = tmp_path / "seeds"
+    result = subprocess.run(
+        ["bash", str(REPO_ROOT / "train" / "run_seeds.sh"), "3", "4", "--", "--model", str(tiny_bert_dir),
+         "--train_data", str(data / "train.tsv"), "--valid_data", str(data / "dev.tsv"), f"--output_path={output}",
+         "--batch_size", "8", "--max_steps", "2", "--max_length", "24"],
+        capture_output=True, text=True, env={**os.environ, "EVAL_DATA": str(data / "test.tsv")},
+        timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    for seed in (3, 4):
+        args = json.loads((output / f"seed-{seed}" / "train_args.json").read_text())["args"]
+        assert args["seed"] == seed and args["output_path"] == str(output / f"seed-{seed}")
+    summary = json.loads((output / "summary.json").read_text())
+    assert summary["runs"] == ["seed-3", "seed-4"] and list(summary["datasets"]) == [str(data / "test.tsv")]
+    assert "± " in result.stdout
+
+    bad = subprocess.run(["bash", str(REPO_ROOT / "train" / "run_seeds.sh"), "3", "--", "--train_data", "x.tsv"],
+                         capture_output=True, text=True)  # fmt: skip
+    assert bad.returncode == 2 and "--output_path is required" in bad.stderr

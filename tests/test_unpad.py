@@ -1,0 +1,144 @@
+"""The unpadded forward pass equals the standard transformers forward at every real token, values and gradients."""
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoModel
+
+from simcse.data import STSData
+from simcse.evaluate import evaluate_sts, sts_metrics
+from simcse.model import POOLERS, SimCSEModel, pool
+from simcse.unpad import Packing, supports_unpadding, unpadded_forward
+
+MAX_LENGTH = 12
+
+
+def mixed_batch(vocab_size, with_token_types, pad_id, cls_id):
+    """Sequences of lengths 1, 3, MAX_LENGTH, 5, 2 and 7, right-padded to MAX_LENGTH."""
+    generator = torch.Generator().manual_seed(0)
+    lengths = [1, 3, MAX_LENGTH, 5, 2, 7]
+    input_ids = torch.full((len(lengths), MAX_LENGTH), pad_id)
+    attention_mask = torch.zeros(len(lengths), MAX_LENGTH, dtype=torch.long)
+    token_type_ids = torch.zeros(len(lengths), MAX_LENGTH, dtype=torch.long)
+    for row, length in enumerate(lengths):
+        input_ids[row, :length] = torch.randint(5, vocab_size, (length,), generator=generator)
+        input_ids[row, 0] = cls_id
+        attention_mask[row, :length] = 1
+        if with_token_types:
+            token_type_ids[row, length // 2 : length] = 1
+    return input_ids, attention_mask, token_type_ids if with_token_types else None
+
+
+@pytest.fixture(params=["bert", "bert-token-types", "roberta"])
+def encoder_and_batch(request, tiny_bert_dir, tiny_roberta_dir):
+    folder = tiny_roberta_dir if request.param == "roberta" else tiny_bert_dir
+    encoder = AutoModel.from_pretrained(folder, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    config = encoder.config
+    cls_id = 0 if request.param == "roberta" else 2
+    batch = mixed_batch(config.vocab_size, request.param == "bert-token-types", config.pad_token_id, cls_id)
+    return encoder.train(), batch
+
+
+def test_states_equal_the_standard_forward(encoder_and_batch):
+    encoder, (input_ids, attention_mask, token_type_ids) = encoder_and_batch
+    assert supports_unpadding(encoder)
+    expected = encoder(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
+                       output_hidden_states=True)  # fmt: skip
+    packing, last, states = unpadded_forward(encoder, input_ids, attention_mask, token_type_ids, True)
+    real = attention_mask.bool()
+    assert last.shape == (int(real.sum()), encoder.config.hidden_size)
+    torch.testing.assert_close(packing.pad(last)[real], expected.last_hidden_state[real], atol=1e-5, rtol=1e-5)
+    assert len(states) == len(expected.hidden_states)
+    for ours, theirs in zip(states, expected.hidden_states):
+        torch.testing.assert_close(packing.pad(ours)[real], theirs[real], atol=1e-5, rtol=1e-5)
+
+
+def test_gradients_equal_the_standard_forward(encoder_and_batch):
+    """In float64: the [CLS] embedding's gradient sums large per-sequence terms that nearly cancel, so float32
+    rounding alone moves it by ~1e-5; in float64 both paths must agree to 1e-9."""
+    encoder, (input_ids, attention_mask, token_type_ids) = encoder_and_batch
+    encoder.double()
+    weights = torch.randn(MAX_LENGTH, encoder.config.hidden_size, generator=torch.Generator().manual_seed(1),
+                          dtype=torch.float64)  # fmt: skip
+    real = attention_mask.bool()
+
+    def gradients(states):
+        encoder.zero_grad()
+        (states[real] * weights.expand(len(real), -1, -1)[real]).sum().backward()
+        return {n: p.grad.clone() for n, p in encoder.named_parameters() if p.grad is not None}
+
+    expected = gradients(encoder(input_ids=input_ids, attention_mask=attention_mask,
+                                 token_type_ids=token_type_ids).last_hidden_state)  # fmt: skip
+    packing, last, _ = unpadded_forward(encoder, input_ids, attention_mask, token_type_ids)
+    got = gradients(packing.pad(last))
+    assert got.keys() == expected.keys()
+    for name in expected:
+        torch.testing.assert_close(got[name], expected[name], atol=1e-9, rtol=1e-7, msg=name)
+
+
+@pytest.mark.parametrize("pooler", POOLERS)
+def test_simcse_model_unpadded_equals_padded(tiny_model_dir, korean_sentences, pooler):
+    torch.manual_seed(0)
+    padded = SimCSEModel(tiny_model_dir, pooler=pooler, dropout=0.0, unpad=False).train()
+    unpadded = SimCSEModel(tiny_model_dir, pooler=pooler, dropout=0.0)
+    unpadded.load_state_dict(padded.state_dict())
+    assert unpadded.unpad and not padded.unpad
+    batch = padded.collator([(np.asarray(padded.tokenizer(s)["input_ids"]),) for s in korean_sentences[:9]])
+    expected, got = padded(**batch), unpadded.train()(**batch)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+    # Gradients in float64 (see test_gradients_equal_the_standard_forward).
+    padded.double(), unpadded.double()
+    padded(**batch).square().sum().backward()
+    unpadded(**batch).square().sum().backward()
+    for (name, p), q in zip(padded.named_parameters(), unpadded.parameters()):
+        if p.grad is not None:
+            torch.testing.assert_close(q.grad, p.grad, atol=1e-9, rtol=1e-7, msg=name)
+
+
+def test_packing_round_trip_and_means():
+    mask = torch.tensor([[1, 1, 0], [1, 0, 0], [1, 1, 1]])
+    packing = Packing.from_mask(mask)
+    assert packing.indices.tolist() == [6, 7, 8, 0, 1, 3]  # longest sequence first
+    assert packing.first_token.tolist() == [3, 5, 0] and packing.lengths.tolist() == [2, 1, 3]
+    states = torch.tensor([5.0, 6.0, 7.0, 1.0, 2.0, 4.0]).unsqueeze(1)
+    assert packing.pad(states).squeeze(-1).tolist() == [[1, 2, 0], [4, 0, 0], [5, 6, 7]]
+    assert packing.mean(states).squeeze(-1).tolist() == [1.5, 4.0, 6.0]
+    assert packing.unpad(packing.pad(states)).equal(states)
+    # Lengths 3, 2, 1: each shorter than 0.8 of the one before, three attention groups tiling the tokens.
+    assert [(g.start, g.end, g.batch, g.length) for g in packing.groups] == [(0, 3, 1, 3), (3, 5, 1, 2), (5, 6, 1, 1)]
+    with pytest.raises(ValueError, match="at least one real token"):
+        Packing.from_mask(torch.tensor([[1, 0], [0, 0]]))
+
+
+def test_attention_groups_cover_every_token_once():
+    lengths = torch.tensor([5, 64, 17, 40, 64, 3, 33, 52, 9, 40])
+    mask = torch.arange(64) < lengths[:, None]
+    packing = Packing.from_mask(mask)
+    assert packing.groups[0].start == 0 and packing.groups[-1].end == int(lengths.sum())
+    for before, after in zip(packing.groups, packing.groups[1:]):
+        assert before.end == after.start
+    for group in packing.groups:
+        group_lengths = lengths[packing.sequence[group.start : group.end]].unique()
+        assert int(group_lengths.max()) == group.length and int(group_lengths.min()) >= 0.8 * group.length
+        assert len(group.rows.unique()) == group.end - group.start  # no two tokens on one grid cell
+
+
+def test_evaluation_equals_the_plain_file_order_computation(tiny_model_dir, korean_sentences):
+    """Sorted batches, unpadded, inference mode: the same metrics as padded batches in file order."""
+    model = SimCSEModel(tiny_model_dir, pooler="avg")
+    data = STSData(korean_sentences[:20], korean_sentences[20:40], [i % 6 * 0.9 for i in range(20)])
+    got = evaluate_sts(model, data, batch_size=4, max_length=16)
+
+    plain = AutoModel.from_pretrained(tiny_model_dir).eval()
+
+    def embed(sentences):
+        vectors = []
+        for start in range(0, len(sentences), 7):  # file order, padded to the batch's longest
+            batch = model.tokenizer(sentences[start : start + 7], padding=True, truncation=True, max_length=16,
+                                    return_tensors="pt", return_token_type_ids=False)  # fmt: skip
+            with torch.no_grad():
+                vectors.append(pool("avg", batch["attention_mask"], plain(**batch).last_hidden_state))
+        return torch.cat(vectors).numpy()
+
+    expected = sts_metrics(embed(data.sentences1), embed(data.sentences2), data.scores)
+    assert got == pytest.approx(expected, abs=1e-5)
