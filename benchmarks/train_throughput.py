@@ -17,7 +17,7 @@ import time
 
 import torch
 import torch.nn.functional as F
-from common import SHARED_DATA, matmul_peak_flops, median, minilm_path, training_flops
+from common import SHARED_DATA, matmul_peak_flops, median, minilm_path, sentence_transformers_cls, training_flops
 from transformers import AutoModel, AutoTokenizer
 
 from simcse.data import SimCSEDataset, nli_triplets
@@ -58,18 +58,13 @@ class SentenceTransformers:
     name = "sentence-transformers"
 
     def __init__(self, path, triplets, max_length):
-        from sentence_transformers import SentenceTransformer, losses, models
-
-        transformer = models.Transformer(path, max_seq_length=max_length)
-        pooling = models.Pooling(transformer.get_word_embedding_dimension(), pooling_mode="cls")
-        self.model = SentenceTransformer(modules=[transformer, pooling], device="cpu")
+        self.model, self.loss = sentence_transformers_cls(path, max_length, TEMPERATURE)
         self.model.train()
-        self.loss = losses.MultipleNegativesRankingLoss(self.model, scale=1 / TEMPERATURE)
         self.triplets = triplets
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=5e-5)
 
     def step(self, indices):
-        features = [self.model.tokenize([column[i] for i in indices]) for column in self.triplets.columns]
+        features = [self.model.preprocess([column[i] for i in indices]) for column in self.triplets.columns]
         loss = self.loss(features, labels=None)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()

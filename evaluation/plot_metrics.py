@@ -3,7 +3,7 @@
     python evaluation/plot_metrics.py outputs/demo/model                   # one run
     python evaluation/plot_metrics.py outputs/sup-simcse-bert-base-seeds   # every seed-N/ in it
 
-Writes OUTPUT/curves.png (or --output_png). Needs matplotlib (pip install matplotlib). A NaN in a run is
+Writes OUTPUT/curves.png (or --output_png). Needs matplotlib (pip install matplotlib). A NaN or infinity is
 reported here and shown as a gap marked with a red x, never drawn over.
 """
 

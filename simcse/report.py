@@ -83,10 +83,17 @@ def non_finite_points(lines: list[dict], keys: tuple[str, ...] = ("train_loss", 
     ]
 
 
+def curve(lines: list[dict], key: str) -> tuple[list[int], list[float]]:
+    """Steps and values of ``key`` where it was recorded, every non-finite value as NaN: matplotlib leaves a
+    gap at a NaN, where an infinity would be drawn as a line off the chart."""
+    points = [(line["step"], line[key]) for line in lines if line.get(key) is not None]
+    return [step for step, _ in points], [value if math.isfinite(value) else math.nan for _, value in points]
+
+
 def plot_runs(runs: dict[str, list[dict]], path: str | os.PathLike) -> None:
     """Training loss and dev cosine Spearman against steps, one line per run, into a PNG.
 
-    A NaN stays a gap in its line (never bridged by a straight segment) and is marked with a red x.
+    A NaN or infinity stays a gap in its line (never bridged by a straight segment), marked with a red x.
     """
     try:
         import matplotlib
@@ -98,12 +105,11 @@ def plot_runs(runs: dict[str, list[dict]], path: str | os.PathLike) -> None:
     figure, (loss_axis, score_axis) = plt.subplots(1, 2, figsize=(11, 4))
     for name, lines in runs.items():
         for axis, key in ((loss_axis, "train_loss"), (score_axis, "cosine_spearman")):
-            points = [(line["step"], line[key]) for line in lines if line.get(key) is not None]
-            if not points:
+            steps, values = curve(lines, key)
+            if not steps:
                 continue
-            steps, values = zip(*points)
             axis.plot(steps, values, marker="o", markersize=3, label=name)
-            broken = [step for step, value in points if not math.isfinite(value)]
+            broken = [step for step, value in zip(steps, values) if math.isnan(value)]
             if broken:
                 axis.plot(broken, [0.0] * len(broken), "rx", markersize=9, transform=axis.get_xaxis_transform())
     loss_axis.set(title="training loss (mean since the previous evaluation)", xlabel="step", ylabel="loss")

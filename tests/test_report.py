@@ -11,7 +11,7 @@ import pytest
 from conftest import REPO_ROOT
 
 from simcse.evaluate import METRIC_KEYS
-from simcse.report import BEST_DEV, find_runs, format_summary_table, non_finite_points, summarize
+from simcse.report import BEST_DEV, curve, find_runs, format_summary_table, non_finite_points, plot_runs, summarize
 
 
 def write_run(folder, scores, eval_results=None):
@@ -93,6 +93,35 @@ def test_plot_writes_a_png_and_reports_nan(tmp_path):
     assert "seed-1: " not in result.stdout
     png = (tmp_path / "curves.png").read_bytes()
     assert png.startswith(b"\x89PNG") and len(png) > 10_000
+
+
+def test_a_nan_in_the_middle_of_a_run_is_a_gap_not_a_bridge(tmp_path, monkeypatch):
+    matplotlib_axes = pytest.importorskip("matplotlib.axes")
+    lines = [{"step": 0, "train_loss": None, "cosine_spearman": 0.3},
+             {"step": 10, "train_loss": 0.9, "cosine_spearman": 0.5},
+             {"step": 20, "train_loss": math.nan, "cosine_spearman": math.inf},
+             {"step": 30, "train_loss": 0.7, "cosine_spearman": 0.6}]  # fmt: skip
+    steps, losses = curve(lines, "train_loss")
+    assert steps == [10, 20, 30] and losses[0] == 0.9 and math.isnan(losses[1]) and losses[2] == 0.7
+    assert math.isnan(curve(lines, "cosine_spearman")[1][2])
+
+    drawn = []
+    original_plot = matplotlib_axes.Axes.plot
+
+    def recording_plot(axis, *args, **kwargs):
+        drawn.append(args)
+        return original_plot(axis, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib_axes.Axes, "plot", recording_plot)
+    plot_runs({"run": lines}, tmp_path / "curves.png")
+    lines_drawn = [(list(x), list(y)) for x, y, *_ in drawn if len(x) > 1]
+    # Both curves keep step 20, as NaN: matplotlib breaks the line there instead of joining 10 to 30.
+    assert len(lines_drawn) == 2
+    for x, y in lines_drawn:
+        assert 20 in x and math.isnan(y[x.index(20)])
+        assert all(math.isfinite(value) for step, value in zip(x, y) if step != 20)
+    markers = [(list(x), a) for x, y, *a in drawn if a == ["rx"]]
+    assert markers == [([20], ["rx"]), ([20], ["rx"])]
 
 
 def test_plot_without_matplotlib_says_what_to_install(tmp_path):
