@@ -220,6 +220,333 @@ def _read_metrics(path: Path, up_to_step: int) -> list[dict]:
     return [line for line in lines if line["step"] <= up_to_step]
 
 
+class Trainer:
+    """One training run. ``__init__`` reads the inputs and builds the model, loader and optimizer (restoring
+    them from a checkpoint when resuming); ``fit`` runs the loop. Under torchrun every process holds one and
+    trains on its slice of each batch; only the first evaluates, logs and saves."""
+
+    def __init__(self, config: TrainConfig):
+        config.validate()
+        self.config = config
+        self.started = time.perf_counter()
+        self.process, self.device = distributed.setup(config.device)
+        self.is_main = self.process.is_main
+        set_seed(config.seed)
+        self.amp_dtype = autocast_dtype(config.amp, self.device, quiet=not self.is_main)
+        self.output = Path(config.output_path)
+        self.metrics_file = self.output / "metrics.jsonl"
+        self.resume_from, saved = self._find_resume_point()
+
+        # Read every input before building anything, so that a bad file fails in seconds.
+        self.valid_data = load_sts(config.valid_data, config.data_dir)
+        train_data = load_train_data(config.train_data)
+        if len(train_data) < 2:
+            raise ValueError(
+                f"{config.train_data}: {len(train_data)} training example; in-batch negatives need 2 or more"
+            )
+        if saved and saved["num_train_examples"] != len(train_data):
+            raise ValueError(
+                f"cannot resume: {config.train_data} now holds {len(train_data)} examples, "
+                f"the run was started on {saved['num_train_examples']}"
+            )
+        self.num_sent = train_data.num_sent
+        local_batch = config.batch_size // self.process.world_size
+        self.sampler = EpochBatchSampler(
+            len(train_data), config.batch_size, config.seed, self.process.rank, self.process.world_size
+        )
+        if config.grad_cache_chunk and local_batch % config.grad_cache_chunk:
+            raise ValueError(
+                f"--grad_cache_chunk {config.grad_cache_chunk} does not divide the per-process batch {local_batch}"
+            )
+
+        self.model = SimCSEModel(
+            self.resume_from or config.model,
+            pooler=config.pooler,
+            mlp_only_train=config.mlp_only_train,
+            dropout=config.dropout,
+            tokenizer=None if self.resume_from else config.tokenizer,
+            trust_remote_code=config.trust_remote_code,
+            unpad=config.unpad,
+        ).to(self.device)
+        dataset = SimCSEDataset(train_data, self.model.tokenizer, config.max_length)
+        self.loader = DataLoader(
+            dataset,
+            batch_sampler=self.sampler,
+            collate_fn=self.model.collator,
+            num_workers=config.num_workers,
+            pin_memory=self.device.type == "cuda",
+            generator=torch.Generator(),  # its seed draw must not consume the global RNG that drives dropout
+        )
+        self.steps_per_epoch = self.sampler.batches_per_epoch
+        self.total_steps = config.epochs * self.steps_per_epoch
+        if config.max_steps is not None:
+            self.total_steps = min(self.total_steps, config.max_steps)
+        self.warmup_steps = math.floor(config.warmup_ratio * self.total_steps)
+        if self.sampler.dropped_per_epoch and self.is_main:
+            logger.warning(
+                "the last batch of each epoch leaves out %d example(s): a batch must split evenly over %d processes",
+                self.sampler.dropped_per_epoch, self.process.world_size,
+            )  # fmt: skip
+
+        # DDP averages the gradients; every parameter gets one (the frozen pooler has none to average).
+        self.ddp = DistributedDataParallel(
+            self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None
+        ) if self.process.is_distributed else None  # fmt: skip
+        self.train_model = self.ddp or self.model
+        set_seed(config.seed + self.process.rank)  # each process its own dropout masks
+        self.optimizer = torch.optim.AdamW(parameter_groups(self.model, config.weight_decay), lr=config.learning_rate)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
+        self.autocast = torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype else nullcontext()
+
+        self.state = LoopState()
+        self.history: list[dict] = []  # one line per evaluation, as in metrics.jsonl (first process only)
+        self.resume_rng = None
+        if self.is_main:
+            self.output.mkdir(parents=True, exist_ok=True)
+            checkpoint.recover(self.output)
+            info = run_info(
+                config, self.device, self.amp_dtype, num_train_examples=len(dataset),
+                steps_per_epoch=self.steps_per_epoch, total_steps=self.total_steps,
+                world_size=self.process.world_size, per_process_batch=local_batch,
+                grad_cache_chunk=config.grad_cache_chunk,
+                negatives_per_anchor=config.batch_size - 1 + (config.batch_size if self.num_sent == 3 else 0),
+                dropped_examples_per_epoch=self.sampler.dropped_per_epoch,
+                resumed_from=str(self.resume_from) if self.resume_from else None,
+            )  # fmt: skip
+            text = json.dumps(info, indent=2, ensure_ascii=False) + "\n"
+            (self.output / "train_args.json").write_text(text, encoding="utf-8")
+        if saved:
+            self._restore(saved)
+        elif self.is_main:
+            self.metrics_file.write_text("", encoding="utf-8")
+        self.loss_sum = torch.tensor(self.state.window_loss_sum, device=self.device)  # summed on the device
+        self.lr: float | None = None  # of the last step taken
+        self.progress: tqdm | None = None
+
+    def _find_resume_point(self) -> tuple[Path | None, dict | None]:
+        """The checkpoint to resume from and its trainer state, after checking that the run can go on from it."""
+        if not self.config.resume_from_checkpoint:
+            return None, None
+        checkpoint.recover(self.output)
+        path = checkpoint.resolve_checkpoint(self.config.resume_from_checkpoint, self.output)
+        saved = checkpoint.read_trainer_state(path)
+        check_resumable(self.config, saved["config"])
+        if saved["world_size"] != self.process.world_size:
+            raise ValueError(f"cannot resume a run of {saved['world_size']} processes with {self.process.world_size}")
+        return path, saved
+
+    def _restore(self, saved: dict) -> None:
+        """The loop state, optimizer and grad scaler of the checkpoint; metrics.jsonl cut back to its step."""
+        self.state = LoopState(**saved["loop"])
+        training_state = checkpoint.read_training_state(self.resume_from)
+        self.optimizer.load_state_dict(training_state["optimizer"])
+        self.scaler.load_state_dict(training_state["grad_scaler"])
+        self.resume_rng = training_state["rng"][self.process.rank]  # set as the loop starts
+        if self.is_main:
+            self.history = _read_metrics(self.metrics_file, self.state.step)
+            lines = "".join(json.dumps(line) + "\n" for line in self.history)
+            self.metrics_file.write_text(lines, encoding="utf-8")
+            print(f"resuming from {self.resume_from} at step {self.state.step}")
+
+    def embed(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        with self.autocast:
+            return self.train_model(**batch)  # (B, num_sent, H)
+
+    def loss(self, embeddings: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
+        """InfoNCE of a batch's embeddings (B, num_sent, H), with negatives gathered over the processes."""
+        config, ids = self.config, None
+        if config.mask_duplicate_negatives:
+            # Every process pads to the same width, so that token ids can be gathered and compared.
+            width = config.max_length if self.process.is_distributed else input_ids.shape[-1]
+            ids = F.pad(input_ids, (0, width - input_ids.shape[-1]), value=self.model.collator.pad_token_id)
+        return info_nce(
+            embeddings[:, 0],
+            embeddings[:, 1],
+            embeddings[:, 2] if self.num_sent == 3 else None,
+            temperature=config.temp,
+            hard_negative_weight=config.hard_negative_weight,
+            gather=distributed.gather,
+            positive_ids=None if ids is None else ids[:, 1],
+            hard_negative_ids=None if ids is None or self.num_sent < 3 else ids[:, 2],
+        )
+
+    def training_step(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """One optimizer step on a batch (of this process); returns its loss, detached."""
+        config, state, scaler = self.config, self.state, self.scaler
+        self.lr = learning_rate_at(state.step, self.total_steps, self.warmup_steps, config.learning_rate)
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.lr
+        batch = {key: value.to(self.device, non_blocking=True) for key, value in batch.items()}
+        self.optimizer.zero_grad(set_to_none=True)
+        if config.grad_cache_chunk:
+            loss = chunked_backward(
+                self.embed,
+                batch,
+                lambda embeddings: self.loss(embeddings, batch["input_ids"]),
+                config.grad_cache_chunk,
+                scale=scaler.scale,
+                no_sync=self.ddp.no_sync if self.ddp else nullcontext,
+            )
+        else:
+            loss = self.loss(self.embed(batch), batch["input_ids"])
+            scaler.scale(loss).backward()
+        # With fp16 loss scaling an overflow is expected now and then: the scaler skips that step.
+        if not scaler.is_enabled() and not distributed.all_true(bool(torch.isfinite(loss)), self.device):
+            last = checkpoint.list_checkpoints(self.output)
+            raise NonFiniteLossError(
+                f"training loss is {loss.item()} at step {state.step + 1}; last good checkpoint: "
+                + (str(last[-1]) if last else f"none saved (--save_steps); best model in {self.output}")
+            )
+        if config.max_grad_norm > 0:
+            scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.max_grad_norm)
+        scale_before = scaler.get_scale() if scaler.is_enabled() else None
+        scaler.step(self.optimizer)
+        scaler.update()
+        if scale_before is not None and scaler.get_scale() < scale_before:
+            state.skipped_steps += 1
+        state.step += 1
+        self.loss_sum += loss.detach()
+        state.window_loss_count += 1
+        return loss.detach()
+
+    def evaluate(self) -> None:
+        """Log the training loss since the last evaluation and the dev metrics; save the model if it is the best."""
+        state = self.state
+        window = distributed.mean_over_processes(self.loss_sum).item()
+        state.total_loss += window
+        line = {
+            "step": state.step,
+            "epoch": round(state.step / self.steps_per_epoch, 4),
+            "train_loss": window / state.window_loss_count if state.window_loss_count else None,
+            "learning_rate": self.lr,
+            "skipped_steps": state.skipped_steps,
+        }
+        self.loss_sum.zero_()
+        state.window_loss_count = 0
+        if self.is_main:
+            line |= evaluate_sts(
+                self.model, self.valid_data, batch_size=self.config.eval_batch_size, max_length=self.config.max_length
+            )
+            self.history.append(line)
+            with self.metrics_file.open("a", encoding="utf-8") as file:
+                file.write(json.dumps(line) + "\n")
+            improved = line["cosine_spearman"] > state.best_score
+            if improved:
+                state.best_step, state.best_score = state.step, line["cosine_spearman"]
+                checkpoint.save_model(self.model, self.output, self.config.max_length)
+            self.progress.write(
+                f"step {state.step} (epoch {line['epoch']:.2f}): dev cosine Pearson {line['cosine_pearson']:.4f}, "
+                f"cosine Spearman {line['cosine_spearman']:.4f}"
+                + (" (best, saved)" if improved else f" (best {state.best_score:.4f} at step {state.best_step})")
+            )
+        distributed.barrier()
+        self.train_model.train()
+
+    def save_training_checkpoint(self) -> None:
+        """checkpoint-STEP/: the model, optimizer, grad scaler, every process's RNG state and the loop state."""
+        state = self.state
+        rng_states = distributed.all_objects(checkpoint.rng_state())
+        state.window_loss_sum = distributed.mean_over_processes(self.loss_sum).item()
+        if self.is_main:
+            trainer_state = {
+                "step": state.step,
+                "epoch": state.step // self.steps_per_epoch,
+                "batch_in_epoch": state.step % self.steps_per_epoch,
+                "num_train_examples": len(self.loader.dataset),
+                "world_size": self.process.world_size,
+                "loop": asdict(state),
+                "config": asdict(self.config),
+            }
+            training_state = {
+                "optimizer": self.optimizer.state_dict(),
+                "grad_scaler": self.scaler.state_dict(),
+                "rng": rng_states,  # one per process
+            }
+            path = checkpoint.save_training_checkpoint(
+                self.model, self.output, self.config.max_length, training_state, trainer_state
+            )
+            checkpoint.rotate_checkpoints(self.output, self.config.save_total_limit)
+            self.progress.write(f"step {state.step}: saved {path}")
+        distributed.barrier()
+
+    def remaining_batches(self):
+        """The batches of this process from the step the run stands at to the end of the last epoch."""
+        start_epoch = self.state.step // self.steps_per_epoch
+        for epoch in range(start_epoch, self.config.epochs):
+            skip = self.state.step - epoch * self.steps_per_epoch if epoch == start_epoch else 0
+            self.sampler.set_epoch(epoch, start_batch=skip)
+            yield from self.loader
+
+    def fit(self) -> TrainResult:
+        """Evaluate before training (unless resuming), then train to ``total_steps``, evaluating every
+        ``eval_step`` steps (or epoch) and at the end, and saving training checkpoints every ``save_steps``."""
+        config, state = self.config, self.state
+        # Redrawn at most once a second when the output is a log file rather than a terminal.
+        self.progress = tqdm(
+            total=self.total_steps, initial=state.step, desc="training", unit="step", dynamic_ncols=True,
+            mininterval=0.1 if sys.stderr.isatty() else 1.0, disable=not self.is_main,
+        )  # fmt: skip
+        if self.resume_rng is not None:
+            checkpoint.set_rng_state(self.resume_rng)
+        else:
+            self.evaluate()
+        self.train_model.train()
+        window_start, window_sentences = time.perf_counter(), 0
+        for batch in self.remaining_batches():
+            loss = self.training_step(batch)
+            window_sentences += batch["input_ids"].shape[0] * batch["input_ids"].shape[1] * self.process.world_size
+            self.progress.update()
+            if self.is_main and (state.step % 10 == 0 or state.step == self.total_steps):
+                elapsed = time.perf_counter() - window_start
+                self.progress.set_postfix(
+                    loss=f"{loss.item():.4f}", lr=f"{self.lr:.2e}", sent_per_s=f"{window_sentences / elapsed:.1f}"
+                )
+                window_start, window_sentences = time.perf_counter(), 0
+            if (
+                state.step == self.total_steps
+                or (config.eval_strategy == "steps" and state.step % config.eval_step == 0)
+                or (config.eval_strategy == "epoch" and state.step % self.steps_per_epoch == 0)
+            ):
+                self.evaluate()
+                window_start, window_sentences = time.perf_counter(), 0
+            if config.save_steps and state.step % config.save_steps == 0:
+                self.save_training_checkpoint()
+            if state.step == self.total_steps:
+                break
+        self.progress.close()
+        return self._finish()
+
+    def _finish(self) -> TrainResult:
+        state = self.state
+        result = TrainResult(
+            best_step=state.best_step,
+            best_score=state.best_score,
+            mean_train_loss=state.total_loss / state.step,
+            total_seconds=time.perf_counter() - self.started,
+            steps=state.step,
+            skipped_steps=state.skipped_steps,
+            history=self.history,
+        )
+        if self.is_main:
+            print(
+                f"done: dev cosine Spearman {self.history[0]['cosine_spearman']:.4f} before training, "
+                f"best {result.best_score:.4f} at step {result.best_step}; "
+                f"mean training loss {result.mean_train_loss:.4f} over {state.step} steps"
+                + (f" ({state.skipped_steps} skipped by the fp16 grad scaler)" if state.skipped_steps else "")
+                + f"; total time {result.total_seconds:.1f} s; best checkpoint in {self.output}"
+            )
+        if self.is_main and self.config.push_to_hub:
+            best = next(line for line in self.history if line["step"] == result.best_step)
+            results = {self.config.valid_data: {key: best[key] for key in METRIC_KEYS}}
+            report = self.output / EVAL_RESULTS_NAME
+            write_eval_report(report, self.config.model, self.model, self.config.max_length, results)
+            url = push_checkpoint(self.output, self.config.push_to_hub, private=self.config.hub_private)
+            print(f"pushed {self.output} to {url}")
+        distributed.barrier()
+        return result
+
+
 def train(config: TrainConfig) -> TrainResult:
     """Train, evaluating on the dev set before training, every ``eval_step`` steps (or epoch) and at the end.
 
@@ -227,272 +554,4 @@ def train(config: TrainConfig) -> TrainResult:
     (one line per evaluation) and, with ``save_steps``, training checkpoints ``checkpoint-STEP/``. Under
     torchrun every process trains on its slice of each batch; only the first evaluates, logs and saves.
     """
-    config.validate()
-    started = time.perf_counter()
-    process, device = distributed.setup(config.device)
-    main = process.is_main
-    set_seed(config.seed)
-    amp_dtype = autocast_dtype(config.amp, device, quiet=not main)
-    output = Path(config.output_path)
-
-    resume_from = None
-    if config.resume_from_checkpoint:
-        checkpoint.recover(output)
-        resume_from = checkpoint.resolve_checkpoint(config.resume_from_checkpoint, output)
-        saved = checkpoint.read_trainer_state(resume_from)
-        check_resumable(config, saved["config"])
-        if saved["world_size"] != process.world_size:
-            raise ValueError(f"cannot resume a run of {saved['world_size']} processes with {process.world_size}")
-
-    # Read every input before building anything, so that a bad file fails in seconds.
-    valid_data = load_sts(config.valid_data, config.data_dir)
-    train_data = load_train_data(config.train_data)
-    if len(train_data) < 2:
-        raise ValueError(f"{config.train_data}: {len(train_data)} training example; in-batch negatives need 2 or more")
-    if resume_from and saved["num_train_examples"] != len(train_data):
-        raise ValueError(
-            f"cannot resume: {config.train_data} now holds {len(train_data)} examples, "
-            f"the run was started on {saved['num_train_examples']}"
-        )
-    local_batch = config.batch_size // process.world_size
-    sampler = EpochBatchSampler(len(train_data), config.batch_size, config.seed, process.rank, process.world_size)
-    if config.grad_cache_chunk and local_batch % config.grad_cache_chunk:
-        raise ValueError(
-            f"--grad_cache_chunk {config.grad_cache_chunk} does not divide the per-process batch {local_batch}"
-        )
-    model = SimCSEModel(
-        resume_from or config.model,
-        pooler=config.pooler,
-        mlp_only_train=config.mlp_only_train,
-        dropout=config.dropout,
-        tokenizer=None if resume_from else config.tokenizer,
-        trust_remote_code=config.trust_remote_code,
-        unpad=config.unpad,
-    ).to(device)
-    dataset = SimCSEDataset(train_data, model.tokenizer, config.max_length)
-    loader = DataLoader(
-        dataset,
-        batch_sampler=sampler,
-        collate_fn=model.collator,
-        num_workers=config.num_workers,
-        pin_memory=device.type == "cuda",
-        generator=torch.Generator(),  # its seed draw must not consume the global RNG that drives dropout
-    )
-    steps_per_epoch = sampler.batches_per_epoch
-    total_steps = config.epochs * steps_per_epoch
-    if config.max_steps is not None:
-        total_steps = min(total_steps, config.max_steps)
-    warmup_steps = math.floor(config.warmup_ratio * total_steps)
-    if sampler.dropped_per_epoch and main:
-        logger.warning(
-            "the last batch of each epoch leaves out %d example(s): a batch must split evenly over %d processes",
-            sampler.dropped_per_epoch, process.world_size,
-        )  # fmt: skip
-
-    # DDP averages the gradients; every parameter gets one (the frozen pooler has none to average).
-    ddp = DistributedDataParallel(
-        model, device_ids=[device.index] if device.type == "cuda" else None
-    ) if process.is_distributed else None  # fmt: skip
-    train_model = ddp or model
-    set_seed(config.seed + process.rank)  # each process its own dropout masks
-    optimizer = torch.optim.AdamW(parameter_groups(model, config.weight_decay), lr=config.learning_rate)
-    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-    autocast = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else nullcontext()
-    num_sent = train_data.num_sent
-
-    metrics_file = output / "metrics.jsonl"
-    state = LoopState()
-    result = TrainResult(-1, -math.inf, math.nan, 0.0, 0, 0)
-    if main:
-        output.mkdir(parents=True, exist_ok=True)
-        checkpoint.recover(output)
-        info = run_info(
-            config, device, amp_dtype, num_train_examples=len(dataset), steps_per_epoch=steps_per_epoch,
-            total_steps=total_steps, world_size=process.world_size, per_process_batch=local_batch,
-            grad_cache_chunk=config.grad_cache_chunk,
-            negatives_per_anchor=config.batch_size - 1 + (config.batch_size if num_sent == 3 else 0),
-            dropped_examples_per_epoch=sampler.dropped_per_epoch,
-            resumed_from=str(resume_from) if resume_from else None,
-        )  # fmt: skip
-        (output / "train_args.json").write_text(json.dumps(info, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    if resume_from:
-        state = LoopState(**saved["loop"])
-        training_state = checkpoint.read_training_state(resume_from)
-        optimizer.load_state_dict(training_state["optimizer"])
-        scaler.load_state_dict(training_state["grad_scaler"])
-        if main:
-            result.history = _read_metrics(metrics_file, state.step)
-            metrics_file.write_text("".join(json.dumps(line) + "\n" for line in result.history), encoding="utf-8")
-            print(f"resuming from {resume_from} at step {state.step}")
-    elif main:
-        metrics_file.write_text("", encoding="utf-8")
-    loss_sum = torch.tensor(state.window_loss_sum, device=device)  # summed on the device, read rarely
-    lr = None  # of the last step taken
-
-    def embed(batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        with autocast:
-            return train_model(**batch)  # (B, num_sent, H)
-
-    def loss_of(embeddings: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
-        ids = None
-        if config.mask_duplicate_negatives:
-            # Every process pads to the same width, so that token ids can be gathered and compared.
-            width = config.max_length if process.is_distributed else input_ids.shape[-1]
-            ids = F.pad(input_ids, (0, width - input_ids.shape[-1]), value=model.collator.pad_token_id)
-        return info_nce(
-            embeddings[:, 0],
-            embeddings[:, 1],
-            embeddings[:, 2] if num_sent == 3 else None,
-            temperature=config.temp,
-            hard_negative_weight=config.hard_negative_weight,
-            gather=distributed.gather,
-            positive_ids=None if ids is None else ids[:, 1],
-            hard_negative_ids=None if ids is None or num_sent < 3 else ids[:, 2],
-        )
-
-    def evaluate() -> None:
-        window = distributed.mean_over_processes(loss_sum).item()
-        state.total_loss += window
-        line = {
-            "step": state.step,
-            "epoch": round(state.step / steps_per_epoch, 4),
-            "train_loss": window / state.window_loss_count if state.window_loss_count else None,
-            "learning_rate": lr,
-            "skipped_steps": state.skipped_steps,
-        }
-        loss_sum.zero_()
-        state.window_loss_count = 0
-        if main:
-            line |= evaluate_sts(model, valid_data, batch_size=config.eval_batch_size, max_length=config.max_length)
-            result.history.append(line)
-            with metrics_file.open("a", encoding="utf-8") as file:
-                file.write(json.dumps(line) + "\n")
-            improved = line["cosine_spearman"] > state.best_score
-            if improved:
-                state.best_step, state.best_score = state.step, line["cosine_spearman"]
-                checkpoint.save_model(model, output, config.max_length)
-            progress.write(
-                f"step {state.step} (epoch {line['epoch']:.2f}): dev cosine Pearson {line['cosine_pearson']:.4f}, "
-                f"cosine Spearman {line['cosine_spearman']:.4f}"
-                + (" (best, saved)" if improved else f" (best {state.best_score:.4f} at step {state.best_step})")
-            )
-        distributed.barrier()
-        train_model.train()
-
-    def save_training_checkpoint() -> None:
-        rng_states = distributed.all_objects(checkpoint.rng_state())
-        state.window_loss_sum = distributed.mean_over_processes(loss_sum).item()
-        if main:
-            trainer_state = {
-                "step": state.step,
-                "epoch": state.step // steps_per_epoch,
-                "batch_in_epoch": state.step % steps_per_epoch,
-                "num_train_examples": len(dataset),
-                "world_size": process.world_size,
-                "loop": asdict(state),
-                "config": asdict(config),
-            }
-            training_state = {
-                "optimizer": optimizer.state_dict(),
-                "grad_scaler": scaler.state_dict(),
-                "rng": rng_states,  # one per process
-            }
-            path = checkpoint.save_training_checkpoint(model, output, config.max_length, training_state, trainer_state)
-            checkpoint.rotate_checkpoints(output, config.save_total_limit)
-            progress.write(f"step {state.step}: saved {path}")
-        distributed.barrier()
-
-    # Redrawn at most once a second when the output is a log file rather than a terminal.
-    progress = tqdm(
-        total=total_steps, initial=state.step, desc="training", unit="step", dynamic_ncols=True,
-        mininterval=0.1 if sys.stderr.isatty() else 1.0, disable=not main,
-    )  # fmt: skip
-    if resume_from:
-        checkpoint.set_rng_state(training_state["rng"][process.rank])
-    else:
-        evaluate()
-    train_model.train()
-    window_start, window_sentences = time.perf_counter(), 0
-    start_epoch = state.step // steps_per_epoch
-    for epoch in range(start_epoch, config.epochs):
-        sampler.set_epoch(epoch, start_batch=state.step - epoch * steps_per_epoch if epoch == start_epoch else 0)
-        for batch in loader:
-            lr = learning_rate_at(state.step, total_steps, warmup_steps, config.learning_rate)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            batch = {key: value.to(device, non_blocking=True) for key, value in batch.items()}
-            optimizer.zero_grad(set_to_none=True)
-            if config.grad_cache_chunk:
-                loss = chunked_backward(
-                    embed,
-                    batch,
-                    lambda embeddings: loss_of(embeddings, batch["input_ids"]),
-                    config.grad_cache_chunk,
-                    scale=scaler.scale,
-                    no_sync=ddp.no_sync if ddp else nullcontext,
-                )
-            else:
-                loss = loss_of(embed(batch), batch["input_ids"])
-                scaler.scale(loss).backward()
-            # With fp16 loss scaling an overflow is expected now and then: the scaler skips that step.
-            if not scaler.is_enabled() and not distributed.all_true(bool(torch.isfinite(loss)), device):
-                last = checkpoint.list_checkpoints(output)
-                raise NonFiniteLossError(
-                    f"training loss is {loss.item()} at step {state.step + 1}; last good checkpoint: "
-                    + (str(last[-1]) if last else f"none saved (--save_steps); best model in {output}")
-                )
-            if config.max_grad_norm > 0:
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
-            scale_before = scaler.get_scale() if scaler.is_enabled() else None
-            scaler.step(optimizer)
-            scaler.update()
-            if scale_before is not None and scaler.get_scale() < scale_before:
-                state.skipped_steps += 1
-            state.step += 1
-            loss_sum += loss.detach()
-            state.window_loss_count += 1
-            window_sentences += batch["input_ids"].shape[0] * batch["input_ids"].shape[1] * process.world_size
-            progress.update()
-            if main and (state.step % 10 == 0 or state.step == total_steps):
-                elapsed = time.perf_counter() - window_start
-                progress.set_postfix(
-                    loss=f"{loss.item():.4f}", lr=f"{lr:.2e}", sent_per_s=f"{window_sentences / elapsed:.1f}"
-                )
-                window_start, window_sentences = time.perf_counter(), 0
-            end_of_epoch = state.step % steps_per_epoch == 0
-            if (
-                state.step == total_steps
-                or (config.eval_strategy == "steps" and state.step % config.eval_step == 0)
-                or (config.eval_strategy == "epoch" and end_of_epoch)
-            ):
-                evaluate()
-                window_start, window_sentences = time.perf_counter(), 0
-            if config.save_steps and state.step % config.save_steps == 0:
-                save_training_checkpoint()
-            if state.step == total_steps:
-                break
-        if state.step == total_steps:
-            break
-    progress.close()
-
-    result.best_step, result.best_score = state.best_step, state.best_score
-    result.steps, result.skipped_steps = state.step, state.skipped_steps
-    result.mean_train_loss = state.total_loss / state.step
-    result.total_seconds = time.perf_counter() - started
-    if main:
-        print(
-            f"done: dev cosine Spearman {result.history[0]['cosine_spearman']:.4f} before training, "
-            f"best {result.best_score:.4f} at step {result.best_step}; "
-            f"mean training loss {result.mean_train_loss:.4f} over {state.step} steps"
-            + (f" ({state.skipped_steps} skipped by the fp16 grad scaler)" if state.skipped_steps else "")
-            + f"; total time {result.total_seconds:.1f} s; best checkpoint in {output}"
-        )
-    if main and config.push_to_hub:
-        best = next(line for line in result.history if line["step"] == result.best_step)
-        results = {config.valid_data: {key: best[key] for key in METRIC_KEYS}}
-        write_eval_report(output / EVAL_RESULTS_NAME, config.model, model, config.max_length, results)
-        url = push_checkpoint(output, config.push_to_hub, private=config.hub_private)
-        print(f"pushed {output} to {url}")
-    distributed.barrier()
-    return result
+    return Trainer(config).fit()
