@@ -31,14 +31,20 @@ def sentence_transformers_cls(path: str, max_length: int, temperature: float):
     return model, MultipleNegativesRankingLoss(model, scale=1 / temperature)
 
 
-def matmul_peak_flops(dtype: torch.dtype = torch.float32, size: int = 2048, repeats: int = 10) -> float:
-    """The best FLOP/s of a square matmul on this machine with the current thread count."""
-    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+def matmul_peak_flops(
+    dtype: torch.dtype = torch.float32, size: int = 2048, repeats: int = 10, device: str | torch.device = "cpu"
+) -> float:
+    """The best FLOP/s of a square matmul on the device (on a CPU: with the current thread count)."""
+    a = torch.randn(size, size, dtype=dtype, device=device)
+    b = torch.randn(size, size, dtype=dtype, device=device)
+    synchronize = torch.cuda.synchronize if a.is_cuda else lambda: None
     torch.mm(a, b)
+    synchronize()
     best = float("inf")
     for _ in range(repeats):
         started = time.perf_counter()
         torch.mm(a, b)
+        synchronize()
         best = min(best, time.perf_counter() - started)
     return 2 * size**3 / best
 
@@ -58,8 +64,3 @@ def forward_flops(config, lengths: list[int]) -> float:
     tokens = sum(lengths)
     return layers * (2 * weights_per_layer * tokens + 4 * hidden * sum(length * length for length in lengths))
 
-
-def median(values: list[float]) -> float:
-    ordered = sorted(values)
-    middle = len(ordered) // 2
-    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2

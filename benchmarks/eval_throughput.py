@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import argparse
 import time
+from statistics import median
 
 import numpy as np
 import torch
-from common import SHARED_DATA, forward_flops, matmul_peak_flops, median, minilm_path
+from common import SHARED_DATA, forward_flops, matmul_peak_flops, minilm_path
 from transformers import AutoModel, AutoTokenizer
 
 from simcse.data import load_sts

@@ -15,13 +15,14 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
+from statistics import median
 
 import torch
-from common import forward_flops, median
+from common import matmul_peak_flops, training_flops
 from transformers import AutoModel, BertConfig, BertTokenizerFast
 
 from simcse.loss import info_nce
-from simcse.model import SimCSEModel
+from simcse.model import SimCSEModel, gpu_half_dtype
 from simcse.trainer import parameter_groups
 
 # Sentences per token length 0..64 (see the module docstring).
@@ -52,21 +53,6 @@ def random_batch(batch_size: int, generator: torch.Generator, device: torch.devi
     return {"input_ids": input_ids.to(device), "attention_mask": attention_mask.to(device)}
 
 
-def matmul_peak(dtype: torch.dtype, device: torch.device, size: int = 8192) -> float:
-    a, b = torch.randn(size, size, dtype=dtype, device=device), torch.randn(size, size, dtype=dtype, device=device)
-    torch.mm(a, b)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    best = float("inf")
-    for _ in range(10):
-        started = time.perf_counter()
-        torch.mm(a, b)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - started)
-    return 2 * size**3 / best
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda")
@@ -77,12 +63,12 @@ def main() -> None:
     args = parser.parse_args()
     device = torch.device(args.device)
     cuda = device.type == "cuda"
-    dtype = torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float16 if cuda else torch.bfloat16
+    dtype = gpu_half_dtype() if cuda else torch.bfloat16
     folder = tempfile.mkdtemp()
     build_model(folder, args.tiny)
     generator = torch.Generator().manual_seed(0)
     batches = [random_batch(args.batch_size, generator, device) for _ in range(args.warmup + args.steps)]
-    peak = matmul_peak(dtype, device, 1024 if args.tiny else 8192)
+    peak = matmul_peak_flops(dtype, 1024 if args.tiny else 8192, device=device)
     print(f"device: {torch.cuda.get_device_name(device) if cuda else 'cpu'}; autocast {dtype}; "
           f"matmul peak {peak / 1e12:.1f} TFLOP/s")  # fmt: skip
 
@@ -111,7 +97,7 @@ def main() -> None:
                 torch.cuda.synchronize()
             if index >= args.warmup:
                 times.append(time.perf_counter() - started)
-                flops.append(3 * forward_flops(model.config, batch["attention_mask"].flatten(0, 1).sum(1).tolist()))
+                flops.append(training_flops(model.config, batch["attention_mask"].flatten(0, 1).sum(1).tolist()))
         step = median(times)
         real = sum(int(b["attention_mask"].sum()) for b in batches[args.warmup :]) / len(times)
         padded = sum(b["attention_mask"].numel() for b in batches[args.warmup :]) / len(times)

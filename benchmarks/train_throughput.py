@@ -14,10 +14,11 @@ from __future__ import annotations
 import argparse
 import random
 import time
+from statistics import median
 
 import torch
 import torch.nn.functional as F
-from common import SHARED_DATA, matmul_peak_flops, median, minilm_path, sentence_transformers_cls, training_flops
+from common import SHARED_DATA, matmul_peak_flops, minilm_path, sentence_transformers_cls, training_flops
 from transformers import AutoModel, AutoTokenizer
 
 from simcse.data import SimCSEDataset, nli_triplets

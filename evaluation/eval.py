@@ -38,7 +38,9 @@ def main() -> None:
     saved = read_simcse_config(args.model) or {}
     max_length = args.max_length or saved.get("max_length", DEFAULT_MAX_LENGTH)
     datasets = {name: load_sts(name, args.data_dir) for name in args.test_data}  # fail fast on a bad file
-    model = SimCSEModel(args.model, pooler=args.pooler, trust_remote_code=args.trust_remote_code, unpad=args.unpad).to(resolve_device(args.device))
+    model = SimCSEModel(
+        args.model, pooler=args.pooler, trust_remote_code=args.trust_remote_code, unpad=args.unpad
+    ).to(resolve_device(args.device))
     print(f"model {args.model}: pooler {model.pooler}{' (mlp_only_train)' if model.mlp_only_train else ''}, "
           f"max_length {max_length}")  # fmt: skip
 

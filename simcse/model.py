@@ -24,6 +24,11 @@ _POOLERS_NEEDING_HIDDEN_STATES = ("avg_first_last", "avg_top2")
 SIMCSE_CONFIG_NAME = "simcse_config.json"
 
 
+def gpu_half_dtype() -> torch.dtype:
+    """The GPU's half precision for autocast: bf16 where supported (no loss scaling needed), else fp16."""
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
 def _pooled_tokens(pooler: str, last_hidden_state: torch.Tensor, hidden_states) -> torch.Tensor:
     """The token states an averaging pooler takes the mean of (same shape as ``last_hidden_state``)."""
     if pooler == "avg":
@@ -238,9 +243,7 @@ class SimCSEModel(nn.Module):
         order = np.argsort(-tokenized.lengths, kind="stable")
         embeddings = np.zeros((len(tokenized), self.config.hidden_size), dtype=np.float32)
         # Half precision on GPUs (fast and accurate enough for ranking); the CPU stays in float32.
-        autocast = nullcontext()
-        if device.type == "cuda":
-            autocast = torch.autocast("cuda", dtype=torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
+        autocast = torch.autocast("cuda", dtype=gpu_half_dtype()) if device.type == "cuda" else nullcontext()
         was_training = self.training
         self.eval()
         try:

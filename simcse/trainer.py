@@ -29,7 +29,7 @@ from simcse.evaluate import EVAL_RESULTS_NAME, METRIC_KEYS, evaluate_sts, write_
 from simcse.grad_cache import chunked_backward
 from simcse.hub import push_checkpoint
 from simcse.loss import info_nce
-from simcse.model import POOLERS, SimCSEModel
+from simcse.model import POOLERS, SimCSEModel, gpu_half_dtype
 
 logger = logging.getLogger(__name__)
 
@@ -176,7 +176,7 @@ def autocast_dtype(amp: bool, device: torch.device, quiet: bool = False) -> torc
         if not quiet:
             logger.warning("--amp is ignored on the CPU (bf16 matmuls are slow there); training in float32")
         return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return gpu_half_dtype()
 
 
 def set_seed(seed: int) -> None:

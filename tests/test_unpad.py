@@ -8,15 +8,16 @@ from transformers import AutoModel
 from simcse.data import STSData
 from simcse.evaluate import evaluate_sts, sts_metrics
 from simcse.model import POOLERS, SimCSEModel, pool
-from simcse.unpad import Packing, supports_unpadding, unpadded_forward
+import simcse.unpad
+from simcse.unpad import Packing, dropout, supports_unpadding, unpadded_forward
 
 MAX_LENGTH = 12
 
 
-def mixed_batch(vocab_size, with_token_types, pad_id, cls_id):
-    """Sequences of lengths 1, 3, MAX_LENGTH, 5, 2 and 7, right-padded to MAX_LENGTH."""
+def mixed_batch(vocab_size, with_token_types, pad_id, cls_id, lengths=(1, 3, MAX_LENGTH, 5, 2, 7, 11, 6)):
+    """Sequences of these lengths, right-padded to MAX_LENGTH. The default puts 12 and 11, and 7 and 6, into
+    shared attention groups (padded keys inside a group) and leaves the others alone."""
     generator = torch.Generator().manual_seed(0)
-    lengths = [1, 3, MAX_LENGTH, 5, 2, 7]
     input_ids = torch.full((len(lengths), MAX_LENGTH), pad_id)
     attention_mask = torch.zeros(len(lengths), MAX_LENGTH, dtype=torch.long)
     token_type_ids = torch.zeros(len(lengths), MAX_LENGTH, dtype=torch.long)
@@ -45,6 +46,7 @@ def test_states_equal_the_standard_forward(encoder_and_batch):
     expected = encoder(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
                        output_hidden_states=True)  # fmt: skip
     packing, last, states = unpadded_forward(encoder, input_ids, attention_mask, token_type_ids, True)
+    assert [group.batch for group in packing.groups] == [2, 2, 1, 1, 1, 1]
     real = attention_mask.bool()
     assert last.shape == (int(real.sum()), encoder.config.hidden_size)
     torch.testing.assert_close(packing.pad(last)[real], expected.last_hidden_state[real], atol=1e-5, rtol=1e-5)
@@ -74,6 +76,37 @@ def test_gradients_equal_the_standard_forward(encoder_and_batch):
     assert got.keys() == expected.keys()
     for name in expected:
         torch.testing.assert_close(got[name], expected[name], atol=1e-9, rtol=1e-7, msg=name)
+
+
+def test_dropout_mask_rate_and_scale():
+    x = torch.full((400_000,), 3.0)
+    y = dropout(x, 0.1, training=True)
+    dropped = (y == 0).double().mean().item()
+    assert abs(dropped - 0.1) < 0.003  # 0.1 ± 6 standard deviations of the binomial
+    assert torch.allclose(y[y != 0], torch.tensor(3.0 / 0.9))  # survivors scaled to keep the mean
+    assert dropout(x, 0.1, training=False) is x and dropout(x, 0.0, training=True) is x
+
+
+def test_training_path_with_dropout_equals_the_standard_forward_when_nothing_drops(tiny_model_dir, monkeypatch):
+    """With dropout on, the CPU takes the spelled-out attention (masked softmax, then dropout, then values).
+    With the dropout mask made a no-op, that path must give the standard forward's states without dropout."""
+    encoder = AutoModel.from_pretrained(tiny_model_dir, hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1)
+    cls_id = 2 if encoder.config.model_type == "bert" else 0
+    # Lengths within 0.8 of each other share attention groups, so that keys inside a group are padded.
+    lengths = (MAX_LENGTH, 11, 10, 6, 5, 1)
+    input_ids, attention_mask, _ = mixed_batch(
+        encoder.config.vocab_size, False, encoder.config.pad_token_id, cls_id, lengths
+    )
+    assert any(group.batch > 1 for group in Packing.from_mask(attention_mask).groups)
+    with torch.no_grad():
+        expected = encoder.eval()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    taken = []
+    monkeypatch.setattr(simcse.unpad, "dropout", lambda x, p, training: taken.append(p) or x)
+    with torch.no_grad():
+        packing, last, _ = unpadded_forward(encoder.train(), input_ids, attention_mask)
+    assert 0.1 in taken  # the dropout branches ran
+    real = attention_mask.bool()
+    torch.testing.assert_close(packing.pad(last)[real], expected[real], atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("pooler", POOLERS)
