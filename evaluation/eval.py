@@ -2,56 +2,68 @@
 
     python evaluation/eval.py --model outputs/sup-simcse-bert-base --test_data korsts_dev korsts_test klue_sts_dev
 
-Prints the original project's README table (x100) per dataset; --output_path writes every metric as JSON.
+Prints the original project's README table (x100) per dataset; --output_json writes every metric as JSON.
 """
 
 import argparse
 
-from simcse.cli import resolve_device, run_main
-from simcse.data import load_sts
-from simcse.evaluate import evaluate_sts, format_sts_table, write_eval_report
-from simcse.model import POOLERS, SimCSEModel, read_simcse_config
-
-DEFAULT_MAX_LENGTH = 64
+from simcse.cli import run_main
+from simcse.config import DEFAULT_MAX_LENGTH, POOLERS
+from simcse.registry import STS_DATASETS
+from simcse.run_folder import EVAL_RESULTS_NAME
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="checkpoint folder or hub name")
     parser.add_argument(
-        "--test_data", nargs="+", default=["korsts_test"], help="dataset names or paths (default: korsts_test)"
-    )
+        "--test_data", nargs="+", default=["korsts_test"],
+        help=f"dataset names ({', '.join(STS_DATASETS)}) or files (default: korsts_test)",
+    )  # fmt: skip
     parser.add_argument("--data_dir", default=None, help="folder the dataset names resolve in (default: repo data/)")
     parser.add_argument("--pooler", choices=POOLERS, default=None, help="default: the checkpoint's, else cls")
     parser.add_argument("--batch_size", type=int, default=None, help="default: 32 on a CPU, 256 on a GPU")
     parser.add_argument(
-        "--max_length", type=int, default=None, help=f"default: the checkpoint's training value, else {DEFAULT_MAX_LENGTH}"
-    )
-    parser.add_argument("--output_path", default=None, help="JSON file for every metric per dataset")
-    parser.add_argument("--device", default="auto")
+        "--max_length", type=int, default=None,
+        help=f"tokens per sentence (default: the checkpoint's training value, else {DEFAULT_MAX_LENGTH})",
+    )  # fmt: skip
+    parser.add_argument(
+        "--output_json", "--output_path", default=None, metavar="FILE",
+        help=f"JSON file for every metric per dataset, e.g. MODEL/{EVAL_RESULTS_NAME} (--output_path: old name)",
+    )  # fmt: skip
+    parser.add_argument("--device", default="auto", help="auto (CUDA if available, else CPU), cpu, cuda, cuda:1, ...")
     parser.add_argument(
         "--unpad", action=argparse.BooleanOptionalAction, default=True, help="skip compute on padding (default: on)"
     )
     parser.add_argument("--trust_remote_code", action="store_true", help="allow code shipped with a hub model to run")
-    args = parser.parse_args()
+    return parser
 
-    saved = read_simcse_config(args.model) or {}
-    max_length = args.max_length or saved.get("max_length", DEFAULT_MAX_LENGTH)
+
+def main() -> None:
+    args = build_parser().parse_args()
+    # torch loads after the flags are read: --help and flag errors answer at once.
+    from simcse.data import load_sts
+    from simcse.device import resolve_device
+    from simcse.evaluate import evaluate_sts, format_sts_table, write_eval_report
+    from simcse.model import SimCSEModel
+
     datasets = {name: load_sts(name, args.data_dir) for name in args.test_data}  # fail fast on a bad file
     model = SimCSEModel(
-        args.model, pooler=args.pooler, trust_remote_code=args.trust_remote_code, unpad=args.unpad
-    ).to(resolve_device(args.device))
+        args.model, pooler=args.pooler, trust_remote_code=args.trust_remote_code, unpad=args.unpad,
+        max_length=args.max_length,
+    ).to(resolve_device(args.device))  # fmt: skip
     print(f"model {args.model}: pooler {model.pooler}{' (mlp_only_train)' if model.mlp_only_train else ''}, "
-          f"max_length {max_length}")  # fmt: skip
+          f"max_length {model.max_length}")  # fmt: skip
 
     results = {}
     for name, data in datasets.items():
-        results[name] = evaluate_sts(model, data, batch_size=args.batch_size, max_length=max_length)
+        results[name] = evaluate_sts(model, data, batch_size=args.batch_size)
         print(f"\n{name} ({len(data)} pairs)\n{format_sts_table({args.model: results[name]})}")
 
-    if args.output_path:
-        write_eval_report(args.output_path, args.model, model, max_length, results)
-        print(f"\nwrote {args.output_path}")
+    if args.output_json:
+        write_eval_report(args.output_json, args.model, model, results)
+        print(f"\nwrote {args.output_json}")
+
 
 if __name__ == "__main__":
     run_main(main)

@@ -11,19 +11,20 @@ import argparse
 from pathlib import Path
 
 from simcse.cli import run_main
-from simcse.report import find_runs, non_finite_points, plot_runs, read_metrics
+from simcse.report import find_runs, non_finite_points, plot_runs
+from simcse.run_folder import CURVES_NAME, METRICS_NAME, read_metrics
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("output", help="a run folder, or a folder of run folders")
-    parser.add_argument("--output_png", default=None, help="default: OUTPUT/curves.png")
+    parser.add_argument("--output_png", default=None, help=f"default: OUTPUT/{CURVES_NAME}")
     args = parser.parse_args()
-    runs = {name: read_metrics(folder / "metrics.jsonl") for name, folder in find_runs(args.output).items()}
+    runs = {name: read_metrics(folder / METRICS_NAME) for name, folder in find_runs(args.output).items()}
     for name, lines in runs.items():
         for problem in non_finite_points(lines):
             print(f"warning: run {name}: {problem}")
-    path = Path(args.output_png or Path(args.output) / "curves.png")
+    path = Path(args.output_png or Path(args.output) / CURVES_NAME)
     plot_runs(runs, path)
     print(f"wrote {path} ({len(runs)} run(s))")
 

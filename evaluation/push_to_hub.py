@@ -1,7 +1,7 @@
 """Push a finished checkpoint folder to the Hugging Face Hub, with a model card.
 
     python evaluation/eval.py --model outputs/sup-simcse-bert-base --test_data korsts_dev korsts_test \
-        --output_path outputs/sup-simcse-bert-base/eval_results.json
+        --output_json outputs/sup-simcse-bert-base/eval_results.json
     python evaluation/push_to_hub.py outputs/sup-simcse-bert-base your-name/sup-simcse-bert-base
 
 The card's results come from FOLDER/eval_results.json (what eval.py wrote), its recipe from train_args.json.

@@ -12,5 +12,5 @@ MODEL=${MODEL:-$ROOT/outputs/sup-simcse-bert-base}
 python "$ROOT/evaluation/eval.py" \
   --model "$MODEL" \
   --test_data korsts_dev korsts_test klue_sts_dev \
-  --output_path "$MODEL/eval_results.json" \
+  --output_json "$MODEL/eval_results.json" \
   "$@"

@@ -8,22 +8,22 @@ and writes every number to OUTPUT/summary.json.
 """
 
 import argparse
-import json
 from pathlib import Path
 
 from simcse.cli import run_main
 from simcse.report import format_summary_table, summarize
+from simcse.run_folder import SUMMARY_NAME, write_json
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("output", help="folder holding one sub-folder per seed")
-    parser.add_argument("--json", default=None, help="where to write the summary (default: OUTPUT/summary.json)")
+    parser.add_argument("--json", default=None, help=f"where to write the summary (default: OUTPUT/{SUMMARY_NAME})")
     args = parser.parse_args()
     summary = summarize(args.output)
     print(format_summary_table(summary))
-    path = Path(args.json or Path(args.output) / "summary.json")
-    path.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    path = Path(args.json or Path(args.output) / SUMMARY_NAME)
+    write_json(path, summary)
     print(f"\nwrote {path}")
 
 

@@ -1,20 +1,33 @@
-"""simcse-ko: supervised and unsupervised SimCSE for Korean sentence embeddings."""
+"""simcse-ko: supervised and unsupervised SimCSE for Korean sentence embeddings.
 
-from simcse.data import DataFormatError, STSData, TrainData, load_sts, load_train_data
-from simcse.evaluate import evaluate_sts, format_sts_table, sts_metrics
-from simcse.loss import info_nce
-from simcse.model import SimCSEModel
+The names below load on first use, so that ``import simcse.config`` (flag parsing, ``--help``) does not pay
+for importing torch and transformers.
+"""
+
+import importlib
 
 __version__ = "0.1.0"
-__all__ = [
-    "DataFormatError",
-    "STSData",
-    "SimCSEModel",
-    "TrainData",
-    "evaluate_sts",
-    "format_sts_table",
-    "info_nce",
-    "load_sts",
-    "load_train_data",
-    "sts_metrics",
-]
+
+_HOMES = {
+    "DataFormatError": "simcse.data",
+    "STSData": "simcse.data",
+    "TrainData": "simcse.data",
+    "load_sts": "simcse.data",
+    "load_train_data": "simcse.data",
+    "evaluate_sts": "simcse.evaluate",
+    "format_sts_table": "simcse.evaluate",
+    "sts_metrics": "simcse.evaluate",
+    "info_nce": "simcse.loss",
+    "SimCSEModel": "simcse.model",
+}
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str):
+    if name in _HOMES:
+        return getattr(importlib.import_module(_HOMES[name]), name)
+    raise AttributeError(f"module 'simcse' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return [*globals(), *_HOMES]

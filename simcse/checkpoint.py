@@ -9,7 +9,6 @@ by a crash is finished the next time the run starts (``recover``).
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import re
@@ -21,10 +20,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-CHECKPOINT_PATTERN = re.compile(r"checkpoint-(\d+)")
-TRAINER_STATE_NAME = "trainer_state.json"  # the run's config and loop state, readable
-TRAINING_STATE_NAME = "training_state.pt"  # optimizer, grad scaler, RNG states: tensors only
-STAGING_PREFIX = ".staging-"
+from simcse.run_folder import (
+    CHECKPOINT_PREFIX,
+    STAGING_PREFIX,
+    TRAINER_STATE_NAME,
+    TRAINING_STATE_NAME,
+    read_json,
+    write_json,
+)
+
+CHECKPOINT_PATTERN = re.compile(re.escape(CHECKPOINT_PREFIX) + r"(\d+)")
 COMPLETE_MARKER = ".complete"
 WEIGHTS_LAST = ("model.safetensors",)  # moved last: a folder without them does not load
 
@@ -76,17 +81,17 @@ def recover(output: str | os.PathLike) -> None:
             shutil.rmtree(staging)
 
 
-def _stage(model, staging: Path, max_length: int) -> None:
+def _stage(model, staging: Path) -> None:
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    model.save_pretrained(staging, max_length=max_length)
+    model.save_pretrained(staging)
 
 
-def save_model(model, output: str | os.PathLike, max_length: int) -> None:
+def save_model(model, output: str | os.PathLike) -> None:
     """Save ``model`` (a SimCSEModel) into ``output``, replacing the model saved there before."""
     output = Path(output)
     staging = output / (STAGING_PREFIX + "model")
-    _stage(model, staging, max_length)
+    _stage(model, staging)
     _fsync_tree(staging)
     _pause_for_tests(f"the best model in {output}")
     (staging / COMPLETE_MARKER).touch()
@@ -95,19 +100,15 @@ def save_model(model, output: str | os.PathLike, max_length: int) -> None:
 
 
 def save_training_checkpoint(
-    model,
-    output: str | os.PathLike,
-    max_length: int,
-    training_state: dict,
-    trainer_state: dict,
+    model, output: str | os.PathLike, training_state: dict, trainer_state: dict
 ) -> Path:
     """Write ``output/checkpoint-STEP/``: a loadable model plus everything needed to resume exactly."""
-    step = trainer_state["step"]
-    final = Path(output) / f"checkpoint-{step}"
-    staging = Path(output) / f"{STAGING_PREFIX}checkpoint-{step}"
-    _stage(model, staging, max_length)
+    name = f"{CHECKPOINT_PREFIX}{trainer_state['step']}"
+    final = Path(output) / name
+    staging = Path(output) / f"{STAGING_PREFIX}{name}"
+    _stage(model, staging)
     torch.save(training_state, staging / TRAINING_STATE_NAME)
-    (staging / TRAINER_STATE_NAME).write_text(json.dumps(trainer_state, indent=2) + "\n", encoding="utf-8")
+    write_json(staging / TRAINER_STATE_NAME, trainer_state)
     _fsync_tree(staging)
     _pause_for_tests(final.name)
     if final.exists():  # the same step saved again by a resumed run: identical content
@@ -120,7 +121,7 @@ def save_training_checkpoint(
 def list_checkpoints(output: str | os.PathLike) -> list[Path]:
     """Complete training checkpoints in ``output``, oldest first."""
     found = []
-    for path in Path(output).glob("checkpoint-*"):
+    for path in Path(output).glob(CHECKPOINT_PREFIX + "*"):
         match = CHECKPOINT_PATTERN.fullmatch(path.name)
         if match and (path / TRAINER_STATE_NAME).is_file():
             found.append((int(match.group(1)), path))
@@ -141,7 +142,7 @@ def resolve_checkpoint(name: str, output: str | os.PathLike) -> Path:
     if name == "latest":
         checkpoints = list_checkpoints(output)
         if not checkpoints:
-            raise FileNotFoundError(f"{output}: no checkpoint-STEP folder to resume from")
+            raise FileNotFoundError(f"{output}: no {CHECKPOINT_PREFIX}STEP folder to resume from")
         return checkpoints[-1]
     path = Path(name)
     if not (path / TRAINER_STATE_NAME).is_file():
@@ -150,7 +151,7 @@ def resolve_checkpoint(name: str, output: str | os.PathLike) -> Path:
 
 
 def read_trainer_state(checkpoint: str | os.PathLike) -> dict:
-    return json.loads((Path(checkpoint) / TRAINER_STATE_NAME).read_text(encoding="utf-8"))
+    return read_json(Path(checkpoint) / TRAINER_STATE_NAME)
 
 
 def read_training_state(checkpoint: str | os.PathLike) -> dict:

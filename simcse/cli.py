@@ -1,22 +1,10 @@
-"""Helpers shared by the command-line scripts: device choice and one-line errors."""
+"""What the command-line scripts share: one-line errors instead of tracebacks."""
 
 from __future__ import annotations
 
 import os
 import sys
 from collections.abc import Callable
-
-import torch
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    """``auto`` picks CUDA when available, else the CPU; any other name is passed to torch."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {name}: CUDA is not available on this machine")
-    return device
 
 
 def run_main(main: Callable[[], object]) -> None:

@@ -1,4 +1,4 @@
-"""Every data format of the SimCSE workflow, read exactly.
+"""Every data format of the SimCSE workflow, read exactly (batching lives in ``simcse.batching``).
 
 Training data (``load_train_data``):
   * ``*.txt``: one sentence per line. Unsupervised SimCSE: each sentence is its own positive.
@@ -23,25 +23,29 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-import torch
-from tqdm.auto import tqdm
-from transformers import PreTrainedTokenizerBase
+# Re-exported: the batching classes lived here before simcse.batching, and code imports them from here.
+from simcse.batching import EpochBatchSampler, SimCSECollator, SimCSEDataset, TokenizedSentences
+from simcse.registry import DEFAULT_DATA_DIR, STS_DATASETS
+
+__all__ = [
+    "DEFAULT_DATA_DIR",
+    "STS_DATASETS",
+    "DataFormatError",
+    "EpochBatchSampler",
+    "STSData",
+    "SimCSECollator",
+    "SimCSEDataset",
+    "TokenizedSentences",
+    "TrainData",
+    "TripletReport",
+    "load_sts",
+    "load_train_data",
+    "nli_triplets",
+    "resolve_sts_path",
+    "write_train_tsv",
+]
 
 logger = logging.getLogger(__name__)
-
-# The repo's data/ folder, where the download scripts write (works for an editable install).
-DEFAULT_DATA_DIR = Path(__file__).resolve().parent.parent / "data"
-
-# Dataset name -> file under data_dir, as written by the download scripts in data/.
-STS_DATASETS = {
-    "korsts_train": "korsts/sts-train.tsv",
-    "korsts_dev": "korsts/sts-dev.tsv",
-    "korsts_test": "korsts/sts-test.tsv",
-    "klue_sts_train": "klue_sts/klue-sts-v1.1_train.json",
-    "klue_sts_dev": "klue_sts/klue-sts-v1.1_dev.json",
-}
-STS_DOWNLOAD_SCRIPTS = {"korsts": "data/download_korsts.sh", "klue_sts": "data/download_klue_sts.sh"}
 
 KORSTS_HEADER = ("genre", "filename", "year", "id", "score", "sentence1", "sentence2")
 PLAIN_STS_HEADER = ("sentence1", "sentence2", "score")
@@ -163,12 +167,12 @@ def resolve_sts_path(name_or_path: str | os.PathLike, data_dir: str | os.PathLik
     """The file behind a dataset name (see ``STS_DATASETS``) or a path, which must exist."""
     name = str(name_or_path)
     if name in STS_DATASETS:
-        path = Path(data_dir if data_dir is not None else DEFAULT_DATA_DIR) / STS_DATASETS[name]
+        dataset = STS_DATASETS[name]
+        path = Path(data_dir if data_dir is not None else DEFAULT_DATA_DIR) / dataset.file
         if not path.is_file():
-            script = STS_DOWNLOAD_SCRIPTS[STS_DATASETS[name].split("/")[0]]
             raise FileNotFoundError(
-                f"{path}: no such file for dataset {name!r}; run `bash {script}` or pass the folder holding "
-                f"{STS_DATASETS[name]} as data_dir"
+                f"{path}: no such file for dataset {name!r}; run `bash {dataset.download_script}` or pass the "
+                f"folder holding {dataset.file} as data_dir"
             )
         return path
     path = Path(name)
@@ -374,147 +378,3 @@ def nli_triplets(paths: Sequence[str | os.PathLike]) -> tuple[TrainData, Triplet
             report.skip(f"premise without {missing} (its rows)", rows=len(by_label))
     report.triplets = len(columns[0])
     return TrainData(columns, ", ".join(map(str, paths))), report
-
-
-# ---------------------------------------------------------------------------------------------------
-# Tokenization and collation
-
-
-class TokenizedSentences:
-    """Token ids of many sentences, tokenized once, kept in one flat int32 array.
-
-    A flat array costs 4 bytes a token; a list of Python lists would cost about ten times that, which
-    matters for a 1M-sentence corpus.
-    """
-
-    def __init__(
-        self,
-        sentences: Sequence[str],
-        tokenizer: PreTrainedTokenizerBase,
-        max_length: int,
-        chunk_size: int = 10_000,
-        desc: str | None = None,
-    ):
-        if not getattr(tokenizer, "is_fast", False):
-            raise ValueError(f"{type(tokenizer).__name__} is not a fast tokenizer; load it with use_fast=True")
-        if max_length < 2:
-            raise ValueError(f"max_length must be at least 2 (room for [CLS] and [SEP]), got {max_length}")
-        pieces: list[np.ndarray] = []
-        lengths = np.zeros(len(sentences), dtype=np.int64)
-        starts = range(0, len(sentences), chunk_size)
-        show = desc is not None and len(sentences) > chunk_size
-        for start in tqdm(starts, desc=desc, unit="chunk", disable=not show):
-            ids = tokenizer(
-                list(sentences[start : start + chunk_size]),
-                add_special_tokens=True,
-                truncation=True,
-                max_length=max_length,
-                return_attention_mask=False,
-                return_token_type_ids=False,
-            )["input_ids"]
-            lengths[start : start + len(ids)] = [len(row) for row in ids]
-            pieces.extend(np.asarray(row, dtype=np.int32) for row in ids)
-        self.ids = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.int32)
-        self.offsets = np.concatenate([[0], np.cumsum(lengths)])
-        self.lengths = lengths
-
-    def __len__(self) -> int:
-        return len(self.lengths)
-
-    def __getitem__(self, index: int) -> np.ndarray:
-        return self.ids[self.offsets[index] : self.offsets[index + 1]]
-
-
-class SimCSEDataset(torch.utils.data.Dataset):
-    """Training examples as token ids: each item is ``num_sent`` id arrays (anchor, positive[, hard neg])."""
-
-    def __init__(self, data: TrainData, tokenizer: PreTrainedTokenizerBase, max_length: int):
-        self.num_sent = data.num_sent
-        self.columns = [
-            TokenizedSentences(column, tokenizer, max_length, desc=f"tokenizing column {i + 1}/{len(data.columns)}")
-            for i, column in enumerate(data.columns)
-        ]
-
-    def __len__(self) -> int:
-        return len(self.columns[0])
-
-    def __getitem__(self, index: int) -> tuple[np.ndarray, ...]:
-        ids = tuple(column[index] for column in self.columns)
-        # Unsupervised: the same ids twice; the two dropout masks make the two views differ.
-        return ids * 2 if len(ids) == 1 else ids
-
-
-class EpochBatchSampler:
-    """This process's share of each batch, in a shuffled order fixed by (seed, epoch).
-
-    The order of an epoch depends on nothing else, so a run resumed at batch k of epoch e sees exactly
-    the batches the uninterrupted run saw (``set_epoch(e, start_batch=k)``). With several processes
-    (torchrun), each global batch of ``batch_size`` examples is cut into ``world_size`` equal slices
-    and process ``rank`` takes slice ``rank``. The epoch's last, smaller batch is shortened to a multiple
-    of ``world_size``; the few examples that leaves out (fewer than ``world_size``) are counted in
-    ``dropped_per_epoch``.
-    """
-
-    def __init__(self, num_examples: int, batch_size: int, seed: int, rank: int = 0, world_size: int = 1):
-        if batch_size % world_size:
-            raise ValueError(f"--batch_size {batch_size} is not divisible by the {world_size} processes")
-        self.num_examples, self.batch_size, self.seed = num_examples, batch_size, seed
-        self.rank, self.world_size = rank, world_size
-        self.epoch, self.start_batch = 0, 0
-        remainder = num_examples % batch_size
-        self.last_batch_size = remainder - remainder % world_size
-        self.dropped_per_epoch = remainder % world_size
-
-    @property
-    def batches_per_epoch(self) -> int:
-        return self.num_examples // self.batch_size + (self.last_batch_size > 0)
-
-    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
-        self.epoch, self.start_batch = epoch, start_batch
-
-    def __len__(self) -> int:
-        return self.batches_per_epoch - self.start_batch
-
-    def __iter__(self):
-        generator = torch.Generator().manual_seed(self.seed + self.epoch)
-        order = torch.randperm(self.num_examples, generator=generator).tolist()
-        for batch in range(self.start_batch, self.batches_per_epoch):
-            size = min(self.batch_size, self.num_examples - batch * self.batch_size)
-            size -= size % self.world_size
-            local = size // self.world_size
-            first = batch * self.batch_size + self.rank * local
-            yield order[first : first + local]
-
-
-class SimCSECollator:
-    """Pads a batch of examples to its longest sentence: tensors shaped (batch, num_sent, seq_len).
-
-    ``token_type_ids`` (all zeros: every input is a single sentence) are only returned when the model
-    has token types; RoBERTa (``type_vocab_size == 1``) gets none.
-    """
-
-    def __init__(self, pad_token_id: int, use_token_type_ids: bool):
-        self.pad_token_id = pad_token_id
-        self.use_token_type_ids = use_token_type_ids
-
-    @classmethod
-    def for_model(cls, tokenizer: PreTrainedTokenizerBase, config) -> SimCSECollator:
-        if tokenizer.pad_token_id is None:
-            raise ValueError(f"tokenizer {tokenizer.name_or_path!r} has no pad token")
-        return cls(tokenizer.pad_token_id, getattr(config, "type_vocab_size", 1) > 1)
-
-    def __call__(self, examples: Sequence[Sequence[np.ndarray]]) -> dict[str, torch.Tensor]:
-        batch_size, num_sent = len(examples), len(examples[0])
-        seq_len = max(len(ids) for example in examples for ids in example)
-        input_ids = np.full((batch_size, num_sent, seq_len), self.pad_token_id, dtype=np.int64)
-        attention_mask = np.zeros((batch_size, num_sent, seq_len), dtype=np.int64)
-        for b, example in enumerate(examples):
-            if len(example) != num_sent:
-                raise ValueError(f"example {b} has {len(example)} sentences, example 0 has {num_sent}")
-            for s, ids in enumerate(example):
-                input_ids[b, s, : len(ids)] = ids
-                attention_mask[b, s, : len(ids)] = 1
-        batch = {"input_ids": torch.from_numpy(input_ids), "attention_mask": torch.from_numpy(attention_mask)}
-        if self.use_token_type_ids:
-            batch["token_type_ids"] = torch.zeros_like(batch["input_ids"])
-        return batch

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from simcse.device import resolve_device
+
 
 @dataclass(frozen=True)
 class ProcessInfo:
@@ -31,8 +33,6 @@ class ProcessInfo:
 
 def setup(device_name: str = "auto") -> tuple[ProcessInfo, torch.device]:
     """Join the torchrun process group (NCCL on GPUs, gloo on CPUs) and pick this process's device."""
-    from simcse.cli import resolve_device
-
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size == 1:
         return ProcessInfo(), resolve_device(device_name)

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -17,8 +15,8 @@ from sklearn.metrics.pairwise import (
 )
 
 from simcse.data import STSData
+from simcse.run_folder import write_json
 
-EVAL_RESULTS_NAME = "eval_results.json"
 SIMILARITIES = ("cosine", "euclidean", "manhattan", "dot")
 METRIC_KEYS = (
     *(f"{similarity}_{correlation}" for similarity in SIMILARITIES for correlation in ("pearson", "spearman")),
@@ -26,6 +24,8 @@ METRIC_KEYS = (
     "avg_spearman",
     "avg",
 )
+# The metric that picks the best checkpoint and that reports lead with (what MTEB reports for STS).
+SELECTION_METRIC = "cosine_spearman"
 # The original project's README table: (column title, metric key).
 TABLE_COLUMNS = (
     ("AVG", "avg"),
@@ -54,7 +54,7 @@ def sts_metrics(embeddings1, embeddings2, scores) -> dict[str, float]:
 
     Similarities: cosine, negated euclidean and manhattan distances, dot product. Values are
     correlations (not x100); ``avg_pearson``/``avg_spearman`` average the four of each kind and ``avg``
-    all eight. The headline number is ``cosine_spearman``.
+    all eight. The headline number is ``SELECTION_METRIC``, cosine Spearman.
     """
     embeddings1 = _as_float64("embeddings1", embeddings1)  # (N, H)
     embeddings2 = _as_float64("embeddings2", embeddings2)  # (N, H)
@@ -83,9 +83,12 @@ def sts_metrics(embeddings1, embeddings2, scores) -> dict[str, float]:
 
 
 def evaluate_sts(
-    model, sts_data: STSData, batch_size: int | None = None, max_length: int = 64
+    model, sts_data: STSData, batch_size: int | None = None, max_length: int | None = None
 ) -> dict[str, float]:
-    """``sts_metrics`` of ``model.encode`` on the pairs; a sentence that appears twice is encoded once."""
+    """``sts_metrics`` of ``model.encode`` on the pairs; a sentence that appears twice is encoded once.
+
+    ``batch_size`` and ``max_length`` left as None are ``encode``'s defaults (the model's max length).
+    """
     unique = list(dict.fromkeys([*sts_data.sentences1, *sts_data.sentences2]))
     row_of = {sentence: row for row, sentence in enumerate(unique)}
     embeddings = model.encode(unique, batch_size=batch_size, max_length=max_length)  # (U, H)
@@ -107,17 +110,16 @@ def format_sts_table(results: Mapping[str, Mapping[str, float]]) -> str:
 
 
 def write_eval_report(
-    path: str | os.PathLike, model_name: str, model, max_length: int, results: Mapping[str, Mapping[str, float]]
+    path: str | os.PathLike, model_name: str, model, results: Mapping[str, Mapping[str, float]]
 ) -> dict:
-    """Write (and return) the JSON eval.py produces: the model, its pooler settings, metrics per dataset."""
+    """Write (and return) the JSON eval.py produces: the model, its pooler settings and max length, and the
+    metrics per dataset."""
     report = {
         "model": str(model_name),
         "pooler": model.pooler,
         "mlp_only_train": model.mlp_only_train,
-        "max_length": max_length,
+        "max_length": model.max_length,
         "results": {name: dict(metrics) for name, metrics in results.items()},
     }
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    write_json(path, report)
     return report

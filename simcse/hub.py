@@ -6,38 +6,33 @@ it never passes through this code, its logs or the files it writes.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCardData, create_repo, upload_folder
 
-from simcse.evaluate import EVAL_RESULTS_NAME, METRIC_KEYS, format_sts_table
-from simcse.model import SIMCSE_CONFIG_NAME
+from simcse.config import CARD_SETTINGS, DEFAULT_MAX_LENGTH, upgrade_saved_settings
+from simcse.evaluate import METRIC_KEYS, format_sts_table
+from simcse.registry import KORNLI_HUB_ID, STS_DATASETS
+from simcse.run_folder import (
+    CHECKPOINT_PREFIX,
+    EVAL_RESULTS_NAME,
+    SIMCSE_CONFIG_NAME,
+    STAGING_PREFIX,
+    TRAIN_ARGS_NAME,
+    read_json,
+)
 
 # What is not part of a published checkpoint: training states, unfinished saves.
-IGNORE_PATTERNS = ["checkpoint-*", "checkpoint-*/**", ".staging-*", ".staging-*/**"]
-# Hub datasets behind our dataset names: (hub id, display name, split).
-KNOWN_DATASETS = {
-    "korsts_train": ("kakaobrain/kor_nlu", "KorSTS", "train"),
-    "korsts_dev": ("kakaobrain/kor_nlu", "KorSTS", "validation"),
-    "korsts_test": ("kakaobrain/kor_nlu", "KorSTS", "test"),
-    "klue_sts_train": ("klue/klue", "KLUE-STS", "train"),
-    "klue_sts_dev": ("klue/klue", "KLUE-STS", "validation"),
-}
-RECIPE_KEYS = (
-    "model", "train_data", "pooler", "mlp_only_train", "max_length", "batch_size", "epochs", "max_steps",
-    "learning_rate", "weight_decay", "warmup_ratio", "max_grad_norm", "temp", "hard_negative_weight",
-    "dropout", "amp", "seed",
-)  # fmt: skip
-
-
-def _read_json(path: Path) -> dict | None:
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+IGNORE_PATTERNS = [f"{CHECKPOINT_PREFIX}*", f"{CHECKPOINT_PREFIX}*/**", f"{STAGING_PREFIX}*", f"{STAGING_PREFIX}*/**"]
 
 
 def _dataset(name: str) -> tuple[str, str, str]:
-    return KNOWN_DATASETS.get(name, (Path(name).stem, Path(name).stem, "test"))
+    """(hub id, display name, split) of a dataset name or file."""
+    if name in STS_DATASETS:
+        dataset = STS_DATASETS[name]
+        return dataset.hub_id, dataset.display_name, dataset.hub_split
+    return Path(name).stem, Path(name).stem, "test"
 
 
 def _usage(repo_id: str, settings: dict) -> str:
@@ -57,7 +52,7 @@ from transformers import AutoModel, AutoTokenizer
 tokenizer = AutoTokenizer.from_pretrained("{repo_id}")
 model = AutoModel.from_pretrained("{repo_id}").eval()
 batch = tokenizer(["한 남자가 기타를 치고 있다.", "남자가 악기를 연주하고 있다."],
-                  padding=True, truncation=True, max_length={settings.get("max_length", 64)}, return_tensors="pt")
+                  padding=True, truncation=True, max_length={settings.get("max_length", DEFAULT_MAX_LENGTH)}, return_tensors="pt")
 with torch.no_grad():
     outputs = model(**batch)
 embeddings = {embedding}
@@ -83,9 +78,9 @@ def render_model_card(folder: str | os.PathLike, repo_id: str) -> str:
     """README.md for a checkpoint folder: YAML metadata with a model-index of the results in
     eval_results.json, the training recipe from train_args.json, a results table and usage snippets."""
     folder = Path(folder)
-    settings = _read_json(folder / SIMCSE_CONFIG_NAME) or {}
-    args = (_read_json(folder / "train_args.json") or {}).get("args", {})
-    report = _read_json(folder / EVAL_RESULTS_NAME) or {"results": {}}
+    settings = read_json(folder / SIMCSE_CONFIG_NAME) or {}
+    args = upgrade_saved_settings((read_json(folder / TRAIN_ARGS_NAME) or {}).get("args", {}))
+    report = read_json(folder / EVAL_RESULTS_NAME) or {"results": {}}
 
     eval_results = []
     for name, metrics in report["results"].items():
@@ -99,8 +94,8 @@ def render_model_card(folder: str | os.PathLike, repo_id: str) -> str:
             for key in METRIC_KEYS
         ]
     train_data = str(args.get("train_data", ""))
-    datasets = ["kakaobrain/kor_nli"] if "kornli" in train_data.lower() else []
-    datasets += sorted({_dataset(name)[0] for name in report["results"] if name in KNOWN_DATASETS})
+    datasets = [KORNLI_HUB_ID] if "kornli" in train_data.lower() else []
+    datasets += sorted({_dataset(name)[0] for name in report["results"] if name in STS_DATASETS})
     data = ModelCardData(
         language="ko",
         library_name="sentence-transformers",
@@ -128,7 +123,7 @@ def render_model_card(folder: str | os.PathLike, repo_id: str) -> str:
         for name, metrics in report["results"].items():
             lines.append(f"**{_dataset(name)[1]} ({name})**\n\n{format_sts_table({repo_id: metrics})}")
     if args:
-        recipe = "\n".join(f"| `{key}` | `{args[key]}` |" for key in RECIPE_KEYS if key in args)
+        recipe = "\n".join(f"| `{key}` | `{args[key]}` |" for key in CARD_SETTINGS if key in args)
         lines.append(f"## Training recipe\n\n| setting | value |\n|---|---|\n{recipe}")
     lines.append("## Usage\n\n" + _usage(repo_id, settings))
     return "\n\n".join(lines) + "\n"

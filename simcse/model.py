@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Sequence
 from contextlib import nullcontext
@@ -16,17 +17,15 @@ from transformers import AutoModel, AutoTokenizer, PreTrainedTokenizerBase
 from transformers.utils import cached_file
 
 from simcse import st_format
-from simcse.data import SimCSECollator, TokenizedSentences
-from simcse.unpad import Packing, supports_unpadding, unpadded_forward
+from simcse.batching import SimCSECollator, TokenizedSentences
+from simcse.config import DEFAULT_MAX_LENGTH, POOLERS
+from simcse.device import default_encode_batch_size, gpu_half_dtype
+from simcse.run_folder import SIMCSE_CONFIG_NAME, write_json
+from simcse.unpad import Packing, supports_unpadding, unpadded_forward, unpadding_problem
 
-POOLERS = ("cls", "cls_before_pooler", "avg", "avg_first_last", "avg_top2")
+logger = logging.getLogger(__name__)
+
 _POOLERS_NEEDING_HIDDEN_STATES = ("avg_first_last", "avg_top2")
-SIMCSE_CONFIG_NAME = "simcse_config.json"
-
-
-def gpu_half_dtype() -> torch.dtype:
-    """The GPU's half precision for autocast: bf16 where supported (no loss scaling needed), else fp16."""
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
 def _pooled_tokens(pooler: str, last_hidden_state: torch.Tensor, hidden_states) -> torch.Tensor:
@@ -86,9 +85,12 @@ class SimCSEModel(nn.Module):
     ``mlp_only_train`` (``cls`` only) uses the head in training and skips it at evaluation, the
     unsupervised SimCSE recipe. ``dropout`` sets the encoder's hidden and attention dropout.
     ``pooler`` and ``mlp_only_train`` left as None are read from a checkpoint saved by this class
-    (``simcse_config.json``), else default to ``cls`` and False. Code shipped with a hub model runs only
-    with ``trust_remote_code=True``. ``unpad`` runs BERT and RoBERTa encoders on their real tokens only
-    (``simcse.unpad``); other encoders take the padded path.
+    (``simcse_config.json``), else default to ``cls`` and False. ``max_length`` (tokens per sentence) is the
+    default of ``encode`` and what ``save_pretrained`` records; left as None it is the checkpoint's training
+    value, else ``DEFAULT_MAX_LENGTH``. Code shipped with a hub model runs only with ``trust_remote_code=True``.
+    ``unpad`` runs BERT and RoBERTa encoders on their real tokens only (``simcse.unpad``); other encoders take
+    the padded path, and so do BERT/RoBERTa when the transformers release fails ``unpadding_problem``'s check
+    (with one warning).
 
     The head is the encoder's own pooling layer (dense+tanh on the first token), taken out of the
     encoder so that only SimCSE decides when it runs. Starting from a pretrained model (no
@@ -108,9 +110,13 @@ class SimCSEModel(nn.Module):
         tokenizer: str | os.PathLike | PreTrainedTokenizerBase | None = None,
         trust_remote_code: bool = False,
         unpad: bool = True,
+        max_length: int | None = None,
     ):
         super().__init__()
         saved = read_simcse_config(model_name_or_path)
+        self.max_length = max_length or (saved or {}).get("max_length", DEFAULT_MAX_LENGTH)
+        if self.max_length < 2:
+            raise ValueError(f"max_length must be at least 2 (room for [CLS] and [SEP]), got {self.max_length}")
         pooler = pooler or (saved or {}).get("pooler", "cls")
         if mlp_only_train is None:
             mlp_only_train = bool((saved or {}).get("mlp_only_train", False)) and pooler == "cls"
@@ -133,6 +139,9 @@ class SimCSEModel(nn.Module):
             raise ValueError(f"{model_name_or_path}: expected a BERT/RoBERTa-style encoder with a pooling layer")
         self.encoder.pooler = None
         self.unpad = unpad and supports_unpadding(self.encoder)
+        if self.unpad and (problem := unpadding_problem(self.encoder)):
+            logger.warning("%s: unpadded forward unavailable (%s); using the padded forward", model_name_or_path, problem)
+            self.unpad = False
         if not isinstance(tokenizer, PreTrainedTokenizerBase):
             tokenizer = AutoTokenizer.from_pretrained(
                 tokenizer or model_name_or_path, use_fast=True, trust_remote_code=trust_remote_code
@@ -150,12 +159,12 @@ class SimCSEModel(nn.Module):
         else:
             self.frozen_pooler = checkpoint_pooler.requires_grad_(False)
 
-    def save_pretrained(self, folder: str | os.PathLike, max_length: int = 64) -> None:
+    def save_pretrained(self, folder: str | os.PathLike) -> None:
         """Write a plain transformers checkpoint (safetensors), ``simcse_config.json`` and the
         sentence-transformers files into ``folder``.
 
         With pooler ``cls`` the trained head is saved as the encoder's pooler weights, so that
-        ``AutoModel.from_pretrained(folder)(**inputs).pooler_output`` is the sentence embedding.
+        ``AutoModel.from_pretrained(folder)(**inputs).pooler_output`` is the sentence embedding. The model's
         ``max_length`` (the training value) is recorded for eval.py and sentence-transformers. Use
         ``simcse.checkpoint.save_model`` for a save that a crash cannot leave half-written.
         """
@@ -166,15 +175,15 @@ class SimCSEModel(nn.Module):
         finally:
             self.encoder.pooler = None
         self.tokenizer.save_pretrained(folder)
-        settings = {"pooler": self.pooler, "mlp_only_train": self.mlp_only_train, "max_length": max_length}
-        (folder / SIMCSE_CONFIG_NAME).write_text(json.dumps(settings, indent=2) + "\n", encoding="utf-8")
+        settings = {"pooler": self.pooler, "mlp_only_train": self.mlp_only_train, "max_length": self.max_length}
+        write_json(folder / SIMCSE_CONFIG_NAME, settings)
         if st_format.supports(self.pooler):
             head_used_at_evaluation = self.head is not None and not self.mlp_only_train
             st_format.write_sentence_transformers_files(
                 folder,
                 self.pooler,
                 self.config.hidden_size,
-                max_length,
+                self.max_length,
                 self.head.dense if head_used_at_evaluation else None,
             )
 
@@ -220,12 +229,13 @@ class SimCSEModel(nn.Module):
         self,
         sentences: Sequence[str],
         batch_size: int | None = None,
-        max_length: int = 64,
+        max_length: int | None = None,
         show_progress_bar: bool = False,
     ) -> np.ndarray:
         """Embeddings (len(sentences), hidden) as float32, in the order of ``sentences``.
 
-        ``batch_size`` defaults to 32 sentences on a CPU and 256 on a GPU.
+        ``batch_size`` defaults to 32 sentences on a CPU and 256 on a GPU; ``max_length`` to the model's
+        (the checkpoint's training value).
 
         Runs in eval mode under ``torch.inference_mode`` (autocast to bf16/fp16 on a GPU); batches are
         formed longest-first so that each batch holds sentences of similar length (less padding, and an
@@ -235,11 +245,10 @@ class SimCSEModel(nn.Module):
             raise TypeError("encode takes a list of sentences, not a single string")
         device = next(self.parameters()).device
         if batch_size is None:
-            # Small batches keep a CPU's activations in cache (measured in benchmarks/RESULTS.md); GPUs want big ones.
-            batch_size = 256 if device.type == "cuda" else 32
+            batch_size = default_encode_batch_size(device)
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
-        tokenized = TokenizedSentences(sentences, self.tokenizer, max_length)
+        tokenized = TokenizedSentences(sentences, self.tokenizer, max_length or self.max_length)
         order = np.argsort(-tokenized.lengths, kind="stable")
         embeddings = np.zeros((len(tokenized), self.config.hidden_size), dtype=np.float32)
         # Half precision on GPUs (fast and accurate enough for ranking); the CPU stays in float32.

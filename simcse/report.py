@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import statistics
 from pathlib import Path
 
-from simcse.evaluate import EVAL_RESULTS_NAME, METRIC_KEYS, TABLE_COLUMNS
+from simcse.evaluate import METRIC_KEYS, SELECTION_METRIC, TABLE_COLUMNS
+from simcse.run_folder import EVAL_RESULTS_NAME, METRICS_NAME, read_json, read_metrics
 
-METRICS_NAME = "metrics.jsonl"
 BEST_DEV = "dev (best step)"
-
-
-def read_metrics(path: str | os.PathLike) -> list[dict]:
-    """The lines of a metrics.jsonl (NaN values are kept as float NaN)."""
-    return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def find_runs(output: str | os.PathLike) -> dict[str, Path]:
@@ -33,13 +27,13 @@ def find_runs(output: str | os.PathLike) -> dict[str, Path]:
 def run_results(folder: Path) -> dict[str, dict[str, float]]:
     """A run's results per dataset: eval.py's eval_results.json when there is one, else the dev metrics of
     the best step in metrics.jsonl."""
-    report = folder / EVAL_RESULTS_NAME
-    if report.is_file():
-        return json.loads(report.read_text(encoding="utf-8"))["results"]
-    lines = [line for line in read_metrics(folder / METRICS_NAME) if not math.isnan(line["cosine_spearman"])]
+    report = read_json(folder / EVAL_RESULTS_NAME)
+    if report is not None:
+        return report["results"]
+    lines = [line for line in read_metrics(folder / METRICS_NAME) if not math.isnan(line[SELECTION_METRIC])]
     if not lines:
-        raise ValueError(f"{folder / METRICS_NAME}: no evaluation with a finite cosine_spearman")
-    best = max(lines, key=lambda line: line["cosine_spearman"])
+        raise ValueError(f"{folder / METRICS_NAME}: no evaluation with a finite {SELECTION_METRIC}")
+    best = max(lines, key=lambda line: line[SELECTION_METRIC])
     return {BEST_DEV: {key: best[key] for key in METRIC_KEYS}}
 
 
@@ -73,7 +67,7 @@ def format_summary_table(summary: dict) -> str:
     return "\n".join(lines)
 
 
-def non_finite_points(lines: list[dict], keys: tuple[str, ...] = ("train_loss", "cosine_spearman")) -> list[str]:
+def non_finite_points(lines: list[dict], keys: tuple[str, ...] = ("train_loss", SELECTION_METRIC)) -> list[str]:
     """'step S: key' for every NaN or infinite value among ``keys`` (a missing train_loss, as at step 0, is fine)."""
     return [
         f"step {line['step']}: {key} is {line[key]}"
@@ -104,7 +98,7 @@ def plot_runs(runs: dict[str, list[dict]], path: str | os.PathLike) -> None:
         raise ImportError("plotting needs matplotlib: pip install matplotlib") from None
     figure, (loss_axis, score_axis) = plt.subplots(1, 2, figsize=(11, 4))
     for name, lines in runs.items():
-        for axis, key in ((loss_axis, "train_loss"), (score_axis, "cosine_spearman")):
+        for axis, key in ((loss_axis, "train_loss"), (score_axis, SELECTION_METRIC)):
             steps, values = curve(lines, key)
             if not steps:
                 continue

@@ -3,7 +3,6 @@ checkpoint, training-state checkpoints and exact resume."""
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import platform
@@ -11,7 +10,7 @@ import random
 import sys
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -24,100 +23,27 @@ from tqdm.auto import tqdm
 
 import simcse
 from simcse import checkpoint, distributed
-from simcse.data import EpochBatchSampler, SimCSEDataset, load_sts, load_train_data
-from simcse.evaluate import EVAL_RESULTS_NAME, METRIC_KEYS, evaluate_sts, write_eval_report
+from simcse.batching import EpochBatchSampler, SimCSEDataset
+from simcse.config import RESUME_MUST_MATCH, TrainConfig, upgrade_saved_settings
+from simcse.data import STSData, TrainData, load_sts, load_train_data
+from simcse.device import autocast_dtype
+from simcse.evaluate import METRIC_KEYS, SELECTION_METRIC, evaluate_sts, write_eval_report
 from simcse.grad_cache import chunked_backward
-from simcse.hub import push_checkpoint
 from simcse.loss import info_nce
-from simcse.model import POOLERS, SimCSEModel, gpu_half_dtype
+from simcse.model import SimCSEModel
+from simcse.run_folder import (
+    EVAL_RESULTS_NAME,
+    METRICS_NAME,
+    TRAIN_ARGS_NAME,
+    append_metrics,
+    read_metrics,
+    write_json,
+    write_metrics,
+)
+
+__all__ = ["LoopState", "NonFiniteLossError", "TrainConfig", "TrainResult", "Trainer", "train"]
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class TrainConfig:
-    """Every setting of a run; the defaults are the reference recipe. train/train.py exposes each as a flag."""
-
-    # model
-    model: str = "klue/bert-base"
-    tokenizer: str | None = None
-    pooler: str = "cls"
-    mlp_only_train: bool = False
-    dropout: float = 0.1
-    unpad: bool = True
-    trust_remote_code: bool = False
-    # data
-    train_data: str = ""
-    valid_data: str = "korsts_dev"
-    data_dir: str | None = None
-    max_length: int = 64
-    num_workers: int = 0
-    # optimisation
-    batch_size: int = 256
-    epochs: int = 1
-    max_steps: int | None = None
-    learning_rate: float = 5e-5
-    weight_decay: float = 0.01
-    warmup_ratio: float = 0.0
-    max_grad_norm: float = 1.0
-    temp: float = 0.05
-    hard_negative_weight: float = 0.0
-    mask_duplicate_negatives: bool = True
-    grad_cache_chunk: int | None = None
-    amp: bool = False
-    # evaluation, checkpoints and output
-    output_path: str = "outputs/simcse"
-    eval_strategy: str = "steps"
-    eval_step: int = 100
-    eval_batch_size: int | None = None
-    save_steps: int | None = None
-    save_total_limit: int | None = None
-    resume_from_checkpoint: str | None = None
-    push_to_hub: str | None = None
-    hub_private: bool = False
-    # runtime
-    seed: int = 42
-    device: str = "auto"
-
-    def validate(self) -> None:
-        """Raise ValueError naming the first bad setting."""
-        checks = [
-            (bool(self.train_data), "--train_data is required"),
-            (self.batch_size >= 2, f"--batch_size {self.batch_size}: each anchor needs in-batch negatives, use 2 or more"),
-            (self.epochs >= 1, f"--epochs must be at least 1, got {self.epochs}"),
-            (self.max_steps is None or self.max_steps >= 1, f"--max_steps must be at least 1, got {self.max_steps}"),
-            (self.learning_rate > 0, f"--learning_rate must be positive, got {self.learning_rate}"),
-            (self.weight_decay >= 0, f"--weight_decay must be non-negative, got {self.weight_decay}"),
-            (0 <= self.warmup_ratio < 1, f"--warmup_ratio must lie in [0, 1), got {self.warmup_ratio}"),
-            (self.max_grad_norm >= 0, f"--max_grad_norm must be non-negative (0 disables), got {self.max_grad_norm}"),
-            (self.temp > 0, f"--temp must be positive, got {self.temp}"),
-            (0 <= self.dropout < 1, f"--dropout must lie in [0, 1), got {self.dropout}"),
-            (self.pooler in POOLERS, f"--pooler {self.pooler!r}: choose one of {', '.join(POOLERS)}"),
-            (not self.mlp_only_train or self.pooler == "cls", "--mlp_only_train needs --pooler cls"),
-            (self.max_length >= 2, f"--max_length must be at least 2, got {self.max_length}"),
-            (self.eval_strategy in ("steps", "epoch"), f"--eval_strategy must be steps or epoch, got {self.eval_strategy!r}"),
-            (self.eval_step >= 1, f"--eval_step must be at least 1, got {self.eval_step}"),
-            (self.eval_batch_size is None or self.eval_batch_size >= 1,
-             f"--eval_batch_size must be at least 1, got {self.eval_batch_size}"),
-            (self.num_workers >= 0, f"--num_workers must be non-negative, got {self.num_workers}"),
-            (self.save_steps is None or self.save_steps >= 1, f"--save_steps must be at least 1, got {self.save_steps}"),
-            (self.grad_cache_chunk is None or self.grad_cache_chunk >= 1,
-             f"--grad_cache_chunk must be at least 1, got {self.grad_cache_chunk}"),
-            (self.save_total_limit is None or self.save_total_limit >= 1,
-             f"--save_total_limit must be at least 1, got {self.save_total_limit}"),
-        ]  # fmt: skip
-        for ok, message in checks:
-            if not ok:
-                raise ValueError(message)
-
-
-# Settings that change what a run computes: a resumed run must use the values it was started with.
-RESUME_MUST_MATCH = (
-    "model", "tokenizer", "pooler", "mlp_only_train", "dropout", "train_data", "valid_data", "data_dir",
-    "max_length", "batch_size", "epochs", "max_steps", "learning_rate", "weight_decay", "warmup_ratio",
-    "max_grad_norm", "temp", "hard_negative_weight", "mask_duplicate_negatives", "grad_cache_chunk", "amp",
-    "eval_strategy", "eval_step", "seed",
-)  # fmt: skip
 
 
 class NonFiniteLossError(ValueError):
@@ -126,15 +52,23 @@ class NonFiniteLossError(ValueError):
 
 @dataclass
 class LoopState:
-    """Where the loop stands; saved as JSON in every training checkpoint."""
+    """Where the loop stands: every counter the loop keeps, and what a training checkpoint saves of it."""
 
     step: int = 0
     best_step: int = -1
     best_score: float = -math.inf
-    window_loss_sum: float = 0.0  # losses since the last evaluation
+    # Losses since the last evaluation, summed on the device: adding a loss needs no host sync.
+    window_loss_sum: torch.Tensor = field(default_factory=lambda: torch.zeros(()))
     window_loss_count: int = 0
     total_loss: float = 0.0  # losses up to the last evaluation
     skipped_steps: int = 0  # fp16 steps the grad scaler skipped (gradient overflow)
+
+    def to_json(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self)} | {"window_loss_sum": self.window_loss_sum.item()}
+
+    @classmethod
+    def from_json(cls, saved: dict, device: torch.device) -> LoopState:
+        return cls(**saved | {"window_loss_sum": torch.tensor(saved["window_loss_sum"], device=device)})
 
 
 @dataclass
@@ -146,6 +80,28 @@ class TrainResult:
     steps: int
     skipped_steps: int
     history: list[dict] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ResumePoint:
+    """A training checkpoint to continue from: its folder, trainer_state.json and training_state.pt."""
+
+    path: Path
+    trainer_state: dict
+    training_state: dict
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """The run's length in optimizer steps and its learning rate at each."""
+
+    steps_per_epoch: int
+    total_steps: int
+    warmup_steps: int
+    peak_learning_rate: float
+
+    def learning_rate(self, step: int) -> float:
+        return learning_rate_at(step, self.total_steps, self.warmup_steps, self.peak_learning_rate)
 
 
 def learning_rate_at(step: int, total_steps: int, warmup_steps: int, peak: float) -> float:
@@ -168,21 +124,122 @@ def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     ]
 
 
-def autocast_dtype(amp: bool, device: torch.device, quiet: bool = False) -> torch.dtype | None:
-    """bf16 where the GPU supports it, else fp16; None (full precision) without --amp or on the CPU."""
-    if not amp:
-        return None
-    if device.type != "cuda":
-        if not quiet:
-            logger.warning("--amp is ignored on the CPU (bf16 matmuls are slow there); training in float32")
-        return None
-    return gpu_half_dtype()
-
-
 def set_seed(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+def check_resumable(config: TrainConfig, saved_args: dict) -> None:
+    """Refuse a resume whose settings differ from the run's, listing every difference."""
+    saved_args = upgrade_saved_settings(saved_args)
+    differences = [
+        f"--{name} {saved_args.get(name)!r} -> {getattr(config, name)!r}"
+        for name in RESUME_MUST_MATCH
+        if saved_args.get(name) != getattr(config, name)
+    ]
+    if differences:
+        raise ValueError("cannot resume with settings that change the run: " + "; ".join(differences))
+
+
+def find_resume_point(
+    config: TrainConfig, output: Path, process: distributed.ProcessInfo
+) -> ResumePoint | None:
+    """The checkpoint ``--resume_from_checkpoint`` names, after checking that the run can go on from it."""
+    if not config.resume_from_checkpoint:
+        return None
+    path = checkpoint.resolve_checkpoint(config.resume_from_checkpoint, output)
+    trainer_state = checkpoint.read_trainer_state(path)
+    check_resumable(config, trainer_state["config"])
+    if trainer_state["world_size"] != process.world_size:
+        raise ValueError(f"cannot resume a run of {trainer_state['world_size']} processes with {process.world_size}")
+    return ResumePoint(path, trainer_state, checkpoint.read_training_state(path))
+
+
+def read_inputs(config: TrainConfig, resume: ResumePoint | None) -> tuple[STSData, TrainData]:
+    """The dev set and the training data, read before anything is built so that a bad file fails in seconds."""
+    valid_data = load_sts(config.valid_data, config.data_dir)
+    train_data = load_train_data(config.train_data)
+    if len(train_data) < 2:
+        raise ValueError(f"{config.train_data}: {len(train_data)} training example; in-batch negatives need 2 or more")
+    if resume and resume.trainer_state["num_train_examples"] != len(train_data):
+        raise ValueError(
+            f"cannot resume: {config.train_data} now holds {len(train_data)} examples, "
+            f"the run was started on {resume.trainer_state['num_train_examples']}"
+        )
+    return valid_data, train_data
+
+
+def build_model(config: TrainConfig, resume: ResumePoint | None, device: torch.device) -> SimCSEModel:
+    """The encoder of ``config.model``, or of the checkpoint being resumed (its trained head included)."""
+    return SimCSEModel(
+        resume.path if resume else config.model,
+        pooler=config.pooler,
+        mlp_only_train=config.mlp_only_train,
+        dropout=config.dropout,
+        tokenizer=None if resume else config.tokenizer,
+        trust_remote_code=config.trust_remote_code,
+        unpad=config.unpad,
+        max_length=config.max_length,
+    ).to(device)
+
+
+def build_loader(
+    config: TrainConfig,
+    train_data: TrainData,
+    model: SimCSEModel,
+    process: distributed.ProcessInfo,
+    device: torch.device,
+) -> tuple[EpochBatchSampler, DataLoader]:
+    """The training data tokenized once, and the loader of this process's slice of every batch."""
+    sampler = EpochBatchSampler(len(train_data), config.batch_size, config.seed, process.rank, process.world_size)
+    local_batch = config.batch_size // process.world_size
+    if config.grad_cache_chunk and local_batch % config.grad_cache_chunk:
+        raise ValueError(
+            f"--grad_cache_chunk {config.grad_cache_chunk} does not divide the per-process batch {local_batch}"
+        )
+    if sampler.dropped_per_epoch and process.is_main:
+        logger.warning(
+            "the last batch of each epoch leaves out %d example(s): a batch must split evenly over %d processes",
+            sampler.dropped_per_epoch, process.world_size,
+        )  # fmt: skip
+    loader = DataLoader(
+        SimCSEDataset(train_data, model.tokenizer, config.max_length),
+        batch_sampler=sampler,
+        collate_fn=model.collator,
+        num_workers=config.num_workers,
+        pin_memory=device.type == "cuda",
+        generator=torch.Generator(),  # its seed draw must not consume the global RNG that drives dropout
+    )
+    return sampler, loader
+
+
+def build_schedule(config: TrainConfig, steps_per_epoch: int) -> Schedule:
+    total_steps = config.epochs * steps_per_epoch
+    if config.max_steps is not None:
+        total_steps = min(total_steps, config.max_steps)
+    warmup_steps = math.floor(config.warmup_ratio * total_steps)
+    return Schedule(steps_per_epoch, total_steps, warmup_steps, config.learning_rate)
+
+
+def build_optimizer_and_scaler(
+    model: SimCSEModel, config: TrainConfig, amp_dtype: torch.dtype | None, resume: ResumePoint | None
+) -> tuple[torch.optim.AdamW, torch.amp.GradScaler]:
+    """AdamW and the fp16 grad scaler (disabled unless fp16), restored from the checkpoint when resuming."""
+    optimizer = torch.optim.AdamW(parameter_groups(model, config.weight_decay), lr=config.learning_rate)
+    device_type = next(model.parameters()).device.type
+    scaler = torch.amp.GradScaler(device_type, enabled=amp_dtype == torch.float16)
+    if resume:
+        optimizer.load_state_dict(resume.training_state["optimizer"])
+        scaler.load_state_dict(resume.training_state["grad_scaler"])
+    return optimizer, scaler
+
+
+def start_loop_state(resume: ResumePoint | None, device: torch.device) -> LoopState:
+    """A fresh loop state, or the checkpoint's."""
+    if resume:
+        return LoopState.from_json(resume.trainer_state["loop"], device)
+    return LoopState(window_loss_sum=torch.zeros((), device=device))
 
 
 def run_info(config: TrainConfig, device: torch.device, amp_dtype: torch.dtype | None, **extra) -> dict:
@@ -204,26 +261,10 @@ def run_info(config: TrainConfig, device: torch.device, amp_dtype: torch.dtype |
     }
 
 
-def check_resumable(config: TrainConfig, saved_args: dict) -> None:
-    """Refuse a resume whose settings differ from the run's, listing every difference."""
-    differences = [
-        f"--{name} {saved_args.get(name)!r} -> {getattr(config, name)!r}"
-        for name in RESUME_MUST_MATCH
-        if saved_args.get(name) != getattr(config, name)
-    ]
-    if differences:
-        raise ValueError("cannot resume with settings that change the run: " + "; ".join(differences))
-
-
-def _read_metrics(path: Path, up_to_step: int) -> list[dict]:
-    lines = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    return [line for line in lines if line["step"] <= up_to_step]
-
-
 class Trainer:
-    """One training run. ``__init__`` reads the inputs and builds the model, loader and optimizer (restoring
-    them from a checkpoint when resuming); ``fit`` runs the loop. Under torchrun every process holds one and
-    trains on its slice of each batch; only the first evaluates, logs and saves."""
+    """One training run. ``__init__`` reads the inputs and builds the model, loader, schedule, optimizer and
+    progress bar (restoring them from a checkpoint when resuming); ``fit`` runs the loop. Under torchrun every
+    process holds one and trains on its slice of each batch; only the first evaluates, logs and saves."""
 
     def __init__(self, config: TrainConfig):
         config.validate()
@@ -231,122 +272,64 @@ class Trainer:
         self.started = time.perf_counter()
         self.process, self.device = distributed.setup(config.device)
         self.is_main = self.process.is_main
+        self.output = Path(config.output_path)
         set_seed(config.seed)
         self.amp_dtype = autocast_dtype(config.amp, self.device, quiet=not self.is_main)
-        self.output = Path(config.output_path)
-        self.metrics_file = self.output / "metrics.jsonl"
-        self.resume_from, saved = self._find_resume_point()
-
-        # Read every input before building anything, so that a bad file fails in seconds.
-        self.valid_data = load_sts(config.valid_data, config.data_dir)
-        train_data = load_train_data(config.train_data)
-        if len(train_data) < 2:
-            raise ValueError(
-                f"{config.train_data}: {len(train_data)} training example; in-batch negatives need 2 or more"
-            )
-        if saved and saved["num_train_examples"] != len(train_data):
-            raise ValueError(
-                f"cannot resume: {config.train_data} now holds {len(train_data)} examples, "
-                f"the run was started on {saved['num_train_examples']}"
-            )
-        self.num_sent = train_data.num_sent
-        local_batch = config.batch_size // self.process.world_size
-        self.sampler = EpochBatchSampler(
-            len(train_data), config.batch_size, config.seed, self.process.rank, self.process.world_size
-        )
-        if config.grad_cache_chunk and local_batch % config.grad_cache_chunk:
-            raise ValueError(
-                f"--grad_cache_chunk {config.grad_cache_chunk} does not divide the per-process batch {local_batch}"
-            )
-
-        self.model = SimCSEModel(
-            self.resume_from or config.model,
-            pooler=config.pooler,
-            mlp_only_train=config.mlp_only_train,
-            dropout=config.dropout,
-            tokenizer=None if self.resume_from else config.tokenizer,
-            trust_remote_code=config.trust_remote_code,
-            unpad=config.unpad,
-        ).to(self.device)
-        dataset = SimCSEDataset(train_data, self.model.tokenizer, config.max_length)
-        self.loader = DataLoader(
-            dataset,
-            batch_sampler=self.sampler,
-            collate_fn=self.model.collator,
-            num_workers=config.num_workers,
-            pin_memory=self.device.type == "cuda",
-            generator=torch.Generator(),  # its seed draw must not consume the global RNG that drives dropout
-        )
-        self.steps_per_epoch = self.sampler.batches_per_epoch
-        self.total_steps = config.epochs * self.steps_per_epoch
-        if config.max_steps is not None:
-            self.total_steps = min(self.total_steps, config.max_steps)
-        self.warmup_steps = math.floor(config.warmup_ratio * self.total_steps)
-        if self.sampler.dropped_per_epoch and self.is_main:
-            logger.warning(
-                "the last batch of each epoch leaves out %d example(s): a batch must split evenly over %d processes",
-                self.sampler.dropped_per_epoch, self.process.world_size,
-            )  # fmt: skip
-
+        self.resume = find_resume_point(config, self.output, self.process)
+        self.valid_data, train_data = read_inputs(config, self.resume)
+        self.model = build_model(config, self.resume, self.device)
+        self.sampler, self.loader = build_loader(config, train_data, self.model, self.process, self.device)
+        self.schedule = build_schedule(config, self.sampler.batches_per_epoch)
         # DDP averages the gradients; every parameter gets one (the frozen pooler has none to average).
-        self.ddp = DistributedDataParallel(
-            self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None
-        ) if self.process.is_distributed else None  # fmt: skip
-        self.train_model = self.ddp or self.model
+        self.train_model = self.model
+        if self.process.is_distributed:
+            device_ids = [self.device.index] if self.device.type == "cuda" else None
+            self.train_model = DistributedDataParallel(self.model, device_ids=device_ids)
         set_seed(config.seed + self.process.rank)  # each process its own dropout masks
-        self.optimizer = torch.optim.AdamW(parameter_groups(self.model, config.weight_decay), lr=config.learning_rate)
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
+        self.optimizer, self.scaler = build_optimizer_and_scaler(self.model, config, self.amp_dtype, self.resume)
         self.autocast = torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype else nullcontext()
-
-        self.state = LoopState()
-        self.history: list[dict] = []  # one line per evaluation, as in metrics.jsonl (first process only)
-        self.resume_rng = None
-        if self.is_main:
-            self.output.mkdir(parents=True, exist_ok=True)
-            checkpoint.recover(self.output)
-            info = run_info(
-                config, self.device, self.amp_dtype, num_train_examples=len(dataset),
-                steps_per_epoch=self.steps_per_epoch, total_steps=self.total_steps,
-                world_size=self.process.world_size, per_process_batch=local_batch,
-                grad_cache_chunk=config.grad_cache_chunk,
-                negatives_per_anchor=config.batch_size - 1 + (config.batch_size if self.num_sent == 3 else 0),
-                dropped_examples_per_epoch=self.sampler.dropped_per_epoch,
-                resumed_from=str(self.resume_from) if self.resume_from else None,
-            )  # fmt: skip
-            text = json.dumps(info, indent=2, ensure_ascii=False) + "\n"
-            (self.output / "train_args.json").write_text(text, encoding="utf-8")
-        if saved:
-            self._restore(saved)
-        elif self.is_main:
-            self.metrics_file.write_text("", encoding="utf-8")
-        self.loss_sum = torch.tensor(self.state.window_loss_sum, device=self.device)  # summed on the device
+        self.state = start_loop_state(self.resume, self.device)
+        self.history = self.prepare_output_folder(len(train_data)) if self.is_main else []
         self.lr: float | None = None  # of the last step taken
-        self.progress: tqdm | None = None
+        self.progress = tqdm(
+            total=self.schedule.total_steps, initial=self.state.step, desc="training", unit="step",
+            dynamic_ncols=True, disable=not self.is_main,
+            mininterval=0.1 if sys.stderr.isatty() else 1.0,  # a log file gets a line a second at most
+        )  # fmt: skip
 
-    def _find_resume_point(self) -> tuple[Path | None, dict | None]:
-        """The checkpoint to resume from and its trainer state, after checking that the run can go on from it."""
-        if not self.config.resume_from_checkpoint:
-            return None, None
+    @property
+    def metrics_file(self) -> Path:
+        return self.output / METRICS_NAME
+
+    def prepare_output_folder(self, num_train_examples: int) -> list[dict]:
+        """Finish or drop saves a crash cut short, write train_args.json, and start metrics.jsonl (or cut it
+        back to the step being resumed). Returns the metrics lines kept: the run's history so far."""
+        self.output.mkdir(parents=True, exist_ok=True)
         checkpoint.recover(self.output)
-        path = checkpoint.resolve_checkpoint(self.config.resume_from_checkpoint, self.output)
-        saved = checkpoint.read_trainer_state(path)
-        check_resumable(self.config, saved["config"])
-        if saved["world_size"] != self.process.world_size:
-            raise ValueError(f"cannot resume a run of {saved['world_size']} processes with {self.process.world_size}")
-        return path, saved
+        config, world_size = self.config, self.process.world_size
+        info = run_info(
+            config, self.device, self.amp_dtype, num_train_examples=num_train_examples,
+            steps_per_epoch=self.schedule.steps_per_epoch, total_steps=self.schedule.total_steps,
+            world_size=world_size, per_process_batch=config.batch_size // world_size,
+            grad_cache_chunk=config.grad_cache_chunk,
+            negatives_per_anchor=config.batch_size - 1 + (config.batch_size if self.num_sent == 3 else 0),
+            dropped_examples_per_epoch=self.sampler.dropped_per_epoch,
+            resumed_from=str(self.resume.path) if self.resume else None,
+        )  # fmt: skip
+        write_json(self.output / TRAIN_ARGS_NAME, info)
+        history = []
+        if self.resume:
+            history = [line for line in read_metrics(self.metrics_file) if line["step"] <= self.state.step]
+            print(f"resuming from {self.resume.path} at step {self.state.step}")
+        write_metrics(self.metrics_file, history)
+        return history
 
-    def _restore(self, saved: dict) -> None:
-        """The loop state, optimizer and grad scaler of the checkpoint; metrics.jsonl cut back to its step."""
-        self.state = LoopState(**saved["loop"])
-        training_state = checkpoint.read_training_state(self.resume_from)
-        self.optimizer.load_state_dict(training_state["optimizer"])
-        self.scaler.load_state_dict(training_state["grad_scaler"])
-        self.resume_rng = training_state["rng"][self.process.rank]  # set as the loop starts
-        if self.is_main:
-            self.history = _read_metrics(self.metrics_file, self.state.step)
-            lines = "".join(json.dumps(line) + "\n" for line in self.history)
-            self.metrics_file.write_text(lines, encoding="utf-8")
-            print(f"resuming from {self.resume_from} at step {self.state.step}")
+    @property
+    def num_sent(self) -> int:
+        return self.loader.dataset.num_sent
+
+    # -----------------------------------------------------------------------------------------------
+    # One step
 
     def embed(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         with self.autocast:
@@ -373,7 +356,7 @@ class Trainer:
     def training_step(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """One optimizer step on a batch (of this process); returns its loss, detached."""
         config, state, scaler = self.config, self.state, self.scaler
-        self.lr = learning_rate_at(state.step, self.total_steps, self.warmup_steps, config.learning_rate)
+        self.lr = self.schedule.learning_rate(state.step)
         for group in self.optimizer.param_groups:
             group["lr"] = self.lr
         batch = {key: value.to(self.device, non_blocking=True) for key, value in batch.items()}
@@ -385,7 +368,7 @@ class Trainer:
                 lambda embeddings: self.loss(embeddings, batch["input_ids"]),
                 config.grad_cache_chunk,
                 scale=scaler.scale,
-                no_sync=self.ddp.no_sync if self.ddp else nullcontext,
+                no_sync=self.train_model.no_sync if self.process.is_distributed else nullcontext,
             )
         else:
             loss = self.loss(self.embed(batch), batch["input_ids"])
@@ -406,56 +389,71 @@ class Trainer:
         if scale_before is not None and scaler.get_scale() < scale_before:
             state.skipped_steps += 1
         state.step += 1
-        self.loss_sum += loss.detach()
+        state.window_loss_sum += loss.detach()
         state.window_loss_count += 1
         return loss.detach()
 
-    def evaluate(self) -> None:
-        """Log the training loss since the last evaluation and the dev metrics; save the model if it is the best."""
+    # -----------------------------------------------------------------------------------------------
+    # Evaluation and saves
+
+    def evaluate(self) -> dict | None:
+        """This step's metrics.jsonl line, appended to the file: the mean training loss since the last
+        evaluation (over all processes), the learning rate and the dev metrics. The first process returns
+        it; the others only take part in the mean and return None."""
         state = self.state
-        window = distributed.mean_over_processes(self.loss_sum).item()
+        window = distributed.mean_over_processes(state.window_loss_sum).item()
         state.total_loss += window
         line = {
             "step": state.step,
-            "epoch": round(state.step / self.steps_per_epoch, 4),
+            "epoch": round(state.step / self.schedule.steps_per_epoch, 4),
             "train_loss": window / state.window_loss_count if state.window_loss_count else None,
             "learning_rate": self.lr,
             "skipped_steps": state.skipped_steps,
         }
-        self.loss_sum.zero_()
+        state.window_loss_sum.zero_()
         state.window_loss_count = 0
-        if self.is_main:
-            line |= evaluate_sts(
-                self.model, self.valid_data, batch_size=self.config.eval_batch_size, max_length=self.config.max_length
-            )
-            self.history.append(line)
-            with self.metrics_file.open("a", encoding="utf-8") as file:
-                file.write(json.dumps(line) + "\n")
-            improved = line["cosine_spearman"] > state.best_score
-            if improved:
-                state.best_step, state.best_score = state.step, line["cosine_spearman"]
-                checkpoint.save_model(self.model, self.output, self.config.max_length)
-            self.progress.write(
+        if not self.is_main:
+            return None
+        line |= evaluate_sts(self.model, self.valid_data, batch_size=self.config.eval_batch_size)
+        self.history.append(line)
+        append_metrics(self.metrics_file, line)
+        return line
+
+    def save_model_if_best(self, line: dict) -> bool:
+        """Save the model as the run's best when ``line``'s dev score beats every earlier one."""
+        state = self.state
+        if not line[SELECTION_METRIC] > state.best_score:
+            return False
+        state.best_step, state.best_score = state.step, line[SELECTION_METRIC]
+        checkpoint.save_model(self.model, self.output)
+        return True
+
+    def evaluate_and_save_best(self) -> None:
+        line = self.evaluate()
+        if line is not None:
+            saved = self.save_model_if_best(line)
+            state = self.state
+            tqdm.write(
                 f"step {state.step} (epoch {line['epoch']:.2f}): dev cosine Pearson {line['cosine_pearson']:.4f}, "
                 f"cosine Spearman {line['cosine_spearman']:.4f}"
-                + (" (best, saved)" if improved else f" (best {state.best_score:.4f} at step {state.best_step})")
+                + (" (best, saved)" if saved else f" (best {state.best_score:.4f} at step {state.best_step})")
             )
         distributed.barrier()
-        self.train_model.train()
 
     def save_training_checkpoint(self) -> None:
         """checkpoint-STEP/: the model, optimizer, grad scaler, every process's RNG state and the loop state."""
         state = self.state
         rng_states = distributed.all_objects(checkpoint.rng_state())
-        state.window_loss_sum = distributed.mean_over_processes(self.loss_sum).item()
+        # Every process keeps the mean, so that the run goes on exactly as a run resumed from here does.
+        state.window_loss_sum = distributed.mean_over_processes(state.window_loss_sum)
         if self.is_main:
             trainer_state = {
                 "step": state.step,
-                "epoch": state.step // self.steps_per_epoch,
-                "batch_in_epoch": state.step % self.steps_per_epoch,
+                "epoch": state.step // self.schedule.steps_per_epoch,
+                "batch_in_epoch": state.step % self.schedule.steps_per_epoch,
                 "num_train_examples": len(self.loader.dataset),
                 "world_size": self.process.world_size,
-                "loop": asdict(state),
+                "loop": state.to_json(),
                 "config": asdict(self.config),
             }
             training_state = {
@@ -463,61 +461,63 @@ class Trainer:
                 "grad_scaler": self.scaler.state_dict(),
                 "rng": rng_states,  # one per process
             }
-            path = checkpoint.save_training_checkpoint(
-                self.model, self.output, self.config.max_length, training_state, trainer_state
-            )
+            path = checkpoint.save_training_checkpoint(self.model, self.output, training_state, trainer_state)
             checkpoint.rotate_checkpoints(self.output, self.config.save_total_limit)
-            self.progress.write(f"step {state.step}: saved {path}")
+            tqdm.write(f"step {state.step}: saved {path}")
         distributed.barrier()
+
+    # -----------------------------------------------------------------------------------------------
+    # The loop
 
     def remaining_batches(self):
         """The batches of this process from the step the run stands at to the end of the last epoch."""
-        start_epoch = self.state.step // self.steps_per_epoch
+        steps_per_epoch = self.schedule.steps_per_epoch
+        start_epoch = self.state.step // steps_per_epoch
         for epoch in range(start_epoch, self.config.epochs):
-            skip = self.state.step - epoch * self.steps_per_epoch if epoch == start_epoch else 0
+            skip = self.state.step - epoch * steps_per_epoch if epoch == start_epoch else 0
             self.sampler.set_epoch(epoch, start_batch=skip)
             yield from self.loader
 
+    def evaluation_due(self) -> bool:
+        step, config = self.state.step, self.config
+        if step == self.schedule.total_steps:
+            return True
+        if config.eval_strategy == "epoch":
+            return step % self.schedule.steps_per_epoch == 0
+        return step % config.eval_steps == 0
+
     def fit(self) -> TrainResult:
-        """Evaluate before training (unless resuming), then train to ``total_steps``, evaluating every
-        ``eval_step`` steps (or epoch) and at the end, and saving training checkpoints every ``save_steps``."""
+        """Evaluate before training (unless resuming), then train to the schedule's last step, evaluating every
+        ``eval_steps`` steps (or epoch) and at the end, and saving training checkpoints every ``save_steps``."""
         config, state = self.config, self.state
-        # Redrawn at most once a second when the output is a log file rather than a terminal.
-        self.progress = tqdm(
-            total=self.total_steps, initial=state.step, desc="training", unit="step", dynamic_ncols=True,
-            mininterval=0.1 if sys.stderr.isatty() else 1.0, disable=not self.is_main,
-        )  # fmt: skip
-        if self.resume_rng is not None:
-            checkpoint.set_rng_state(self.resume_rng)
+        if self.resume:
+            checkpoint.set_rng_state(self.resume.training_state["rng"][self.process.rank])
         else:
-            self.evaluate()
+            self.evaluate_and_save_best()
         self.train_model.train()
-        window_start, window_sentences = time.perf_counter(), 0
+        window_start, window_sentences = time.perf_counter(), 0  # for the sentences/s shown
         for batch in self.remaining_batches():
             loss = self.training_step(batch)
             window_sentences += batch["input_ids"].shape[0] * batch["input_ids"].shape[1] * self.process.world_size
             self.progress.update()
-            if self.is_main and (state.step % 10 == 0 or state.step == self.total_steps):
+            if self.is_main and (state.step % 10 == 0 or state.step == self.schedule.total_steps):
                 elapsed = time.perf_counter() - window_start
                 self.progress.set_postfix(
                     loss=f"{loss.item():.4f}", lr=f"{self.lr:.2e}", sent_per_s=f"{window_sentences / elapsed:.1f}"
                 )
                 window_start, window_sentences = time.perf_counter(), 0
-            if (
-                state.step == self.total_steps
-                or (config.eval_strategy == "steps" and state.step % config.eval_step == 0)
-                or (config.eval_strategy == "epoch" and state.step % self.steps_per_epoch == 0)
-            ):
-                self.evaluate()
+            if self.evaluation_due():
+                self.evaluate_and_save_best()
                 window_start, window_sentences = time.perf_counter(), 0
             if config.save_steps and state.step % config.save_steps == 0:
                 self.save_training_checkpoint()
-            if state.step == self.total_steps:
+            if state.step == self.schedule.total_steps:
                 break
         self.progress.close()
-        return self._finish()
+        return self.final_result()
 
-    def _finish(self) -> TrainResult:
+    def final_result(self) -> TrainResult:
+        """The run's result, printed by the first process."""
         state = self.state
         result = TrainResult(
             best_step=state.best_step,
@@ -530,28 +530,37 @@ class Trainer:
         )
         if self.is_main:
             print(
-                f"done: dev cosine Spearman {self.history[0]['cosine_spearman']:.4f} before training, "
+                f"done: dev cosine Spearman {self.history[0][SELECTION_METRIC]:.4f} before training, "
                 f"best {result.best_score:.4f} at step {result.best_step}; "
                 f"mean training loss {result.mean_train_loss:.4f} over {state.step} steps"
                 + (f" ({state.skipped_steps} skipped by the fp16 grad scaler)" if state.skipped_steps else "")
                 + f"; total time {result.total_seconds:.1f} s; best checkpoint in {self.output}"
             )
-        if self.is_main and self.config.push_to_hub:
-            best = next(line for line in self.history if line["step"] == result.best_step)
+        return result
+
+    def push_to_hub(self) -> None:
+        """Upload the best checkpoint with a model card holding its dev results (first process)."""
+        from simcse.hub import push_checkpoint  # huggingface_hub is imported only by runs that push
+
+        if self.is_main:
+            best = next(line for line in self.history if line["step"] == self.state.best_step)
             results = {self.config.valid_data: {key: best[key] for key in METRIC_KEYS}}
-            report = self.output / EVAL_RESULTS_NAME
-            write_eval_report(report, self.config.model, self.model, self.config.max_length, results)
+            write_eval_report(self.output / EVAL_RESULTS_NAME, self.config.model, self.model, results)
             url = push_checkpoint(self.output, self.config.push_to_hub, private=self.config.hub_private)
             print(f"pushed {self.output} to {url}")
-        distributed.barrier()
-        return result
 
 
 def train(config: TrainConfig) -> TrainResult:
-    """Train, evaluating on the dev set before training, every ``eval_step`` steps (or epoch) and at the end.
+    """Train, evaluating on the dev set before training, every ``eval_steps`` steps (or epoch) and at the end;
+    then push the best checkpoint to the Hub if ``push_to_hub`` names a repository.
 
     ``output_path`` receives the best checkpoint (by dev cosine Spearman), train_args.json, metrics.jsonl
     (one line per evaluation) and, with ``save_steps``, training checkpoints ``checkpoint-STEP/``. Under
     torchrun every process trains on its slice of each batch; only the first evaluates, logs and saves.
     """
-    return Trainer(config).fit()
+    trainer = Trainer(config)
+    result = trainer.fit()
+    if config.push_to_hub:
+        trainer.push_to_hub()
+    distributed.barrier()
+    return result

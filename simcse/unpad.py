@@ -112,8 +112,73 @@ def _attention_groups(
 
 
 def supports_unpadding(encoder: torch.nn.Module) -> bool:
-    """BERT and RoBERTa encoders (not decoders) with the standard layers."""
+    """BERT and RoBERTa encoders (not decoders): the architectures this pass is written for."""
     return isinstance(encoder, (BertModel, RobertaModel)) and not encoder.config.is_decoder
+
+
+# What this pass reads of a transformers BERT/RoBERTa. Nothing pins the transformers release, so a model load
+# checks them (``unpadding_problem``) and falls back to the padded forward when a release has renamed one.
+EMBEDDING_ATTRIBUTES = ("word_embeddings", "token_type_embeddings", "position_embeddings", "LayerNorm", "dropout.p")
+LAYER_ATTRIBUTES = (
+    "attention.self.query", "attention.self.key", "attention.self.value", "attention.self.num_attention_heads",
+    "attention.self.attention_head_size", "attention.self.scaling", "attention.self.dropout.p",
+    "attention.output.dense", "attention.output.dropout.p", "attention.output.LayerNorm", "intermediate",
+    "output.dense", "output.dropout.p", "output.LayerNorm",
+)  # fmt: skip
+# Float32 differences between the two passes are about 1e-6; a wrong pass differs by far more.
+PROBE_TOLERANCE = 1e-4
+
+
+def _missing(module: torch.nn.Module, dotted_names: tuple[str, ...]) -> list[str]:
+    missing = []
+    for dotted in dotted_names:
+        target = module
+        for name in dotted.split("."):
+            target = getattr(target, name, None)
+        if target is None:
+            missing.append(dotted)
+    return missing
+
+
+def unpadding_problem(encoder: torch.nn.Module) -> str | None:
+    """Why the unpadded pass cannot stand in for ``encoder``'s own forward, or None when it can.
+
+    Checks that every attribute it reads exists, then runs both passes on a small padded batch (eval mode,
+    fixed token ids: no random numbers drawn) and compares the real tokens' states.
+    """
+    if not supports_unpadding(encoder):
+        return f"{type(encoder).__name__} is not a BERT or RoBERTa encoder"
+    layers = getattr(getattr(encoder, "encoder", None), "layer", None)
+    if not layers:
+        return "no encoder.layer list"
+    missing = [f"embeddings.{name}" for name in _missing(encoder.embeddings, EMBEDDING_ATTRIBUTES)]
+    missing += [f"encoder.layer[i].{name}" for name in _missing(layers[0], LAYER_ATTRIBUTES)]
+    if isinstance(encoder, RobertaModel) and not hasattr(encoder.embeddings, "create_position_ids_from_input_ids"):
+        missing.append("embeddings.create_position_ids_from_input_ids")
+    if missing:
+        return "this transformers release has no " + ", ".join(missing)
+    config = encoder.config
+    pad_id = config.pad_token_id if config.pad_token_id is not None else 0
+    real_ids = [i for i in range(min(config.vocab_size, 16)) if i != pad_id][:6]
+    input_ids = torch.full((2, 6), pad_id, dtype=torch.long)
+    input_ids[0], input_ids[1, :3] = torch.tensor(real_ids), torch.tensor(real_ids[:3])
+    attention_mask = (torch.arange(6) < torch.tensor([[6], [3]])).long()
+    device = next(encoder.parameters()).device
+    input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
+    was_training = encoder.training
+    encoder.eval()
+    try:
+        with torch.no_grad():
+            expected = encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (2, 6, H)
+            packing, got, _ = unpadded_forward(encoder, input_ids, attention_mask)  # (9, H)
+    except Exception as err:  # a release that changed a module's signature or semantics
+        return f"the unpadded pass failed: {type(err).__name__}: {err}"
+    finally:
+        encoder.train(was_training)
+    difference = (packing.unpad(expected) - got).abs().max().item()
+    if not difference <= PROBE_TOLERANCE:
+        return f"the unpadded pass differs from the model's own forward by {difference:.2e}"
+    return None
 
 
 def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:

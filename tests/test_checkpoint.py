@@ -17,7 +17,7 @@ from simcse import checkpoint
 from simcse.data import load_sts
 from simcse.evaluate import sts_metrics
 from simcse.model import SimCSEModel
-from simcse.scratch import build_random_encoder
+from simcse.random_encoder import build_random_encoder
 from simcse.trainer import NonFiniteLossError, TrainConfig, train
 
 SENTENCES = [
@@ -48,7 +48,7 @@ def model_dir(demo_data, tmp_path_factory):
 def config(model_dir, demo_data, output, **changes):
     settings = dict(
         model=str(model_dir), train_data=str(demo_data / "train.tsv"), valid_data=str(demo_data / "dev.tsv"),
-        output_path=str(output), batch_size=16, max_length=24, learning_rate=1e-3, dropout=0.1, eval_step=2,
+        output_path=str(output), batch_size=16, max_length=24, learning_rate=1e-3, dropout=0.1, eval_steps=2,
         hard_negative_weight=0.3,
     )  # fmt: skip
     return TrainConfig(**(settings | changes))
@@ -73,10 +73,10 @@ def metrics_lines(output):
 )
 def test_sentence_transformers_encodes_like_simcse(tiny_bert_dir, tmp_path, pooler, mlp_only_train, modules):
     torch.manual_seed(0)
-    model = SimCSEModel(tiny_bert_dir, pooler=pooler, mlp_only_train=mlp_only_train)
+    model = SimCSEModel(tiny_bert_dir, pooler=pooler, mlp_only_train=mlp_only_train, max_length=24)
     if model.head is not None:  # a trained-looking head, far from its initialisation
         torch.nn.init.normal_(model.head.dense.weight, std=0.2)
-    model.save_pretrained(tmp_path, max_length=24)
+    model.save_pretrained(tmp_path)
     st_model = SentenceTransformer(str(tmp_path), device="cpu")
     assert [type(module).__name__ for module in st_model] == modules
     assert st_model.max_seq_length == 24
@@ -134,7 +134,7 @@ def test_resume_gives_the_uninterrupted_run(model_dir, demo_data, tmp_path):
 def test_resume_from_a_fresh_split_matches_too(model_dir, demo_data, tmp_path):
     """Resuming into a new process (subprocess) from a run killed after checkpoint-4 while saving checkpoint-6."""
     reference = tmp_path / "reference"
-    train(config(model_dir, demo_data, reference, max_steps=8, save_steps=2, eval_step=3))
+    train(config(model_dir, demo_data, reference, max_steps=8, save_steps=2, eval_steps=3))
 
     killed = tmp_path / "killed"
     command = [
@@ -210,12 +210,12 @@ def test_best_model_save_killed_before_completion_leaves_nothing_that_loads(mode
 
 
 def test_recover_finishes_a_move_cut_short(tiny_bert_dir, tmp_path):
-    old = SimCSEModel(tiny_bert_dir)
-    checkpoint.save_model(old, tmp_path, max_length=24)
-    new = SimCSEModel(tiny_bert_dir)
+    old = SimCSEModel(tiny_bert_dir, max_length=24)
+    checkpoint.save_model(old, tmp_path)
+    new = SimCSEModel(tiny_bert_dir, max_length=24)
     torch.nn.init.normal_(new.head.dense.weight, std=0.5)
     staging = tmp_path / ".staging-model"
-    new.save_pretrained(staging, max_length=24)
+    new.save_pretrained(staging)
     (staging / ".complete").touch()
     os.replace(staging / "2_Dense" / "model.safetensors", tmp_path / "2_Dense" / "model.safetensors")  # crash here
     checkpoint.recover(tmp_path)

@@ -84,8 +84,8 @@ def test_klue_sts_json(tmp_path):
 
 
 def test_names_resolve_under_data_dir(tmp_path):
-    write(tmp_path, STS_DATASETS["korsts_test"], KORSTS_HEAD + "\n" + korsts_row("2.5", "가", "나") + "\n")
-    write(tmp_path, STS_DATASETS["klue_sts_dev"], json.dumps([{"sentence1": "a", "sentence2": "b", "labels": {"label": 1}}]))
+    write(tmp_path, STS_DATASETS["korsts_test"].file, KORSTS_HEAD + "\n" + korsts_row("2.5", "가", "나") + "\n")
+    write(tmp_path, STS_DATASETS["klue_sts_dev"].file, json.dumps([{"sentence1": "a", "sentence2": "b", "labels": {"label": 1}}]))
     assert load_sts("korsts_test", data_dir=tmp_path).scores == [2.5]
     klue = load_sts("klue_sts_dev", data_dir=tmp_path)
     assert klue.sentences1 == ["a"] and klue.name == "klue_sts_dev"

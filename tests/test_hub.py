@@ -17,8 +17,8 @@ SECRET = "hf_thisIsNotARealTokenButMustNeverBeWritten"
 
 @pytest.fixture
 def checkpoint_folder(tiny_bert_dir, tmp_path):
-    model = SimCSEModel(tiny_bert_dir)
-    model.save_pretrained(tmp_path, max_length=48)
+    model = SimCSEModel(tiny_bert_dir, max_length=48)
+    model.save_pretrained(tmp_path)
     args = {"model": "klue/bert-base", "train_data": "data/kornli/kornli_triplets.tsv", "batch_size": 256,
             "learning_rate": 5e-5, "temp": 0.05, "pooler": "cls", "max_length": 48, "epochs": 1}  # fmt: skip
     (tmp_path / "train_args.json").write_text(json.dumps({"args": args}))
@@ -27,7 +27,7 @@ def checkpoint_folder(tiny_bert_dir, tmp_path):
         "korsts_test": {key: 0.7 + i / 1000 for i, key in enumerate(METRIC_KEYS)},
         "klue_sts_dev": {key: 0.6 + i / 1000 for i, key in enumerate(METRIC_KEYS)},
     }
-    write_eval_report(tmp_path / "eval_results.json", "outputs/x", model, 48, results)
+    write_eval_report(tmp_path / "eval_results.json", "outputs/x", model, results)
     (tmp_path / "checkpoint-100").mkdir()
     (tmp_path / "checkpoint-100" / "training_state.pt").write_bytes(b"state")
     return tmp_path
@@ -127,7 +127,7 @@ def test_push_to_hub_script(checkpoint_folder, fake_hub, monkeypatch, capsys):
 def test_train_pushes_the_best_checkpoint(tmp_path, fake_hub, capsys):
     import subprocess
 
-    from simcse.scratch import build_random_encoder
+    from simcse.random_encoder import build_random_encoder
     from simcse.trainer import TrainConfig, train
 
     data = tmp_path / "data"

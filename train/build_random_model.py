@@ -9,7 +9,7 @@ import argparse
 
 from simcse.cli import run_main
 from simcse.data import load_train_data
-from simcse.scratch import build_random_encoder
+from simcse.random_encoder import build_random_encoder
 
 
 def main() -> None:

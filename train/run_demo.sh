@@ -25,9 +25,9 @@ python "$ROOT/train/train.py" \
   --max_length 32 \
   --learning_rate 1e-3 \
   --warmup_ratio 0.1 \
-  --eval_step 100 \
+  --eval_steps 100 \
   "$@"
 python "$ROOT/evaluation/eval.py" \
   --model "$DEMO_DIR/model" \
   --test_data "$DEMO_DIR/data/dev.tsv" "$DEMO_DIR/data/test.tsv" \
-  --output_path "$DEMO_DIR/model/eval_results.json"
+  --output_json "$DEMO_DIR/model/eval_results.json"

@@ -33,7 +33,7 @@ for seed in "${seeds[@]}"; do
   if [ -n "${EVAL_DATA:-}" ]; then
     # shellcheck disable=SC2086  # EVAL_DATA is a list of dataset names
     python "$ROOT/evaluation/eval.py" --model "$output/seed-$seed" --test_data $EVAL_DATA \
-      --output_path "$output/seed-$seed/eval_results.json"
+      --output_json "$output/seed-$seed/eval_results.json"
   fi
 done
 python "$ROOT/evaluation/summarize.py" "$output"

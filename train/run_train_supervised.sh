@@ -15,5 +15,5 @@ OUTPUT=${OUTPUT:-$ROOT/outputs/sup-simcse-$(basename "$MODEL")}
 python "$ROOT/train/train.py" "${RECIPE[@]}" \
   --train_data "$ROOT/data/kornli/kornli_triplets.tsv" \
   --output_path "$OUTPUT" \
-  --eval_step 125 \
+  --eval_steps 125 \
   "$@"

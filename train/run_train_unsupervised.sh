@@ -17,5 +17,5 @@ python "$ROOT/train/train.py" "${RECIPE[@]}" \
   --train_data "$ROOT/data/korean_wiki_1m.txt" \
   --output_path "$OUTPUT" \
   --mlp_only_train \
-  --eval_step 250 \
+  --eval_steps 250 \
   "$@"

@@ -1,0 +1,259 @@
+"""Every setting of a training run, declared once.
+
+Each field of ``TrainConfig`` carries its flag's help text, its group in ``--help``, whether a resumed run must
+keep its value (``resume``) and whether the model card's recipe shows it (``card``). From these declarations
+come train.py's parser (``build_parser``), ``validate``, ``RESUME_MUST_MATCH`` and ``CARD_SETTINGS``.
+
+This module imports no torch, so ``train.py --help`` and flag errors answer at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass
+
+POOLERS = ("cls", "cls_before_pooler", "avg", "avg_first_last", "avg_top2")
+EVAL_STRATEGIES = ("steps", "epoch")
+# Tokens per sentence when nothing else says: the reference recipe's value, and what evaluation falls back to
+# for a checkpoint that does not record its training value.
+DEFAULT_MAX_LENGTH = 64
+# Flags renamed since they were first published: old name -> new name. The old names stay accepted on the
+# command line and in the trainer_state.json of checkpoints written before the rename.
+RENAMED_SETTINGS = {"eval_step": "eval_steps"}
+
+# A rule maps (flag name, value) to an error message, or None when the value is fine.
+Rule = Callable[[str, typing.Any], "str | None"]
+
+
+def at_least(low: float) -> Rule:
+    return lambda name, value: None if value is None or value >= low else f"--{name} must be at least {low}, got {value}"
+
+
+def in_unit_interval(name: str, value: float) -> str | None:
+    return None if 0 <= value < 1 else f"--{name} must lie in [0, 1), got {value}"
+
+
+def positive(name: str, value: float) -> str | None:
+    return None if value > 0 else f"--{name} must be positive, got {value}"
+
+
+def non_negative(name: str, value: float) -> str | None:
+    return None if value >= 0 else f"--{name} must be non-negative, got {value}"
+
+
+def one_of(choices: tuple[str, ...]) -> Rule:
+    return lambda name, value: None if value in choices else f"--{name} {value!r}: choose one of {', '.join(choices)}"
+
+
+def setting(
+    default: typing.Any,
+    help: str,
+    group: str,
+    *,
+    resume: bool = False,
+    card: bool = False,
+    rule: Rule | None = None,
+    choices: tuple[str, ...] | None = None,
+    none_means: str | None = None,
+    metavar: str | None = None,
+) -> typing.Any:
+    """A ``TrainConfig`` field with what its flag needs: ``none_means`` says what a default of None stands for."""
+    if choices and rule is None:
+        rule = one_of(choices)
+    metadata = dict(
+        help=help, group=group, resume=resume, card=card, rule=rule, choices=choices, none_means=none_means,
+        metavar=metavar,
+    )  # fmt: skip
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+@dataclass
+class TrainConfig:
+    """Every setting of a run; the defaults are the reference recipe. train/train.py exposes each as a flag."""
+
+    # model
+    model: str = setting(
+        "klue/bert-base", "hub name or local folder (BERT or RoBERTa)", "model", resume=True, card=True
+    )
+    tokenizer: str | None = setting(
+        None, "hub name or folder of a fast tokenizer", "model", resume=True, none_means="same as --model"
+    )
+    pooler: str = setting("cls", "how a sentence vector is taken", "model", resume=True, card=True, choices=POOLERS)
+    mlp_only_train: bool = setting(
+        False, "use the MLP head in training only (unsupervised recipe; cls only)", "model", resume=True, card=True
+    )
+    dropout: float = setting(
+        0.1, "hidden and attention dropout of the encoder", "model", resume=True, card=True, rule=in_unit_interval
+    )
+    unpad: bool = setting(True, "compute on real tokens only (BERT/RoBERTa), no compute on padding", "model")
+    trust_remote_code: bool = setting(False, "allow code shipped with a hub model to run", "model")
+    # data
+    train_data: str = setting(
+        "", ".txt (one sentence per line) or .tsv with header sent0 sent1 [hard_neg]", "data", resume=True, card=True
+    )
+    valid_data: str = setting("korsts_dev", "dev set: a dataset name or a file", "data", resume=True)
+    data_dir: str | None = setting(
+        None, "folder the dataset names resolve in", "data", resume=True, none_means="repo data/"
+    )
+    max_length: int = setting(
+        DEFAULT_MAX_LENGTH, "tokens per sentence (truncated); batches are padded to their longest", "data",
+        resume=True, card=True, rule=at_least(2),
+    )  # fmt: skip
+    num_workers: int = setting(0, "DataLoader worker processes", "data", rule=non_negative)
+    # optimisation
+    batch_size: int = setting(
+        256, "examples per optimizer step over all processes (each of N torchrun processes takes batch/N)",
+        "optimisation", resume=True, card=True,
+        rule=lambda name, value: None if value >= 2 else (
+            f"--batch_size {value}: each anchor needs in-batch negatives, use 2 or more"),
+    )  # fmt: skip
+    epochs: int = setting(1, "passes over the training data", "optimisation", resume=True, card=True, rule=at_least(1))
+    max_steps: int | None = setting(
+        None, "stop after this many steps (smoke runs)", "optimisation", resume=True, card=True, rule=at_least(1),
+        none_means="none",
+    )  # fmt: skip
+    learning_rate: float = setting(
+        5e-5, "peak learning rate: linear warmup, then linear decay to 0", "optimisation", resume=True, card=True,
+        rule=positive,
+    )  # fmt: skip
+    weight_decay: float = setting(
+        0.01, "AdamW; none on biases and LayerNorm weights", "optimisation", resume=True, card=True, rule=non_negative
+    )
+    warmup_ratio: float = setting(
+        0.0, "share of the steps spent warming up", "optimisation", resume=True, card=True, rule=in_unit_interval
+    )
+    max_grad_norm: float = setting(
+        1.0, "gradient clipping (0 disables)", "optimisation", resume=True, card=True, rule=non_negative
+    )
+    temp: float = setting(
+        0.05, "temperature of the softmax over cosine similarities", "optimisation", resume=True, card=True,
+        rule=positive,
+    )  # fmt: skip
+    hard_negative_weight: float = setting(
+        0.0, "log-space weight added to each anchor's own hard-negative logit (0 = weight 1)", "optimisation",
+        resume=True, card=True,
+    )  # fmt: skip
+    mask_duplicate_negatives: bool = setting(
+        True, "remove in-batch candidates with the same token ids as the anchor's positive", "optimisation",
+        resume=True,
+    )  # fmt: skip
+    grad_cache_chunk: int | None = setting(
+        None, "GradCache: embed the per-process batch in chunks of this many examples", "optimisation",
+        resume=True, rule=at_least(1), none_means="none",
+    )  # fmt: skip
+    amp: bool = setting(
+        False, "bf16 autocast on GPUs that support it, else fp16 with loss scaling; ignored on CPU", "optimisation",
+        resume=True, card=True,
+    )  # fmt: skip
+    # evaluation and output
+    output_path: str = setting(
+        "outputs/simcse", "folder for the best checkpoint, train_args.json and metrics.jsonl", "evaluation and output"
+    )
+    eval_strategy: str = setting(
+        "steps", "evaluate every --eval_steps steps, or at each epoch's end", "evaluation and output", resume=True,
+        choices=EVAL_STRATEGIES,
+    )  # fmt: skip
+    eval_steps: int = setting(
+        100, "steps between evaluations (also before training and at the end)", "evaluation and output",
+        resume=True, rule=at_least(1),
+    )  # fmt: skip
+    eval_batch_size: int | None = setting(
+        None, "sentences per batch when encoding the dev set", "evaluation and output", rule=at_least(1),
+        none_means="32 on CPU, 256 on GPU",
+    )  # fmt: skip
+    # checkpoints and the Hub
+    save_steps: int | None = setting(
+        None, "write a training checkpoint checkpoint-STEP/ every N steps", "checkpoints and the Hub",
+        rule=at_least(1), none_means="none",
+    )  # fmt: skip
+    save_total_limit: int | None = setting(
+        None, "keep only the newest N training checkpoints", "checkpoints and the Hub", rule=at_least(1),
+        none_means="all",
+    )  # fmt: skip
+    resume_from_checkpoint: str | None = setting(
+        None, "latest (newest in --output_path) or a checkpoint-STEP folder", "checkpoints and the Hub",
+        none_means="none", metavar="DIR|latest",
+    )  # fmt: skip
+    push_to_hub: str | None = setting(
+        None, "user/name: upload the best checkpoint with a model card after training (token: HF_TOKEN or login)",
+        "checkpoints and the Hub", none_means="none", metavar="REPO_ID",
+    )  # fmt: skip
+    hub_private: bool = setting(False, "create the Hub repository as private", "checkpoints and the Hub")
+    # runtime
+    seed: int = setting(42, "Python, NumPy and torch seeds, and the data order", "runtime", resume=True, card=True)
+    device: str = setting("auto", "auto (CUDA if available, else CPU), cpu, cuda, cuda:1, ...", "runtime")
+
+    def validate(self) -> None:
+        """Raise ValueError naming the first bad setting."""
+        if not self.train_data:
+            raise ValueError("--train_data is required")
+        for field in dataclasses.fields(self):
+            rule = field.metadata["rule"]
+            message = rule(field.name, getattr(self, field.name)) if rule else None
+            if message:
+                raise ValueError(message)
+        if self.mlp_only_train and self.pooler != "cls":
+            raise ValueError("--mlp_only_train needs --pooler cls")
+
+
+def _settings_where(key: str) -> tuple[str, ...]:
+    return tuple(field.name for field in dataclasses.fields(TrainConfig) if field.metadata[key])
+
+
+# Settings that change what a run computes: a resumed run must use the values it was started with.
+RESUME_MUST_MATCH = _settings_where("resume")
+# The training recipe a model card shows.
+CARD_SETTINGS = _settings_where("card")
+
+
+def upgrade_saved_settings(saved: dict) -> dict:
+    """Settings as saved by any release (train_args.json, trainer_state.json), under today's names."""
+    return {RENAMED_SETTINGS.get(name, name): value for name, value in saved.items()}
+
+
+def default_text(field: dataclasses.Field) -> str:
+    """A default as the README and ``--help`` write it: on/off, the value, or what None stands for."""
+    if field.default is None:
+        return field.metadata["none_means"]
+    if isinstance(field.default, bool):
+        return "on" if field.default else "off"
+    return str(field.default)
+
+
+def build_parser(description: str | None = None) -> argparse.ArgumentParser:
+    """train.py's parser: one flag per ``TrainConfig`` field, grouped, with its default shown."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    groups = {}
+    types = typing.get_type_hints(TrainConfig)
+    old_names = {new: old for old, new in RENAMED_SETTINGS.items()}
+    for field in dataclasses.fields(TrainConfig):
+        meta = field.metadata
+        group = groups.get(meta["group"]) or groups.setdefault(meta["group"], parser.add_argument_group(meta["group"]))
+        names = [f"--{field.name}"] + ([f"--{old_names[field.name]}"] if field.name in old_names else [])
+        kwargs: dict[str, typing.Any] = {"default": field.default, "help": f"{meta['help']} (default: %s)"}
+        if field.name == "train_data":
+            kwargs |= {"required": True, "help": meta["help"]}
+        elif types[field.name] is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction if field.default else "store_true"
+        else:
+            kwargs |= {"type": _scalar_type(types[field.name]), "choices": meta["choices"], "metavar": meta["metavar"]}
+        if "%s" in kwargs["help"]:
+            kwargs["help"] %= default_text(field).replace("%", "%%")
+        group.add_argument(*names, **kwargs)
+    return parser
+
+
+def _scalar_type(annotation: typing.Any) -> type:
+    """int for ``int`` and ``int | None``, and so on."""
+    options = [option for option in typing.get_args(annotation) if option is not type(None)] or [annotation]
+    return options[0]
+
+
+def parse_args(argv: list[str] | None = None, description: str | None = None) -> TrainConfig:
+    """train.py's flags as a validated ``TrainConfig`` (ValueError names the first bad setting)."""
+    config = TrainConfig(**vars(build_parser(description).parse_args(argv)))
+    config.validate()
+    return config

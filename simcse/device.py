@@ -1,0 +1,41 @@
+"""Devices: which one to run on, its half precision, and the batch sizes that suit it."""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto`` picks CUDA when available, else the CPU; any other name is passed to torch."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: CUDA is not available on this machine")
+    return device
+
+
+def gpu_half_dtype() -> torch.dtype:
+    """The GPU's half precision for autocast: bf16 where supported (no loss scaling needed), else fp16."""
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def autocast_dtype(amp: bool, device: torch.device, quiet: bool = False) -> torch.dtype | None:
+    """bf16 where the GPU supports it, else fp16; None (full precision) without --amp or on the CPU."""
+    if not amp:
+        return None
+    if device.type != "cuda":
+        if not quiet:
+            logger.warning("--amp is ignored on the CPU (bf16 matmuls are slow there); training in float32")
+        return None
+    return gpu_half_dtype()
+
+
+def default_encode_batch_size(device: torch.device) -> int:
+    """Sentences per batch when encoding: small batches keep a CPU's activations in cache (measured in
+    benchmarks/RESULTS.md); GPUs want big ones."""
+    return 256 if device.type == "cuda" else 32

@@ -1,0 +1,37 @@
+"""The named datasets: where each file lies under the data folder, which script downloads it, and what it is
+on the Hugging Face Hub (for model cards). The loader, eval.py and the model card all read this table."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+# The repo's data/ folder, where the download scripts write (works for an editable install).
+DEFAULT_DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+
+
+@dataclass(frozen=True)
+class Dataset:
+    name: str
+    file: str  # under the data folder
+    download_script: str  # in the repo
+    hub_id: str
+    display_name: str
+    hub_split: str
+
+
+_KORSTS = ("data/download_korsts.sh", "kakaobrain/kor_nlu", "KorSTS")
+_KLUE_STS = ("data/download_klue_sts.sh", "klue/klue", "KLUE-STS")
+
+STS_DATASETS = {
+    dataset.name: dataset
+    for dataset in (
+        Dataset("korsts_train", "korsts/sts-train.tsv", *_KORSTS, "train"),
+        Dataset("korsts_dev", "korsts/sts-dev.tsv", *_KORSTS, "validation"),
+        Dataset("korsts_test", "korsts/sts-test.tsv", *_KORSTS, "test"),
+        Dataset("klue_sts_train", "klue_sts/klue-sts-v1.1_train.json", *_KLUE_STS, "train"),
+        Dataset("klue_sts_dev", "klue_sts/klue-sts-v1.1_dev.json", *_KLUE_STS, "validation"),
+    )
+}
+# The supervised training data's source (data/download_kornli.sh, data/build_nli_triplets.py).
+KORNLI_HUB_ID = "kakaobrain/kor_nli"
