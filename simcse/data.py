@@ -23,19 +23,26 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-# Re-exported: the batching classes lived here before simcse.batching, and code imports them from here.
-from simcse.batching import EpochBatchSampler, SimCSECollator, SimCSEDataset, TokenizedSentences
 from simcse.registry import DEFAULT_DATA_DIR, STS_DATASETS
+
+# The batching classes lived here before simcse.batching and are still imported from here; they load on first
+# use, so that reading files (and the data scripts) does not import torch.
+_BATCHING = ("EpochBatchSampler", "SimCSECollator", "SimCSEDataset", "TokenizedSentences")
+
+
+def __getattr__(name: str):
+    if name in _BATCHING:
+        import simcse.batching
+
+        return getattr(simcse.batching, name)
+    raise AttributeError(f"module 'simcse.data' has no attribute {name!r}")
+
 
 __all__ = [
     "DEFAULT_DATA_DIR",
     "STS_DATASETS",
     "DataFormatError",
-    "EpochBatchSampler",
     "STSData",
-    "SimCSECollator",
-    "SimCSEDataset",
-    "TokenizedSentences",
     "TrainData",
     "TripletReport",
     "load_sts",

@@ -8,11 +8,12 @@ sentence-transformers release since 2 reads.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
+
+from simcse.run_folder import write_json
 
 # How sentence-transformers pools each of our poolers; avg_first_last and avg_top2 need hidden states of
 # inner layers, which its standard modules do not offer.
@@ -22,11 +23,6 @@ ALL_POOLING_MODES = ("cls_token", "mean_tokens", "max_tokens", "mean_sqrt_len_to
 
 def supports(pooler: str) -> bool:
     return pooler in POOLING_MODES
-
-
-def _write_json(path: Path, content: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(content, indent=2) + "\n", encoding="utf-8")
 
 
 def write_sentence_transformers_files(
@@ -44,15 +40,15 @@ def write_sentence_transformers_files(
         {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
         {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
     ]
-    _write_json(folder / "sentence_bert_config.json", {"max_seq_length": max_length, "do_lower_case": False})
-    _write_json(
+    write_json(folder / "sentence_bert_config.json", {"max_seq_length": max_length, "do_lower_case": False})
+    write_json(
         folder / "1_Pooling" / "config.json",
         {"word_embedding_dimension": hidden_size}
         | {f"pooling_mode_{mode}": mode == POOLING_MODES[pooler] for mode in ALL_POOLING_MODES},
     )
     if head is not None:
         modules.append({"idx": 2, "name": "2", "path": "2_Dense", "type": "sentence_transformers.models.Dense"})
-        _write_json(
+        write_json(
             folder / "2_Dense" / "config.json",
             {
                 "in_features": head.in_features,
@@ -63,5 +59,5 @@ def write_sentence_transformers_files(
         )
         weights = {"linear." + name: tensor.detach().cpu().contiguous() for name, tensor in head.state_dict().items()}
         save_file(weights, folder / "2_Dense" / "model.safetensors")
-    _write_json(folder / "modules.json", modules)
-    _write_json(folder / "config_sentence_transformers.json", {"similarity_fn_name": "cosine"})
+    write_json(folder / "modules.json", modules)
+    write_json(folder / "config_sentence_transformers.json", {"similarity_fn_name": "cosine"})

@@ -18,7 +18,6 @@ import torch
 import torch.nn.functional as F
 from transformers import BertModel, RobertaModel
 
-
 # A new attention group starts where a sequence is shorter than this share of the group's longest: the
 # padding inside a group then costs at most 1 / 0.8^2 = 1.56x its attention work.
 GROUP_LENGTH_RATIO = 0.8

@@ -1,4 +1,5 @@
-"""Shared fixtures: tiny random encoders with a WordPiece tokenizer trained here, and the shared data."""
+"""Shared fixtures: tiny random encoders with a WordPiece tokenizer trained here, the demo data and a demo
+training run's settings, the scripts run as a user runs them, and the shared Korean data."""
 
 import os
 
@@ -6,14 +7,20 @@ import os
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
+import runpy  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
+from simcse.config import TrainConfig  # noqa: E402
 from simcse.random_encoder import build_random_encoder  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = Path(os.environ.get("SIMCSE_KO_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
+TRAIN_SCRIPT = REPO_ROOT / "train" / "train.py"
+EVAL_SCRIPT = REPO_ROOT / "evaluation" / "eval.py"
 
 # Written for these tests: everyday scenes, quotes and commas included, to train a tokenizer on.
 KOREAN_SENTENCES = [
@@ -31,8 +38,8 @@ KOREAN_SENTENCES = [
     "기차가 터널을 지나가고 있다.",
     "학생들이 도서관에서 책을 읽는다.",
     "선생님이 칠판에 글씨를 쓴다.",
-    "그는 \"내일 보자\"라고 말했다.",
-    "그녀는 \"정말요?\"라고 물었다.",
+    '그는 "내일 보자"라고 말했다.',
+    '그녀는 "정말요?"라고 물었다.',
     "사과, 배, 포도를 샀다.",
     "오늘은 날씨가 맑고, 바람이 분다.",
     "서울에는 비가 많이 내렸다.",
@@ -59,6 +66,59 @@ KOREAN_SENTENCES = [
     "눈이 와서 길이 미끄럽다.",
 ]
 
+# The shape of every random test encoder. Three layers, so that the poolers over inner layers differ:
+# avg_first_last averages layers 1 and 3, avg_top2 layers 2 and 3 (with two layers both would be 1 and 2).
+TINY_ENCODER = dict(hidden_size=32, num_hidden_layers=3, num_attention_heads=2, intermediate_size=64)
+
+
+def run_script(*args, env: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    """Run a repo script (python file or bash script) as a user would, from a neutral directory, offline.
+
+    No time limit: a busy machine makes it slow, never wrong.
+    """
+    command = ["bash", *args] if str(args[0]).endswith(".sh") else [sys.executable, *args]
+    result = subprocess.run(
+        [str(a) for a in command],
+        cwd=REPO_ROOT.parent,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})},
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"{args} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
+    """A failed run that says what went wrong in one ``error:`` line, with no traceback."""
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    error_lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(error_lines) == 1, result.stderr
+    for fragment in fragments:
+        assert fragment in error_lines[0], (fragment, error_lines[0])
+
+
+@pytest.fixture
+def run_here(monkeypatch, capsys):
+    """``run_here(script, *args)``: a repo Python script run in this process as ``__main__``, the way train.py
+    and eval.py run for a user but without the seconds a fresh interpreter spends importing torch. Returns its
+    exit code and output as a CompletedProcess."""
+
+    def run(script, *args) -> subprocess.CompletedProcess:
+        argv = [str(script), *map(str, args)]
+        monkeypatch.setattr(sys, "argv", argv)
+        capsys.readouterr()
+        try:
+            runpy.run_path(str(script), run_name="__main__")
+            code = 0
+        except SystemExit as exit:
+            code = exit.code if isinstance(exit.code, int) else int(exit.code is not None)
+        out, err = capsys.readouterr()
+        return subprocess.CompletedProcess(argv, code, out, err)
+
+    return run
+
 
 @pytest.fixture(scope="session")
 def korean_sentences() -> list[str]:
@@ -67,19 +127,84 @@ def korean_sentences() -> list[str]:
 
 @pytest.fixture(scope="session")
 def tiny_bert_dir(tmp_path_factory) -> Path:
-    return build_random_encoder(tmp_path_factory.mktemp("tiny-bert"), KOREAN_SENTENCES * 3, vocab_size=400)
+    return build_random_encoder(
+        tmp_path_factory.mktemp("tiny-bert"), KOREAN_SENTENCES * 3, vocab_size=400, **TINY_ENCODER
+    )
 
 
 @pytest.fixture(scope="session")
 def tiny_roberta_dir(tmp_path_factory) -> Path:
     return build_random_encoder(
-        tmp_path_factory.mktemp("tiny-roberta"), KOREAN_SENTENCES * 3, model_type="roberta", vocab_size=400
-    )
+        tmp_path_factory.mktemp("tiny-roberta"), KOREAN_SENTENCES * 3, model_type="roberta", vocab_size=400,
+        **TINY_ENCODER,
+    )  # fmt: skip
 
 
 @pytest.fixture(params=["bert", "roberta"])
 def tiny_model_dir(request, tiny_bert_dir, tiny_roberta_dir) -> Path:
     return {"bert": tiny_bert_dir, "roberta": tiny_roberta_dir}[request.param]
+
+
+# ---------------------------------------------------------------------------------------------------
+# The demo data (data/make_demo_data.py) and a short training run on it
+
+
+@pytest.fixture(scope="session")
+def demo_data(tmp_path_factory) -> Path:
+    """train.tsv (120 triplets), pairs.tsv, corpus.txt (+ corpus_with_blanks.txt), dev.tsv and test.tsv."""
+    root = tmp_path_factory.mktemp("demo-data")
+    run_script(REPO_ROOT / "data" / "make_demo_data.py", "--output_dir", root, "--num_train", 120, "--num_eval", 40)
+    corpus = (root / "corpus.txt").read_text(encoding="utf-8")
+    (root / "corpus_with_blanks.txt").write_text(corpus.replace("\n", "\n\n", 5), encoding="utf-8")
+    return root
+
+
+def _demo_encoder(tmp_path_factory, demo_data: Path, model_type: str) -> Path:
+    corpus = (demo_data / "corpus.txt").read_text(encoding="utf-8").splitlines()
+    return build_random_encoder(tmp_path_factory.mktemp(f"demo-{model_type}"), corpus, model_type=model_type,
+                                **TINY_ENCODER)  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def demo_bert(tmp_path_factory, demo_data) -> Path:
+    return _demo_encoder(tmp_path_factory, demo_data, "bert")
+
+
+@pytest.fixture(scope="session")
+def demo_roberta(tmp_path_factory, demo_data) -> Path:
+    return _demo_encoder(tmp_path_factory, demo_data, "roberta")
+
+
+@pytest.fixture(scope="session")
+def demo_settings(demo_data, demo_bert) -> dict:
+    """A few-second supervised run on the demo data; tests add and override settings."""
+    return dict(
+        model=str(demo_bert), train_data=str(demo_data / "train.tsv"), valid_data=str(demo_data / "dev.tsv"),
+        batch_size=16, max_length=24, learning_rate=1e-3, eval_steps=2,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def demo_config(demo_settings):
+    """``demo_config(output, **changes)``: the demo run as a TrainConfig, for training in this process."""
+
+    def make(output: Path, **changes) -> TrainConfig:
+        return TrainConfig(**demo_settings | {"output_path": str(output)} | changes)
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def demo_train_flags(demo_settings):
+    """``demo_train_flags(output, **changes)``: the same run as train.py's command line."""
+
+    def make(output: Path, **changes) -> list[str]:
+        flags = []
+        for name, value in (demo_settings | {"output_path": str(output)} | changes).items():
+            flags += [f"--{name}", str(value)]
+        return flags
+
+    return make
 
 
 @pytest.fixture(scope="session")

@@ -1,17 +1,14 @@
 """Smoke runs of the benchmark scripts (tiny settings): they must keep working; their numbers live in
 benchmarks/RESULTS.md, never in a test."""
 
-import subprocess
-import sys
+import pytest
+from conftest import REPO_ROOT, run_script
 
-from conftest import REPO_ROOT
+pytestmark = pytest.mark.slow
 
 
 def run_benchmark(name, *args):
-    result = subprocess.run([sys.executable, str(REPO_ROOT / "benchmarks" / name), *map(str, args)],
-                            capture_output=True, text=True, timeout=600)  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result.stdout
+    return run_script(REPO_ROOT / "benchmarks" / name, *args).stdout
 
 
 def test_gpu_step_runs_on_a_cpu():

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -9,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import REPO_ROOT
+from conftest import TRAIN_SCRIPT
 from safetensors.torch import load_file
 from sentence_transformers import SentenceTransformer
 
@@ -17,8 +18,8 @@ from simcse import checkpoint
 from simcse.data import load_sts
 from simcse.evaluate import sts_metrics
 from simcse.model import SimCSEModel
-from simcse.random_encoder import build_random_encoder
-from simcse.trainer import NonFiniteLossError, TrainConfig, train
+from simcse.run_folder import METRICS_NAME, TRAIN_ARGS_NAME, TRAINER_STATE_NAME
+from simcse.trainer import NonFiniteLossError, train
 
 SENTENCES = [
     "한 남자가 공원에서 기타를 치고 있다.",
@@ -28,34 +29,25 @@ SENTENCES = [
 ]
 
 
-@pytest.fixture(scope="module")
-def demo_data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    command = [sys.executable, REPO_ROOT / "data" / "make_demo_data.py", "--output_dir", root, "--num_train", 120,
-               "--num_eval", 40]  # fmt: skip
-    subprocess.run([str(part) for part in command], check=True, capture_output=True)
-    return root
-
-
-@pytest.fixture(scope="module")
-def model_dir(demo_data, tmp_path_factory):
-    corpus = (demo_data / "corpus.txt").read_text(encoding="utf-8").splitlines()
-    return build_random_encoder(
-        tmp_path_factory.mktemp("bert"), corpus, hidden_size=32, num_attention_heads=2, intermediate_size=64
-    )
-
-
-def config(model_dir, demo_data, output, **changes):
-    settings = dict(
-        model=str(model_dir), train_data=str(demo_data / "train.tsv"), valid_data=str(demo_data / "dev.tsv"),
-        output_path=str(output), batch_size=16, max_length=24, learning_rate=1e-3, dropout=0.1, eval_steps=2,
-        hard_negative_weight=0.3,
-    )  # fmt: skip
-    return TrainConfig(**(settings | changes))
+@pytest.fixture
+def config(demo_config):
+    """The demo run with dropout and a hard-negative weight: ``config(output, **changes)``."""
+    return lambda output, **changes: demo_config(output, **{"dropout": 0.1, "hard_negative_weight": 0.3} | changes)
 
 
 def metrics_lines(output):
-    return (output / "metrics.jsonl").read_text().splitlines()
+    return (output / METRICS_NAME).read_text().splitlines()
+
+
+def kill_while_saving(command: list[str], what: str) -> None:
+    """Start train.py, wait until it pauses inside the save of ``what``, and SIGKILL it there."""
+    env = {**os.environ, "SIMCSE_TEST_PAUSE_IN_SAVE": what}
+    process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    for line in process.stderr:
+        if "pausing inside the save of" in line and what in line:
+            break
+    process.send_signal(signal.SIGKILL)
+    process.wait()
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -94,8 +86,8 @@ def test_no_sentence_transformers_files_for_layer_averages(tiny_bert_dir, tmp_pa
     assert (tmp_path / "model.safetensors").exists()
 
 
-def test_sentence_transformers_reproduces_the_logged_dev_score(model_dir, demo_data, tmp_path):
-    result = train(config(model_dir, demo_data, tmp_path, max_steps=4))
+def test_sentence_transformers_reproduces_the_logged_dev_score(config, demo_data, tmp_path):
+    result = train(config(tmp_path, max_steps=4))
     dev = load_sts(demo_data / "dev.tsv")
     st_model = SentenceTransformer(str(tmp_path), device="cpu")
     vectors = st_model.encode(dev.sentences1 + dev.sentences2, convert_to_numpy=True)
@@ -107,19 +99,17 @@ def test_sentence_transformers_reproduces_the_logged_dev_score(model_dir, demo_d
 # Exact resume
 
 
-def test_resume_gives_the_uninterrupted_run(model_dir, demo_data, tmp_path):
+def test_resume_gives_the_uninterrupted_run(config, tmp_path):
     """6 steps in one run == 3 steps, stop, resume, 3 steps: same weights and same metrics.jsonl (dropout on)."""
     straight = tmp_path / "straight"
-    train(config(model_dir, demo_data, straight, max_steps=6, save_steps=3))
+    train(config(straight, max_steps=6, save_steps=3))
     split = tmp_path / "split"
-    train(config(model_dir, demo_data, split, max_steps=6, save_steps=3))
+    train(config(split, max_steps=6, save_steps=3))
     # Cut the second run back to its state at step 3, as if it had died there.
-    import shutil
-
     shutil.rmtree(split / "checkpoint-6")
     lines = [line for line in metrics_lines(split) if json.loads(line)["step"] <= 3]
     (split / "metrics.jsonl").write_text("\n".join(lines) + "\n")
-    train(config(model_dir, demo_data, split, max_steps=6, save_steps=3, resume_from_checkpoint="latest"))
+    train(config(split, max_steps=6, save_steps=3, resume_from_checkpoint="latest"))
 
     assert metrics_lines(split) == metrics_lines(straight)
     assert [json.loads(line)["step"] for line in metrics_lines(split)] == [0, 2, 4, 6]
@@ -131,26 +121,16 @@ def test_resume_gives_the_uninterrupted_run(model_dir, demo_data, tmp_path):
     assert json.loads(metrics_lines(straight)[1])["train_loss"] != json.loads(metrics_lines(straight)[2])["train_loss"]
 
 
-def test_resume_from_a_fresh_split_matches_too(model_dir, demo_data, tmp_path):
+@pytest.mark.slow
+def test_resume_from_a_fresh_split_matches_too(config, demo_train_flags, tmp_path):
     """Resuming into a new process (subprocess) from a run killed after checkpoint-4 while saving checkpoint-6."""
     reference = tmp_path / "reference"
-    train(config(model_dir, demo_data, reference, max_steps=8, save_steps=2, eval_steps=3))
+    train(config(reference, max_steps=8, save_steps=2, eval_steps=3))
 
     killed = tmp_path / "killed"
-    command = [
-        sys.executable, REPO_ROOT / "train" / "train.py",
-        "--model", model_dir, "--train_data", demo_data / "train.tsv", "--valid_data", demo_data / "dev.tsv",
-        "--output_path", killed, "--batch_size", 16, "--max_length", 24, "--learning_rate", 1e-3,
-        "--hard_negative_weight", 0.3, "--eval_step", 3, "--max_steps", 8, "--save_steps", 2,
-    ]  # fmt: skip
-    command = [str(part) for part in command]
-    env = {**os.environ, "SIMCSE_TEST_PAUSE_IN_SAVE": "checkpoint-6"}
-    process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
-    for line in process.stderr:
-        if "pausing inside the save of checkpoint-6" in line:
-            break
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    flags = demo_train_flags(killed, dropout=0.1, hard_negative_weight=0.3, eval_steps=3, max_steps=8, save_steps=2)
+    command = [sys.executable, str(TRAIN_SCRIPT), *flags]
+    kill_while_saving(command, "checkpoint-6")
     # The killed save left a staging folder, never a checkpoint-6 that loads.
     assert [p.name for p in checkpoint.list_checkpoints(killed)] == ["checkpoint-2", "checkpoint-4"]
     assert not (killed / "checkpoint-6").exists() and (killed / ".staging-checkpoint-6").exists()
@@ -165,20 +145,45 @@ def test_resume_from_a_fresh_split_matches_too(model_dir, demo_data, tmp_path):
         torch.testing.assert_close(got[name], expected[name], atol=1e-6, rtol=0)
 
 
-def test_resume_refuses_changed_settings(model_dir, demo_data, tmp_path):
-    train(config(model_dir, demo_data, tmp_path, max_steps=2, save_steps=2))
+def test_resume_refuses_changed_settings(config, tmp_path):
+    train(config(tmp_path, max_steps=2, save_steps=2))
     with pytest.raises(ValueError) as error:
-        train(config(model_dir, demo_data, tmp_path, max_steps=2, save_steps=2, batch_size=8, max_length=32,
+        train(config(tmp_path, max_steps=2, save_steps=2, batch_size=8, max_length=32,
                      resume_from_checkpoint="latest"))  # fmt: skip
     assert "--batch_size 16 -> 8" in str(error.value) and "--max_length 24 -> 32" in str(error.value)
     with pytest.raises(ValueError, match="--model"):
-        train(config(model_dir, demo_data, tmp_path, model=str(tmp_path), max_steps=2, resume_from_checkpoint="latest"))
+        train(config(tmp_path, model=str(tmp_path), max_steps=2, resume_from_checkpoint="latest"))
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
-        train(config(model_dir, demo_data, tmp_path / "elsewhere", resume_from_checkpoint="latest"))
+        train(config(tmp_path / "elsewhere", resume_from_checkpoint="latest"))
 
 
-def test_save_total_limit_keeps_the_newest_and_the_best(model_dir, demo_data, tmp_path):
-    train(config(model_dir, demo_data, tmp_path, max_steps=8, save_steps=2, save_total_limit=2))
+def test_a_checkpoint_written_before_a_flag_was_renamed_still_resumes(config, tmp_path):
+    """Checkpoints of earlier releases record --eval_steps under its old name eval_step: they still resume,
+    still refuse a changed value, and the resumed run ends as an uninterrupted one does."""
+    straight = tmp_path / "straight"
+    train(config(straight, max_steps=4, save_steps=2))
+    old = tmp_path / "old"
+    train(config(old, max_steps=4, save_steps=2))
+    shutil.rmtree(old / "checkpoint-4")
+    lines = [line for line in metrics_lines(old) if json.loads(line)["step"] <= 2]
+    (old / METRICS_NAME).write_text("\n".join(lines) + "\n")
+    for path in (old / "checkpoint-2" / TRAINER_STATE_NAME, old / TRAIN_ARGS_NAME):
+        saved = json.loads(path.read_text())
+        settings = saved["config"] if "config" in saved else saved["args"]
+        settings["eval_step"] = settings.pop("eval_steps")
+        path.write_text(json.dumps(saved))
+
+    with pytest.raises(ValueError, match="--eval_steps 2 -> 3"):
+        train(config(old, max_steps=4, save_steps=2, eval_steps=3, resume_from_checkpoint="latest"))
+    train(config(old, max_steps=4, save_steps=2, resume_from_checkpoint="latest"))
+    assert metrics_lines(old) == metrics_lines(straight)
+    expected, got = load_file(straight / "checkpoint-4" / "model.safetensors"), load_file(old / "checkpoint-4" / "model.safetensors")
+    for name in expected:
+        torch.testing.assert_close(got[name], expected[name], atol=0, rtol=0)
+
+
+def test_save_total_limit_keeps_the_newest_and_the_best(config, tmp_path):
+    train(config(tmp_path, max_steps=8, save_steps=2, save_total_limit=2))
     assert [p.name for p in checkpoint.list_checkpoints(tmp_path)] == ["checkpoint-6", "checkpoint-8"]
     assert (tmp_path / "model.safetensors").exists()
     state = checkpoint.read_trainer_state(tmp_path / "checkpoint-8")
@@ -190,18 +195,9 @@ def test_save_total_limit_keeps_the_newest_and_the_best(model_dir, demo_data, tm
 # Saves a crash cannot corrupt
 
 
-def test_best_model_save_killed_before_completion_leaves_nothing_that_loads(model_dir, demo_data, tmp_path):
-    command = [sys.executable, REPO_ROOT / "train" / "train.py", "--model", model_dir, "--train_data",
-               demo_data / "train.tsv", "--valid_data", demo_data / "dev.tsv", "--output_path", tmp_path,
-               "--batch_size", 16, "--max_length", 24, "--max_steps", 2]  # fmt: skip
-    env = {**os.environ, "SIMCSE_TEST_PAUSE_IN_SAVE": "best model"}
-    process = subprocess.Popen([str(c) for c in command], env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                               text=True)  # fmt: skip
-    for line in process.stderr:
-        if "pausing inside the save" in line:
-            break
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+@pytest.mark.slow
+def test_best_model_save_killed_before_completion_leaves_nothing_that_loads(demo_train_flags, tmp_path):
+    kill_while_saving([sys.executable, str(TRAIN_SCRIPT), *demo_train_flags(tmp_path, max_steps=2)], "best model")
     assert not (tmp_path / "model.safetensors").exists() and not (tmp_path / "config.json").exists()
     with pytest.raises((OSError, ValueError)):  # the folder does not load
         SimCSEModel(tmp_path)
@@ -229,7 +225,7 @@ def test_recover_finishes_a_move_cut_short(tiny_bert_dir, tmp_path):
 # Failing safely
 
 
-def test_non_finite_loss_stops_with_step_and_last_checkpoint(model_dir, demo_data, tmp_path, monkeypatch):
+def test_non_finite_loss_stops_with_step_and_last_checkpoint(config, tmp_path, monkeypatch):
     import simcse.trainer
 
     real_loss, calls = simcse.trainer.info_nce, []
@@ -241,7 +237,7 @@ def test_non_finite_loss_stops_with_step_and_last_checkpoint(model_dir, demo_dat
 
     monkeypatch.setattr(simcse.trainer, "info_nce", loss_that_breaks)
     with pytest.raises(NonFiniteLossError, match=r"loss is nan at step 5; last good checkpoint: .*checkpoint-4"):
-        train(config(model_dir, demo_data, tmp_path, max_steps=8, save_steps=2))
+        train(config(tmp_path, max_steps=8, save_steps=2))
 
 
 def test_training_state_refuses_arbitrary_pickles(tmp_path):

@@ -4,14 +4,12 @@ the concatenated global batch; GradCache under DDP too; and a torchrun run of tr
 import gc
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from conftest import KOREAN_SENTENCES, REPO_ROOT
+from conftest import KOREAN_SENTENCES, REPO_ROOT, run_script
 from torch.nn.parallel import DistributedDataParallel
 
 from simcse import distributed
@@ -108,7 +106,7 @@ def worker(rank, model_dir, init_file, out_dir, num_sent, dropout, chunk):
     (out_dir / f"rank{rank}.json").write_text(json.dumps(report))
     # Free DDP's reducer while the process group lives: freeing it after can deadlock gloo's teardown.
     dist.barrier()
-    del ddp, model
+    ddp = model = None
     gc.collect()
     dist.barrier()
     dist.destroy_process_group()
@@ -135,22 +133,18 @@ def test_grad_cache_under_ddp_matches_the_full_batch(tmp_path, tiny_bert_dir, nu
         assert report["max_gradient_difference"] <= 1e-5
 
 
-def test_torchrun_train_then_eval(tmp_path):
-    data = tmp_path / "data"
-    subprocess.run([sys.executable, str(REPO_ROOT / "data" / "make_demo_data.py"), "--output_dir", str(data),
-                    "--num_train", "90", "--num_eval", "30"], check=True, capture_output=True)  # fmt: skip
-    subprocess.run([sys.executable, str(REPO_ROOT / "train" / "build_random_model.py"), "--corpus",
-                    str(data / "corpus.txt"), "--output_path", str(tmp_path / "bert"), "--hidden_size", "32",
-                    "--num_attention_heads", "2", "--intermediate_size", "64"], check=True, capture_output=True)  # fmt: skip
+@pytest.mark.slow
+def test_torchrun_train_then_eval(tmp_path, demo_data):
+    model = tmp_path / "bert"
+    run_script(REPO_ROOT / "train" / "build_random_model.py", "--corpus", demo_data / "corpus.txt", "--output_path",
+               model, "--hidden_size", 32, "--num_attention_heads", 2, "--intermediate_size", 64)  # fmt: skip
     output = tmp_path / "run"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "MODEL": str(tmp_path / "bert"), "NPROC": "2", "OUTPUT": str(output)}
-    result = subprocess.run(
-        ["bash", str(REPO_ROOT / "train" / "run_train_ddp.sh"), "--train_data", str(data / "train.tsv"),
-         "--valid_data", str(data / "dev.tsv"), "--batch_size", "16", "--max_length", "24", "--max_steps", "4",
-         "--eval_step", "2", "--grad_cache_chunk", "4", "--save_steps", "2"],
-        capture_output=True, text=True, env=env, timeout=300,
+    result = run_script(
+        REPO_ROOT / "train" / "run_train_ddp.sh", "--train_data", demo_data / "train.tsv",
+        "--valid_data", demo_data / "dev.tsv", "--batch_size", 16, "--max_length", 24, "--max_steps", 4,
+        "--eval_steps", 2, "--grad_cache_chunk", 4, "--save_steps", 2,
+        env={"MODEL": str(model), "NPROC": "2", "OUTPUT": str(output)},
     )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
     info = json.loads((output / "train_args.json").read_text())
     assert info["world_size"] == 2 and info["per_process_batch"] == 8 and info["grad_cache_chunk"] == 4
     assert info["negatives_per_anchor"] == 16 - 1 + 16
@@ -158,6 +152,6 @@ def test_torchrun_train_then_eval(tmp_path):
     assert result.stdout.count("done: ") == 1  # only the first process reports
     state = json.loads((output / "checkpoint-4" / "trainer_state.json").read_text())
     assert state["world_size"] == 2
-    evaluated = subprocess.run([sys.executable, str(REPO_ROOT / "evaluation" / "eval.py"), "--model", str(output),
-                                "--test_data", str(data / "test.tsv")], capture_output=True, text=True, env=env)  # fmt: skip
-    assert evaluated.returncode == 0 and "Cosine Spearman" in evaluated.stdout
+    evaluated = run_script(REPO_ROOT / "evaluation" / "eval.py", "--model", output, "--test_data",
+                           demo_data / "test.tsv")  # fmt: skip
+    assert "Cosine Spearman" in evaluated.stdout

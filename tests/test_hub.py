@@ -7,6 +7,7 @@ import sys
 import pytest
 import yaml
 from conftest import REPO_ROOT
+from huggingface_hub.utils import filter_repo_objects
 
 import simcse.hub
 from simcse.evaluate import METRIC_KEYS, write_eval_report
@@ -28,8 +29,11 @@ def checkpoint_folder(tiny_bert_dir, tmp_path):
         "klue_sts_dev": {key: 0.6 + i / 1000 for i, key in enumerate(METRIC_KEYS)},
     }
     write_eval_report(tmp_path / "eval_results.json", "outputs/x", model, results)
-    (tmp_path / "checkpoint-100").mkdir()
-    (tmp_path / "checkpoint-100" / "training_state.pt").write_bytes(b"state")
+    # What must stay local: a training checkpoint (nested files too) and a save cut short by a crash.
+    for unpublished in ("checkpoint-100/training_state.pt", "checkpoint-100/2_Dense/model.safetensors",
+                        ".staging-model/model.safetensors"):  # fmt: skip
+        (tmp_path / unpublished).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / unpublished).write_bytes(b"state")
     return tmp_path
 
 
@@ -83,6 +87,11 @@ def fake_hub(monkeypatch):
 
     def upload_folder(**kwargs):
         calls["upload_folder"] = kwargs
+        # The files upload_folder would send: its own filter, applied to the folder's relative paths.
+        folder = kwargs["folder_path"]
+        files = [path.relative_to(folder).as_posix() for path in sorted(folder.rglob("*")) if path.is_file()]
+        calls["uploaded"] = list(filter_repo_objects(files, allow_patterns=kwargs.get("allow_patterns"),
+                                                     ignore_patterns=kwargs.get("ignore_patterns")))  # fmt: skip
 
     monkeypatch.setattr(simcse.hub, "create_repo", create_repo)
     monkeypatch.setattr(simcse.hub, "upload_folder", upload_folder)
@@ -104,7 +113,10 @@ def test_push_sends_the_folder_repo_and_privacy(checkpoint_folder, fake_hub, cap
     assert fake_hub["create_repo"]["repo_id"] == "me/model" and fake_hub["create_repo"]["private"] is True
     upload = fake_hub["upload_folder"]
     assert upload["repo_id"] == "me/model" and upload["folder_path"] == checkpoint_folder
-    assert "checkpoint-*" in upload["ignore_patterns"]
+    uploaded = fake_hub["uploaded"]
+    assert not [path for path in uploaded if path.startswith(("checkpoint-", ".staging-"))]
+    assert {"README.md", "config.json", "model.safetensors", "simcse_config.json", "modules.json",
+            "2_Dense/model.safetensors", "eval_results.json", "train_args.json"} <= set(uploaded)  # fmt: skip
     assert "token" not in upload and "token" not in fake_hub["create_repo"]
     assert (checkpoint_folder / "README.md").read_text().startswith("---\n")
     assert_token_written_nowhere(checkpoint_folder, *capsys.readouterr())
@@ -124,24 +136,14 @@ def test_push_to_hub_script(checkpoint_folder, fake_hub, monkeypatch, capsys):
     assert_token_written_nowhere(checkpoint_folder, *capsys.readouterr())
 
 
-def test_train_pushes_the_best_checkpoint(tmp_path, fake_hub, capsys):
-    import subprocess
+def test_train_pushes_the_best_checkpoint(demo_config, demo_data, demo_bert, tmp_path, fake_hub, capsys):
+    from simcse.trainer import train
 
-    from simcse.random_encoder import build_random_encoder
-    from simcse.trainer import TrainConfig, train
-
-    data = tmp_path / "data"
-    subprocess.run([sys.executable, str(REPO_ROOT / "data" / "make_demo_data.py"), "--output_dir", str(data),
-                    "--num_train", "64", "--num_eval", "30"], check=True, capture_output=True)  # fmt: skip
-    corpus = (data / "corpus.txt").read_text(encoding="utf-8").splitlines()
-    model = build_random_encoder(tmp_path / "bert", corpus, hidden_size=32, num_attention_heads=2, intermediate_size=64)
     output = tmp_path / "run"
-    result = train(TrainConfig(model=str(model), train_data=str(data / "train.tsv"), valid_data=str(data / "dev.tsv"),
-                               output_path=str(output), batch_size=16, max_length=24, max_steps=2,
-                               push_to_hub="me/run", hub_private=True))  # fmt: skip
+    result = train(demo_config(output, max_steps=2, push_to_hub="me/run", hub_private=True))
     assert fake_hub["create_repo"]["private"] is True and fake_hub["upload_folder"]["folder_path"] == output
     report = json.loads((output / "eval_results.json").read_text())
-    assert report["results"][str(data / "dev.tsv")]["cosine_spearman"] == result.best_score
+    assert report["results"][str(demo_data / "dev.tsv")]["cosine_spearman"] == result.best_score
     card = (output / "README.md").read_text()
-    assert "base_model" not in front_matter(card) and f"| `model` | `{model}` |" in card  # a local folder
+    assert "base_model" not in front_matter(card) and f"| `model` | `{demo_bert}` |" in card  # a local folder
     assert_token_written_nowhere(output, *capsys.readouterr())

@@ -28,14 +28,18 @@ def test_poolers_match_a_naive_computation(tiny_model_dir, korean_sentences, poo
         got = model(**batch)
         reference = AutoModel.from_pretrained(tiny_model_dir)(**batch, output_hidden_states=True)
     states, mask = reference.hidden_states, batch["attention_mask"]
-    assert len(states) == 3  # embeddings + 2 layers: first layer output is states[1], not states[0]
+    assert len(states) == 4  # embeddings + 3 layers: first layer output is states[1], not states[0]
     expected = {
-        "avg": naive_mean(states[-1], mask),
-        "avg_first_last": naive_mean((states[1] + states[2]) / 2, mask),
-        "avg_top2": naive_mean((states[1] + states[2]) / 2, mask),
-        "cls_before_pooler": states[-1][:, 0],
-    }[pooler]
-    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+        "avg": naive_mean(states[3], mask),
+        "avg_first_last": naive_mean((states[1] + states[3]) / 2, mask),
+        "avg_top2": naive_mean((states[2] + states[3]) / 2, mask),
+        "cls_before_pooler": states[3][:, 0],
+    }
+    torch.testing.assert_close(got, expected[pooler], atol=1e-5, rtol=1e-5)
+    # The poolers are told apart: the comparison above fails for any other pooler's formula.
+    for other, vectors in expected.items():
+        if other != pooler:
+            assert (got - vectors).abs().max() > 1e-3, other
 
 
 def test_pool_first_last_uses_first_layer_not_embeddings():

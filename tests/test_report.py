@@ -2,13 +2,12 @@
 
 import json
 import math
-import os
 import statistics
 import subprocess
 import sys
 
 import pytest
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, run_script
 
 from simcse.evaluate import METRIC_KEYS
 from simcse.report import BEST_DEV, curve, find_runs, format_summary_table, non_finite_points, plot_runs, summarize
@@ -68,25 +67,21 @@ def test_nan_points_are_found():
     assert non_finite_points(lines) == ["step 10: train_loss is nan", "step 20: cosine_spearman is inf"]
 
 
-def run_script(*args):
-    return subprocess.run([sys.executable, *map(str, args)], capture_output=True, text=True, timeout=120)
-
-
-def test_summarize_script_writes_json(tmp_path):
+def test_summarize_script_writes_json(tmp_path, run_here):
     write_run(tmp_path / "seed-1", [0.3, 0.7])
     write_run(tmp_path / "seed-2", [0.3, 0.9])
-    result = run_script(REPO_ROOT / "evaluation" / "summarize.py", tmp_path)
+    result = run_here(REPO_ROOT / "evaluation" / "summarize.py", tmp_path)
     assert result.returncode == 0, result.stderr
     assert "80.00 ± 14.14" in result.stdout
     assert json.loads((tmp_path / "summary.json").read_text())["datasets"][BEST_DEV]["cosine_spearman"]["mean"] == 0.8
 
 
-def test_plot_writes_a_png_and_reports_nan(tmp_path):
+def test_plot_writes_a_png_and_reports_nan(tmp_path, run_here):
     write_run(tmp_path / "seed-1", [0.3, 0.5, 0.7, 0.75])
     write_run(tmp_path / "seed-2", [0.3, 0.6, 0.65, 0.7])
     with (tmp_path / "seed-2" / "metrics.jsonl").open("a") as file:
         file.write(json.dumps({"step": 40, "train_loss": math.nan, "cosine_spearman": math.nan}) + "\n")
-    result = run_script(REPO_ROOT / "evaluation" / "plot_metrics.py", tmp_path)
+    result = run_here(REPO_ROOT / "evaluation" / "plot_metrics.py", tmp_path)
     assert result.returncode == 0, result.stderr
     assert "warning: run seed-2: step 40: train_loss is nan" in result.stdout
     assert "warning: run seed-2: step 40: cosine_spearman is nan" in result.stdout
@@ -134,18 +129,15 @@ def test_plot_without_matplotlib_says_what_to_install(tmp_path):
     assert result.returncode == 1 and "pip install matplotlib" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_run_seeds_script(tmp_path, tiny_bert_dir):
-    data = tmp_path / "data"
-    run_script(REPO_ROOT / "data" / "make_demo_data.py", "--output_dir", data, "--num_train", 40, "--num_eval", 20)
+@pytest.mark.slow
+def test_run_seeds_script(tmp_path, demo_data, demo_bert):
+    data = demo_data
     output = tmp_path / "seeds"
-    result = subprocess.run(
-        ["bash", str(REPO_ROOT / "train" / "run_seeds.sh"), "3", "4", "--", "--model", str(tiny_bert_dir),
-         "--train_data", str(data / "train.tsv"), "--valid_data", str(data / "dev.tsv"), f"--output_path={output}",
-         "--batch_size", "8", "--max_steps", "2", "--max_length", "24"],
-        capture_output=True, text=True, env={**os.environ, "EVAL_DATA": str(data / "test.tsv")},
-        timeout=300,
+    result = run_script(
+        REPO_ROOT / "train" / "run_seeds.sh", "3", "4", "--", "--model", demo_bert,
+        "--train_data", data / "train.tsv", "--valid_data", data / "dev.tsv", f"--output_path={output}",
+        "--batch_size", 8, "--max_steps", 2, "--max_length", 24, env={"EVAL_DATA": str(data / "test.tsv")},
     )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-2000:]
     for seed in (3, 4):
         args = json.loads((output / f"seed-{seed}" / "train_args.json").read_text())["args"]
         assert args["seed"] == seed and args["output_path"] == str(output / f"seed-{seed}")
@@ -153,6 +145,5 @@ def test_run_seeds_script(tmp_path, tiny_bert_dir):
     assert summary["runs"] == ["seed-3", "seed-4"] and list(summary["datasets"]) == [str(data / "test.tsv")]
     assert "± " in result.stdout
 
-    bad = subprocess.run(["bash", str(REPO_ROOT / "train" / "run_seeds.sh"), "3", "--", "--train_data", "x.tsv"],
-                         capture_output=True, text=True)  # fmt: skip
+    bad = run_script(REPO_ROOT / "train" / "run_seeds.sh", "3", "--", "--train_data", "x.tsv", check=False)
     assert bad.returncode == 2 and "--output_path is required" in bad.stderr

@@ -1,73 +1,30 @@
-"""End-to-end runs of the scripts users call, as subprocesses, on tiny models and the demo data."""
+"""End-to-end runs of the scripts users call, on tiny models and the demo data.
+
+Runs in a fresh process (as a user runs them) are marked slow; errors are checked in this process too, where
+they cost no interpreter start."""
 
 import csv
 import json
-import os
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 import torch
-from conftest import REPO_ROOT
+from conftest import EVAL_SCRIPT, REPO_ROOT, TRAIN_SCRIPT, assert_one_line_error, run_script
 from transformers import AutoModel, AutoTokenizer
 
+from simcse.config import DEFAULT_MAX_LENGTH
 from simcse.data import load_sts, load_train_data
 from simcse.evaluate import sts_metrics
+from simcse.run_folder import EVAL_RESULTS_NAME, METRICS_NAME, SIMCSE_CONFIG_NAME, TRAIN_ARGS_NAME
 
 
-def run(*args, env=None, check=True):
-    """Run a repo script (python file or bash script) from a neutral directory; returns the process."""
-    command = ["bash", *args] if str(args[0]).endswith(".sh") else [sys.executable, *args]
-    result = subprocess.run(
-        [str(a) for a in command],
-        cwd=REPO_ROOT.parent,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})},
-        timeout=300,
-    )
-    if check and result.returncode != 0:
-        raise AssertionError(f"{args} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
-    return result
-
-
-TRAIN = REPO_ROOT / "train" / "train.py"
-EVAL = REPO_ROOT / "evaluation" / "eval.py"
-
-
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    """Demo data (small) and a tiny random BERT and RoBERTa built from its corpus, by the repo's scripts."""
-    root = tmp_path_factory.mktemp("demo")
-    run(REPO_ROOT / "data" / "make_demo_data.py", "--output_dir", root / "data", "--num_train", 300, "--num_eval", 60)
-    for model_type in ("bert", "roberta"):
-        run(
-            REPO_ROOT / "train" / "build_random_model.py",
-            "--corpus", root / "data" / "corpus.txt",
-            "--output_path", root / model_type,
-            "--model_type", model_type,
-            "--hidden_size", 32, "--num_attention_heads", 2, "--intermediate_size", 64,
-        )  # fmt: skip
-    (root / "data" / "corpus_with_blanks.txt").write_text(
-        (root / "data" / "corpus.txt").read_text(encoding="utf-8").replace("\n", "\n\n", 5), encoding="utf-8"
-    )
-    return root
-
-
-def train_run(demo, tmp_path, train_data, *extra, model="bert"):
+def train_run(demo_train_flags, tmp_path, train_data, *extra, **changes):
+    """train.py on the demo data in a fresh process: 4 steps, evaluating every 2."""
     output = tmp_path / "run"
-    result = run(
-        TRAIN,
-        "--model", demo / model,
-        "--train_data", train_data,
-        "--valid_data", demo / "data" / "dev.tsv",
-        "--output_path", output,
-        "--batch_size", 16, "--max_length", 24, "--learning_rate", 1e-3,
-        "--max_steps", 4, "--eval_step", 2,
-        *extra,
-    )  # fmt: skip
-    lines = [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines()]
+    result = run_script(TRAIN_SCRIPT, *demo_train_flags(output, train_data=train_data, max_steps=4, **changes), *extra)
+    lines = [json.loads(line) for line in (output / METRICS_NAME).read_text().splitlines()]
     return output, lines, result
 
 
@@ -83,28 +40,30 @@ def embeddings_with_plain_transformers(folder, sentences, output):
     return outputs.last_hidden_state[:, 0].numpy()
 
 
-def test_supervised_triplets_end_to_end(demo, tmp_path):
-    output, lines, result = train_run(demo, tmp_path, demo / "data" / "train.tsv", "--hard_negative_weight", 0.5)
+@pytest.mark.slow
+def test_supervised_triplets_end_to_end(demo_data, demo_train_flags, tmp_path):
+    output, lines, result = train_run(demo_train_flags, tmp_path, demo_data / "train.tsv", hard_negative_weight=0.5)
     assert [line["step"] for line in lines] == [0, 2, 4]
     assert lines[0]["train_loss"] is None and all(np.isfinite(line["train_loss"]) for line in lines[1:])
     for line in lines:
         assert {"epoch", "learning_rate", "cosine_spearman", "avg", "dot_pearson"} <= set(line)
-    info = json.loads((output / "train_args.json").read_text())
+    info = json.loads((output / TRAIN_ARGS_NAME).read_text())
     assert info["args"]["hard_negative_weight"] == 0.5 and info["args"]["batch_size"] == 16
     assert {"torch", "transformers", "python"} <= set(info["versions"]) and info["device"]["type"] == "cpu"
-    assert json.loads((output / "simcse_config.json").read_text())["pooler"] == "cls"
+    assert json.loads((output / SIMCSE_CONFIG_NAME).read_text())["pooler"] == "cls"
     assert (output / "model.safetensors").is_file()
     assert "before training, best" in result.stdout and "mean training loss" in result.stdout
 
     # The head is in the checkpoint's pooler: plain AutoModel's pooler_output reproduces the logged score.
     best = max(lines, key=lambda line: line["cosine_spearman"])
-    dev = load_sts(demo / "data" / "dev.tsv")
+    dev = load_sts(demo_data / "dev.tsv")
     vectors = embeddings_with_plain_transformers(output, dev.sentences1 + dev.sentences2, "pooler_output")
     metrics = sts_metrics(vectors[: len(dev)], vectors[len(dev) :], dev.scores)
     assert metrics["cosine_spearman"] == pytest.approx(best["cosine_spearman"], abs=1e-4)
 
     # eval.py on the best checkpoint reproduces it too, prints the table and writes every metric.
-    result = run(EVAL, "--model", output, "--test_data", demo / "data" / "dev.tsv", "--output_path", tmp_path / "e.json")
+    result = run_script(EVAL_SCRIPT, "--model", output, "--test_data", demo_data / "dev.tsv",
+                        "--output_json", tmp_path / "e.json")  # fmt: skip
     report = json.loads((tmp_path / "e.json").read_text())
     (name,) = report["results"]
     assert report["results"][name]["cosine_spearman"] == pytest.approx(best["cosine_spearman"], abs=1e-4)
@@ -113,86 +72,121 @@ def test_supervised_triplets_end_to_end(demo, tmp_path):
     assert f"{100 * best['cosine_spearman']:.2f}" in result.stdout
 
 
-def test_unsupervised_txt_end_to_end(demo, tmp_path):
-    output, lines, result = train_run(demo, tmp_path, demo / "data" / "corpus_with_blanks.txt", "--mlp_only_train")
+@pytest.mark.slow
+def test_unsupervised_txt_end_to_end(demo_data, demo_train_flags, tmp_path):
+    output, lines, result = train_run(demo_train_flags, tmp_path, demo_data / "corpus_with_blanks.txt",
+                                      "--mlp_only_train")  # fmt: skip
     assert "skipped 5 blank line(s)" in result.stderr
-    saved = json.loads((output / "simcse_config.json").read_text())
+    saved = json.loads((output / SIMCSE_CONFIG_NAME).read_text())
     assert saved["pooler"] == "cls" and saved["mlp_only_train"] is True
     # mlp_only_train: the embedding is the CLS vector before the head.
     best = max(lines, key=lambda line: line["cosine_spearman"])
-    dev = load_sts(demo / "data" / "dev.tsv")
+    dev = load_sts(demo_data / "dev.tsv")
     vectors = embeddings_with_plain_transformers(output, dev.sentences1 + dev.sentences2, "cls")
     metrics = sts_metrics(vectors[: len(dev)], vectors[len(dev) :], dev.scores)
     assert metrics["cosine_spearman"] == pytest.approx(best["cosine_spearman"], abs=1e-4)
-    result = run(EVAL, "--model", output, "--test_data", demo / "data" / "dev.tsv")
+    result = run_script(EVAL_SCRIPT, "--model", output, "--test_data", demo_data / "dev.tsv")
     assert "pooler cls (mlp_only_train)" in result.stdout
 
 
-def test_pairs_with_roberta_and_epoch_evaluation(demo, tmp_path):
-    pairs = demo / "data" / "pairs.tsv"
-    output, lines, _ = train_run(
-        demo, tmp_path, pairs, "--max_steps", 100, "--batch_size", 128, "--eval_strategy", "epoch", "--pooler", "avg",
-        model="roberta",
-    )  # fmt: skip
+def test_pairs_with_roberta_and_epoch_evaluation(demo_data, demo_roberta, demo_train_flags, run_here, tmp_path):
+    pairs = demo_data / "pairs.tsv"
+    output = tmp_path / "run"
+    flags = demo_train_flags(output, model=demo_roberta, train_data=pairs, max_steps=100, batch_size=128,
+                             eval_strategy="epoch", pooler="avg")  # fmt: skip
+    assert run_here(TRAIN_SCRIPT, *flags).returncode == 0
+    lines = [json.loads(line) for line in (output / METRICS_NAME).read_text().splitlines()]
     steps_per_epoch = -(-len(load_train_data(pairs)) // 128)
     assert [line["step"] for line in lines] == [0, steps_per_epoch]
     assert lines[-1]["epoch"] == 1.0
-    assert json.loads((output / "simcse_config.json").read_text())["pooler"] == "avg"
+    assert json.loads((output / SIMCSE_CONFIG_NAME).read_text())["pooler"] == "avg"
     assert AutoModel.from_pretrained(output).config.model_type == "roberta"
 
 
+@pytest.mark.slow
 def test_demo_script_learns(tmp_path):
     """The README's first command: the dev score must rise far above its value before training."""
-    result = run(REPO_ROOT / "train" / "run_demo.sh", env={"DEMO_DIR": str(tmp_path)})
-    lines = [json.loads(line) for line in (tmp_path / "model" / "metrics.jsonl").read_text().splitlines()]
+    result = run_script(REPO_ROOT / "train" / "run_demo.sh", env={"DEMO_DIR": str(tmp_path)})
+    lines = [json.loads(line) for line in (tmp_path / "model" / METRICS_NAME).read_text().splitlines()]
     before, best = lines[0]["cosine_spearman"], max(line["cosine_spearman"] for line in lines)
     assert best > before + 0.3, (before, best)
-    report = json.loads((tmp_path / "model" / "eval_results.json").read_text())
+    report = json.loads((tmp_path / "model" / EVAL_RESULTS_NAME).read_text())
     assert report["results"][str(tmp_path / "data" / "dev.tsv")]["cosine_spearman"] == pytest.approx(best, abs=1e-4)
     assert "Cosine Spearman" in result.stdout
 
 
 # ---------------------------------------------------------------------------------------------------
-# Errors: one line, non-zero exit, no traceback
+# Flags, help and errors: one line, non-zero exit, no traceback
 
 
-def assert_one_line_error(result, *fragments):
-    assert result.returncode != 0
-    assert "Traceback" not in result.stderr
-    error_lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(error_lines) == 1, result.stderr
-    for fragment in fragments:
-        assert fragment in error_lines[0], (fragment, error_lines[0])
+def test_help_and_flag_errors_answer_without_importing_torch():
+    """--help shows every default, and a bad flag or value is refused, before torch is imported."""
+    probe = (
+        "import runpy, sys\n"
+        "sys.argv = [sys.argv[1], *sys.argv[2:]]\n"
+        "try:\n    runpy.run_path(sys.argv[0], run_name='__main__')\n"
+        "except SystemExit as exit:\n    print('exit', exit.code)\n"
+        "print('torch imported:', 'torch' in sys.modules)\n"
+    )
+
+    def probe_run(script, *args):
+        return subprocess.run([sys.executable, "-c", probe, str(script), *args], capture_output=True, text=True)
+
+    help_text = probe_run(TRAIN_SCRIPT, "--help").stdout
+    assert "exit 0" in help_text and "torch imported: False" in help_text
+    assert "(default: klue/bert-base)" in help_text and "(default: same as --model)" in help_text
+    assert "--eval_steps EVAL_STEPS, --eval_step EVAL_STEPS" in help_text
+    for args in (["--train_data", "x.tsv", "--pooler", "max"], ["--train_data", "x.tsv", "--batch_size", "1"]):
+        refused = probe_run(TRAIN_SCRIPT, *args)
+        assert "torch imported: False" in refused.stdout and "exit 0" not in refused.stdout, refused
+    eval_help = probe_run(EVAL_SCRIPT, "--help").stdout
+    assert "torch imported: False" in eval_help and "auto (CUDA if available" in eval_help
 
 
-def test_train_errors(demo, tmp_path):
-    common = ["--model", demo / "bert", "--valid_data", demo / "data" / "dev.tsv", "--output_path", tmp_path / "out"]
-    missing = run(TRAIN, *common, "--train_data", tmp_path / "missing.tsv", check=False)
+def test_train_errors(demo_data, demo_bert, run_here, tmp_path):
+    common = ["--model", demo_bert, "--valid_data", demo_data / "dev.tsv", "--output_path", tmp_path / "out"]
+    # One in a fresh process, as a user meets it; the others in this process, through the same entry point.
+    missing = run_script(TRAIN_SCRIPT, *common, "--train_data", tmp_path / "missing.tsv", check=False)
     assert_one_line_error(missing, "missing.tsv", "no such file")
 
     bad = tmp_path / "bad.tsv"
     bad.write_text("sent0\tsent1\thard_neg\n가\t나\t다\n가\t나\n", encoding="utf-8")
-    bad_rows = run(TRAIN, *common, "--train_data", bad, check=False)
+    bad_rows = run_here(TRAIN_SCRIPT, *common, "--train_data", bad)
     assert_one_line_error(bad_rows, str(bad), "line 3", "expected 3")
 
-    one = run(TRAIN, *common, "--train_data", demo / "data" / "train.tsv", "--batch_size", 1, check=False)
+    one = run_here(TRAIN_SCRIPT, *common, "--train_data", demo_data / "train.tsv", "--batch_size", 1)
     assert_one_line_error(one, "--batch_size 1")
 
-    no_model = run(TRAIN, *common[2:], "--model", tmp_path / "no-model", "--train_data", demo / "data" / "train.tsv", check=False)
+    no_model = run_here(TRAIN_SCRIPT, *common[2:], "--model", tmp_path / "no-model", "--train_data", demo_data / "train.tsv")
     assert_one_line_error(no_model, "no-model")
 
-    no_dev = run(TRAIN, *common[:2], "--train_data", demo / "data" / "train.tsv", "--valid_data", "korsts_dev",
-                 "--data_dir", tmp_path, check=False)  # fmt: skip
+    no_dev = run_here(TRAIN_SCRIPT, *common[:2], "--train_data", demo_data / "train.tsv", "--valid_data", "korsts_dev",
+                      "--data_dir", tmp_path)  # fmt: skip
     assert_one_line_error(no_dev, "sts-dev.tsv", "download_korsts.sh")
 
-    bad_flag = run(TRAIN, *common, "--train_data", bad, "--pooler", "max", check=False)
+    bad_flag = run_here(TRAIN_SCRIPT, *common, "--train_data", bad, "--pooler", "max")
     assert bad_flag.returncode == 2 and "invalid choice: 'max'" in bad_flag.stderr
     assert not (tmp_path / "out" / "model.safetensors").exists()
 
 
-def test_eval_errors(demo, tmp_path):
-    missing = run(EVAL, "--model", demo / "bert", "--test_data", "klue_sts_dev", "--data_dir", tmp_path, check=False)
+def test_eval_errors(demo_bert, run_here, tmp_path):
+    missing = run_here(EVAL_SCRIPT, "--model", demo_bert, "--test_data", "klue_sts_dev", "--data_dir", tmp_path)
     assert_one_line_error(missing, "klue-sts-v1.1_dev.json", "download_klue_sts.sh")
+
+
+def test_eval_defaults_to_the_checkpoints_max_length_and_keeps_the_old_flag_name(demo_data, demo_bert, run_here,
+                                                                                  tmp_path):  # fmt: skip
+    """eval.py reads the training max length from the checkpoint, else DEFAULT_MAX_LENGTH; --output_path, the
+    JSON flag's old name, still works."""
+    from simcse.model import SimCSEModel
+
+    SimCSEModel(demo_bert, max_length=12).save_pretrained(tmp_path / "trained")
+    for folder, expected in ((tmp_path / "trained", 12), (demo_bert, DEFAULT_MAX_LENGTH)):
+        result = run_here(EVAL_SCRIPT, "--model", folder, "--test_data", demo_data / "dev.tsv",
+                          "--output_path", tmp_path / "e.json")  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        assert f"max_length {expected}" in result.stdout
+        assert json.loads((tmp_path / "e.json").read_text())["max_length"] == expected
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -202,7 +196,7 @@ def test_eval_errors(demo, tmp_path):
 def test_build_nli_triplets_on_xnli_dev(shared_data, tmp_path):
     source = shared_data / "kornli" / "xnli.dev.ko.tsv"
     output = tmp_path / "triplets.tsv"
-    result = run(REPO_ROOT / "data" / "build_nli_triplets.py", "--input", source, "--output", output)
+    result = run_script(REPO_ROOT / "data" / "build_nli_triplets.py", "--input", source, "--output", output)
     assert "triplets written: 830" in result.stdout and "premises seen: 830" in result.stdout
     triplets = load_train_data(output)
     assert len(triplets) == 830 and triplets.num_sent == 3
@@ -223,7 +217,7 @@ def test_build_nli_triplets_counts_skipped_rows(tmp_path):
         "전제 둘\t함의만\tentailment\n전제 셋\t라벨 없음\t-\n",
         encoding="utf-8",
     )
-    result = run(REPO_ROOT / "data" / "build_nli_triplets.py", "--input", source, "--output", tmp_path / "t.tsv")
+    result = run_script(REPO_ROOT / "data" / "build_nli_triplets.py", "--input", source, "--output", tmp_path / "t.tsv")
     assert "triplets written: 1" in result.stdout
     assert "neutral (not used): 1" in result.stdout
     assert "premise without contradiction (its rows): 1" in result.stdout
@@ -248,7 +242,7 @@ def fake_korsts_source(tmp_path):
 def test_download_writes_where_load_sts_looks(fake_korsts_source, tmp_path):
     data_dir = tmp_path / "data"
     env = {"KORNLU_URL": fake_korsts_source.as_uri(), "DATA_DIR": str(data_dir)}
-    run(REPO_ROOT / "data" / "download_korsts.sh", env=env)
+    run_script(REPO_ROOT / "data" / "download_korsts.sh", env=env)
     for name in ("korsts_train", "korsts_dev", "korsts_test"):
         assert load_sts(name, data_dir=data_dir).scores == [3.5]
 
@@ -256,34 +250,35 @@ def test_download_writes_where_load_sts_looks(fake_korsts_source, tmp_path):
 def test_download_fails_loudly(fake_korsts_source, tmp_path):
     data_dir = tmp_path / "data"
     (fake_korsts_source / "KorSTS" / "sts-dev.tsv").write_text("")
-    empty = run(REPO_ROOT / "data" / "download_korsts.sh", env={"KORNLU_URL": fake_korsts_source.as_uri(),
-                                                               "DATA_DIR": str(data_dir)}, check=False)  # fmt: skip
+    empty = run_script(REPO_ROOT / "data" / "download_korsts.sh", check=False,
+                       env={"KORNLU_URL": fake_korsts_source.as_uri(), "DATA_DIR": str(data_dir)})  # fmt: skip
     assert empty.returncode != 0 and "empty download" in empty.stderr
     assert not (data_dir / "korsts" / "sts-dev.tsv").exists()
     assert not list(data_dir.rglob("*.part"))
 
-    missing = run(REPO_ROOT / "data" / "download_klue_sts.sh", env={"KLUE_URL": (tmp_path / "nowhere").as_uri(),
-                                                                   "DATA_DIR": str(data_dir)}, check=False)  # fmt: skip
+    missing = run_script(REPO_ROOT / "data" / "download_klue_sts.sh", check=False,
+                         env={"KLUE_URL": (tmp_path / "nowhere").as_uri(), "DATA_DIR": str(data_dir)})  # fmt: skip
     assert missing.returncode != 0 and "download failed" in missing.stderr
     assert not (data_dir / "klue_sts").exists() or not any((data_dir / "klue_sts").iterdir())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script, train_file", [("run_train_supervised.sh", "train.tsv"),
                                                 ("run_train_unsupervised.sh", "corpus.txt")])  # fmt: skip
-def test_run_scripts_pass_the_recipe_and_extra_flags(demo, tmp_path, script, train_file):
+def test_run_scripts_pass_the_recipe_and_extra_flags(demo_data, demo_bert, tmp_path, script, train_file):
     output = tmp_path / "run"
-    result = run(
+    result = run_script(
         REPO_ROOT / "train" / script,
-        "--train_data", demo / "data" / train_file, "--valid_data", demo / "data" / "dev.tsv",
+        "--train_data", demo_data / train_file, "--valid_data", demo_data / "dev.tsv",
         "--output_path", output, "--max_steps", 2, "--batch_size", 8,
-        env={"MODEL": str(demo / "bert")},
+        env={"MODEL": str(demo_bert)},
     )  # fmt: skip
-    args = json.loads((output / "train_args.json").read_text())["args"]
-    assert args["model"] == str(demo / "bert") and args["batch_size"] == 8
+    args = json.loads((output / TRAIN_ARGS_NAME).read_text())["args"]
+    assert args["model"] == str(demo_bert) and args["batch_size"] == 8 and args["eval_steps"] in (125, 250)
     assert (args["learning_rate"], args["temp"], args["max_length"], args["dropout"], args["amp"]) == (5e-5, 0.05, 64, 0.1, True)
     assert args["mlp_only_train"] is (script == "run_train_unsupervised.sh")
     assert "--amp is ignored on the CPU" in result.stderr
 
-    evaluated = run(REPO_ROOT / "evaluation" / "run_eval.sh", "--test_data", demo / "data" / "test.tsv",
-                    env={"MODEL": str(output)})  # fmt: skip
-    assert (output / "eval_results.json").is_file() and "Cosine Spearman" in evaluated.stdout
+    evaluated = run_script(REPO_ROOT / "evaluation" / "run_eval.sh", "--test_data", demo_data / "test.tsv",
+                           env={"MODEL": str(output)})  # fmt: skip
+    assert (output / EVAL_RESULTS_NAME).is_file() and "Cosine Spearman" in evaluated.stdout

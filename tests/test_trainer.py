@@ -1,20 +1,38 @@
 import pytest
 import torch
+from transformers import get_linear_schedule_with_warmup
 
 from simcse.model import SimCSEModel
 from simcse.trainer import TrainConfig, autocast_dtype, learning_rate_at, parameter_groups
 
 
-def test_learning_rate_warms_up_then_decays_linearly_to_zero():
-    total, warmup, peak = 100, 10, 5e-5
-    rates = [learning_rate_at(step, total, warmup, peak) for step in range(total)]
-    for step in range(warmup):
-        assert rates[step] == pytest.approx(peak * (step + 1) / (warmup + 1))
-    assert rates[warmup] == pytest.approx(peak)
-    for step in range(warmup, total):
-        assert rates[step] == pytest.approx(peak * (total - step) / (total - warmup))
-    assert all(later <= earlier for earlier, later in zip(rates[warmup:], rates[warmup + 1 :]))
-    assert min(rates) > 0 and learning_rate_at(total, total, warmup, peak) == 0.0
+def transformers_rates(total: int, warmup: int, peak: float) -> list[float]:
+    """The learning rate of each optimizer step under transformers' linear schedule, stepped as its Trainer does."""
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=peak)
+    scheduler = get_linear_schedule_with_warmup(optimizer, num_warmup_steps=warmup, num_training_steps=total)
+    rates = []
+    for _ in range(total):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    return rates
+
+
+@pytest.mark.parametrize("total", [1, 7, 100])
+def test_learning_rate_without_warmup_is_transformers_linear_schedule(total):
+    ours = [learning_rate_at(step, total, 0, 5e-5) for step in range(total)]
+    assert ours == pytest.approx(transformers_rates(total, 0, 5e-5), rel=1e-12, abs=0)
+
+
+@pytest.mark.parametrize("total, warmup", [(100, 10), (20, 1), (5, 4)])
+def test_learning_rate_with_warmup_is_transformers_schedule_without_its_zero_step(total, warmup):
+    """transformers spends its first warmup step at rate 0; ours starts at peak / (warmup + 1), climbs the same
+    line and decays to 0 at the same end: transformers' schedule with one more warmup step, its first dropped."""
+    ours = [learning_rate_at(step, total, warmup, 5e-5) for step in range(total)]
+    theirs = transformers_rates(total + 1, warmup + 1, 5e-5)
+    assert theirs[0] == 0.0
+    assert ours == pytest.approx(theirs[1:], rel=1e-12, abs=0)
+    assert min(ours) > 0 and learning_rate_at(total, total, warmup, 5e-5) == 0.0
 
 
 def test_one_epoch_schedule_never_alternates():

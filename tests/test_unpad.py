@@ -5,11 +5,11 @@ import pytest
 import torch
 from transformers import AutoModel
 
+import simcse.unpad
 from simcse.data import STSData
 from simcse.evaluate import evaluate_sts, sts_metrics
 from simcse.model import POOLERS, SimCSEModel, pool
-import simcse.unpad
-from simcse.unpad import Packing, dropout, supports_unpadding, unpadded_forward
+from simcse.unpad import Packing, dropout, supports_unpadding, unpadded_forward, unpadding_problem
 
 MAX_LENGTH = 12
 
@@ -175,3 +175,45 @@ def test_evaluation_equals_the_plain_file_order_computation(tiny_model_dir, kore
 
     expected = sts_metrics(embed(data.sentences1), embed(data.sentences2), data.scores)
     assert got == pytest.approx(expected, abs=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The check at model load: a transformers release this pass does not fit falls back to the padded forward
+
+
+def test_a_current_encoder_passes_the_check(tiny_model_dir):
+    assert unpadding_problem(AutoModel.from_pretrained(tiny_model_dir)) is None
+    assert SimCSEModel(tiny_model_dir).unpad
+
+
+def test_a_renamed_attribute_is_named(tiny_bert_dir):
+    encoder = AutoModel.from_pretrained(tiny_bert_dir)
+    del encoder.encoder.layer[0].attention.self.num_attention_heads  # as a release that renamed it would
+    assert unpadding_problem(encoder) == "this transformers release has no encoder.layer[i].attention.self.num_attention_heads"
+
+
+def test_a_pass_that_no_longer_matches_the_model_is_caught(tiny_bert_dir, monkeypatch):
+    """Attributes all present, but the model computes something else (here: the pass loses the residual)."""
+    monkeypatch.setattr(simcse.unpad, "_output", lambda module, x, residual: module.LayerNorm(module.dense(x)))
+    problem = unpadding_problem(AutoModel.from_pretrained(tiny_bert_dir))
+    assert problem.startswith("the unpadded pass differs from the model's own forward by")
+
+
+def test_the_model_falls_back_to_the_padded_forward_with_one_warning(tiny_bert_dir, korean_sentences, monkeypatch,
+                                                                     caplog):  # fmt: skip
+    import transformers.models.bert.modeling_bert as bert
+
+    original_init = bert.BertSelfAttention.__init__
+
+    def init_of_a_future_release(self, *args, **kwargs):
+        original_init(self, *args, **kwargs)
+        self.heads = self.num_attention_heads  # renamed; the padded forward does not read it
+        del self.num_attention_heads
+
+    monkeypatch.setattr(bert.BertSelfAttention, "__init__", init_of_a_future_release)
+    model = SimCSEModel(tiny_bert_dir, pooler="avg", dropout=0.0).eval()
+    warnings = [record.getMessage() for record in caplog.records if record.levelname == "WARNING"]
+    assert len(warnings) == 1 and "using the padded forward" in warnings[0] and "num_attention_heads" in warnings[0]
+    assert not model.unpad
+    reference = SimCSEModel(tiny_bert_dir, pooler="avg", dropout=0.0, unpad=False).eval()
+    np.testing.assert_allclose(model.encode(korean_sentences), reference.encode(korean_sentences), atol=1e-6)

@@ -1,0 +1,132 @@
+"""TrainConfig is the one declaration of every setting: the parser, the README's flag table, the resume check
+and the model card's recipe all follow it."""
+
+import dataclasses
+import re
+
+import pytest
+from conftest import REPO_ROOT
+
+from simcse.config import (
+    CARD_SETTINGS,
+    RESUME_MUST_MATCH,
+    TrainConfig,
+    build_parser,
+    parse_args,
+    upgrade_saved_settings,
+)
+from simcse.trainer import check_resumable
+
+FIELDS = {field.name: field for field in dataclasses.fields(TrainConfig)}
+
+
+def readme_flag_table() -> dict[str, str]:
+    """flag -> default cell of the README's train.py table, backticks removed."""
+    section = (REPO_ROOT / "README.md").read_text(encoding="utf-8").split("## train/train.py", 1)[1]
+    section = section.split("\n## ", 1)[0]
+    rows = re.findall(r"^\| `(--[a-z_]+)` \| ([^|]*) \|", section, re.M)
+    assert rows, "no flag table under ## train/train.py"
+    return {flag: cell.replace("`", "").strip() for flag, cell in rows}
+
+
+def parser_flags() -> dict[str, object]:
+    """Each flag's primary name -> its default, as the generated parser holds them."""
+    parser = build_parser()
+    return {
+        action.option_strings[0]: action.default
+        for action in parser._actions
+        if action.option_strings and action.dest != "help"
+    }
+
+
+def test_readme_flag_table_lists_exactly_the_generated_flags():
+    assert list(readme_flag_table()) == list(parser_flags())
+
+
+@pytest.mark.parametrize("flag", list(parser_flags()))
+def test_readme_flag_table_shows_each_default(flag):
+    cell, default = readme_flag_table()[flag], parser_flags()[flag]
+    field = FIELDS[flag.removeprefix("--")]
+    if field.name == "train_data":
+        assert cell == "required"
+    elif default is None:
+        assert cell == field.metadata["none_means"].replace("`", "")
+    elif isinstance(default, bool):
+        assert cell == ("on" if default else "off")
+    elif isinstance(default, (int, float)):
+        assert float(cell) == default
+    else:
+        assert cell == default
+
+
+def test_parser_defaults_are_the_config_defaults_and_old_names_still_parse():
+    assert parse_args(["--train_data", "t.tsv"]) == TrainConfig(train_data="t.tsv")
+    assert parse_args(["--train_data", "t.tsv", "--eval_step", "7"]).eval_steps == 7
+    config = parse_args(["--train_data", "t.tsv", "--no-unpad", "--amp", "--max_steps", "5", "--temp", "0.1"])
+    assert (config.unpad, config.amp, config.max_steps, config.temp) == (False, True, 5, 0.1)
+    assert set(vars(build_parser().parse_args(["--train_data", "t.tsv"]))) == set(FIELDS)
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--batch_size", "1"], "--batch_size 1"),
+        (["--epochs", "0"], "--epochs must be at least 1"),
+        (["--warmup_ratio", "1"], "--warmup_ratio must lie in [0, 1)"),
+        (["--learning_rate", "0"], "--learning_rate must be positive"),
+        (["--weight_decay", "-1"], "--weight_decay must be non-negative"),
+        (["--grad_cache_chunk", "0"], "--grad_cache_chunk must be at least 1"),
+        (["--max_length", "1"], "--max_length must be at least 2"),
+        (["--eval_steps", "0"], "--eval_steps must be at least 1"),
+        (["--pooler", "avg", "--mlp_only_train"], "--mlp_only_train needs --pooler cls"),
+    ],
+)
+def test_bad_values_are_refused_by_name(flags, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        parse_args(["--train_data", "t.tsv", *flags])
+
+
+def changed_value(field: dataclasses.Field):
+    value = TrainConfig(train_data="t.tsv").__getattribute__(field.name)
+    if field.metadata["choices"]:
+        return next(choice for choice in field.metadata["choices"] if choice != value)
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, (int, float)):
+        return value + 1
+    return "other"
+
+
+@pytest.mark.parametrize("name", list(FIELDS))
+def test_resume_refuses_exactly_the_settings_that_change_the_run(name):
+    started = TrainConfig(train_data="t.tsv")
+    resumed = dataclasses.replace(started, **{name: changed_value(FIELDS[name])})
+    if name in RESUME_MUST_MATCH:
+        with pytest.raises(ValueError, match=f"--{name} "):
+            check_resumable(resumed, dataclasses.asdict(started))
+    else:
+        check_resumable(resumed, dataclasses.asdict(started))
+
+
+def test_the_derived_lists_are_the_documented_ones():
+    """The resume check and the card's recipe are what earlier releases listed by hand."""
+    assert set(RESUME_MUST_MATCH) == {
+        "model", "tokenizer", "pooler", "mlp_only_train", "dropout", "train_data", "valid_data", "data_dir",
+        "max_length", "batch_size", "epochs", "max_steps", "learning_rate", "weight_decay", "warmup_ratio",
+        "max_grad_norm", "temp", "hard_negative_weight", "mask_duplicate_negatives", "grad_cache_chunk", "amp",
+        "eval_strategy", "eval_steps", "seed",
+    }  # fmt: skip
+    assert set(CARD_SETTINGS) == {
+        "model", "train_data", "pooler", "mlp_only_train", "max_length", "batch_size", "epochs", "max_steps",
+        "learning_rate", "weight_decay", "warmup_ratio", "max_grad_norm", "temp", "hard_negative_weight",
+        "dropout", "amp", "seed",
+    }  # fmt: skip
+
+
+def test_settings_saved_under_old_names_are_read_under_the_new_ones():
+    assert upgrade_saved_settings({"eval_step": 125, "seed": 1}) == {"eval_steps": 125, "seed": 1}
+    saved = dataclasses.asdict(TrainConfig(train_data="t.tsv"))
+    saved["eval_step"] = saved.pop("eval_steps")
+    check_resumable(TrainConfig(train_data="t.tsv"), saved)
+    with pytest.raises(ValueError, match="--eval_steps 100 -> 5"):
+        check_resumable(TrainConfig(train_data="t.tsv", eval_steps=5), saved)
