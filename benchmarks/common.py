@@ -63,4 +63,3 @@ def forward_flops(config, lengths: list[int]) -> float:
     weights_per_layer = 4 * hidden * hidden + 2 * hidden * inner
     tokens = sum(lengths)
     return layers * (2 * weights_per_layer * tokens + 4 * hidden * sum(length * length for length in lengths))
-

@@ -28,8 +28,13 @@ def plain_encode(model, tokenizer, sentences, batch_size, max_length):
     vectors, real, padded = [], 0, 0
     with torch.no_grad():
         for start in range(0, len(sentences), batch_size):
-            batch = tokenizer(sentences[start : start + batch_size], padding=True, truncation=True,
-                              max_length=max_length, return_tensors="pt")  # fmt: skip
+            batch = tokenizer(
+                sentences[start : start + batch_size],
+                padding=True,
+                truncation=True,
+                max_length=max_length,
+                return_tensors="pt",
+            )
             vectors.append(model(**batch).last_hidden_state[:, 0])
             real += int(batch["attention_mask"].sum())
             padded += batch["attention_mask"].numel()
@@ -75,8 +80,10 @@ def main() -> None:
     lengths = [len(ids) for ids in tokenizer(sentences, truncation=True, max_length=args.max_length)["input_ids"]]
     flops = forward_flops(ours.config, lengths)
     peak = matmul_peak_flops()
-    print(f"\n{len(sentences)} sentences, {real} real tokens; file-order batches of {args.batch_size} hold {padded} "
-          f"token slots ({1 - real / padded:.1%} padding)")  # fmt: skip
+    print(
+        f"\n{len(sentences)} sentences, {real} real tokens; file-order batches of {args.batch_size} hold {padded} "
+        f"token slots ({1 - real / padded:.1%} padding)"
+    )
     differences = max(float(np.abs(v - vectors[baseline]).max()) for v in vectors.values())
     print(f"max abs difference of any vectors from the baseline's: {differences:.2e}")
     print(f"matmul peak (fp32, {args.threads} threads): {peak / 1e9:.1f} GFLOP/s\n")
@@ -84,8 +91,10 @@ def main() -> None:
     print("|---|---:|---:|---:|---:|---:|")
     for name, measured in times.items():
         seconds = median(measured)
-        print(f"| {name} | {seconds:.2f} | {len(sentences) / seconds:.0f} | {real / seconds:.0f} "
-              f"| {flops / seconds / peak:.1%} | {median(times[baseline]) / seconds:.2f}x |")  # fmt: skip
+        print(
+            f"| {name} | {seconds:.2f} | {len(sentences) / seconds:.0f} | {real / seconds:.0f} "
+            f"| {flops / seconds / peak:.1%} | {median(times[baseline]) / seconds:.2f}x |"
+        )
 
 
 if __name__ == "__main__":

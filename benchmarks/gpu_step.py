@@ -21,16 +21,79 @@ import torch
 from common import matmul_peak_flops, training_flops
 from transformers import AutoModel, BertConfig, BertTokenizerFast
 
+from simcse.device import gpu_half_dtype
 from simcse.loss import info_nce
-from simcse.model import SimCSEModel, gpu_half_dtype
+from simcse.model import SimCSEModel
 from simcse.trainer import parameter_groups
 
 # Sentences per token length 0..64 (see the module docstring).
 LENGTH_HISTOGRAM = [
-    0, 0, 0, 0, 6, 8, 68, 398, 691, 964, 1201, 1415, 1468, 1508, 1468, 1214, 1197, 1078, 898, 809, 712, 605, 519,
-    441, 451, 340, 367, 291, 281, 263, 247, 234, 219, 198, 197, 161, 189, 149, 153, 153, 138, 124, 132, 105, 105, 87,
-    82, 85, 62, 55, 61, 57, 48, 37, 35, 34, 27, 16, 18, 15, 16, 12, 3, 11, 69,
-]  # fmt: skip
+    0,
+    0,
+    0,
+    0,
+    6,
+    8,
+    68,
+    398,
+    691,
+    964,
+    1201,
+    1415,
+    1468,
+    1508,
+    1468,
+    1214,
+    1197,
+    1078,
+    898,
+    809,
+    712,
+    605,
+    519,
+    441,
+    451,
+    340,
+    367,
+    291,
+    281,
+    263,
+    247,
+    234,
+    219,
+    198,
+    197,
+    161,
+    189,
+    149,
+    153,
+    153,
+    138,
+    124,
+    132,
+    105,
+    105,
+    87,
+    82,
+    85,
+    62,
+    55,
+    61,
+    57,
+    48,
+    37,
+    35,
+    34,
+    27,
+    16,
+    18,
+    15,
+    16,
+    12,
+    3,
+    11,
+    69,
+]
 
 
 def build_model(folder: str, tiny: bool) -> None:
@@ -69,10 +132,20 @@ def main() -> None:
     generator = torch.Generator().manual_seed(0)
     batches = [random_batch(args.batch_size, generator, device) for _ in range(args.warmup + args.steps)]
     peak = matmul_peak_flops(dtype, 1024 if args.tiny else 8192, device=device)
-    print(f"device: {torch.cuda.get_device_name(device) if cuda else 'cpu'}; autocast {dtype}; "
-          f"matmul peak {peak / 1e12:.1f} TFLOP/s")  # fmt: skip
+    print(
+        f"device: {torch.cuda.get_device_name(device) if cuda else 'cpu'}; autocast {dtype}; "
+        f"matmul peak {peak / 1e12:.1f} TFLOP/s"
+    )
 
-    print("| forward | median step (ms) | steps/s | real tokens/s | padded tokens/s | MFU (real tokens) | peak memory (GiB) |")
+    columns = (
+        "median step (ms)",
+        "steps/s",
+        "real tokens/s",
+        "padded tokens/s",
+        "MFU (real tokens)",
+        "peak memory (GiB)",
+    )
+    print("| forward | " + " | ".join(columns) + " |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for unpad in (False, True):
         model = SimCSEModel(folder, unpad=unpad).to(device).train()
@@ -87,8 +160,13 @@ def main() -> None:
             started = time.perf_counter()
             with torch.autocast(device.type, dtype=dtype):
                 embeddings = model(**batch)  # (B, 3, H)
-            loss = info_nce(embeddings[:, 0], embeddings[:, 1], embeddings[:, 2],
-                            positive_ids=batch["input_ids"][:, 1], hard_negative_ids=batch["input_ids"][:, 2])  # fmt: skip
+            loss = info_nce(
+                embeddings[:, 0],
+                embeddings[:, 1],
+                embeddings[:, 2],
+                positive_ids=batch["input_ids"][:, 1],
+                hard_negative_ids=batch["input_ids"][:, 2],
+            )
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
@@ -102,8 +180,11 @@ def main() -> None:
         real = sum(int(b["attention_mask"].sum()) for b in batches[args.warmup :]) / len(times)
         padded = sum(b["attention_mask"].numel() for b in batches[args.warmup :]) / len(times)
         memory = torch.cuda.max_memory_allocated(device) / 2**30 if cuda else float("nan")
-        print(f"| {'unpadded' if unpad else 'padded'} | {step * 1000:.0f} | {1 / step:.2f} | {real / step:.0f} "
-              f"| {padded / step:.0f} | {median(flops) / step / peak:.1%} | {memory:.1f} |", flush=True)  # fmt: skip
+        print(
+            f"| {'unpadded' if unpad else 'padded'} | {step * 1000:.0f} | {1 / step:.2f} | {real / step:.0f} "
+            f"| {padded / step:.0f} | {median(flops) / step / peak:.1%} | {memory:.1f} |",
+            flush=True,
+        )
         del model, optimizer
 
 

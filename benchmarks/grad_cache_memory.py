@@ -30,8 +30,14 @@ def one_step(batch_size: int, chunk: int | None, device: str) -> dict:
 
     torch.manual_seed(0)
     folder = tempfile.mkdtemp()
-    config = BertConfig(vocab_size=8000, hidden_size=256, num_hidden_layers=4, num_attention_heads=4,
-                        intermediate_size=1024, max_position_embeddings=128)  # fmt: skip
+    config = BertConfig(
+        vocab_size=8000,
+        hidden_size=256,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        intermediate_size=1024,
+        max_position_embeddings=128,
+    )
     from transformers import AutoModel, BertTokenizerFast
 
     AutoModel.from_config(config).save_pretrained(folder)
@@ -46,8 +52,13 @@ def one_step(batch_size: int, chunk: int | None, device: str) -> dict:
     batch = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}
 
     def loss_of(embeddings):
-        return info_nce(embeddings[:, 0], embeddings[:, 1], embeddings[:, 2],
-                        positive_ids=input_ids[:, 1], hard_negative_ids=input_ids[:, 2])  # fmt: skip
+        return info_nce(
+            embeddings[:, 0],
+            embeddings[:, 1],
+            embeddings[:, 2],
+            positive_ids=input_ids[:, 1],
+            hard_negative_ids=input_ids[:, 2],
+        )
 
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
@@ -66,7 +77,9 @@ def one_step(batch_size: int, chunk: int | None, device: str) -> dict:
         "seconds": round(time.perf_counter() - started, 1),
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
         "rss_before_step_mib": round(rss_before / 1024),
-        "peak_cuda_allocated_mib": round(torch.cuda.max_memory_allocated() / 2**20) if device.startswith("cuda") else None,
+        "peak_cuda_allocated_mib": round(torch.cuda.max_memory_allocated() / 2**20)
+        if device.startswith("cuda")
+        else None,
     }
 
 
@@ -83,11 +96,18 @@ def main() -> None:
     print("| batch | chunk | peak RSS (MiB) | RSS before the step (MiB) | peak CUDA allocated (MiB) | step (s) |")
     print("|---:|---:|---:|---:|---:|---:|")
     for config in args.configs:
-        result = subprocess.run([sys.executable, __file__, "--one", config, "--device", args.device],
-                                capture_output=True, text=True, check=True)  # fmt: skip
+        result = subprocess.run(
+            [sys.executable, __file__, "--one", config, "--device", args.device],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         row = json.loads(result.stdout.strip().splitlines()[-1])
-        print(f"| {row['batch_size']} | {row['chunk'] or '-'} | {row['peak_rss_mib']} | {row['rss_before_step_mib']} "
-              f"| {row['peak_cuda_allocated_mib'] or '-'} | {row['seconds']} |", flush=True)  # fmt: skip
+        print(
+            f"| {row['batch_size']} | {row['chunk'] or '-'} | {row['peak_rss_mib']} | {row['rss_before_step_mib']} "
+            f"| {row['peak_cuda_allocated_mib'] or '-'} | {row['seconds']} |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

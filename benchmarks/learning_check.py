@@ -23,7 +23,6 @@ Markdown.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import subprocess
 import sys
@@ -34,21 +33,27 @@ from pathlib import Path
 import torch
 from common import REPO_ROOT, SHARED_DATA, minilm_path, sentence_transformers_cls
 
-from simcse.data import EpochBatchSampler, TrainData, load_sts, nli_triplets, write_train_tsv
+from simcse.batching import EpochBatchSampler
+from simcse.data import TrainData, load_sts, nli_triplets, write_train_tsv
+from simcse.evaluate import SELECTION_METRIC
+from simcse.run_folder import METRICS_NAME, read_metrics
 
 RECIPE = {"batch_size": 64, "learning_rate": 5e-5, "epochs": 1, "max_length": 64, "temp": 0.05}
 
 
 def train_with_package(train_file: Path, dev_file: Path, output: Path, seed: int, *extra: str) -> dict:
     """train/train.py in a subprocess; returns its first evaluation (before training) and its last (the end)."""
-    command = [
-        sys.executable, str(REPO_ROOT / "train" / "train.py"), "--model", minilm_path(),
-        "--train_data", str(train_file), "--valid_data", str(dev_file),
-        "--output_path", str(output), "--seed", str(seed), "--eval_step", "100000",
-        *[f"--{key}={value}" for key, value in RECIPE.items()], *extra,
-    ]  # fmt: skip
-    subprocess.run(command, check=True, capture_output=True, text=True)
-    lines = [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines()]
+    flags = RECIPE | {
+        "model": minilm_path(),
+        "train_data": train_file,
+        "valid_data": dev_file,
+        "output_path": output,
+        "seed": seed,
+        "eval_steps": 100_000,  # only before training and at the end
+    }
+    command = [sys.executable, str(REPO_ROOT / "train" / "train.py"), *[f"--{k}={v}" for k, v in flags.items()]]
+    subprocess.run([*command, *extra], check=True, capture_output=True, text=True)
+    lines = read_metrics(output / METRICS_NAME)
     return {"before": lines[0], "after": lines[-1]}
 
 
@@ -105,9 +110,10 @@ def main() -> None:
     parser.add_argument("--skip_unsupervised", action="store_true")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument(
-        "--smoke", action="store_true",
+        "--smoke",
+        action="store_true",
         help="check in seconds that the script runs: 128 triplets and sentences, 100 dev pairs (numbers mean nothing)",
-    )  # fmt: skip
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     limit = 128 if args.smoke else None
@@ -143,19 +149,24 @@ def main() -> None:
             results[name].append(arm(seed))
             seconds[name].append(time.perf_counter() - started)
             after = results[name][-1]["after"]
-            print(f"seed {seed}, {name}: cosine Spearman {after['cosine_spearman']:.4f}, "
-                  f"avg {after['avg']:.4f}, {seconds[name][-1]:.0f} s", flush=True)  # fmt: skip
+            print(
+                f"seed {seed}, {name}: cosine Spearman {after['cosine_spearman']:.4f}, "
+                f"avg {after['avg']:.4f}, {seconds[name][-1]:.0f} s",
+                flush=True,
+            )
 
     print(f"\n{len(triplets)} triplets (supervised); {corpus_size} sentences (unsupervised); seeds {args.seeds}\n")
     print("| run | KorSTS-dev cosine Spearman before | after | avg before | after | wall time per run (s) |")
     print("|---|---:|---:|---:|---:|---:|")
     for name in arms:
-        before = [r["before"]["cosine_spearman"] for r in results[name]]
-        after = [r["after"]["cosine_spearman"] for r in results[name]]
+        before = [r["before"][SELECTION_METRIC] for r in results[name]]
+        after = [r["after"][SELECTION_METRIC] for r in results[name]]
         avg_before = [r["before"]["avg"] for r in results[name]]
         avg_after = [r["after"]["avg"] for r in results[name]]
-        print(f"| {name} | {mean_std(before)} | {mean_std(after)} | {mean_std(avg_before)} | {mean_std(avg_after)} "
-              f"| {statistics.fmean(seconds[name]):.0f} |")  # fmt: skip
+        print(
+            f"| {name} | {mean_std(before)} | {mean_std(after)} | {mean_std(avg_before)} | {mean_std(avg_after)} "
+            f"| {statistics.fmean(seconds[name]):.0f} |"
+        )
 
 
 def _order(num_examples: int, seed: int) -> list[list[int]]:

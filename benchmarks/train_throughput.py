@@ -44,8 +44,14 @@ class Package:
     def step(self, indices):
         batch = self.model.collator([self.dataset[i] for i in indices])  # (B, 3, L)
         embeddings = self.model(**batch)  # (B, 3, H)
-        loss = info_nce(embeddings[:, 0], embeddings[:, 1], embeddings[:, 2], temperature=TEMPERATURE,
-                        positive_ids=batch["input_ids"][:, 1], hard_negative_ids=batch["input_ids"][:, 2])  # fmt: skip
+        loss = info_nce(
+            embeddings[:, 0],
+            embeddings[:, 1],
+            embeddings[:, 2],
+            temperature=TEMPERATURE,
+            positive_ids=batch["input_ids"][:, 1],
+            hard_negative_ids=batch["input_ids"][:, 2],
+        )
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
@@ -87,8 +93,9 @@ class PlainLoop:
 
     def step(self, indices):
         sentences = [column[i] for column in self.triplets.columns for i in indices]
-        batch = self.tokenizer(sentences, padding=True, truncation=True, max_length=self.max_length,
-                               return_tensors="pt")  # fmt: skip
+        batch = self.tokenizer(
+            sentences, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+        )
         cls = self.model(**batch).last_hidden_state[:, 0]  # (3B, H)
         anchors, positives, negatives = F.normalize(cls, dim=-1).chunk(3)
         logits = anchors @ torch.cat([positives, negatives]).T / TEMPERATURE  # (B, 2B)
@@ -122,8 +129,11 @@ def main() -> None:
         raise SystemExit(f"{len(triplets)} triplets are too few for {steps} batches of {args.batch_size}")
 
     path = minilm_path()
-    contenders = [Package(path, triplets, args.max_length), SentenceTransformers(path, triplets, args.max_length),
-                  PlainLoop(path, triplets, args.max_length)]  # fmt: skip
+    contenders = [
+        Package(path, triplets, args.max_length),
+        SentenceTransformers(path, triplets, args.max_length),
+        PlainLoop(path, triplets, args.max_length),
+    ]
     if args.with_padded_package:
         contenders.append(Package(path, triplets, args.max_length, unpad=False))
     config = contenders[0].model.config
@@ -144,8 +154,10 @@ def main() -> None:
                     lengths = mask.reshape(-1, mask.shape[-1]).sum(dim=1).tolist()
                     real_tokens.append(sum(lengths))
                     flops.append(training_flops(config, lengths))
-        print(f"step {step}: " + ", ".join(f"{c.name} {times[c.name][-1]:.2f} s" for c in contenders if times[c.name]),
-              flush=True)  # fmt: skip
+        print(
+            f"step {step}: " + ", ".join(f"{c.name} {times[c.name][-1]:.2f} s" for c in contenders if times[c.name]),
+            flush=True,
+        )
 
     sentences = args.batch_size * 3
     print(f"\nmatmul peak (fp32, {args.threads} threads): {peak / 1e9:.1f} GFLOP/s")

@@ -17,20 +17,27 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="checkpoint folder or hub name")
     parser.add_argument(
-        "--test_data", nargs="+", default=["korsts_test"],
+        "--test_data",
+        nargs="+",
+        default=["korsts_test"],
         help=f"dataset names ({', '.join(STS_DATASETS)}) or files (default: korsts_test)",
-    )  # fmt: skip
+    )
     parser.add_argument("--data_dir", default=None, help="folder the dataset names resolve in (default: repo data/)")
     parser.add_argument("--pooler", choices=POOLERS, default=None, help="default: the checkpoint's, else cls")
     parser.add_argument("--batch_size", type=int, default=None, help="default: 32 on a CPU, 256 on a GPU")
     parser.add_argument(
-        "--max_length", type=int, default=None,
+        "--max_length",
+        type=int,
+        default=None,
         help=f"tokens per sentence (default: the checkpoint's training value, else {DEFAULT_MAX_LENGTH})",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--output_json", "--output_path", default=None, metavar="FILE",
+        "--output_json",
+        "--output_path",
+        default=None,
+        metavar="FILE",
         help=f"JSON file for every metric per dataset, e.g. MODEL/{EVAL_RESULTS_NAME} (--output_path: old name)",
-    )  # fmt: skip
+    )
     parser.add_argument("--device", default="auto", help="auto (CUDA if available, else CPU), cpu, cuda, cuda:1, ...")
     parser.add_argument(
         "--unpad", action=argparse.BooleanOptionalAction, default=True, help="skip compute on padding (default: on)"
@@ -49,11 +56,16 @@ def main() -> None:
 
     datasets = {name: load_sts(name, args.data_dir) for name in args.test_data}  # fail fast on a bad file
     model = SimCSEModel(
-        args.model, pooler=args.pooler, trust_remote_code=args.trust_remote_code, unpad=args.unpad,
+        args.model,
+        pooler=args.pooler,
+        trust_remote_code=args.trust_remote_code,
+        unpad=args.unpad,
         max_length=args.max_length,
-    ).to(resolve_device(args.device))  # fmt: skip
-    print(f"model {args.model}: pooler {model.pooler}{' (mlp_only_train)' if model.mlp_only_train else ''}, "
-          f"max_length {model.max_length}")  # fmt: skip
+    ).to(resolve_device(args.device))
+    print(
+        f"model {args.model}: pooler {model.pooler}{' (mlp_only_train)' if model.mlp_only_train else ''}, "
+        f"max_length {model.max_length}"
+    )
 
     results = {}
     for name, data in datasets.items():

@@ -99,9 +99,7 @@ def save_model(model, output: str | os.PathLike) -> None:
     _move_files_into(staging, output)
 
 
-def save_training_checkpoint(
-    model, output: str | os.PathLike, training_state: dict, trainer_state: dict
-) -> Path:
+def save_training_checkpoint(model, output: str | os.PathLike, training_state: dict, trainer_state: dict) -> Path:
     """Write ``output/checkpoint-STEP/``: a loadable model plus everything needed to resume exactly."""
     name = f"{CHECKPOINT_PREFIX}{trainer_state['step']}"
     final = Path(output) / name
@@ -180,9 +178,14 @@ def set_rng_state(state: dict) -> None:
     random.setstate(state["python"])
     numpy = state["numpy"]
     np.random.set_state(
-        (numpy["kind"], numpy["keys"].numpy().astype(np.uint32), numpy["position"], numpy["has_gauss"],
-         numpy["cached_gaussian"])
-    )  # fmt: skip
+        (
+            numpy["kind"],
+            numpy["keys"].numpy().astype(np.uint32),
+            numpy["position"],
+            numpy["has_gauss"],
+            numpy["cached_gaussian"],
+        )
+    )
     torch.set_rng_state(state["torch"])
     if state["cuda"]:
         torch.cuda.set_rng_state_all(state["cuda"])

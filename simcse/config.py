@@ -29,7 +29,9 @@ Rule = Callable[[str, typing.Any], "str | None"]
 
 
 def at_least(low: float) -> Rule:
-    return lambda name, value: None if value is None or value >= low else f"--{name} must be at least {low}, got {value}"
+    return lambda name, value: (
+        None if value is None or value >= low else f"--{name} must be at least {low}, got {value}"
+    )
 
 
 def in_unit_interval(name: str, value: float) -> str | None:
@@ -64,9 +66,15 @@ def setting(
     if choices and rule is None:
         rule = one_of(choices)
     metadata = dict(
-        help=help, group=group, resume=resume, card=card, rule=rule, choices=choices, none_means=none_means,
+        help=help,
+        group=group,
+        resume=resume,
+        card=card,
+        rule=rule,
+        choices=choices,
+        none_means=none_means,
         metavar=metavar,
-    )  # fmt: skip
+    )
     return dataclasses.field(default=default, metadata=metadata)
 
 
@@ -99,26 +107,43 @@ class TrainConfig:
         None, "folder the dataset names resolve in", "data", resume=True, none_means="repo data/"
     )
     max_length: int = setting(
-        DEFAULT_MAX_LENGTH, "tokens per sentence (truncated); batches are padded to their longest", "data",
-        resume=True, card=True, rule=at_least(2),
-    )  # fmt: skip
+        DEFAULT_MAX_LENGTH,
+        "tokens per sentence (truncated); batches are padded to their longest",
+        "data",
+        resume=True,
+        card=True,
+        rule=at_least(2),
+    )
     num_workers: int = setting(0, "DataLoader worker processes", "data", rule=non_negative)
     # optimisation
     batch_size: int = setting(
-        256, "examples per optimizer step over all processes (each of N torchrun processes takes batch/N)",
-        "optimisation", resume=True, card=True,
-        rule=lambda name, value: None if value >= 2 else (
-            f"--batch_size {value}: each anchor needs in-batch negatives, use 2 or more"),
-    )  # fmt: skip
+        256,
+        "examples per optimizer step over all processes (each of N torchrun processes takes batch/N)",
+        "optimisation",
+        resume=True,
+        card=True,
+        rule=lambda name, value: (
+            None if value >= 2 else (f"--batch_size {value}: each anchor needs in-batch negatives, use 2 or more")
+        ),
+    )
     epochs: int = setting(1, "passes over the training data", "optimisation", resume=True, card=True, rule=at_least(1))
     max_steps: int | None = setting(
-        None, "stop after this many steps (smoke runs)", "optimisation", resume=True, card=True, rule=at_least(1),
+        None,
+        "stop after this many steps (smoke runs)",
+        "optimisation",
+        resume=True,
+        card=True,
+        rule=at_least(1),
         none_means="none",
-    )  # fmt: skip
+    )
     learning_rate: float = setting(
-        5e-5, "peak learning rate: linear warmup, then linear decay to 0", "optimisation", resume=True, card=True,
+        5e-5,
+        "peak learning rate: linear warmup, then linear decay to 0",
+        "optimisation",
+        resume=True,
+        card=True,
         rule=positive,
-    )  # fmt: skip
+    )
     weight_decay: float = setting(
         0.01, "AdamW; none on biases and LayerNorm weights", "optimisation", resume=True, card=True, rule=non_negative
     )
@@ -129,58 +154,95 @@ class TrainConfig:
         1.0, "gradient clipping (0 disables)", "optimisation", resume=True, card=True, rule=non_negative
     )
     temp: float = setting(
-        0.05, "temperature of the softmax over cosine similarities", "optimisation", resume=True, card=True,
-        rule=positive,
-    )  # fmt: skip
-    hard_negative_weight: float = setting(
-        0.0, "log-space weight added to each anchor's own hard-negative logit (0 = weight 1)", "optimisation",
-        resume=True, card=True,
-    )  # fmt: skip
-    mask_duplicate_negatives: bool = setting(
-        True, "remove in-batch candidates with the same token ids as the anchor's positive", "optimisation",
+        0.05,
+        "temperature of the softmax over cosine similarities",
+        "optimisation",
         resume=True,
-    )  # fmt: skip
+        card=True,
+        rule=positive,
+    )
+    hard_negative_weight: float = setting(
+        0.0,
+        "log-space weight added to each anchor's own hard-negative logit (0 = weight 1)",
+        "optimisation",
+        resume=True,
+        card=True,
+    )
+    mask_duplicate_negatives: bool = setting(
+        True,
+        "remove in-batch candidates with the same token ids as the anchor's positive",
+        "optimisation",
+        resume=True,
+    )
     grad_cache_chunk: int | None = setting(
-        None, "GradCache: embed the per-process batch in chunks of this many examples", "optimisation",
-        resume=True, rule=at_least(1), none_means="none",
-    )  # fmt: skip
+        None,
+        "GradCache: embed the per-process batch in chunks of this many examples",
+        "optimisation",
+        resume=True,
+        rule=at_least(1),
+        none_means="none",
+    )
     amp: bool = setting(
-        False, "bf16 autocast on GPUs that support it, else fp16 with loss scaling; ignored on CPU", "optimisation",
-        resume=True, card=True,
-    )  # fmt: skip
+        False,
+        "bf16 autocast on GPUs that support it, else fp16 with loss scaling; ignored on CPU",
+        "optimisation",
+        resume=True,
+        card=True,
+    )
     # evaluation and output
     output_path: str = setting(
         "outputs/simcse", "folder for the best checkpoint, train_args.json and metrics.jsonl", "evaluation and output"
     )
     eval_strategy: str = setting(
-        "steps", "evaluate every --eval_steps steps, or at each epoch's end", "evaluation and output", resume=True,
+        "steps",
+        "evaluate every --eval_steps steps, or at each epoch's end",
+        "evaluation and output",
+        resume=True,
         choices=EVAL_STRATEGIES,
-    )  # fmt: skip
+    )
     eval_steps: int = setting(
-        100, "steps between evaluations (also before training and at the end)", "evaluation and output",
-        resume=True, rule=at_least(1),
-    )  # fmt: skip
+        100,
+        "steps between evaluations (also before training and at the end)",
+        "evaluation and output",
+        resume=True,
+        rule=at_least(1),
+    )
     eval_batch_size: int | None = setting(
-        None, "sentences per batch when encoding the dev set", "evaluation and output", rule=at_least(1),
+        None,
+        "sentences per batch when encoding the dev set",
+        "evaluation and output",
+        rule=at_least(1),
         none_means="32 on CPU, 256 on GPU",
-    )  # fmt: skip
+    )
     # checkpoints and the Hub
     save_steps: int | None = setting(
-        None, "write a training checkpoint checkpoint-STEP/ every N steps", "checkpoints and the Hub",
-        rule=at_least(1), none_means="none",
-    )  # fmt: skip
+        None,
+        "write a training checkpoint checkpoint-STEP/ every N steps",
+        "checkpoints and the Hub",
+        rule=at_least(1),
+        none_means="none",
+    )
     save_total_limit: int | None = setting(
-        None, "keep only the newest N training checkpoints", "checkpoints and the Hub", rule=at_least(1),
+        None,
+        "keep only the newest N training checkpoints",
+        "checkpoints and the Hub",
+        rule=at_least(1),
         none_means="all",
-    )  # fmt: skip
+    )
     resume_from_checkpoint: str | None = setting(
-        None, "latest (newest in --output_path) or a checkpoint-STEP folder", "checkpoints and the Hub",
-        none_means="none", metavar="DIR|latest",
-    )  # fmt: skip
+        None,
+        "latest (newest in --output_path) or a checkpoint-STEP folder",
+        "checkpoints and the Hub",
+        none_means="none",
+        metavar="DIR|latest",
+    )
     push_to_hub: str | None = setting(
-        None, "user/name: upload the best checkpoint with a model card after training (token: HF_TOKEN or login)",
-        "checkpoints and the Hub", none_means="none", metavar="REPO_ID",
-    )  # fmt: skip
+        None,
+        "user/name: upload the best checkpoint with a model card after training (token: HF_TOKEN or login)",
+        "checkpoints and the Hub",
+        none_means="none",
+        metavar="REPO_ID",
+    )
     hub_private: bool = setting(False, "create the Hub repository as private", "checkpoints and the Hub")
     # runtime
     seed: int = setting(42, "Python, NumPy and torch seeds, and the data order", "runtime", resume=True, card=True)
@@ -235,7 +297,7 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
         names = [f"--{field.name}"] + ([f"--{old_names[field.name]}"] if field.name in old_names else [])
         kwargs: dict[str, typing.Any] = {"default": field.default, "help": f"{meta['help']} (default: %s)"}
         if field.name == "train_data":
-            kwargs |= {"required": True, "help": meta["help"]}
+            kwargs |= {"required": True, "help": f"{meta['help']} (required)"}
         elif types[field.name] is bool:
             kwargs["action"] = argparse.BooleanOptionalAction if field.default else "store_true"
         else:

@@ -45,6 +45,7 @@ def _usage(repo_id: str, settings: dict) -> str:
             "(outputs.last_hidden_state * batch['attention_mask'].unsqueeze(-1)).sum(1)"
             " / batch['attention_mask'].sum(1, keepdim=True)  # mean over real tokens"
         )
+    max_length = settings.get("max_length", DEFAULT_MAX_LENGTH)
     text = f"""```python
 import torch
 from transformers import AutoModel, AutoTokenizer
@@ -52,7 +53,7 @@ from transformers import AutoModel, AutoTokenizer
 tokenizer = AutoTokenizer.from_pretrained("{repo_id}")
 model = AutoModel.from_pretrained("{repo_id}").eval()
 batch = tokenizer(["한 남자가 기타를 치고 있다.", "남자가 악기를 연주하고 있다."],
-                  padding=True, truncation=True, max_length={settings.get("max_length", DEFAULT_MAX_LENGTH)}, return_tensors="pt")
+                  padding=True, truncation=True, max_length={max_length}, return_tensors="pt")
 with torch.no_grad():
     outputs = model(**batch)
 embeddings = {embedding}
@@ -87,10 +88,15 @@ def render_model_card(folder: str | os.PathLike, repo_id: str) -> str:
         hub_id, display, split = _dataset(name)
         eval_results += [
             EvalResult(
-                task_type="sentence-similarity", task_name="Semantic Textual Similarity",
-                dataset_type=hub_id, dataset_name=display, dataset_split=split,
-                metric_type=key, metric_name=key, metric_value=metrics[key],
-            )  # fmt: skip
+                task_type="sentence-similarity",
+                task_name="Semantic Textual Similarity",
+                dataset_type=hub_id,
+                dataset_name=display,
+                dataset_split=split,
+                metric_type=key,
+                metric_name=key,
+                metric_value=metrics[key],
+            )
             for key in METRIC_KEYS
         ]
     train_data = str(args.get("train_data", ""))
@@ -115,7 +121,8 @@ def render_model_card(folder: str | os.PathLike, repo_id: str) -> str:
         f"A Korean sentence encoder trained with {kind} SimCSE"
         + (f" from `{args['model']}`" if args.get("model") else "")
         + " with simcse-ko. Pooler: "
-        f"`{settings.get('pooler', 'cls')}`" + (" (MLP head in training only)" if settings.get("mlp_only_train") else "")
+        f"`{settings.get('pooler', 'cls')}`"
+        + (" (MLP head in training only)" if settings.get("mlp_only_train") else "")
         + ".",
     ]
     if report["results"]:

@@ -140,7 +140,9 @@ class SimCSEModel(nn.Module):
         self.encoder.pooler = None
         self.unpad = unpad and supports_unpadding(self.encoder)
         if self.unpad and (problem := unpadding_problem(self.encoder)):
-            logger.warning("%s: unpadded forward unavailable (%s); using the padded forward", model_name_or_path, problem)
+            logger.warning(
+                "%s: unpadded forward unavailable (%s); using the padded forward", model_name_or_path, problem
+            )
             self.unpad = False
         if not isinstance(tokenizer, PreTrainedTokenizerBase):
             tokenizer = AutoTokenizer.from_pretrained(

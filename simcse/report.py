@@ -59,8 +59,12 @@ def summarize(output: str | os.PathLike) -> dict:
 def format_summary_table(summary: dict) -> str:
     """The README's table, one row per dataset, each cell mean ± std (x100) over the runs."""
     header = "| Dataset | " + " | ".join(title for title, _ in TABLE_COLUMNS) + " |"
-    lines = [f"{len(summary['runs'])} runs: {', '.join(summary['runs'])}", "", header,
-             "|:---|" + "---:|" * len(TABLE_COLUMNS)]  # fmt: skip
+    lines = [
+        f"{len(summary['runs'])} runs: {', '.join(summary['runs'])}",
+        "",
+        header,
+        "|:---|" + "---:|" * len(TABLE_COLUMNS),
+    ]
     for dataset, metrics in summary["datasets"].items():
         cells = [f"{100 * metrics[key]['mean']:.2f} ± {100 * metrics[key]['std']:.2f}" for _, key in TABLE_COLUMNS]
         lines.append(f"| {dataset} | " + " | ".join(cells) + " |")

@@ -142,9 +142,7 @@ def check_resumable(config: TrainConfig, saved_args: dict) -> None:
         raise ValueError("cannot resume with settings that change the run: " + "; ".join(differences))
 
 
-def find_resume_point(
-    config: TrainConfig, output: Path, process: distributed.ProcessInfo
-) -> ResumePoint | None:
+def find_resume_point(config: TrainConfig, output: Path, process: distributed.ProcessInfo) -> ResumePoint | None:
     """The checkpoint ``--resume_from_checkpoint`` names, after checking that the run can go on from it."""
     if not config.resume_from_checkpoint:
         return None
@@ -201,8 +199,9 @@ def build_loader(
     if sampler.dropped_per_epoch and process.is_main:
         logger.warning(
             "the last batch of each epoch leaves out %d example(s): a batch must split evenly over %d processes",
-            sampler.dropped_per_epoch, process.world_size,
-        )  # fmt: skip
+            sampler.dropped_per_epoch,
+            process.world_size,
+        )
     loader = DataLoader(
         SimCSEDataset(train_data, model.tokenizer, config.max_length),
         batch_sampler=sampler,
@@ -292,10 +291,14 @@ class Trainer:
         self.history = self.prepare_output_folder(len(train_data)) if self.is_main else []
         self.lr: float | None = None  # of the last step taken
         self.progress = tqdm(
-            total=self.schedule.total_steps, initial=self.state.step, desc="training", unit="step",
-            dynamic_ncols=True, disable=not self.is_main,
+            total=self.schedule.total_steps,
+            initial=self.state.step,
+            desc="training",
+            unit="step",
+            dynamic_ncols=True,
+            disable=not self.is_main,
             mininterval=0.1 if sys.stderr.isatty() else 1.0,  # a log file gets a line a second at most
-        )  # fmt: skip
+        )
 
     @property
     def metrics_file(self) -> Path:
@@ -308,14 +311,19 @@ class Trainer:
         checkpoint.recover(self.output)
         config, world_size = self.config, self.process.world_size
         info = run_info(
-            config, self.device, self.amp_dtype, num_train_examples=num_train_examples,
-            steps_per_epoch=self.schedule.steps_per_epoch, total_steps=self.schedule.total_steps,
-            world_size=world_size, per_process_batch=config.batch_size // world_size,
+            config,
+            self.device,
+            self.amp_dtype,
+            num_train_examples=num_train_examples,
+            steps_per_epoch=self.schedule.steps_per_epoch,
+            total_steps=self.schedule.total_steps,
+            world_size=world_size,
+            per_process_batch=config.batch_size // world_size,
             grad_cache_chunk=config.grad_cache_chunk,
             negatives_per_anchor=config.batch_size - 1 + (config.batch_size if self.num_sent == 3 else 0),
             dropped_examples_per_epoch=self.sampler.dropped_per_epoch,
             resumed_from=str(self.resume.path) if self.resume else None,
-        )  # fmt: skip
+        )
         write_json(self.output / TRAIN_ARGS_NAME, info)
         history = []
         if self.resume:

@@ -102,9 +102,15 @@ def _attention_groups(
         key_mask = torch.arange(length, device=rank.device) < group_lengths[:, None]  # (batch, length)
         groups.append(
             AttentionGroup(
-                start, end, batch, length, local_sequence * length + position[start:end], local_sequence,
-                position[start:end], key_mask[:, None, None, :],
-            )  # fmt: skip
+                start,
+                end,
+                batch,
+                length,
+                local_sequence * length + position[start:end],
+                local_sequence,
+                position[start:end],
+                key_mask[:, None, None, :],
+            )
         )
         first = last
     return groups
@@ -119,11 +125,21 @@ def supports_unpadding(encoder: torch.nn.Module) -> bool:
 # checks them (``unpadding_problem``) and falls back to the padded forward when a release has renamed one.
 EMBEDDING_ATTRIBUTES = ("word_embeddings", "token_type_embeddings", "position_embeddings", "LayerNorm", "dropout.p")
 LAYER_ATTRIBUTES = (
-    "attention.self.query", "attention.self.key", "attention.self.value", "attention.self.num_attention_heads",
-    "attention.self.attention_head_size", "attention.self.scaling", "attention.self.dropout.p",
-    "attention.output.dense", "attention.output.dropout.p", "attention.output.LayerNorm", "intermediate",
-    "output.dense", "output.dropout.p", "output.LayerNorm",
-)  # fmt: skip
+    "attention.self.query",
+    "attention.self.key",
+    "attention.self.value",
+    "attention.self.num_attention_heads",
+    "attention.self.attention_head_size",
+    "attention.self.scaling",
+    "attention.self.dropout.p",
+    "attention.output.dense",
+    "attention.output.dropout.p",
+    "attention.output.LayerNorm",
+    "intermediate",
+    "output.dense",
+    "output.dropout.p",
+    "output.LayerNorm",
+)
 # Float32 differences between the two passes are about 1e-6; a wrong pass differs by far more.
 PROBE_TOLERANCE = 1e-4
 

@@ -135,9 +135,12 @@ def tiny_bert_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_roberta_dir(tmp_path_factory) -> Path:
     return build_random_encoder(
-        tmp_path_factory.mktemp("tiny-roberta"), KOREAN_SENTENCES * 3, model_type="roberta", vocab_size=400,
+        tmp_path_factory.mktemp("tiny-roberta"),
+        KOREAN_SENTENCES * 3,
+        model_type="roberta",
+        vocab_size=400,
         **TINY_ENCODER,
-    )  # fmt: skip
+    )
 
 
 @pytest.fixture(params=["bert", "roberta"])
@@ -161,8 +164,9 @@ def demo_data(tmp_path_factory) -> Path:
 
 def _demo_encoder(tmp_path_factory, demo_data: Path, model_type: str) -> Path:
     corpus = (demo_data / "corpus.txt").read_text(encoding="utf-8").splitlines()
-    return build_random_encoder(tmp_path_factory.mktemp(f"demo-{model_type}"), corpus, model_type=model_type,
-                                **TINY_ENCODER)  # fmt: skip
+    return build_random_encoder(
+        tmp_path_factory.mktemp(f"demo-{model_type}"), corpus, model_type=model_type, **TINY_ENCODER
+    )
 
 
 @pytest.fixture(scope="session")
@@ -179,9 +183,14 @@ def demo_roberta(tmp_path_factory, demo_data) -> Path:
 def demo_settings(demo_data, demo_bert) -> dict:
     """A few-second supervised run on the demo data; tests add and override settings."""
     return dict(
-        model=str(demo_bert), train_data=str(demo_data / "train.tsv"), valid_data=str(demo_data / "dev.tsv"),
-        batch_size=16, max_length=24, learning_rate=1e-3, eval_steps=2,
-    )  # fmt: skip
+        model=str(demo_bert),
+        train_data=str(demo_data / "train.tsv"),
+        valid_data=str(demo_data / "dev.tsv"),
+        batch_size=16,
+        max_length=24,
+        learning_rate=1e-3,
+        eval_steps=2,
+    )
 
 
 @pytest.fixture(scope="session")

@@ -29,6 +29,10 @@ def test_eval_throughput_runs(shared_data):
 def test_learning_check_runs(shared_data):
     output = run_benchmark("learning_check.py", "--smoke", "--seeds", 1)
     assert "128 triplets (supervised); 128 sentences (unsupervised); seeds [1]" in output
-    for arm in ("simcse-ko, pooler cls (head)", "simcse-ko, pooler cls_before_pooler",
-                "sentence-transformers MNRL (CLS)", "simcse-ko unsupervised, cls + mlp_only_train"):  # fmt: skip
+    for arm in (
+        "simcse-ko, pooler cls (head)",
+        "simcse-ko, pooler cls_before_pooler",
+        "sentence-transformers MNRL (CLS)",
+        "simcse-ko unsupervised, cls + mlp_only_train",
+    ):
         assert f"| {arm} | " in output

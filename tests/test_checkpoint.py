@@ -113,7 +113,10 @@ def test_resume_gives_the_uninterrupted_run(config, tmp_path):
 
     assert metrics_lines(split) == metrics_lines(straight)
     assert [json.loads(line)["step"] for line in metrics_lines(split)] == [0, 2, 4, 6]
-    expected, got = load_file(straight / "checkpoint-6" / "model.safetensors"), load_file(split / "checkpoint-6" / "model.safetensors")
+    expected, got = (
+        load_file(straight / "checkpoint-6" / "model.safetensors"),
+        load_file(split / "checkpoint-6" / "model.safetensors"),
+    )
     assert expected.keys() == got.keys()
     for name in expected:
         torch.testing.assert_close(got[name], expected[name], atol=1e-6, rtol=0)
@@ -140,7 +143,10 @@ def test_resume_from_a_fresh_split_matches_too(config, demo_train_flags, tmp_pat
     assert "resuming from" in resumed.stdout and "checkpoint-4 at step 4" in resumed.stdout
     assert not list(killed.glob(".staging-*"))
     assert metrics_lines(killed) == metrics_lines(reference)
-    expected, got = load_file(reference / "checkpoint-8" / "model.safetensors"), load_file(killed / "checkpoint-8" / "model.safetensors")
+    expected, got = (
+        load_file(reference / "checkpoint-8" / "model.safetensors"),
+        load_file(killed / "checkpoint-8" / "model.safetensors"),
+    )
     for name in expected:
         torch.testing.assert_close(got[name], expected[name], atol=1e-6, rtol=0)
 
@@ -148,8 +154,7 @@ def test_resume_from_a_fresh_split_matches_too(config, demo_train_flags, tmp_pat
 def test_resume_refuses_changed_settings(config, tmp_path):
     train(config(tmp_path, max_steps=2, save_steps=2))
     with pytest.raises(ValueError) as error:
-        train(config(tmp_path, max_steps=2, save_steps=2, batch_size=8, max_length=32,
-                     resume_from_checkpoint="latest"))  # fmt: skip
+        train(config(tmp_path, max_steps=2, save_steps=2, batch_size=8, max_length=32, resume_from_checkpoint="latest"))
     assert "--batch_size 16 -> 8" in str(error.value) and "--max_length 24 -> 32" in str(error.value)
     with pytest.raises(ValueError, match="--model"):
         train(config(tmp_path, model=str(tmp_path), max_steps=2, resume_from_checkpoint="latest"))
@@ -177,7 +182,10 @@ def test_a_checkpoint_written_before_a_flag_was_renamed_still_resumes(config, tm
         train(config(old, max_steps=4, save_steps=2, eval_steps=3, resume_from_checkpoint="latest"))
     train(config(old, max_steps=4, save_steps=2, resume_from_checkpoint="latest"))
     assert metrics_lines(old) == metrics_lines(straight)
-    expected, got = load_file(straight / "checkpoint-4" / "model.safetensors"), load_file(old / "checkpoint-4" / "model.safetensors")
+    expected, got = (
+        load_file(straight / "checkpoint-4" / "model.safetensors"),
+        load_file(old / "checkpoint-4" / "model.safetensors"),
+    )
     for name in expected:
         torch.testing.assert_close(got[name], expected[name], atol=0, rtol=0)
 

@@ -72,10 +72,14 @@ def test_plain_tsv_with_and_without_header(tmp_path):
 
 def test_klue_sts_json(tmp_path):
     items = [
-        {"guid": "a", "sentence1": "숙소 위치는 찾기 쉽다.", "sentence2": "숙소는 찾기 쉬운 곳에 있다.",
-         "labels": {"label": 3.7, "real-label": 3.714, "binary-label": 1}},
+        {
+            "guid": "a",
+            "sentence1": "숙소 위치는 찾기 쉽다.",
+            "sentence2": "숙소는 찾기 쉬운 곳에 있다.",
+            "labels": {"label": 3.7, "real-label": 3.714, "binary-label": 1},
+        },
         {"guid": "b", "sentence1": '"좋아요"라고 했다', "sentence2": "별로였다", "labels": {"label": 0}},
-    ]  # fmt: skip
+    ]
     path = write(tmp_path, "klue.json", json.dumps(items, ensure_ascii=False))
     data = load_sts(path)
     assert data.sentences1 == ["숙소 위치는 찾기 쉽다.", '"좋아요"라고 했다']
@@ -85,7 +89,11 @@ def test_klue_sts_json(tmp_path):
 
 def test_names_resolve_under_data_dir(tmp_path):
     write(tmp_path, STS_DATASETS["korsts_test"].file, KORSTS_HEAD + "\n" + korsts_row("2.5", "가", "나") + "\n")
-    write(tmp_path, STS_DATASETS["klue_sts_dev"].file, json.dumps([{"sentence1": "a", "sentence2": "b", "labels": {"label": 1}}]))
+    write(
+        tmp_path,
+        STS_DATASETS["klue_sts_dev"].file,
+        json.dumps([{"sentence1": "a", "sentence2": "b", "labels": {"label": 1}}]),
+    )
     assert load_sts("korsts_test", data_dir=tmp_path).scores == [2.5]
     klue = load_sts("klue_sts_dev", data_dir=tmp_path)
     assert klue.sentences1 == ["a"] and klue.name == "klue_sts_dev"
@@ -133,7 +141,9 @@ def test_empty_sts_dataset_raises(tmp_path, content):
 
 
 def test_undecodable_utf8_names_the_line(tmp_path):
-    content = (KORSTS_HEAD + "\n" + korsts_row("1", "가", "나") + "\n").encode() + korsts_row("2", "다", "라").encode("cp949")
+    content = (KORSTS_HEAD + "\n" + korsts_row("1", "가", "나") + "\n").encode() + korsts_row("2", "다", "라").encode(
+        "cp949"
+    )
     path = write(tmp_path, "cp949.tsv", content)
     with pytest.raises(DataFormatError, match="not valid UTF-8") as error:
         load_sts(path)
@@ -301,7 +311,9 @@ def test_collator_pads_to_the_longest_of_the_batch():
 
 
 def test_collator_for_roberta_passes_no_token_type_ids(tiny_bert_dir, tiny_roberta_dir):
-    bert = SimCSECollator.for_model(AutoTokenizer.from_pretrained(tiny_bert_dir), AutoConfig.from_pretrained(tiny_bert_dir))
+    bert = SimCSECollator.for_model(
+        AutoTokenizer.from_pretrained(tiny_bert_dir), AutoConfig.from_pretrained(tiny_bert_dir)
+    )
     roberta_tokenizer = AutoTokenizer.from_pretrained(tiny_roberta_dir)
     roberta = SimCSECollator.for_model(roberta_tokenizer, AutoConfig.from_pretrained(tiny_roberta_dir))
     example = [(np.array([0, 7, 2]), np.array([0, 2]))]

@@ -26,18 +26,23 @@ def global_batch(model, num_sent):
     columns = [list(KOREAN_SENTENCES[i * GLOBAL_BATCH : (i + 1) * GLOBAL_BATCH]) for i in range(num_sent)]
     columns[1][5] = columns[1][0]
     flat = [sentence for example in zip(*columns) for sentence in example]
-    encoded = model.tokenizer(flat, padding="max_length", max_length=32, truncation=True, return_tensors="pt",
-                              return_token_type_ids=False)  # fmt: skip
+    encoded = model.tokenizer(
+        flat, padding="max_length", max_length=32, truncation=True, return_tensors="pt", return_token_type_ids=False
+    )
     return {key: value.view(GLOBAL_BATCH, num_sent, 32) for key, value in encoded.items()}
 
 
 def loss_of(embeddings, input_ids, gather):
     three = embeddings.shape[1] == 3
     return info_nce(
-        embeddings[:, 0], embeddings[:, 1], embeddings[:, 2] if three else None,
-        hard_negative_weight=0.7, gather=gather,
-        positive_ids=input_ids[:, 1], hard_negative_ids=input_ids[:, 2] if three else None,
-    )  # fmt: skip
+        embeddings[:, 0],
+        embeddings[:, 1],
+        embeddings[:, 2] if three else None,
+        hard_negative_weight=0.7,
+        gather=gather,
+        positive_ids=input_ids[:, 1],
+        hard_negative_ids=input_ids[:, 2] if three else None,
+    )
 
 
 def interleaved_gather_loss(embeddings):
@@ -80,7 +85,8 @@ def worker(rank, model_dir, init_file, out_dir, num_sent, dropout, chunk):
         if num_sent == 3:
             with torch.no_grad():
                 report["interleaved_difference"] = abs(
-                    distributed.mean_over_processes(interleaved_gather_loss(model(**local))).item() - expected_loss.item()
+                    distributed.mean_over_processes(interleaved_gather_loss(model(**local))).item()
+                    - expected_loss.item()
                 )
     else:
         # Dropout on: the reference embeds this process's slice chunk by chunk with the graph (the masks
@@ -94,8 +100,13 @@ def worker(rank, model_dir, init_file, out_dir, num_sent, dropout, chunk):
                 dist.all_reduce(parameter.grad)
                 parameter.grad /= WORLD
         torch.set_rng_state(rng)
-        chunked_backward(lambda c: ddp(**c), local, lambda e: loss_of(e, local["input_ids"], distributed.gather),
-                         chunk, no_sync=ddp.no_sync)  # fmt: skip
+        chunked_backward(
+            lambda c: ddp(**c),
+            local,
+            lambda e: loss_of(e, local["input_ids"], distributed.gather),
+            chunk,
+            no_sync=ddp.no_sync,
+        )
     differences = {
         name: (parameter.grad - dict(reference.named_parameters())[name].grad).abs().max().item()
         for name, parameter in model.named_parameters()
@@ -136,15 +147,40 @@ def test_grad_cache_under_ddp_matches_the_full_batch(tmp_path, tiny_bert_dir, nu
 @pytest.mark.slow
 def test_torchrun_train_then_eval(tmp_path, demo_data):
     model = tmp_path / "bert"
-    run_script(REPO_ROOT / "train" / "build_random_model.py", "--corpus", demo_data / "corpus.txt", "--output_path",
-               model, "--hidden_size", 32, "--num_attention_heads", 2, "--intermediate_size", 64)  # fmt: skip
+    run_script(
+        REPO_ROOT / "train" / "build_random_model.py",
+        "--corpus",
+        demo_data / "corpus.txt",
+        "--output_path",
+        model,
+        "--hidden_size",
+        32,
+        "--num_attention_heads",
+        2,
+        "--intermediate_size",
+        64,
+    )
     output = tmp_path / "run"
     result = run_script(
-        REPO_ROOT / "train" / "run_train_ddp.sh", "--train_data", demo_data / "train.tsv",
-        "--valid_data", demo_data / "dev.tsv", "--batch_size", 16, "--max_length", 24, "--max_steps", 4,
-        "--eval_steps", 2, "--grad_cache_chunk", 4, "--save_steps", 2,
+        REPO_ROOT / "train" / "run_train_ddp.sh",
+        "--train_data",
+        demo_data / "train.tsv",
+        "--valid_data",
+        demo_data / "dev.tsv",
+        "--batch_size",
+        16,
+        "--max_length",
+        24,
+        "--max_steps",
+        4,
+        "--eval_steps",
+        2,
+        "--grad_cache_chunk",
+        4,
+        "--save_steps",
+        2,
         env={"MODEL": str(model), "NPROC": "2", "OUTPUT": str(output)},
-    )  # fmt: skip
+    )
     info = json.loads((output / "train_args.json").read_text())
     assert info["world_size"] == 2 and info["per_process_batch"] == 8 and info["grad_cache_chunk"] == 4
     assert info["negatives_per_anchor"] == 16 - 1 + 16
@@ -152,6 +188,7 @@ def test_torchrun_train_then_eval(tmp_path, demo_data):
     assert result.stdout.count("done: ") == 1  # only the first process reports
     state = json.loads((output / "checkpoint-4" / "trainer_state.json").read_text())
     assert state["world_size"] == 2
-    evaluated = run_script(REPO_ROOT / "evaluation" / "eval.py", "--model", output, "--test_data",
-                           demo_data / "test.tsv")  # fmt: skip
+    evaluated = run_script(
+        REPO_ROOT / "evaluation" / "eval.py", "--model", output, "--test_data", demo_data / "test.tsv"
+    )
     assert "Cosine Spearman" in evaluated.stdout

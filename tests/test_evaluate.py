@@ -106,9 +106,7 @@ def test_evaluate_sts_encodes_each_sentence_once_and_keeps_pairs():
     )
     model = LookupModel(vectors)
     got = evaluate_sts(model, data, batch_size=2, max_length=16)
-    expected = sts_metrics(
-        [vectors[s] for s in data.sentences1], [vectors[s] for s in data.sentences2], data.scores
-    )
+    expected = sts_metrics([vectors[s] for s in data.sentences1], [vectors[s] for s in data.sentences2], data.scores)
     assert got == pytest.approx(expected)
     (encoded,) = model.calls
     assert sorted(encoded) == sorted(set(data.sentences1 + data.sentences2))
@@ -120,9 +118,17 @@ def test_table_has_the_original_columns_and_x100_values(random_pairs):
     header, rule, first, second = table.splitlines()
     titles = [cell.strip() for cell in header.strip("|").split("|")]
     assert titles == [
-        "Model", "AVG", "Cosine Pearson", "Cosine Spearman", "Euclidean Pearson", "Euclidean Spearman",
-        "Manhattan Pearson", "Manhattan Spearman", "Dot Pearson", "Dot Spearman",
-    ]  # fmt: skip
+        "Model",
+        "AVG",
+        "Cosine Pearson",
+        "Cosine Spearman",
+        "Euclidean Pearson",
+        "Euclidean Spearman",
+        "Manhattan Pearson",
+        "Manhattan Spearman",
+        "Dot Pearson",
+        "Dot Spearman",
+    ]
     cells = [cell.strip() for cell in first.strip("|").split("|")]
     assert cells[0] == "KoSimCSE (sup)"
     for (title, key), cell in zip(TABLE_COLUMNS, cells[1:]):

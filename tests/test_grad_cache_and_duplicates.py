@@ -101,8 +101,9 @@ def test_duplicates_removed_equal_columns_deleted_by_hand():
     positives[2] = positives[0] + noise()
     hard_negatives[1] = positives[1] + noise()
     anchors = positives + 0.3 * torch.randn(5, 8, generator=generator, dtype=torch.float64)
-    got = info_nce(anchors, positives, hard_negatives, positive_ids=ids, hard_negative_ids=hard_ids,
-                   hard_negative_weight=0.5)  # fmt: skip
+    got = info_nce(
+        anchors, positives, hard_negatives, positive_ids=ids, hard_negative_ids=hard_ids, hard_negative_weight=0.5
+    )
 
     candidates = torch.cat([positives, hard_negatives])  # columns 0-4 positives, 5-9 hard negatives
     removed = {0: [2], 2: [0], 1: [6]}  # anchor -> columns holding its positive's text (not its own)

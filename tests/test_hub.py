@@ -20,8 +20,16 @@ SECRET = "hf_thisIsNotARealTokenButMustNeverBeWritten"
 def checkpoint_folder(tiny_bert_dir, tmp_path):
     model = SimCSEModel(tiny_bert_dir, max_length=48)
     model.save_pretrained(tmp_path)
-    args = {"model": "klue/bert-base", "train_data": "data/kornli/kornli_triplets.tsv", "batch_size": 256,
-            "learning_rate": 5e-5, "temp": 0.05, "pooler": "cls", "max_length": 48, "epochs": 1}  # fmt: skip
+    args = {
+        "model": "klue/bert-base",
+        "train_data": "data/kornli/kornli_triplets.tsv",
+        "batch_size": 256,
+        "learning_rate": 5e-5,
+        "temp": 0.05,
+        "pooler": "cls",
+        "max_length": 48,
+        "epochs": 1,
+    }
     (tmp_path / "train_args.json").write_text(json.dumps({"args": args}))
     results = {
         "korsts_dev": {key: 0.8 + i / 1000 for i, key in enumerate(METRIC_KEYS)},
@@ -30,8 +38,11 @@ def checkpoint_folder(tiny_bert_dir, tmp_path):
     }
     write_eval_report(tmp_path / "eval_results.json", "outputs/x", model, results)
     # What must stay local: a training checkpoint (nested files too) and a save cut short by a crash.
-    for unpublished in ("checkpoint-100/training_state.pt", "checkpoint-100/2_Dense/model.safetensors",
-                        ".staging-model/model.safetensors"):  # fmt: skip
+    for unpublished in (
+        "checkpoint-100/training_state.pt",
+        "checkpoint-100/2_Dense/model.safetensors",
+        ".staging-model/model.safetensors",
+    ):
         (tmp_path / unpublished).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / unpublished).write_bytes(b"state")
     return tmp_path
@@ -57,8 +68,11 @@ def test_card_metadata_parses_and_holds_the_eval_results(checkpoint_folder):
         dataset = (result["dataset"]["name"], result["dataset"]["split"])
         for metric in result["metrics"]:
             found[dataset + (metric["type"],)] = metric["value"]
-    splits = {"korsts_dev": ("KorSTS", "validation"), "korsts_test": ("KorSTS", "test"),
-              "klue_sts_dev": ("KLUE-STS", "validation")}  # fmt: skip
+    splits = {
+        "korsts_dev": ("KorSTS", "validation"),
+        "korsts_test": ("KorSTS", "test"),
+        "klue_sts_dev": ("KLUE-STS", "validation"),
+    }
     expected = {splits[name] + (key,): value for name, metrics in report.items() for key, value in metrics.items()}
     assert found == expected
 
@@ -67,7 +81,7 @@ def test_card_body_has_recipe_results_and_usage(checkpoint_folder):
     card = simcse.hub.render_model_card(checkpoint_folder, "me/model")
     assert "| `learning_rate` | `5e-05` |" in card and "| `batch_size` | `256` |" in card
     assert "| me/model | " in card and f"{100 * (0.7 + 10 / 1000):.2f}" in card  # KorSTS test avg, x100
-    assert "outputs.pooler_output" in card and "SentenceTransformer(\"me/model\")" in card
+    assert "outputs.pooler_output" in card and 'SentenceTransformer("me/model")' in card
 
 
 def test_card_usage_follows_the_pooler(tiny_bert_dir, tmp_path):
@@ -90,8 +104,11 @@ def fake_hub(monkeypatch):
         # The files upload_folder would send: its own filter, applied to the folder's relative paths.
         folder = kwargs["folder_path"]
         files = [path.relative_to(folder).as_posix() for path in sorted(folder.rglob("*")) if path.is_file()]
-        calls["uploaded"] = list(filter_repo_objects(files, allow_patterns=kwargs.get("allow_patterns"),
-                                                     ignore_patterns=kwargs.get("ignore_patterns")))  # fmt: skip
+        calls["uploaded"] = list(
+            filter_repo_objects(
+                files, allow_patterns=kwargs.get("allow_patterns"), ignore_patterns=kwargs.get("ignore_patterns")
+            )
+        )
 
     monkeypatch.setattr(simcse.hub, "create_repo", create_repo)
     monkeypatch.setattr(simcse.hub, "upload_folder", upload_folder)
@@ -115,8 +132,16 @@ def test_push_sends_the_folder_repo_and_privacy(checkpoint_folder, fake_hub, cap
     assert upload["repo_id"] == "me/model" and upload["folder_path"] == checkpoint_folder
     uploaded = fake_hub["uploaded"]
     assert not [path for path in uploaded if path.startswith(("checkpoint-", ".staging-"))]
-    assert {"README.md", "config.json", "model.safetensors", "simcse_config.json", "modules.json",
-            "2_Dense/model.safetensors", "eval_results.json", "train_args.json"} <= set(uploaded)  # fmt: skip
+    assert {
+        "README.md",
+        "config.json",
+        "model.safetensors",
+        "simcse_config.json",
+        "modules.json",
+        "2_Dense/model.safetensors",
+        "eval_results.json",
+        "train_args.json",
+    } <= set(uploaded)
     assert "token" not in upload and "token" not in fake_hub["create_repo"]
     assert (checkpoint_folder / "README.md").read_text().startswith("---\n")
     assert_token_written_nowhere(checkpoint_folder, *capsys.readouterr())

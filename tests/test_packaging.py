@@ -46,7 +46,14 @@ def test_every_dependency_is_imported_by_the_package():
 
 def test_package_imports_from_anywhere(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-c", "import simcse, simcse.data, simcse.model, simcse.loss, simcse.evaluate; print(simcse.__file__)"],
-        cwd=tmp_path, capture_output=True, text=True, check=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-c",
+            "import simcse, simcse.data, simcse.model, simcse.loss, simcse.evaluate; print(simcse.__file__)",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert result.stdout.strip() == str(REPO_ROOT / "simcse" / "__init__.py")

@@ -18,8 +18,12 @@ def write_run(folder, scores, eval_results=None):
     folder.mkdir(parents=True)
     lines = []
     for step, score in enumerate(scores):
-        line = {"step": step * 10, "epoch": step / 4, "train_loss": None if step == 0 else 1.0 / step,
-                "learning_rate": 1e-5}  # fmt: skip
+        line = {
+            "step": step * 10,
+            "epoch": step / 4,
+            "train_loss": None if step == 0 else 1.0 / step,
+            "learning_rate": 1e-5,
+        }
         line |= {key: score + (0.001 * i if key != "cosine_spearman" else 0) for i, key in enumerate(METRIC_KEYS)}
         lines.append(json.dumps(line))
     (folder / "metrics.jsonl").write_text("\n".join(lines) + "\n")
@@ -61,9 +65,11 @@ def test_single_run_and_missing_runs(tmp_path):
 
 
 def test_nan_points_are_found():
-    lines = [{"step": 0, "train_loss": None, "cosine_spearman": 0.1},
-             {"step": 10, "train_loss": math.nan, "cosine_spearman": 0.2},
-             {"step": 20, "train_loss": 0.5, "cosine_spearman": math.inf}]  # fmt: skip
+    lines = [
+        {"step": 0, "train_loss": None, "cosine_spearman": 0.1},
+        {"step": 10, "train_loss": math.nan, "cosine_spearman": 0.2},
+        {"step": 20, "train_loss": 0.5, "cosine_spearman": math.inf},
+    ]
     assert non_finite_points(lines) == ["step 10: train_loss is nan", "step 20: cosine_spearman is inf"]
 
 
@@ -92,10 +98,12 @@ def test_plot_writes_a_png_and_reports_nan(tmp_path, run_here):
 
 def test_a_nan_in_the_middle_of_a_run_is_a_gap_not_a_bridge(tmp_path, monkeypatch):
     matplotlib_axes = pytest.importorskip("matplotlib.axes")
-    lines = [{"step": 0, "train_loss": None, "cosine_spearman": 0.3},
-             {"step": 10, "train_loss": 0.9, "cosine_spearman": 0.5},
-             {"step": 20, "train_loss": math.nan, "cosine_spearman": math.inf},
-             {"step": 30, "train_loss": 0.7, "cosine_spearman": 0.6}]  # fmt: skip
+    lines = [
+        {"step": 0, "train_loss": None, "cosine_spearman": 0.3},
+        {"step": 10, "train_loss": 0.9, "cosine_spearman": 0.5},
+        {"step": 20, "train_loss": math.nan, "cosine_spearman": math.inf},
+        {"step": 30, "train_loss": 0.7, "cosine_spearman": 0.6},
+    ]
     steps, losses = curve(lines, "train_loss")
     assert steps == [10, 20, 30] and losses[0] == 0.9 and math.isnan(losses[1]) and losses[2] == 0.7
     assert math.isnan(curve(lines, "cosine_spearman")[1][2])
@@ -124,8 +132,12 @@ def test_plot_without_matplotlib_says_what_to_install(tmp_path):
     blocker = tmp_path / "blocker"
     blocker.mkdir()
     (blocker / "matplotlib.py").write_text("raise ImportError('no matplotlib here')\n")
-    result = subprocess.run([sys.executable, str(REPO_ROOT / "evaluation" / "plot_metrics.py"), str(tmp_path / "run")],
-                            capture_output=True, text=True, env={"PYTHONPATH": str(blocker), "PATH": ""})  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "evaluation" / "plot_metrics.py"), str(tmp_path / "run")],
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(blocker), "PATH": ""},
+    )
     assert result.returncode == 1 and "pip install matplotlib" in result.stderr and "Traceback" not in result.stderr
 
 
@@ -134,10 +146,25 @@ def test_run_seeds_script(tmp_path, demo_data, demo_bert):
     data = demo_data
     output = tmp_path / "seeds"
     result = run_script(
-        REPO_ROOT / "train" / "run_seeds.sh", "3", "4", "--", "--model", demo_bert,
-        "--train_data", data / "train.tsv", "--valid_data", data / "dev.tsv", f"--output_path={output}",
-        "--batch_size", 8, "--max_steps", 2, "--max_length", 24, env={"EVAL_DATA": str(data / "test.tsv")},
-    )  # fmt: skip
+        REPO_ROOT / "train" / "run_seeds.sh",
+        "3",
+        "4",
+        "--",
+        "--model",
+        demo_bert,
+        "--train_data",
+        data / "train.tsv",
+        "--valid_data",
+        data / "dev.tsv",
+        f"--output_path={output}",
+        "--batch_size",
+        8,
+        "--max_steps",
+        2,
+        "--max_length",
+        24,
+        env={"EVAL_DATA": str(data / "test.tsv")},
+    )
     for seed in (3, 4):
         args = json.loads((output / f"seed-{seed}" / "train_args.json").read_text())["args"]
         assert args["seed"] == seed and args["output_path"] == str(output / f"seed-{seed}")

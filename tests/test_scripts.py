@@ -5,6 +5,7 @@ they cost no interpreter start."""
 
 import csv
 import json
+import os
 import subprocess
 import sys
 
@@ -62,8 +63,9 @@ def test_supervised_triplets_end_to_end(demo_data, demo_train_flags, tmp_path):
     assert metrics["cosine_spearman"] == pytest.approx(best["cosine_spearman"], abs=1e-4)
 
     # eval.py on the best checkpoint reproduces it too, prints the table and writes every metric.
-    result = run_script(EVAL_SCRIPT, "--model", output, "--test_data", demo_data / "dev.tsv",
-                        "--output_json", tmp_path / "e.json")  # fmt: skip
+    result = run_script(
+        EVAL_SCRIPT, "--model", output, "--test_data", demo_data / "dev.tsv", "--output_json", tmp_path / "e.json"
+    )
     report = json.loads((tmp_path / "e.json").read_text())
     (name,) = report["results"]
     assert report["results"][name]["cosine_spearman"] == pytest.approx(best["cosine_spearman"], abs=1e-4)
@@ -74,8 +76,9 @@ def test_supervised_triplets_end_to_end(demo_data, demo_train_flags, tmp_path):
 
 @pytest.mark.slow
 def test_unsupervised_txt_end_to_end(demo_data, demo_train_flags, tmp_path):
-    output, lines, result = train_run(demo_train_flags, tmp_path, demo_data / "corpus_with_blanks.txt",
-                                      "--mlp_only_train")  # fmt: skip
+    output, lines, result = train_run(
+        demo_train_flags, tmp_path, demo_data / "corpus_with_blanks.txt", "--mlp_only_train"
+    )
     assert "skipped 5 blank line(s)" in result.stderr
     saved = json.loads((output / SIMCSE_CONFIG_NAME).read_text())
     assert saved["pooler"] == "cls" and saved["mlp_only_train"] is True
@@ -92,8 +95,9 @@ def test_unsupervised_txt_end_to_end(demo_data, demo_train_flags, tmp_path):
 def test_pairs_with_roberta_and_epoch_evaluation(demo_data, demo_roberta, demo_train_flags, run_here, tmp_path):
     pairs = demo_data / "pairs.tsv"
     output = tmp_path / "run"
-    flags = demo_train_flags(output, model=demo_roberta, train_data=pairs, max_steps=100, batch_size=128,
-                             eval_strategy="epoch", pooler="avg")  # fmt: skip
+    flags = demo_train_flags(
+        output, model=demo_roberta, train_data=pairs, max_steps=100, batch_size=128, eval_strategy="epoch", pooler="avg"
+    )
     assert run_here(TRAIN_SCRIPT, *flags).returncode == 0
     lines = [json.loads(line) for line in (output / METRICS_NAME).read_text().splitlines()]
     steps_per_epoch = -(-len(load_train_data(pairs)) // 128)
@@ -130,7 +134,9 @@ def test_help_and_flag_errors_answer_without_importing_torch():
     )
 
     def probe_run(script, *args):
-        return subprocess.run([sys.executable, "-c", probe, str(script), *args], capture_output=True, text=True)
+        command = [sys.executable, "-c", probe, str(script), *args]
+        env = {**os.environ, "COLUMNS": "250"}  # one help line per flag
+        return subprocess.run(command, capture_output=True, text=True, env=env)
 
     help_text = probe_run(TRAIN_SCRIPT, "--help").stdout
     assert "exit 0" in help_text and "torch imported: False" in help_text
@@ -157,11 +163,21 @@ def test_train_errors(demo_data, demo_bert, run_here, tmp_path):
     one = run_here(TRAIN_SCRIPT, *common, "--train_data", demo_data / "train.tsv", "--batch_size", 1)
     assert_one_line_error(one, "--batch_size 1")
 
-    no_model = run_here(TRAIN_SCRIPT, *common[2:], "--model", tmp_path / "no-model", "--train_data", demo_data / "train.tsv")
+    no_model = run_here(
+        TRAIN_SCRIPT, *common[2:], "--model", tmp_path / "no-model", "--train_data", demo_data / "train.tsv"
+    )
     assert_one_line_error(no_model, "no-model")
 
-    no_dev = run_here(TRAIN_SCRIPT, *common[:2], "--train_data", demo_data / "train.tsv", "--valid_data", "korsts_dev",
-                      "--data_dir", tmp_path)  # fmt: skip
+    no_dev = run_here(
+        TRAIN_SCRIPT,
+        *common[:2],
+        "--train_data",
+        demo_data / "train.tsv",
+        "--valid_data",
+        "korsts_dev",
+        "--data_dir",
+        tmp_path,
+    )
     assert_one_line_error(no_dev, "sts-dev.tsv", "download_korsts.sh")
 
     bad_flag = run_here(TRAIN_SCRIPT, *common, "--train_data", bad, "--pooler", "max")
@@ -174,16 +190,18 @@ def test_eval_errors(demo_bert, run_here, tmp_path):
     assert_one_line_error(missing, "klue-sts-v1.1_dev.json", "download_klue_sts.sh")
 
 
-def test_eval_defaults_to_the_checkpoints_max_length_and_keeps_the_old_flag_name(demo_data, demo_bert, run_here,
-                                                                                  tmp_path):  # fmt: skip
+def test_eval_defaults_to_the_checkpoints_max_length_and_keeps_the_old_flag_name(
+    demo_data, demo_bert, run_here, tmp_path
+):
     """eval.py reads the training max length from the checkpoint, else DEFAULT_MAX_LENGTH; --output_path, the
     JSON flag's old name, still works."""
     from simcse.model import SimCSEModel
 
     SimCSEModel(demo_bert, max_length=12).save_pretrained(tmp_path / "trained")
     for folder, expected in ((tmp_path / "trained", 12), (demo_bert, DEFAULT_MAX_LENGTH)):
-        result = run_here(EVAL_SCRIPT, "--model", folder, "--test_data", demo_data / "dev.tsv",
-                          "--output_path", tmp_path / "e.json")  # fmt: skip
+        result = run_here(
+            EVAL_SCRIPT, "--model", folder, "--test_data", demo_data / "dev.tsv", "--output_path", tmp_path / "e.json"
+        )
         assert result.returncode == 0, result.stderr
         assert f"max_length {expected}" in result.stdout
         assert json.loads((tmp_path / "e.json").read_text())["max_length"] == expected
@@ -250,35 +268,57 @@ def test_download_writes_where_load_sts_looks(fake_korsts_source, tmp_path):
 def test_download_fails_loudly(fake_korsts_source, tmp_path):
     data_dir = tmp_path / "data"
     (fake_korsts_source / "KorSTS" / "sts-dev.tsv").write_text("")
-    empty = run_script(REPO_ROOT / "data" / "download_korsts.sh", check=False,
-                       env={"KORNLU_URL": fake_korsts_source.as_uri(), "DATA_DIR": str(data_dir)})  # fmt: skip
+    empty = run_script(
+        REPO_ROOT / "data" / "download_korsts.sh",
+        check=False,
+        env={"KORNLU_URL": fake_korsts_source.as_uri(), "DATA_DIR": str(data_dir)},
+    )
     assert empty.returncode != 0 and "empty download" in empty.stderr
     assert not (data_dir / "korsts" / "sts-dev.tsv").exists()
     assert not list(data_dir.rglob("*.part"))
 
-    missing = run_script(REPO_ROOT / "data" / "download_klue_sts.sh", check=False,
-                         env={"KLUE_URL": (tmp_path / "nowhere").as_uri(), "DATA_DIR": str(data_dir)})  # fmt: skip
+    missing = run_script(
+        REPO_ROOT / "data" / "download_klue_sts.sh",
+        check=False,
+        env={"KLUE_URL": (tmp_path / "nowhere").as_uri(), "DATA_DIR": str(data_dir)},
+    )
     assert missing.returncode != 0 and "download failed" in missing.stderr
     assert not (data_dir / "klue_sts").exists() or not any((data_dir / "klue_sts").iterdir())
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("script, train_file", [("run_train_supervised.sh", "train.tsv"),
-                                                ("run_train_unsupervised.sh", "corpus.txt")])  # fmt: skip
+@pytest.mark.parametrize(
+    "script, train_file", [("run_train_supervised.sh", "train.tsv"), ("run_train_unsupervised.sh", "corpus.txt")]
+)
 def test_run_scripts_pass_the_recipe_and_extra_flags(demo_data, demo_bert, tmp_path, script, train_file):
     output = tmp_path / "run"
     result = run_script(
         REPO_ROOT / "train" / script,
-        "--train_data", demo_data / train_file, "--valid_data", demo_data / "dev.tsv",
-        "--output_path", output, "--max_steps", 2, "--batch_size", 8,
+        "--train_data",
+        demo_data / train_file,
+        "--valid_data",
+        demo_data / "dev.tsv",
+        "--output_path",
+        output,
+        "--max_steps",
+        2,
+        "--batch_size",
+        8,
         env={"MODEL": str(demo_bert)},
-    )  # fmt: skip
+    )
     args = json.loads((output / TRAIN_ARGS_NAME).read_text())["args"]
     assert args["model"] == str(demo_bert) and args["batch_size"] == 8 and args["eval_steps"] in (125, 250)
-    assert (args["learning_rate"], args["temp"], args["max_length"], args["dropout"], args["amp"]) == (5e-5, 0.05, 64, 0.1, True)
+    assert (args["learning_rate"], args["temp"], args["max_length"], args["dropout"], args["amp"]) == (
+        5e-5,
+        0.05,
+        64,
+        0.1,
+        True,
+    )
     assert args["mlp_only_train"] is (script == "run_train_unsupervised.sh")
     assert "--amp is ignored on the CPU" in result.stderr
 
-    evaluated = run_script(REPO_ROOT / "evaluation" / "run_eval.sh", "--test_data", demo_data / "test.tsv",
-                           env={"MODEL": str(output)})  # fmt: skip
+    evaluated = run_script(
+        REPO_ROOT / "evaluation" / "run_eval.sh", "--test_data", demo_data / "test.tsv", env={"MODEL": str(output)}
+    )
     assert (output / EVAL_RESULTS_NAME).is_file() and "Cosine Spearman" in evaluated.stdout

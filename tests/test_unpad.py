@@ -43,8 +43,9 @@ def encoder_and_batch(request, tiny_bert_dir, tiny_roberta_dir):
 def test_states_equal_the_standard_forward(encoder_and_batch):
     encoder, (input_ids, attention_mask, token_type_ids) = encoder_and_batch
     assert supports_unpadding(encoder)
-    expected = encoder(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
-                       output_hidden_states=True)  # fmt: skip
+    expected = encoder(
+        input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids, output_hidden_states=True
+    )
     packing, last, states = unpadded_forward(encoder, input_ids, attention_mask, token_type_ids, True)
     assert [group.batch for group in packing.groups] == [2, 2, 1, 1, 1, 1]
     real = attention_mask.bool()
@@ -60,8 +61,9 @@ def test_gradients_equal_the_standard_forward(encoder_and_batch):
     rounding alone moves it by ~1e-5; in float64 both paths must agree to 1e-9."""
     encoder, (input_ids, attention_mask, token_type_ids) = encoder_and_batch
     encoder.double()
-    weights = torch.randn(MAX_LENGTH, encoder.config.hidden_size, generator=torch.Generator().manual_seed(1),
-                          dtype=torch.float64)  # fmt: skip
+    weights = torch.randn(
+        MAX_LENGTH, encoder.config.hidden_size, generator=torch.Generator().manual_seed(1), dtype=torch.float64
+    )
     real = attention_mask.bool()
 
     def gradients(states):
@@ -69,8 +71,9 @@ def test_gradients_equal_the_standard_forward(encoder_and_batch):
         (states[real] * weights.expand(len(real), -1, -1)[real]).sum().backward()
         return {n: p.grad.clone() for n, p in encoder.named_parameters() if p.grad is not None}
 
-    expected = gradients(encoder(input_ids=input_ids, attention_mask=attention_mask,
-                                 token_type_ids=token_type_ids).last_hidden_state)  # fmt: skip
+    expected = gradients(
+        encoder(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids).last_hidden_state
+    )
     packing, last, _ = unpadded_forward(encoder, input_ids, attention_mask, token_type_ids)
     got = gradients(packing.pad(last))
     assert got.keys() == expected.keys()
@@ -167,8 +170,14 @@ def test_evaluation_equals_the_plain_file_order_computation(tiny_model_dir, kore
     def embed(sentences):
         vectors = []
         for start in range(0, len(sentences), 7):  # file order, padded to the batch's longest
-            batch = model.tokenizer(sentences[start : start + 7], padding=True, truncation=True, max_length=16,
-                                    return_tensors="pt", return_token_type_ids=False)  # fmt: skip
+            batch = model.tokenizer(
+                sentences[start : start + 7],
+                padding=True,
+                truncation=True,
+                max_length=16,
+                return_tensors="pt",
+                return_token_type_ids=False,
+            )
             with torch.no_grad():
                 vectors.append(pool("avg", batch["attention_mask"], plain(**batch).last_hidden_state))
         return torch.cat(vectors).numpy()
@@ -189,7 +198,10 @@ def test_a_current_encoder_passes_the_check(tiny_model_dir):
 def test_a_renamed_attribute_is_named(tiny_bert_dir):
     encoder = AutoModel.from_pretrained(tiny_bert_dir)
     del encoder.encoder.layer[0].attention.self.num_attention_heads  # as a release that renamed it would
-    assert unpadding_problem(encoder) == "this transformers release has no encoder.layer[i].attention.self.num_attention_heads"
+    assert (
+        unpadding_problem(encoder)
+        == "this transformers release has no encoder.layer[i].attention.self.num_attention_heads"
+    )
 
 
 def test_a_pass_that_no_longer_matches_the_model_is_caught(tiny_bert_dir, monkeypatch):
@@ -199,8 +211,9 @@ def test_a_pass_that_no_longer_matches_the_model_is_caught(tiny_bert_dir, monkey
     assert problem.startswith("the unpadded pass differs from the model's own forward by")
 
 
-def test_the_model_falls_back_to_the_padded_forward_with_one_warning(tiny_bert_dir, korean_sentences, monkeypatch,
-                                                                     caplog):  # fmt: skip
+def test_the_model_falls_back_to_the_padded_forward_with_one_warning(
+    tiny_bert_dir, korean_sentences, monkeypatch, caplog
+):
     import transformers.models.bert.modeling_bert as bert
 
     original_init = bert.BertSelfAttention.__init__
