@@ -55,6 +55,7 @@ def setting(
     help: str,
     group: str,
     *,
+    required: bool = False,
     resume: bool = False,
     card: bool = False,
     rule: Rule | None = None,
@@ -68,6 +69,7 @@ def setting(
     metadata = dict(
         help=help,
         group=group,
+        required=required,
         resume=resume,
         card=card,
         rule=rule,
@@ -100,7 +102,12 @@ class TrainConfig:
     trust_remote_code: bool = setting(False, "allow code shipped with a hub model to run", "model")
     # data
     train_data: str = setting(
-        "", ".txt (one sentence per line) or .tsv with header sent0 sent1 [hard_neg]", "data", resume=True, card=True
+        "",
+        ".txt (one sentence per line) or .tsv with header sent0 sent1 [hard_neg]",
+        "data",
+        required=True,
+        resume=True,
+        card=True,
     )
     valid_data: str = setting("korsts_dev", "dev set: a dataset name or a file", "data", resume=True)
     data_dir: str | None = setting(
@@ -250,11 +257,11 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Raise ValueError naming the first bad setting."""
-        if not self.train_data:
-            raise ValueError("--train_data is required")
         for field in dataclasses.fields(self):
-            rule = field.metadata["rule"]
-            message = rule(field.name, getattr(self, field.name)) if rule else None
+            value, rule = getattr(self, field.name), field.metadata["rule"]
+            if field.metadata["required"] and not value:
+                raise ValueError(f"--{field.name} is required")
+            message = rule(field.name, value) if rule else None
             if message:
                 raise ValueError(message)
         if self.mlp_only_train and self.pooler != "cls":
@@ -293,18 +300,22 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
     old_names = {new: old for old, new in RENAMED_SETTINGS.items()}
     for field in dataclasses.fields(TrainConfig):
         meta = field.metadata
-        group = groups.get(meta["group"]) or groups.setdefault(meta["group"], parser.add_argument_group(meta["group"]))
+        if meta["group"] not in groups:
+            groups[meta["group"]] = parser.add_argument_group(meta["group"])
         names = [f"--{field.name}"] + ([f"--{old_names[field.name]}"] if field.name in old_names else [])
-        kwargs: dict[str, typing.Any] = {"default": field.default, "help": f"{meta['help']} (default: %s)"}
-        if field.name == "train_data":
-            kwargs |= {"required": True, "help": f"{meta['help']} (required)"}
-        elif types[field.name] is bool:
+        shown = "required" if meta["required"] else f"default: {default_text(field)}"
+        # argparse %-formats help texts
+        kwargs: dict[str, typing.Any] = {
+            "default": field.default,
+            "help": f"{meta['help']} ({shown})".replace("%", "%%"),
+        }
+        if meta["required"]:
+            kwargs["required"] = True
+        if types[field.name] is bool:
             kwargs["action"] = argparse.BooleanOptionalAction if field.default else "store_true"
         else:
             kwargs |= {"type": _scalar_type(types[field.name]), "choices": meta["choices"], "metavar": meta["metavar"]}
-        if "%s" in kwargs["help"]:
-            kwargs["help"] %= default_text(field).replace("%", "%%")
-        group.add_argument(*names, **kwargs)
+        groups[meta["group"]].add_argument(*names, **kwargs)
     return parser
 
 

@@ -221,6 +221,16 @@ def build_schedule(config: TrainConfig, steps_per_epoch: int) -> Schedule:
     return Schedule(steps_per_epoch, total_steps, warmup_steps, config.learning_rate)
 
 
+def wrap_for_processes(
+    model: SimCSEModel, process: distributed.ProcessInfo, device: torch.device
+) -> SimCSEModel | DistributedDataParallel:
+    """The module the loop calls: DDP under torchrun (it averages the gradients; every parameter gets one, the
+    frozen pooler has none to average), else the model itself."""
+    if not process.is_distributed:
+        return model
+    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+
 def build_optimizer_and_scaler(
     model: SimCSEModel, config: TrainConfig, amp_dtype: torch.dtype | None, resume: ResumePoint | None
 ) -> tuple[torch.optim.AdamW, torch.amp.GradScaler]:
@@ -239,6 +249,18 @@ def start_loop_state(resume: ResumePoint | None, device: torch.device) -> LoopSt
     if resume:
         return LoopState.from_json(resume.trainer_state["loop"], device)
     return LoopState(window_loss_sum=torch.zeros((), device=device))
+
+
+def progress_bar(schedule: Schedule, state: LoopState, is_main: bool) -> tqdm:
+    return tqdm(
+        total=schedule.total_steps,
+        initial=state.step,
+        desc="training",
+        unit="step",
+        dynamic_ncols=True,
+        disable=not is_main,
+        mininterval=0.1 if sys.stderr.isatty() else 1.0,  # a log file gets a line a second at most
+    )
 
 
 def run_info(config: TrainConfig, device: torch.device, amp_dtype: torch.dtype | None, **extra) -> dict:
@@ -279,26 +301,14 @@ class Trainer:
         self.model = build_model(config, self.resume, self.device)
         self.sampler, self.loader = build_loader(config, train_data, self.model, self.process, self.device)
         self.schedule = build_schedule(config, self.sampler.batches_per_epoch)
-        # DDP averages the gradients; every parameter gets one (the frozen pooler has none to average).
-        self.train_model = self.model
-        if self.process.is_distributed:
-            device_ids = [self.device.index] if self.device.type == "cuda" else None
-            self.train_model = DistributedDataParallel(self.model, device_ids=device_ids)
+        self.train_model = wrap_for_processes(self.model, self.process, self.device)
         set_seed(config.seed + self.process.rank)  # each process its own dropout masks
         self.optimizer, self.scaler = build_optimizer_and_scaler(self.model, config, self.amp_dtype, self.resume)
         self.autocast = torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype else nullcontext()
         self.state = start_loop_state(self.resume, self.device)
         self.history = self.prepare_output_folder(len(train_data)) if self.is_main else []
         self.lr: float | None = None  # of the last step taken
-        self.progress = tqdm(
-            total=self.schedule.total_steps,
-            initial=self.state.step,
-            desc="training",
-            unit="step",
-            dynamic_ncols=True,
-            disable=not self.is_main,
-            mininterval=0.1 if sys.stderr.isatty() else 1.0,  # a log file gets a line a second at most
-        )
+        self.progress = progress_bar(self.schedule, self.state, self.is_main)
 
     @property
     def metrics_file(self) -> Path:

@@ -39,6 +39,15 @@ def metrics_lines(output):
     return (output / METRICS_NAME).read_text().splitlines()
 
 
+def cut_back_to(output, step):
+    """Leave ``output`` as a run that died right after saving checkpoint-STEP."""
+    for path in checkpoint.list_checkpoints(output):
+        if int(path.name.rsplit("-", 1)[1]) > step:
+            shutil.rmtree(path)
+    lines = [line for line in metrics_lines(output) if json.loads(line)["step"] <= step]
+    (output / METRICS_NAME).write_text("\n".join(lines) + "\n")
+
+
 def kill_while_saving(command: list[str], what: str) -> None:
     """Start train.py, wait until it pauses inside the save of ``what``, and SIGKILL it there."""
     env = {**os.environ, "SIMCSE_TEST_PAUSE_IN_SAVE": what}
@@ -105,10 +114,7 @@ def test_resume_gives_the_uninterrupted_run(config, tmp_path):
     train(config(straight, max_steps=6, save_steps=3))
     split = tmp_path / "split"
     train(config(split, max_steps=6, save_steps=3))
-    # Cut the second run back to its state at step 3, as if it had died there.
-    shutil.rmtree(split / "checkpoint-6")
-    lines = [line for line in metrics_lines(split) if json.loads(line)["step"] <= 3]
-    (split / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+    cut_back_to(split, 3)
     train(config(split, max_steps=6, save_steps=3, resume_from_checkpoint="latest"))
 
     assert metrics_lines(split) == metrics_lines(straight)
@@ -169,9 +175,7 @@ def test_a_checkpoint_written_before_a_flag_was_renamed_still_resumes(config, tm
     train(config(straight, max_steps=4, save_steps=2))
     old = tmp_path / "old"
     train(config(old, max_steps=4, save_steps=2))
-    shutil.rmtree(old / "checkpoint-4")
-    lines = [line for line in metrics_lines(old) if json.loads(line)["step"] <= 2]
-    (old / METRICS_NAME).write_text("\n".join(lines) + "\n")
+    cut_back_to(old, 2)
     for path in (old / "checkpoint-2" / TRAINER_STATE_NAME, old / TRAIN_ARGS_NAME):
         saved = json.loads(path.read_text())
         settings = saved["config"] if "config" in saved else saved["args"]
