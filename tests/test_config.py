@@ -128,3 +128,22 @@ def test_settings_saved_under_old_names_are_read_under_the_new_ones():
     check_resumable(TrainConfig(train_data="t.tsv"), saved)
     with pytest.raises(ValueError, match="--eval_steps 100 -> 5"):
         check_resumable(TrainConfig(train_data="t.tsv", eval_steps=5), saved)
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"batch_size": 1}, "--batch_size 1"),
+        ({"train_data": ""}, "--train_data is required"),
+        ({"pooler": "avg", "mlp_only_train": True}, "--mlp_only_train needs --pooler cls"),
+        ({"warmup_ratio": 1.0}, "--warmup_ratio"),
+        ({"temp": 0.0}, "--temp"),
+        ({"max_steps": 0}, "--max_steps"),
+        ({"dropout": -0.1}, "--dropout"),
+    ],
+)
+def test_config_validation(changes, message):
+    config = TrainConfig(**{"train_data": "train.tsv", **changes})
+    with pytest.raises(ValueError, match=message):
+        config.validate()
+    TrainConfig(train_data="train.tsv").validate()  # the defaults are valid

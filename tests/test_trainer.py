@@ -3,7 +3,7 @@ import torch
 from transformers import get_linear_schedule_with_warmup
 
 from simcse.model import SimCSEModel
-from simcse.trainer import TrainConfig, autocast_dtype, learning_rate_at, parameter_groups
+from simcse.trainer import autocast_dtype, learning_rate_at, parameter_groups
 
 
 def transformers_rates(total: int, warmup: int, peak: float) -> list[float]:
@@ -65,22 +65,3 @@ def test_amp_is_ignored_on_cpu_with_a_warning(caplog):
         "--amp is ignored on the CPU (bf16 matmuls are slow there); training in float32"
     ]
     assert autocast_dtype(False, torch.device("cpu")) is None
-
-
-@pytest.mark.parametrize(
-    "changes, message",
-    [
-        ({"batch_size": 1}, "--batch_size 1"),
-        ({"train_data": ""}, "--train_data is required"),
-        ({"pooler": "avg", "mlp_only_train": True}, "--mlp_only_train needs --pooler cls"),
-        ({"warmup_ratio": 1.0}, "--warmup_ratio"),
-        ({"temp": 0.0}, "--temp"),
-        ({"max_steps": 0}, "--max_steps"),
-        ({"dropout": -0.1}, "--dropout"),
-    ],
-)
-def test_config_validation(changes, message):
-    config = TrainConfig(**{"train_data": "train.tsv", **changes})
-    with pytest.raises(ValueError, match=message):
-        config.validate()
-    TrainConfig(train_data="train.tsv").validate()  # the defaults are valid
