@@ -114,7 +114,9 @@ class SimCSEModel(nn.Module):
     ):
         super().__init__()
         saved = read_simcse_config(model_name_or_path)
-        self.max_length = max_length or (saved or {}).get("max_length", DEFAULT_MAX_LENGTH)
+        if max_length is None:
+            max_length = (saved or {}).get("max_length", DEFAULT_MAX_LENGTH)
+        self.max_length = max_length
         if self.max_length < 2:
             raise ValueError(f"max_length must be at least 2 (room for [CLS] and [SEP]), got {self.max_length}")
         pooler = pooler or (saved or {}).get("pooler", "cls")
@@ -250,7 +252,8 @@ class SimCSEModel(nn.Module):
             batch_size = default_encode_batch_size(device)
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
-        tokenized = TokenizedSentences(sentences, self.tokenizer, max_length or self.max_length)
+        max_length = self.max_length if max_length is None else max_length
+        tokenized = TokenizedSentences(sentences, self.tokenizer, max_length)
         order = np.argsort(-tokenized.lengths, kind="stable")
         embeddings = np.zeros((len(tokenized), self.config.hidden_size), dtype=np.float32)
         # Half precision on GPUs (fast and accurate enough for ranking); the CPU stays in float32.

@@ -3,6 +3,7 @@ import pytest
 import torch
 from transformers import AutoModel, AutoTokenizer
 
+from simcse.config import DEFAULT_MAX_LENGTH
 from simcse.data import SimCSEDataset, TrainData
 from simcse.loss import info_nce
 from simcse.model import POOLERS, SimCSEModel, pool
@@ -148,6 +149,8 @@ def test_encode_bad_input(tiny_bert_dir):
         ({"pooler": "max"}, "unknown pooler"),
         ({"pooler": "avg", "mlp_only_train": True}, "mlp_only_train needs pooler 'cls'"),
         ({"dropout": 1.0}, "dropout"),
+        ({"max_length": 1}, "max_length must be at least 2"),
+        ({"max_length": 0}, "max_length must be at least 2"),
     ],
 )
 def test_bad_model_arguments(tiny_bert_dir, kwargs, message):
@@ -159,3 +162,14 @@ def test_separate_tokenizer_argument(tiny_bert_dir, tiny_roberta_dir):
     tokenizer = AutoTokenizer.from_pretrained(tiny_roberta_dir)
     model = SimCSEModel(tiny_bert_dir, tokenizer=tokenizer)
     assert model.tokenizer is tokenizer and model.collator.pad_token_id == 1
+
+
+def test_the_training_max_length_is_the_default_after_reloading(tiny_bert_dir, korean_sentences, tmp_path):
+    long_sentence = " ".join(korean_sentences[:6])
+    assert SimCSEModel(tiny_bert_dir).max_length == DEFAULT_MAX_LENGTH  # no simcse_config.json
+    SimCSEModel(tiny_bert_dir, pooler="avg", max_length=8).save_pretrained(tmp_path)
+    reloaded = SimCSEModel(tmp_path, dropout=0.0)
+    assert reloaded.max_length == 8
+    default = reloaded.encode([long_sentence])
+    np.testing.assert_allclose(default, reloaded.encode([long_sentence], max_length=8), atol=1e-6)
+    assert np.abs(default - reloaded.encode([long_sentence], max_length=DEFAULT_MAX_LENGTH)).max() > 1e-3
