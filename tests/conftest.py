@@ -210,7 +210,10 @@ def demo_train_flags(demo_settings):
     def make(output: Path, **changes) -> list[str]:
         flags = []
         for name, value in (demo_settings | {"output_path": str(output)} | changes).items():
-            flags += [f"--{name}", str(value)]
+            if isinstance(value, bool):  # switches: --amp, --no-unpad
+                flags.append(f"--{name}" if value else f"--no-{name}")
+            else:
+                flags += [f"--{name}", str(value)]
         return flags
 
     return make

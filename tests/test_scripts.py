@@ -77,7 +77,7 @@ def test_supervised_triplets_end_to_end(demo_data, demo_train_flags, tmp_path):
 @pytest.mark.slow
 def test_unsupervised_txt_end_to_end(demo_data, demo_train_flags, tmp_path):
     output, lines, result = train_run(
-        demo_train_flags, tmp_path, demo_data / "corpus_with_blanks.txt", "--mlp_only_train"
+        demo_train_flags, tmp_path, demo_data / "corpus_with_blanks.txt", mlp_only_train=True
     )
     assert "skipped 5 blank line(s)" in result.stderr
     saved = json.loads((output / SIMCSE_CONFIG_NAME).read_text())
