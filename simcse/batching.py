@@ -85,8 +85,8 @@ class EpochBatchSampler:
     the batches the uninterrupted run saw (``set_epoch(e, start_batch=k)``). With several processes
     (torchrun), each global batch of ``batch_size`` examples is cut into ``world_size`` equal slices
     and process ``rank`` takes slice ``rank``. The epoch's last, smaller batch is shortened to a multiple
-    of ``world_size``; the few examples that leaves out (fewer than ``world_size``) are counted in
-    ``dropped_per_epoch``.
+    of ``world_size``, and dropped when that leaves one example (an anchor with no negative trains on
+    nothing); the examples left out are counted in ``dropped_per_epoch``.
     """
 
     def __init__(self, num_examples: int, batch_size: int, seed: int, rank: int = 0, world_size: int = 1):
@@ -97,7 +97,9 @@ class EpochBatchSampler:
         self.epoch, self.start_batch = 0, 0
         remainder = num_examples % batch_size
         self.last_batch_size = remainder - remainder % world_size
-        self.dropped_per_epoch = remainder % world_size
+        if self.last_batch_size < 2:
+            self.last_batch_size = 0
+        self.dropped_per_epoch = remainder - self.last_batch_size
 
     @property
     def batches_per_epoch(self) -> int:
@@ -114,7 +116,7 @@ class EpochBatchSampler:
         order = torch.randperm(self.num_examples, generator=generator).tolist()
         for batch in range(self.start_batch, self.batches_per_epoch):
             size = min(self.batch_size, self.num_examples - batch * self.batch_size)
-            size -= size % self.world_size
+            size = self.batch_size if size == self.batch_size else self.last_batch_size
             local = size // self.world_size
             first = batch * self.batch_size + self.rank * local
             yield order[first : first + local]

@@ -9,12 +9,15 @@ by a crash is finished the next time the run starts (``recover``).
 
 from __future__ import annotations
 
+import json
 import os
+import pickle
 import random
 import re
 import shutil
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +31,11 @@ from simcse.run_folder import (
     read_json,
     write_json,
 )
+
+
+class CorruptCheckpointError(ValueError):
+    """A saved file that cannot be what it claims (truncated weights, JSON that does not parse)."""
+
 
 CHECKPOINT_PATTERN = re.compile(re.escape(CHECKPOINT_PREFIX) + r"(\d+)")
 COMPLETE_MARKER = ".complete"
@@ -71,11 +79,70 @@ def _move_files_into(staging: Path, target: Path) -> None:
     shutil.rmtree(staging)
 
 
+# ---------------------------------------------------------------------------------------------------
+# Checking saved files before relying on them
+
+
+def _safetensors_problem(path: Path) -> str | None:
+    """Why a .safetensors file is not whole: its size must be 8 + header + the data the header lays out."""
+    size = path.stat().st_size
+    with open(path, "rb") as file:
+        if size < 8:
+            return f"truncated ({size} bytes, no header)"
+        header_size = int.from_bytes(file.read(8), "little")
+        if 8 + header_size > size:
+            return f"truncated ({size} bytes; the header alone takes {8 + header_size})"
+        try:
+            header = json.loads(file.read(header_size))
+            data_end = max(
+                (entry["data_offsets"][1] for key, entry in header.items() if key != "__metadata__"), default=0
+            )
+        except (ValueError, KeyError, TypeError, IndexError, RecursionError):
+            return "its header is not a safetensors header"
+    expected = 8 + header_size + data_end
+    if size != expected:
+        return f"truncated ({size} bytes, the header lays out {expected})" if size < expected else "has trailing bytes"
+    return None
+
+
+def _file_problem(path: Path) -> str | None:
+    if path.suffix == ".safetensors":
+        return _safetensors_problem(path)
+    if path.suffix == ".json":
+        try:
+            json.loads(path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, ValueError, RecursionError) as err:
+            return "nested too deeply" if isinstance(err, RecursionError) else "not valid JSON"
+    if path.name == TRAINING_STATE_NAME and not zipfile.is_zipfile(path):
+        return "truncated or not a torch.save file"
+    return None
+
+
+def folder_problem(folder: str | os.PathLike) -> str | None:
+    """``'FILE: what is wrong'`` for the first saved file of ``folder`` that is not whole (weights whose size
+    does not match their header, JSON that does not parse, a truncated training state), else None. Training
+    checkpoints and unfinished saves inside ``folder`` are left to their own checks."""
+    folder = Path(folder)
+    for path in sorted(folder.rglob("*")):
+        if not path.is_file() or path.relative_to(folder).parts[0].startswith((CHECKPOINT_PREFIX, STAGING_PREFIX)):
+            continue
+        if problem := _file_problem(path):
+            return f"{path}: {problem}"
+    return None
+
+
+def verify_folder(folder: str | os.PathLike, what: str) -> None:
+    """Raise CorruptCheckpointError naming the first damaged file of ``folder`` (``what`` says what it holds)."""
+    if problem := folder_problem(folder):
+        raise CorruptCheckpointError(f"{what} is damaged: {problem}")
+
+
 def recover(output: str | os.PathLike) -> None:
     """Finish a best-model save cut short after its staging folder was complete; drop unfinished ones."""
     output = Path(output)
     for staging in output.glob(STAGING_PREFIX + "*"):
         if staging.name == STAGING_PREFIX + "model" and (staging / COMPLETE_MARKER).exists():
+            verify_folder(staging, f"the best-model save {staging} that a crash cut short")
             _move_files_into(staging, output)
         else:
             shutil.rmtree(staging)
@@ -85,6 +152,11 @@ def _stage(model, staging: Path) -> None:
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     model.save_pretrained(staging)
+
+
+def saved_model_exists(folder: str | os.PathLike) -> bool:
+    """Whether ``folder`` holds a saved model's weights (moved in last by ``save_model``)."""
+    return all((Path(folder) / name).is_file() for name in WEIGHTS_LAST)
 
 
 def save_model(model, output: str | os.PathLike) -> None:
@@ -136,25 +208,47 @@ def rotate_checkpoints(output: str | os.PathLike, keep: int | None) -> None:
 
 
 def resolve_checkpoint(name: str, output: str | os.PathLike) -> Path:
-    """``latest`` (the newest complete checkpoint in ``output``) or a checkpoint folder."""
+    """``latest`` (the newest complete checkpoint in ``output``) or a checkpoint folder, after checking that
+    its files are whole; a damaged one is refused, naming the newest intact checkpoint to resume from."""
     if name == "latest":
         checkpoints = list_checkpoints(output)
         if not checkpoints:
             raise FileNotFoundError(f"{output}: no {CHECKPOINT_PREFIX}STEP folder to resume from")
-        return checkpoints[-1]
-    path = Path(name)
-    if not (path / TRAINER_STATE_NAME).is_file():
-        raise FileNotFoundError(f"{path}: not a training checkpoint (no {TRAINER_STATE_NAME})")
+        path = checkpoints[-1]
+    else:
+        path = Path(name)
+        if not (path / TRAINER_STATE_NAME).is_file():
+            raise FileNotFoundError(f"{path}: not a training checkpoint (no {TRAINER_STATE_NAME})")
+    if not (path / TRAINING_STATE_NAME).is_file():
+        problem = f"{path / TRAINING_STATE_NAME}: missing"
+    else:
+        problem = folder_problem(path)
+    if problem:
+        others = [other for other in reversed(list_checkpoints(path.parent)) if other.resolve() != path.resolve()]
+        intact = next((other for other in others if not folder_problem(other)), None)
+        hint = f"resume from the newest intact one: --resume_from_checkpoint {intact}" if intact else "none is intact"
+        raise CorruptCheckpointError(f"checkpoint {path} is damaged: {problem}; {hint}")
     return path
 
 
 def read_trainer_state(checkpoint: str | os.PathLike) -> dict:
-    return read_json(Path(checkpoint) / TRAINER_STATE_NAME)
+    state = read_json(Path(checkpoint) / TRAINER_STATE_NAME)
+    if not isinstance(state, dict) or not {"step", "config", "loop"} <= state.keys():
+        raise CorruptCheckpointError(f"{Path(checkpoint) / TRAINER_STATE_NAME}: not a trainer state of this package")
+    return state
 
 
 def read_training_state(checkpoint: str | os.PathLike) -> dict:
     """Optimizer, grad scaler and RNG states; loaded with ``weights_only=True`` (no arbitrary pickle)."""
-    return torch.load(Path(checkpoint) / TRAINING_STATE_NAME, map_location="cpu", weights_only=True)
+    path = Path(checkpoint) / TRAINING_STATE_NAME
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise CorruptCheckpointError(
+            f"{path}: holds Python objects other than tensors and numbers; refused (torch.load weights_only)"
+        ) from err
+    except Exception as err:  # whatever a damaged zip raises
+        raise CorruptCheckpointError(f"{path}: cannot be loaded, truncated or damaged ({type(err).__name__})") from err
 
 
 def rng_state() -> dict:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,6 +21,8 @@ EVAL_STRATEGIES = ("steps", "epoch")
 # Tokens per sentence when nothing else says: the reference recipe's value, and what evaluation falls back to
 # for a checkpoint that does not record its training value.
 DEFAULT_MAX_LENGTH = 64
+# Temperatures outside it train nothing: at 1e-30 every gradient overflows, at inf every logit is 0.
+TEMPERATURE_RANGE = (1e-3, 10.0)
 # Flags renamed since they were first published: old name -> new name. The old names stay accepted on the
 # command line and in the trainer_state.json of checkpoints written before the rename.
 RENAMED_SETTINGS = {"eval_step": "eval_steps"}
@@ -38,12 +41,34 @@ def in_unit_interval(name: str, value: float) -> str | None:
     return None if 0 <= value < 1 else f"--{name} must lie in [0, 1), got {value}"
 
 
+def between(low: float, high: float, why: str) -> Rule:
+    return lambda name, value: (
+        None if low <= value <= high else f"--{name} must lie in [{low}, {high}] ({why}), got {value}"
+    )
+
+
+def finite(name: str, value: float) -> str | None:
+    return None if math.isfinite(value) else f"--{name} must be a finite number, got {value}"
+
+
 def positive(name: str, value: float) -> str | None:
-    return None if value > 0 else f"--{name} must be positive, got {value}"
+    return None if 0 < value < math.inf else f"--{name} must be positive and finite, got {value}"
 
 
 def non_negative(name: str, value: float) -> str | None:
-    return None if value >= 0 else f"--{name} must be non-negative, got {value}"
+    return None if 0 <= value < math.inf else f"--{name} must be non-negative and finite, got {value}"
+
+
+def hub_repo_id(name: str, value: str | None) -> str | None:
+    if value is None:
+        return None
+    from huggingface_hub.utils import HFValidationError, validate_repo_id  # only runs that push pay its import
+
+    try:
+        validate_repo_id(value)
+    except HFValidationError as err:
+        return f"--{name} {value!r} is not a valid Hub repo id (user/name): {str(err).splitlines()[0]}"
+    return None
 
 
 def one_of(choices: tuple[str, ...]) -> Rule:
@@ -62,8 +87,10 @@ def setting(
     choices: tuple[str, ...] | None = None,
     none_means: str | None = None,
     metavar: str | None = None,
+    path: bool = False,
 ) -> typing.Any:
-    """A ``TrainConfig`` field with what its flag needs: ``none_means`` says what a default of None stands for."""
+    """A ``TrainConfig`` field with what its flag needs: ``none_means`` says what a default of None stands for;
+    ``path`` marks a value that may name a local file or folder (compared after resolving it on resume)."""
     if choices and rule is None:
         rule = one_of(choices)
     metadata = dict(
@@ -76,6 +103,7 @@ def setting(
         choices=choices,
         none_means=none_means,
         metavar=metavar,
+        path=path,
     )
     return dataclasses.field(default=default, metadata=metadata)
 
@@ -86,10 +114,15 @@ class TrainConfig:
 
     # model
     model: str = setting(
-        "klue/bert-base", "hub name or local folder (BERT or RoBERTa)", "model", resume=True, card=True
+        "klue/bert-base", "hub name or local folder (BERT or RoBERTa)", "model", resume=True, card=True, path=True
     )
     tokenizer: str | None = setting(
-        None, "hub name or folder of a fast tokenizer", "model", resume=True, none_means="same as --model"
+        None,
+        "hub name or folder of a fast tokenizer",
+        "model",
+        resume=True,
+        none_means="same as --model",
+        path=True,
     )
     pooler: str = setting("cls", "how a sentence vector is taken", "model", resume=True, card=True, choices=POOLERS)
     mlp_only_train: bool = setting(
@@ -98,7 +131,9 @@ class TrainConfig:
     dropout: float = setting(
         0.1, "hidden and attention dropout of the encoder", "model", resume=True, card=True, rule=in_unit_interval
     )
-    unpad: bool = setting(True, "compute on real tokens only (BERT/RoBERTa), no compute on padding", "model")
+    unpad: bool = setting(
+        True, "compute on real tokens only (BERT/RoBERTa), no compute on padding", "model", resume=True
+    )
     trust_remote_code: bool = setting(False, "allow code shipped with a hub model to run", "model")
     # data
     train_data: str = setting(
@@ -108,10 +143,11 @@ class TrainConfig:
         required=True,
         resume=True,
         card=True,
+        path=True,
     )
-    valid_data: str = setting("korsts_dev", "dev set: a dataset name or a file", "data", resume=True)
+    valid_data: str = setting("korsts_dev", "dev set: a dataset name or a file", "data", resume=True, path=True)
     data_dir: str | None = setting(
-        None, "folder the dataset names resolve in", "data", resume=True, none_means="repo data/"
+        None, "folder the dataset names resolve in", "data", resume=True, none_means="repo data/", path=True
     )
     max_length: int = setting(
         DEFAULT_MAX_LENGTH,
@@ -166,7 +202,7 @@ class TrainConfig:
         "optimisation",
         resume=True,
         card=True,
-        rule=positive,
+        rule=between(*TEMPERATURE_RANGE, "cosines are divided by it"),
     )
     hard_negative_weight: float = setting(
         0.0,
@@ -174,10 +210,11 @@ class TrainConfig:
         "optimisation",
         resume=True,
         card=True,
+        rule=finite,
     )
     mask_duplicate_negatives: bool = setting(
         True,
-        "remove in-batch candidates with the same token ids as the anchor's positive",
+        "remove in-batch candidates with the same token ids as the anchor or its positive",
         "optimisation",
         resume=True,
     )
@@ -199,6 +236,11 @@ class TrainConfig:
     # evaluation and output
     output_path: str = setting(
         "outputs/simcse", "folder for the best checkpoint, train_args.json and metrics.jsonl", "evaluation and output"
+    )
+    overwrite_output_path: bool = setting(
+        False,
+        "start afresh in a folder that holds an earlier run, deleting that run (else such a folder is refused)",
+        "evaluation and output",
     )
     eval_strategy: str = setting(
         "steps",
@@ -249,6 +291,7 @@ class TrainConfig:
         "checkpoints and the Hub",
         none_means="none",
         metavar="REPO_ID",
+        rule=hub_repo_id,
     )
     hub_private: bool = setting(False, "create the Hub repository as private", "checkpoints and the Hub")
     # runtime
@@ -276,6 +319,8 @@ def _settings_where(key: str) -> tuple[str, ...]:
 RESUME_MUST_MATCH = _settings_where("resume")
 # The training recipe a model card shows.
 CARD_SETTINGS = _settings_where("card")
+# Settings that may name a local file or folder.
+PATH_SETTINGS = _settings_where("path")
 
 
 def upgrade_saved_settings(saved: dict) -> dict:

@@ -15,10 +15,12 @@ line.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
 import os
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,6 +60,32 @@ KORSTS_HEADER = ("genre", "filename", "year", "id", "score", "sentence1", "sente
 PLAIN_STS_HEADER = ("sentence1", "sentence2", "score")
 TRAIN_HEADERS = (("sent0", "sent1"), ("sent0", "sent1", "hard_neg"))
 MIN_SCORE, MAX_SCORE = 0.0, 5.0
+QUOTE_LIMIT = 100  # characters of a file's text an error message quotes
+# Characters that show nothing: Unicode controls and formats (zero-width space and joiners, BOM, direction
+# marks) and the Hangul fillers, which are letters to Unicode but blank on screen and to a reader.
+INVISIBLE_CATEGORIES = ("Cc", "Cf", "Zs", "Zl", "Zp")
+HANGUL_FILLERS = "\u115f\u1160\u3164\uffa0"
+
+
+def quoted(text: object) -> str:
+    """``repr(text)``, cut to about ``QUOTE_LIMIT`` characters: a file with no line breaks the reader knows
+    (CR-only line endings) is one long line, and an error must not echo all of it."""
+    shown = repr(text)
+    return shown if len(shown) <= QUOTE_LIMIT else f"{shown[:QUOTE_LIMIT]}... ({len(str(text))} characters)"
+
+
+def is_blank(text: str) -> bool:
+    """True when ``text`` shows nothing: empty, whitespace, or only control, format and zero-width characters."""
+    return all(unicodedata.category(char) in INVISIBLE_CATEGORIES or char in HANGUL_FILLERS for char in text)
+
+
+def file_fingerprint(path: str | os.PathLike) -> str:
+    """SHA-256 of a file's bytes: a resumed run checks that its data did not change in place."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        while chunk := file.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 class DataFormatError(ValueError):
@@ -143,6 +171,12 @@ def _drop_blank_lines(path: Path, lines: list[tuple[int, str]]) -> list[tuple[in
 def _check_sentence(path: Path, where: str, text: str, column: str) -> str:
     if not text.strip():
         raise DataFormatError(path, where, f"empty sentence in column {column!r}")
+    if is_blank(text):
+        raise DataFormatError(
+            path,
+            where,
+            f"sentence {quoted(text)} in column {column!r} has only invisible (control or zero-width) characters",
+        )
     return text
 
 
@@ -150,9 +184,9 @@ def _parse_score(path: Path, where: str, text: str | float) -> float:
     try:
         score = float(text)
     except (TypeError, ValueError):
-        raise DataFormatError(path, where, f"score {text!r} is not a number") from None
+        raise DataFormatError(path, where, f"score {quoted(text)} is not a number") from None
     if not (math.isfinite(score) and MIN_SCORE <= score <= MAX_SCORE):
-        raise DataFormatError(path, where, f"score {text!r} is outside [{MIN_SCORE:g}, {MAX_SCORE:g}]")
+        raise DataFormatError(path, where, f"score {quoted(text)} is outside [{MIN_SCORE:g}, {MAX_SCORE:g}]")
     return score
 
 
@@ -202,6 +236,14 @@ def load_sts(name_or_path: str | os.PathLike, data_dir: str | os.PathLike | None
         data = _read_sts_tsv(path, name)
     if len(data) == 0:
         raise DataFormatError(path, None, "no sentence pairs found")
+    if len(data) == 1:
+        raise DataFormatError(path, None, f"{name!r} holds 1 sentence pair; correlations need 2 or more")
+    if len(set(data.scores)) == 1:
+        raise DataFormatError(
+            path,
+            None,
+            f"every gold score of {name!r} is {data.scores[0]:g}: correlations with constant scores are undefined",
+        )
     return data
 
 
@@ -266,7 +308,7 @@ def _read_klue_sts_json(path: Path, name: str) -> STSData:
             sentences.append(_check_sentence(path, where, sentence, key))
         label = labels["label"]
         if isinstance(label, bool) or not isinstance(label, (int, float, str)):
-            raise DataFormatError(path, where, f"score {label!r} is not a number")
+            raise DataFormatError(path, where, f"score {quoted(label)} is not a number")
         data.scores.append(_parse_score(path, where, label))
         data.sentences1.append(sentences[0])
         data.sentences2.append(sentences[1])
@@ -290,6 +332,7 @@ def load_train_data(path: str | os.PathLike) -> TrainData:
                     "a tab inside a sentence; a .txt training file holds one sentence per line "
                     "(for pairs or triplets use a .tsv with the header sent0<TAB>sent1[<TAB>hard_neg])",
                 )
+            _check_sentence(path, f"line {number}", line, "sentence")
         data = TrainData([[line for _, line in lines]], str(path))
     else:
         if not lines:
@@ -299,7 +342,7 @@ def load_train_data(path: str | os.PathLike) -> TrainData:
             raise DataFormatError(
                 path,
                 "line 1",
-                f"header {lines[0][1]!r} is not sent0\\tsent1 (pairs) or sent0\\tsent1\\thard_neg (triplets)",
+                f"header {quoted(lines[0][1])} is not sent0\\tsent1 (pairs) or sent0\\tsent1\\thard_neg (triplets)",
             )
         columns: list[list[str]] = [[] for _ in header]
         for number, line in lines[1:]:
@@ -363,9 +406,9 @@ def nli_triplets(paths: Sequence[str | os.PathLike]) -> tuple[TrainData, Triplet
             premise, hypothesis, label = _split_row(path, number, line, 3, ", ".join(NLI_HEADER))
             report.rows += 1
             if label not in NLI_LABELS:
-                report.skip(f"gold_label {label!r} (not an NLI label)")
-            elif not premise.strip() or not hypothesis.strip():
-                report.skip("empty sentence")
+                report.skip(f"gold_label {quoted(label)} (not an NLI label)")
+            elif is_blank(premise) or is_blank(hypothesis):
+                report.skip("empty or invisible sentence")
             elif label == "neutral":
                 report.skip("neutral (not used)")
             else:

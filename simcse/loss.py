@@ -21,8 +21,7 @@ def info_nce(
     temperature: float = 0.05,
     hard_negative_weight: float = 0.0,
     gather: Gather | None = None,
-    positive_ids: torch.Tensor | None = None,
-    hard_negative_ids: torch.Tensor | None = None,
+    exclude: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Mean cross-entropy of picking each anchor's own positive among all candidates.
 
@@ -36,10 +35,10 @@ def info_nce(
             weight, 0 leaves the hard negative with weight 1 (as in the original SimCSE).
         gather: turns local candidate rows into the global ones for multi-process training; the
             anchors stay local and their labels are offset to their own rows.
-        positive_ids, hard_negative_ids: optional (B, L) token ids of the positives and hard negatives,
-            padded alike. Given, each anchor's candidates whose ids equal those of its own positive
-            (other than that positive's column) are removed from its logits: the same text twice in a
-            batch is a false negative, not a negative.
+        exclude: optional (B, C) booleans over the candidate columns (C = N, or 2N with hard negatives):
+            True removes that candidate from that anchor's softmax (never mark an anchor's own positive).
+            ``duplicate_candidates`` builds it from token ids: the same text twice in a batch is a false
+            negative, not a negative.
 
     Returns:
         A scalar. Normalisation, logits and cross-entropy are computed in at least float32 whatever the
@@ -50,15 +49,6 @@ def info_nce(
     for name, other in (("positives", positives), ("hard_negatives", hard_negatives)):
         if other is not None and other.shape != anchors.shape:
             raise ValueError(f"{name} shape {tuple(other.shape)} differs from anchors shape {tuple(anchors.shape)}")
-    if positive_ids is not None and (positive_ids.ndim != 2 or len(positive_ids) != len(anchors)):
-        raise ValueError(f"positive_ids must be (batch, seq_len), got shape {tuple(positive_ids.shape)}")
-    if (hard_negative_ids is None) != (hard_negatives is None or positive_ids is None):
-        raise ValueError("give hard_negative_ids with positive_ids exactly when there are hard negatives")
-    if hard_negative_ids is not None and hard_negative_ids.shape != positive_ids.shape:
-        raise ValueError(
-            f"hard_negative_ids shape {tuple(hard_negative_ids.shape)} differs from positive_ids shape "
-            f"{tuple(positive_ids.shape)}"
-        )
     if temperature <= 0:
         raise ValueError(f"temperature must be positive, got {temperature}")
     gather = gather or (lambda rows: (rows, 0))
@@ -76,21 +66,53 @@ def info_nce(
     if hard_negatives is not None and hard_negative_weight != 0.0:
         own_hard_negative = F.one_hot(labels + num_positives, num_classes=logits.shape[1])  # (B, 2N)
         logits = logits + hard_negative_weight * own_hard_negative.to(dtype)  # (B, 2N)
-    if positive_ids is not None:
-        logits = logits.masked_fill(_duplicates(positive_ids, hard_negative_ids, labels, gather), -math.inf)
+    if exclude is not None:
+        if exclude.shape != logits.shape:
+            raise ValueError(f"exclude must be (batch, candidates) {tuple(logits.shape)}, got {tuple(exclude.shape)}")
+        logits = logits.masked_fill(exclude, -math.inf)  # (B, C)
     return F.cross_entropy(logits, labels)
 
 
-def _duplicates(
-    positive_ids: torch.Tensor, hard_negative_ids: torch.Tensor | None, labels: torch.Tensor, gather: Gather
+def duplicate_candidates(
+    anchor_ids: torch.Tensor,
+    positive_ids: torch.Tensor,
+    hard_negative_ids: torch.Tensor | None = None,
+    *,
+    gather: Gather | None = None,
 ) -> torch.Tensor:
-    """(B, C) True where a candidate's token ids equal the anchor's positive's, its own column excepted."""
-    candidate_ids, _ = gather(positive_ids)  # (N, L)
+    """(B, C) True where a candidate's token ids equal those of the anchor or of the anchor's positive, the
+    positive's own column excepted: ``info_nce``'s ``exclude``.
+
+    Args:
+        anchor_ids, positive_ids, hard_negative_ids: (B, L) token ids, padded alike (to the same width on
+            every process). The candidates are the gathered positives, then the gathered hard negatives.
+        gather: as in ``info_nce``; rows of every process, and the index of this process's first row.
+
+    In supervised data a candidate can repeat the anchor's own text (a premise reused as another row's
+    hypothesis) or its positive's; in unsupervised data anchor and positive are the same text.
+    """
+    for name, ids in (("positive_ids", positive_ids), ("hard_negative_ids", hard_negative_ids)):
+        if ids is not None and ids.shape != anchor_ids.shape:
+            raise ValueError(f"{name} shape {tuple(ids.shape)} differs from anchor_ids shape {tuple(anchor_ids.shape)}")
+    if anchor_ids.ndim != 2:
+        raise ValueError(f"anchor_ids must be (batch, seq_len), got shape {tuple(anchor_ids.shape)}")
+    gather = gather or (lambda rows: (rows, 0))
+    candidate_ids, first_row = gather(positive_ids)  # (N, L)
     if hard_negative_ids is not None:
         candidate_ids = torch.cat([candidate_ids, gather(hard_negative_ids)[0]])  # (C, L), C = 2N
+    batch = len(anchor_ids)
     # One integer per distinct row of token ids (exact, by sorting): rows are equal iff their numbers are.
-    _, text_number = torch.unique(torch.cat([positive_ids, candidate_ids]), dim=0, return_inverse=True)  # (B + C,)
-    batch = len(positive_ids)
-    same_text = text_number[:batch, None] == text_number[None, batch:]  # (B, C)
-    same_text[torch.arange(batch, device=labels.device), labels] = False  # (B, C)
+    _, text_number = torch.unique(
+        torch.cat([anchor_ids, positive_ids, candidate_ids]), dim=0, return_inverse=True
+    )  # (2B + C,)
+    anchor_text, positive_text, candidate_text = (
+        text_number[:batch],
+        text_number[batch : 2 * batch],
+        text_number[2 * batch :],
+    )
+    same_text = (candidate_text[None] == anchor_text[:, None]) | (
+        candidate_text[None] == positive_text[:, None]
+    )  # (B, C)
+    rows = torch.arange(batch, device=anchor_ids.device)
+    same_text[rows, rows + first_row] = False  # (B, C)
     return same_text

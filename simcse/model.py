@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Sequence
@@ -13,19 +12,25 @@ import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
-from transformers import AutoModel, AutoTokenizer, PreTrainedTokenizerBase
+from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedTokenizerBase
 from transformers.utils import cached_file
 
 from simcse import st_format
 from simcse.batching import SimCSECollator, TokenizedSentences
+from simcse.checkpoint import verify_folder
 from simcse.config import DEFAULT_MAX_LENGTH, POOLERS
 from simcse.device import default_encode_batch_size, gpu_half_dtype
-from simcse.run_folder import SIMCSE_CONFIG_NAME, write_json
+from simcse.run_folder import SIMCSE_CONFIG_NAME, read_json, write_json
 from simcse.unpad import Packing, supports_unpadding, unpadded_forward, unpadding_problem
 
 logger = logging.getLogger(__name__)
 
 _POOLERS_NEEDING_HIDDEN_STATES = ("avg_first_last", "avg_top2")
+# The encoders whose pooling layer this package takes over (a dense+tanh on the first token).
+SUPPORTED_MODEL_TYPES = ("bert", "roberta", "xlm-roberta")
+# A real tokenizer has thousands of tokens; transformers builds one of a few special tokens for a model folder
+# that has no tokenizer files, and it maps every word to the unknown token.
+MIN_VOCABULARY = 100
 
 
 def _pooled_tokens(pooler: str, last_hidden_state: torch.Tensor, hidden_states) -> torch.Tensor:
@@ -74,7 +79,66 @@ def read_simcse_config(model_name_or_path: str | os.PathLike) -> dict | None:
         _raise_exceptions_for_missing_entries=False,
         _raise_exceptions_for_connection_errors=False,
     )
-    return json.loads(Path(path).read_text(encoding="utf-8")) if path else None
+    return read_json(path) if path else None
+
+
+def check_location(name_or_path: str | os.PathLike, what: str = "model") -> None:
+    """A local folder (its saved files checked for damage) or a well-formed Hub repo id; else one clear error
+    at once, rather than a Hub lookup of a mistyped path that ends in a network error after retries."""
+    text = str(name_or_path)
+    path = Path(text).expanduser()
+    if path.is_dir():
+        verify_folder(path, f"the {what} folder {path}")
+        return
+    if path.exists():
+        raise ValueError(f"{text}: a file, not a {what} folder")
+    first = Path(path.parts[0]) if path.parts else path
+    if (
+        text.startswith(("/", ".", "~"))
+        or "\\" in text
+        or text.count("/") > 1
+        or (len(path.parts) > 1 and first.is_dir())
+    ):
+        raise FileNotFoundError(f"{text}: no such folder")
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(text)
+    except HFValidationError:
+        raise FileNotFoundError(f"{text}: no such folder, and not a Hub repo id") from None
+
+
+def tokenizer_problem(tokenizer: PreTrainedTokenizerBase, num_embeddings: int) -> str | None:
+    """Why ``tokenizer`` cannot feed an encoder with ``num_embeddings`` token embeddings, or None."""
+    size = len(tokenizer)
+    if size < MIN_VOCABULARY:
+        return f"the tokenizer has only {size} tokens (a model folder without its tokenizer files?)"
+    if size > num_embeddings:
+        return (
+            f"the tokenizer has {size} tokens but the model embeds only {num_embeddings}: ids from {num_embeddings} "
+            "up cannot be looked up; use the tokenizer the model was trained with"
+        )
+    return None
+
+
+def unknown_token_share(tokenizer: PreTrainedTokenizerBase, sentences: Sequence[str]) -> float:
+    """The share of the tokens of ``sentences`` (special tokens aside) that ``tokenizer`` maps to its unknown
+    token."""
+    if tokenizer.unk_token_id is None or not sentences:
+        return 0.0
+    ids = tokenizer(list(sentences), add_special_tokens=False)["input_ids"]
+    total = sum(map(len, ids))
+    return sum(row.count(tokenizer.unk_token_id) for row in ids) / total if total else 0.0
+
+
+def max_sequence_length(encoder: nn.Module) -> int | None:
+    """Tokens per sequence the encoder's position embeddings cover (RoBERTa's start after the padding index),
+    or None when it has no absolute positions."""
+    positions = getattr(encoder.config, "max_position_embeddings", None)
+    if positions is None:
+        return None
+    padding_idx = getattr(getattr(encoder, "embeddings", None), "padding_idx", None)
+    return positions - (padding_idx + 1) if padding_idx is not None else positions
 
 
 class SimCSEModel(nn.Module):
@@ -93,9 +157,10 @@ class SimCSEModel(nn.Module):
     (with one warning).
 
     The head is the encoder's own pooling layer (dense+tanh on the first token), taken out of the
-    encoder so that only SimCSE decides when it runs. Starting from a pretrained model (no
-    ``simcse_config.json``), it is re-initialised, as in the original SimCSE; from a SimCSE checkpoint it
-    is the trained head, which ``save_pretrained`` writes back as the encoder's pooler weights. With
+    encoder so that only SimCSE decides when it runs, and used as saved. ``fresh_head=True`` (the trainer, when
+    a run starts) re-initialises it unless the folder is a SimCSE checkpoint (``simcse_config.json``), as the
+    original SimCSE does for a pretrained model; ``save_pretrained`` writes it back as the encoder's pooler
+    weights. With
     another pooler the pretrained pooling layer is kept frozen, only to be saved back: a parameter that
     gets no gradient would make DDP fail.
     """
@@ -111,8 +176,10 @@ class SimCSEModel(nn.Module):
         trust_remote_code: bool = False,
         unpad: bool = True,
         max_length: int | None = None,
+        fresh_head: bool = False,
     ):
         super().__init__()
+        check_location(model_name_or_path)
         saved = read_simcse_config(model_name_or_path)
         if max_length is None:
             max_length = (saved or {}).get("max_length", DEFAULT_MAX_LENGTH)
@@ -130,6 +197,12 @@ class SimCSEModel(nn.Module):
             raise ValueError(f"dropout must lie in [0, 1), got {dropout}")
         self.pooler = pooler
         self.mlp_only_train = mlp_only_train
+        model_type = AutoConfig.from_pretrained(model_name_or_path, trust_remote_code=trust_remote_code).model_type
+        if model_type not in SUPPORTED_MODEL_TYPES:
+            raise ValueError(
+                f"{model_name_or_path}: not an encoder this package supports: {model_type} "
+                f"(supported: {', '.join(SUPPORTED_MODEL_TYPES)})"
+            )
         self.encoder = AutoModel.from_pretrained(
             model_name_or_path,
             hidden_dropout_prob=dropout,
@@ -146,10 +219,16 @@ class SimCSEModel(nn.Module):
                 "%s: unpadded forward unavailable (%s); using the padded forward", model_name_or_path, problem
             )
             self.unpad = False
+        self.max_positions = max_sequence_length(self.encoder)
+        self.check_max_length(self.max_length)
         if not isinstance(tokenizer, PreTrainedTokenizerBase):
+            if tokenizer is not None:
+                check_location(tokenizer, "tokenizer")
             tokenizer = AutoTokenizer.from_pretrained(
                 tokenizer or model_name_or_path, use_fast=True, trust_remote_code=trust_remote_code
             )
+        if problem := tokenizer_problem(tokenizer, self.encoder.get_input_embeddings().num_embeddings):
+            raise ValueError(f"{tokenizer.name_or_path or model_name_or_path}: {problem}")
         self.tokenizer = tokenizer
         self.collator = SimCSECollator.for_model(tokenizer, self.encoder.config)
 
@@ -157,11 +236,19 @@ class SimCSEModel(nn.Module):
         self.frozen_pooler: nn.Module | None = None
         if pooler == "cls":
             self.head = checkpoint_pooler
-            if saved is None:
+            if fresh_head and saved is None:
                 nn.init.normal_(self.head.dense.weight, std=self.encoder.config.initializer_range)
                 nn.init.zeros_(self.head.dense.bias)
         else:
             self.frozen_pooler = checkpoint_pooler.requires_grad_(False)
+
+    def check_max_length(self, max_length: int) -> None:
+        """Refuse a max_length the position embeddings do not cover: it would fail at the first long sentence."""
+        if self.max_positions is not None and max_length > self.max_positions:
+            raise ValueError(
+                f"max_length {max_length} exceeds the {self.max_positions} positions of {self.config.name_or_path} "
+                f"({self.config.model_type}); use {self.max_positions} or less"
+            )
 
     def save_pretrained(self, folder: str | os.PathLike) -> None:
         """Write a plain transformers checkpoint (safetensors), ``simcse_config.json`` and the
@@ -253,6 +340,7 @@ class SimCSEModel(nn.Module):
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
         max_length = self.max_length if max_length is None else max_length
+        self.check_max_length(max_length)
         tokenized = TokenizedSentences(sentences, self.tokenizer, max_length)
         order = np.argsort(-tokenized.lengths, kind="stable")
         embeddings = np.zeros((len(tokenized), self.config.hidden_size), dtype=np.float32)

@@ -24,30 +24,54 @@ from tqdm.auto import tqdm
 import simcse
 from simcse import checkpoint, distributed
 from simcse.batching import EpochBatchSampler, SimCSEDataset
-from simcse.config import RESUME_MUST_MATCH, TrainConfig, upgrade_saved_settings
-from simcse.data import STSData, TrainData, load_sts, load_train_data
+from simcse.config import PATH_SETTINGS, RESUME_MUST_MATCH, TrainConfig, upgrade_saved_settings
+from simcse.data import STSData, TrainData, file_fingerprint, load_sts, load_train_data, resolve_sts_path
 from simcse.device import autocast_dtype
 from simcse.evaluate import METRIC_KEYS, SELECTION_METRIC, evaluate_sts, write_eval_report
 from simcse.grad_cache import chunked_backward
-from simcse.loss import info_nce
-from simcse.model import SimCSEModel
+from simcse.loss import duplicate_candidates, info_nce
+from simcse.model import SimCSEModel, unknown_token_share
 from simcse.run_folder import (
     EVAL_RESULTS_NAME,
     METRICS_NAME,
     TRAIN_ARGS_NAME,
+    RunFolderError,
+    RunFolderLock,
     append_metrics,
+    clear_run_folder,
+    earlier_run_entries,
     read_metrics,
     write_json,
     write_metrics,
 )
 
-__all__ = ["LoopState", "NonFiniteLossError", "TrainConfig", "TrainResult", "Trainer", "train"]
+__all__ = [
+    "LoopState",
+    "NonFiniteGradientError",
+    "NonFiniteLossError",
+    "TrainConfig",
+    "TrainResult",
+    "Trainer",
+    "train",
+]
 
 logger = logging.getLogger(__name__)
+
+# A run whose first steps all had a non-finite gradient (every update skipped) is stopped: it trains nothing.
+# Loss scaling (fp16) legitimately skips a few first steps while it finds its scale, hence more than one.
+ALL_SKIPPED_LIMIT = 20
+# Above this share of masked (duplicate) candidates in a batch, the run warns: the corpus repeats itself.
+MASKED_SHARE_WARNING = 0.1
+# Sentences of the training data a tokenizer is probed with.
+TOKENIZER_PROBE_SIZE = 200
 
 
 class NonFiniteLossError(ValueError):
     """Training produced a NaN or infinite loss."""
+
+
+class NonFiniteGradientError(ValueError):
+    """Every step so far had a NaN or infinite gradient, so none updated the model."""
 
 
 @dataclass
@@ -61,7 +85,7 @@ class LoopState:
     window_loss_sum: torch.Tensor = field(default_factory=lambda: torch.zeros(()))
     window_loss_count: int = 0
     total_loss: float = 0.0  # losses up to the last evaluation
-    skipped_steps: int = 0  # fp16 steps the grad scaler skipped (gradient overflow)
+    skipped_steps: int = 0  # steps whose gradient was not finite, so the optimizer did not step
 
     def to_json(self) -> dict:
         return {f.name: getattr(self, f.name) for f in fields(self)} | {"window_loss_sum": self.window_loss_sum.item()}
@@ -130,41 +154,104 @@ def set_seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def check_resumable(config: TrainConfig, saved_args: dict) -> None:
-    """Refuse a resume whose settings differ from the run's, listing every difference."""
-    saved_args = upgrade_saved_settings(saved_args)
-    differences = [
-        f"--{name} {saved_args.get(name)!r} -> {getattr(config, name)!r}"
-        for name in RESUME_MUST_MATCH
-        if saved_args.get(name) != getattr(config, name)
-    ]
+def resolved_path(value: str | None) -> str | None:
+    """A local file or folder as its absolute path; a hub name, a dataset name or None unchanged."""
+    return str(Path(value).resolve()) if value and Path(value).exists() else value
+
+
+def resolved_paths(config: TrainConfig) -> dict[str, str | None]:
+    return {name: resolved_path(getattr(config, name)) for name in PATH_SETTINGS}
+
+
+def check_resumable(config: TrainConfig, trainer_state: dict) -> None:
+    """Refuse a resume whose settings differ from the run's, listing every difference. Paths are compared
+    resolved: the same file named relatively or absolutely is the same setting."""
+    saved = upgrade_saved_settings(trainer_state["config"])
+    saved_paths = trainer_state.get("resolved_paths", {})  # absent from checkpoints of earlier releases
+    now_paths = resolved_paths(config)
+    differences = []
+    for name in RESUME_MUST_MATCH:
+        before, now = saved.get(name), getattr(config, name)
+        if name in PATH_SETTINGS:
+            same = saved_paths.get(name, resolved_path(before)) == now_paths[name]
+        else:
+            same = before == now
+        if not same:
+            differences.append(f"--{name} {before!r} -> {now!r}")
     if differences:
         raise ValueError("cannot resume with settings that change the run: " + "; ".join(differences))
 
 
-def find_resume_point(config: TrainConfig, output: Path, process: distributed.ProcessInfo) -> ResumePoint | None:
-    """The checkpoint ``--resume_from_checkpoint`` names, after checking that the run can go on from it."""
+def data_fingerprints(config: TrainConfig) -> dict[str, str]:
+    """A hash of the training file and of the dev file: what a resumed run must still read."""
+    return {
+        "train_data": file_fingerprint(config.train_data),
+        "valid_data": file_fingerprint(resolve_sts_path(config.valid_data, config.data_dir)),
+    }
+
+
+def claim_output_folder(config: TrainConfig, process: distributed.ProcessInfo) -> RunFolderLock | None:
+    """Lock ``output_path`` for this run (first process only; the others wait for it) and make it ready: a
+    fresh run needs an empty folder, or ``overwrite_output_path`` to clear an earlier run's; then saves a crash
+    cut short are finished or dropped. Returns the lock, held until the run ends."""
+    lock = None
+    if process.is_main:
+        output = Path(config.output_path)
+        lock = RunFolderLock(output)
+        try:
+            earlier = earlier_run_entries(output)
+            if earlier and not config.resume_from_checkpoint:
+                if not config.overwrite_output_path:
+                    shown = ", ".join(earlier[:5]) + (", ..." if len(earlier) > 5 else "")
+                    raise RunFolderError(
+                        f"{output}: holds an earlier run ({shown}); resume it with --resume_from_checkpoint latest, "
+                        "start afresh with --overwrite_output_path (deletes it), or choose another --output_path"
+                    )
+                clear_run_folder(output)
+            checkpoint.recover(output)
+        except BaseException:
+            lock.release()
+            raise
+    distributed.barrier()
+    return lock
+
+
+def find_resume_point(
+    config: TrainConfig,
+    output: Path,
+    process: distributed.ProcessInfo,
+    train_data: TrainData,
+    fingerprints: dict[str, str],
+) -> ResumePoint | None:
+    """The checkpoint ``--resume_from_checkpoint`` names, after checking that the run can go on from it: its
+    files and the best model's are whole, the settings and the data are the run's."""
     if not config.resume_from_checkpoint:
         return None
     path = checkpoint.resolve_checkpoint(config.resume_from_checkpoint, output)
+    checkpoint.verify_folder(output, f"the best model in {output} (remove its damaged files to resume)")
     trainer_state = checkpoint.read_trainer_state(path)
-    check_resumable(config, trainer_state["config"])
+    check_resumable(config, trainer_state)
     if trainer_state["world_size"] != process.world_size:
         raise ValueError(f"cannot resume a run of {trainer_state['world_size']} processes with {process.world_size}")
+    if trainer_state["num_train_examples"] != len(train_data):
+        raise ValueError(
+            f"cannot resume: {config.train_data} now holds {len(train_data)} examples, "
+            f"the run was started on {trainer_state['num_train_examples']}"
+        )
+    for name, fingerprint in trainer_state.get("data_fingerprints", {}).items():  # absent before this check
+        if fingerprints[name] != fingerprint:
+            raise ValueError(f"cannot resume: --{name} {getattr(config, name)} changed since the run started")
     return ResumePoint(path, trainer_state, checkpoint.read_training_state(path))
 
 
-def read_inputs(config: TrainConfig, resume: ResumePoint | None) -> tuple[STSData, TrainData]:
+def read_inputs(config: TrainConfig) -> tuple[STSData, TrainData]:
     """The dev set and the training data, read before anything is built so that a bad file fails in seconds."""
     valid_data = load_sts(config.valid_data, config.data_dir)
     train_data = load_train_data(config.train_data)
     if len(train_data) < 2:
         raise ValueError(f"{config.train_data}: {len(train_data)} training example; in-batch negatives need 2 or more")
-    if resume and resume.trainer_state["num_train_examples"] != len(train_data):
-        raise ValueError(
-            f"cannot resume: {config.train_data} now holds {len(train_data)} examples, "
-            f"the run was started on {resume.trainer_state['num_train_examples']}"
-        )
+    if len({sentence for column in train_data.columns for sentence in column}) < 2:
+        raise ValueError(f"{config.train_data}: every sentence is the same; in-batch negatives need different ones")
     return valid_data, train_data
 
 
@@ -179,7 +266,18 @@ def build_model(config: TrainConfig, resume: ResumePoint | None, device: torch.d
         trust_remote_code=config.trust_remote_code,
         unpad=config.unpad,
         max_length=config.max_length,
+        fresh_head=resume is None,
     ).to(device)
+
+
+def check_tokenizer_covers(model: SimCSEModel, train_data: TrainData, source: str) -> None:
+    """Refuse a tokenizer that maps the first sentences of the training data to unknown tokens only."""
+    probe = train_data.columns[0][:TOKENIZER_PROBE_SIZE]
+    if unknown_token_share(model.tokenizer, probe) == 1.0:
+        raise ValueError(
+            f"{source}: the tokenizer of {model.tokenizer.name_or_path} maps every token of the first {len(probe)} "
+            f"sentences to {model.tokenizer.unk_token}; it does not fit this data (pass --tokenizer)"
+        )
 
 
 def build_loader(
@@ -198,7 +296,8 @@ def build_loader(
         )
     if sampler.dropped_per_epoch and process.is_main:
         logger.warning(
-            "the last batch of each epoch leaves out %d example(s): a batch must split evenly over %d processes",
+            "each epoch leaves out %d example(s) of its last batch: a batch holds 2 examples or more and splits "
+            "evenly over the %d process(es)",
             sampler.dropped_per_epoch,
             process.world_size,
         )
@@ -294,11 +393,26 @@ class Trainer:
         self.process, self.device = distributed.setup(config.device)
         self.is_main = self.process.is_main
         self.output = Path(config.output_path)
+        self.lock = claim_output_folder(config, self.process)
+        try:
+            self.build(config)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Release the run folder's lock (the OS does so too when the process ends)."""
+        if self.lock:
+            self.lock.release()
+
+    def build(self, config: TrainConfig) -> None:
         set_seed(config.seed)
         self.amp_dtype = autocast_dtype(config.amp, self.device, quiet=not self.is_main)
-        self.resume = find_resume_point(config, self.output, self.process)
-        self.valid_data, train_data = read_inputs(config, self.resume)
+        self.valid_data, train_data = read_inputs(config)
+        self.data_fingerprints = data_fingerprints(config)
+        self.resume = find_resume_point(config, self.output, self.process, train_data, self.data_fingerprints)
         self.model = build_model(config, self.resume, self.device)
+        check_tokenizer_covers(self.model, train_data, config.train_data)
         self.sampler, self.loader = build_loader(config, train_data, self.model, self.process, self.device)
         self.schedule = build_schedule(config, self.sampler.batches_per_epoch)
         self.train_model = wrap_for_processes(self.model, self.process, self.device)
@@ -308,6 +422,7 @@ class Trainer:
         self.state = start_loop_state(self.resume, self.device)
         self.history = self.prepare_output_folder(len(train_data)) if self.is_main else []
         self.lr: float | None = None  # of the last step taken
+        self.warned_about_duplicates = False
         self.progress = progress_bar(self.schedule, self.state, self.is_main)
 
     @property
@@ -315,10 +430,8 @@ class Trainer:
         return self.output / METRICS_NAME
 
     def prepare_output_folder(self, num_train_examples: int) -> list[dict]:
-        """Finish or drop saves a crash cut short, write train_args.json, and start metrics.jsonl (or cut it
-        back to the step being resumed). Returns the metrics lines kept: the run's history so far."""
-        self.output.mkdir(parents=True, exist_ok=True)
-        checkpoint.recover(self.output)
+        """Write train_args.json and start metrics.jsonl (or cut it back to the step being resumed). Returns the
+        metrics lines kept: the run's history so far."""
         config, world_size = self.config, self.process.world_size
         info = run_info(
             config,
@@ -339,6 +452,13 @@ class Trainer:
         if self.resume:
             history = [line for line in read_metrics(self.metrics_file) if line["step"] <= self.state.step]
             print(f"resuming from {self.resume.path} at step {self.state.step}")
+            if self.state.best_step >= 0 and not checkpoint.saved_model_exists(self.output):
+                logger.warning(
+                    "%s: the best model (step %d) is gone; the next evaluation saves a new one",
+                    self.output,
+                    self.state.best_step,
+                )
+                self.state.best_step, self.state.best_score = -1, -math.inf
         write_metrics(self.metrics_file, history)
         return history
 
@@ -355,11 +475,15 @@ class Trainer:
 
     def loss(self, embeddings: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
         """InfoNCE of a batch's embeddings (B, num_sent, H), with negatives gathered over the processes."""
-        config, ids = self.config, None
+        config, exclude = self.config, None
         if config.mask_duplicate_negatives:
             # Every process pads to the same width, so that token ids can be gathered and compared.
             width = config.max_length if self.process.is_distributed else input_ids.shape[-1]
             ids = F.pad(input_ids, (0, width - input_ids.shape[-1]), value=self.model.collator.pad_token_id)
+            exclude = duplicate_candidates(
+                ids[:, 0], ids[:, 1], ids[:, 2] if self.num_sent == 3 else None, gather=distributed.gather
+            )  # (B, C)
+            self.warn_about_duplicates(exclude)
         return info_nce(
             embeddings[:, 0],
             embeddings[:, 1],
@@ -367,9 +491,24 @@ class Trainer:
             temperature=config.temp,
             hard_negative_weight=config.hard_negative_weight,
             gather=distributed.gather,
-            positive_ids=None if ids is None else ids[:, 1],
-            hard_negative_ids=None if ids is None or self.num_sent < 3 else ids[:, 2],
+            exclude=exclude,
         )
+
+    def warn_about_duplicates(self, exclude: torch.Tensor) -> None:
+        """Warn once when more than ``MASKED_SHARE_WARNING`` of a batch's negatives repeat an anchor's text."""
+        if self.warned_about_duplicates or not self.is_main or self.state.step % self.config.eval_steps:
+            return  # checked at the first step of each evaluation window: a host sync
+        negatives = exclude.shape[0] * (exclude.shape[1] - 1)
+        share = exclude.sum().item() / negatives
+        if share > MASKED_SHARE_WARNING:
+            self.warned_about_duplicates = True
+            logger.warning(
+                "step %d: %.0f%% of the batch's negatives repeat the text of an anchor or its positive and were "
+                "masked; %s repeats sentences (deduplicate it)",
+                self.state.step + 1,
+                100 * share,
+                self.config.train_data,
+            )
 
     def training_step(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """One optimizer step on a batch (of this process); returns its loss, detached."""
@@ -393,20 +532,34 @@ class Trainer:
             scaler.scale(loss).backward()
         # With fp16 loss scaling an overflow is expected now and then: the scaler skips that step.
         if not scaler.is_enabled() and not distributed.all_true(bool(torch.isfinite(loss)), self.device):
-            last = checkpoint.list_checkpoints(self.output)
             raise NonFiniteLossError(
-                f"training loss is {loss.item()} at step {state.step + 1}; last good checkpoint: "
-                + (str(last[-1]) if last else f"none saved (--save_steps); best model in {self.output}")
+                f"training loss is {loss.item()} at step {state.step + 1}; {self.last_good_save()}"
             )
-        if config.max_grad_norm > 0:
-            scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.max_grad_norm)
-        scale_before = scaler.get_scale() if scaler.is_enabled() else None
-        scaler.step(self.optimizer)
-        scaler.update()
-        if scale_before is not None and scaler.get_scale() < scale_before:
-            state.skipped_steps += 1
+        if scaler.is_enabled():
+            if config.max_grad_norm > 0:
+                scaler.unscale_(self.optimizer)
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.max_grad_norm)
+            scale_before = scaler.get_scale()
+            scaler.step(self.optimizer)  # skipped by the scaler when the gradient overflowed
+            scaler.update()
+            skipped = scaler.get_scale() < scale_before
+        else:
+            # Every process holds the same averaged gradient, so all take the same decision.
+            parameters = [p for p in self.model.parameters() if p.grad is not None]
+            if config.max_grad_norm > 0:
+                norm = torch.nn.utils.clip_grad_norm_(parameters, config.max_grad_norm)
+            else:
+                norm = torch.nn.utils.get_total_norm([p.grad for p in parameters])
+            skipped = not bool(torch.isfinite(norm))
+            if not skipped:
+                self.optimizer.step()
+        state.skipped_steps += skipped
         state.step += 1
+        if state.skipped_steps == state.step and state.step >= min(ALL_SKIPPED_LIMIT, self.schedule.total_steps):
+            raise NonFiniteGradientError(
+                f"the gradient was not finite at each of the {state.step} steps so far, so none updated the model: "
+                f"lower --learning_rate or --temp's extremity, check the data; {self.last_good_save()}"
+            )
         state.window_loss_sum += loss.detach()
         state.window_loss_count += 1
         return loss.detach()
@@ -437,8 +590,14 @@ class Trainer:
         append_metrics(self.metrics_file, line)
         return line
 
+    def last_good_save(self) -> str:
+        last = checkpoint.list_checkpoints(self.output)
+        return "last good checkpoint: " + (
+            str(last[-1]) if last else f"none saved (--save_steps); best model in {self.output}"
+        )
+
     def save_model_if_best(self, line: dict) -> bool:
-        """Save the model as the run's best when ``line``'s dev score beats every earlier one."""
+        """Save the model as the run's best when ``line``'s dev score beats every earlier one (NaN never does)."""
         state = self.state
         if not line[SELECTION_METRIC] > state.best_score:
             return False
@@ -473,6 +632,8 @@ class Trainer:
                 "world_size": self.process.world_size,
                 "loop": state.to_json(),
                 "config": asdict(self.config),
+                "resolved_paths": resolved_paths(self.config),
+                "data_fingerprints": self.data_fingerprints,
             }
             training_state = {
                 "optimizer": self.optimizer.state_dict(),
@@ -510,6 +671,11 @@ class Trainer:
         config, state = self.config, self.state
         if self.resume:
             checkpoint.set_rng_state(self.resume.training_state["rng"][self.process.rank])
+            if state.step >= self.schedule.total_steps:
+                if self.is_main:
+                    print(f"the run already reached its last step ({state.step}): nothing left to train")
+                self.progress.close()
+                return self.final_result()
         else:
             self.evaluate_and_save_best()
         self.train_model.train()
@@ -532,6 +698,11 @@ class Trainer:
             if state.step == self.schedule.total_steps:
                 break
         self.progress.close()
+        if self.is_main and state.best_step < 0:
+            # Every dev score was NaN (degenerate embeddings): no "best", but the trained model must not be lost.
+            logger.warning("no evaluation gave a finite dev score; saving the final model (step %d)", state.step)
+            checkpoint.save_model(self.model, self.output)
+        distributed.barrier()
         return self.final_result()
 
     def final_result(self) -> TrainResult:
@@ -547,12 +718,16 @@ class Trainer:
             history=self.history,
         )
         if self.is_main:
+            best = (
+                f"best {result.best_score:.4f} at step {result.best_step}"
+                if result.best_step >= 0
+                else "no finite dev score (the final model is saved)"
+            )
             print(
-                f"done: dev cosine Spearman {self.history[0][SELECTION_METRIC]:.4f} before training, "
-                f"best {result.best_score:.4f} at step {result.best_step}; "
+                f"done: dev cosine Spearman {self.history[0][SELECTION_METRIC]:.4f} before training, {best}; "
                 f"mean training loss {result.mean_train_loss:.4f} over {state.step} steps"
-                + (f" ({state.skipped_steps} skipped by the fp16 grad scaler)" if state.skipped_steps else "")
-                + f"; total time {result.total_seconds:.1f} s; best checkpoint in {self.output}"
+                + (f" ({state.skipped_steps} skipped: gradient not finite)" if state.skipped_steps else "")
+                + f"; total time {result.total_seconds:.1f} s; model in {self.output}"
             )
         return result
 
@@ -561,7 +736,8 @@ class Trainer:
         from simcse.hub import push_checkpoint  # huggingface_hub is imported only by runs that push
 
         if self.is_main:
-            best = next(line for line in self.history if line["step"] == self.state.best_step)
+            # The best evaluation's line, or the last one's when no dev score was finite (the final model).
+            best = next((line for line in self.history if line["step"] == self.state.best_step), self.history[-1])
             results = {self.config.valid_data: {key: best[key] for key in METRIC_KEYS}}
             write_eval_report(self.output / EVAL_RESULTS_NAME, self.config.model, self.model, results)
             url = push_checkpoint(self.output, self.config.push_to_hub, private=self.config.hub_private)
@@ -577,8 +753,11 @@ def train(config: TrainConfig) -> TrainResult:
     torchrun every process trains on its slice of each batch; only the first evaluates, logs and saves.
     """
     trainer = Trainer(config)
-    result = trainer.fit()
-    if config.push_to_hub:
-        trainer.push_to_hub()
-    distributed.barrier()
+    try:
+        result = trainer.fit()
+        if config.push_to_hub:
+            trainer.push_to_hub()
+        distributed.barrier()
+    finally:
+        trainer.close()
     return result

@@ -79,6 +79,16 @@ def test_parser_defaults_are_the_config_defaults_and_old_names_still_parse():
         (["--max_length", "1"], "--max_length must be at least 2"),
         (["--eval_steps", "0"], "--eval_steps must be at least 1"),
         (["--pooler", "avg", "--mlp_only_train"], "--mlp_only_train needs --pooler cls"),
+        (["--temp", "inf"], "--temp must lie in [0.001, 10.0]"),
+        (["--temp", "1e-30"], "--temp must lie in [0.001, 10.0]"),
+        (["--temp", "nan"], "--temp must lie in"),
+        (["--hard_negative_weight", "nan"], "--hard_negative_weight must be a finite number"),
+        (["--hard_negative_weight=-inf"], "--hard_negative_weight must be a finite number"),
+        (["--learning_rate", "inf"], "--learning_rate must be positive and finite"),
+        (["--weight_decay", "inf"], "--weight_decay must be non-negative and finite"),
+        (["--max_grad_norm", "nan"], "--max_grad_norm must be non-negative and finite"),
+        (["--push_to_hub", "me/bad name!"], "--push_to_hub 'me/bad name!' is not a valid Hub repo id"),
+        (["--push_to_hub", "a/b/c"], "--push_to_hub 'a/b/c' is not a valid Hub repo id"),
     ],
 )
 def test_bad_values_are_refused_by_name(flags, message):
@@ -103,15 +113,15 @@ def test_resume_refuses_exactly_the_settings_that_change_the_run(name):
     resumed = dataclasses.replace(started, **{name: changed_value(FIELDS[name])})
     if name in RESUME_MUST_MATCH:
         with pytest.raises(ValueError, match=f"--{name} "):
-            check_resumable(resumed, dataclasses.asdict(started))
+            check_resumable(resumed, {"config": dataclasses.asdict(started)})
     else:
-        check_resumable(resumed, dataclasses.asdict(started))
+        check_resumable(resumed, {"config": dataclasses.asdict(started)})
 
 
 def test_the_derived_lists_are_the_documented_ones():
     """The resume check and the card's recipe are what earlier releases listed by hand."""
     assert set(RESUME_MUST_MATCH) == set(
-        "model tokenizer pooler mlp_only_train dropout train_data valid_data data_dir max_length batch_size epochs "
+        "model tokenizer pooler mlp_only_train dropout unpad train_data valid_data data_dir max_length batch_size epochs "
         "max_steps learning_rate weight_decay warmup_ratio max_grad_norm temp hard_negative_weight "
         "mask_duplicate_negatives grad_cache_chunk amp eval_strategy eval_steps seed".split()
     )
@@ -125,9 +135,9 @@ def test_settings_saved_under_old_names_are_read_under_the_new_ones():
     assert upgrade_saved_settings({"eval_step": 125, "seed": 1}) == {"eval_steps": 125, "seed": 1}
     saved = dataclasses.asdict(TrainConfig(train_data="t.tsv"))
     saved["eval_step"] = saved.pop("eval_steps")
-    check_resumable(TrainConfig(train_data="t.tsv"), saved)
+    check_resumable(TrainConfig(train_data="t.tsv"), {"config": saved})
     with pytest.raises(ValueError, match="--eval_steps 100 -> 5"):
-        check_resumable(TrainConfig(train_data="t.tsv", eval_steps=5), saved)
+        check_resumable(TrainConfig(train_data="t.tsv", eval_steps=5), {"config": saved})
 
 
 @pytest.mark.parametrize(

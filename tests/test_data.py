@@ -88,15 +88,16 @@ def test_klue_sts_json(tmp_path):
 
 
 def test_names_resolve_under_data_dir(tmp_path):
-    write(tmp_path, STS_DATASETS["korsts_test"].file, KORSTS_HEAD + "\n" + korsts_row("2.5", "가", "나") + "\n")
+    rows = korsts_row("2.5", "가", "나") + "\n" + korsts_row("4", "다", "라") + "\n"
+    write(tmp_path, STS_DATASETS["korsts_test"].file, KORSTS_HEAD + "\n" + rows)
     write(
         tmp_path,
         STS_DATASETS["klue_sts_dev"].file,
-        json.dumps([{"sentence1": "a", "sentence2": "b", "labels": {"label": 1}}]),
+        json.dumps([{"sentence1": s, "sentence2": "b", "labels": {"label": i}} for i, s in enumerate("ac")]),
     )
-    assert load_sts("korsts_test", data_dir=tmp_path).scores == [2.5]
+    assert load_sts("korsts_test", data_dir=tmp_path).scores == [2.5, 4.0]
     klue = load_sts("klue_sts_dev", data_dir=tmp_path)
-    assert klue.sentences1 == ["a"] and klue.name == "klue_sts_dev"
+    assert klue.sentences1 == ["a", "c"] and klue.name == "klue_sts_dev"
 
 
 def test_missing_named_dataset_points_at_download_script(tmp_path):

@@ -14,7 +14,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from simcse import distributed
 from simcse.grad_cache import chunked_backward
-from simcse.loss import info_nce
+from simcse.loss import duplicate_candidates, info_nce
 from simcse.model import SimCSEModel
 
 WORLD = 2
@@ -40,8 +40,9 @@ def loss_of(embeddings, input_ids, gather):
         embeddings[:, 2] if three else None,
         hard_negative_weight=0.7,
         gather=gather,
-        positive_ids=input_ids[:, 1],
-        hard_negative_ids=input_ids[:, 2] if three else None,
+        exclude=duplicate_candidates(
+            input_ids[:, 0], input_ids[:, 1], input_ids[:, 2] if three else None, gather=gather
+        ),
     )
 
 

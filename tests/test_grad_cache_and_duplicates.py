@@ -7,7 +7,7 @@ import torch
 
 from simcse.data import EpochBatchSampler, SimCSEDataset, TrainData
 from simcse.grad_cache import chunked_backward
-from simcse.loss import info_nce
+from simcse.loss import duplicate_candidates, info_nce
 from simcse.model import SimCSEModel
 
 
@@ -101,9 +101,9 @@ def test_duplicates_removed_equal_columns_deleted_by_hand():
     positives[2] = positives[0] + noise()
     hard_negatives[1] = positives[1] + noise()
     anchors = positives + 0.3 * torch.randn(5, 8, generator=generator, dtype=torch.float64)
-    got = info_nce(
-        anchors, positives, hard_negatives, positive_ids=ids, hard_negative_ids=hard_ids, hard_negative_weight=0.5
-    )
+    anchor_ids = torch.tensor([[2, 30 + i, 3, 0] for i in range(5)])  # texts found nowhere else
+    exclude = duplicate_candidates(anchor_ids, ids, hard_ids)
+    got = info_nce(anchors, positives, hard_negatives, exclude=exclude, hard_negative_weight=0.5)
 
     candidates = torch.cat([positives, hard_negatives])  # columns 0-4 positives, 5-9 hard negatives
     removed = {0: [2], 2: [0], 1: [6]}  # anchor -> columns holding its positive's text (not its own)
@@ -122,7 +122,7 @@ def test_unsupervised_duplicate_lines_are_masked():
     generator = torch.Generator().manual_seed(1)
     anchors, positives = torch.randn(4, 6, generator=generator), torch.randn(4, 6, generator=generator)
     ids = torch.tensor([[2, 5, 3], [2, 6, 3], [2, 5, 3], [2, 7, 3]])  # lines 0 and 2 repeat
-    got = info_nce(anchors, positives, positive_ids=ids)
+    got = info_nce(anchors, positives, exclude=duplicate_candidates(ids, ids))
     expected = 0.0
     for i in range(4):
         keep = [c for c in range(4) if not (c != i and ids[c].equal(ids[i]))]
@@ -131,12 +131,38 @@ def test_unsupervised_duplicate_lines_are_masked():
     assert got.item() == pytest.approx(expected, rel=1e-5)
 
 
+def test_a_candidate_repeating_the_anchors_text_is_masked_too():
+    """Supervised rows where another row's hypothesis is this row's premise: that candidate is masked for this
+    anchor (its own text), not for the others; the loss equals a loop over the kept columns."""
+    generator = torch.Generator().manual_seed(2)
+    anchors, positives, hard_negatives = (torch.randn(4, 6, generator=generator, dtype=torch.float64) for _ in range(3))
+    anchor_ids = torch.tensor([[2, 40, 3], [2, 41, 3], [2, 42, 3], [2, 43, 3]])
+    positive_ids = torch.tensor([[2, 50, 3], [2, 40, 3], [2, 52, 3], [2, 53, 3]])  # positive 1 = anchor 0's text
+    hard_ids = torch.tensor([[2, 60, 3], [2, 61, 3], [2, 62, 3], [2, 42, 3]])  # hard negative 3 = anchor 2's text
+    exclude = duplicate_candidates(anchor_ids, positive_ids, hard_ids)
+    expected_removed = {0: [1], 2: [7]}  # anchor -> candidate columns (positives 0-3, hard negatives 4-7)
+    assert exclude.nonzero().tolist() == [[a, c] for a, cs in expected_removed.items() for c in cs]
+    got = info_nce(anchors, positives, hard_negatives, exclude=exclude)
+    candidates = torch.cat([positives, hard_negatives])
+    expected = 0.0
+    for i in range(4):
+        keep = [c for c in range(8) if c not in expected_removed.get(i, [])]
+        logits = torch.nn.functional.cosine_similarity(anchors[i][None], candidates[keep]) / 0.05
+        expected += (torch.logsumexp(logits, 0) - logits[keep.index(i)]).item() / 4
+    assert got.item() == pytest.approx(expected, abs=1e-10)
+    positive_only = duplicate_candidates(positive_ids, positive_ids, hard_ids)  # what masking did before
+    assert not positive_only[0, 1] and not positive_only[2, 7]
+
+
 def test_duplicate_ids_bad_shapes():
     anchors = torch.randn(3, 4)
+    ids = torch.zeros(3, 5, dtype=torch.long)
     with pytest.raises(ValueError, match="positive_ids"):
-        info_nce(anchors, anchors, positive_ids=torch.zeros(2, 5, dtype=torch.long))
+        duplicate_candidates(ids, torch.zeros(2, 5, dtype=torch.long))
     with pytest.raises(ValueError, match="hard_negative_ids"):
-        info_nce(anchors, anchors, anchors, positive_ids=torch.zeros(3, 5, dtype=torch.long))
+        duplicate_candidates(ids, ids, torch.zeros(3, 4, dtype=torch.long))
+    with pytest.raises(ValueError, match="exclude"):
+        info_nce(anchors, anchors, anchors, exclude=torch.zeros(3, 3, dtype=torch.bool))
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -251,7 +251,8 @@ def fake_korsts_source(tmp_path):
     for split in ("train", "dev", "test"):
         (source / "KorSTS" / f"sts-{split}.tsv").write_text(
             "genre\tfilename\tyear\tid\tscore\tsentence1\tsentence2\n"
-            f"main\tx\t2012\t0001\t3.5\t{split} 문장\t다른 문장\n",
+            f"main\tx\t2012\t0001\t3.5\t{split} 문장\t다른 문장\n"
+            f"main\tx\t2012\t0002\t1.0\t{split} 둘째 문장\t또 다른 문장\n",
             encoding="utf-8",
         )
     return source
@@ -262,7 +263,7 @@ def test_download_writes_where_load_sts_looks(fake_korsts_source, tmp_path):
     env = {"KORNLU_URL": fake_korsts_source.as_uri(), "DATA_DIR": str(data_dir)}
     run_script(REPO_ROOT / "data" / "download_korsts.sh", env=env)
     for name in ("korsts_train", "korsts_dev", "korsts_test"):
-        assert load_sts(name, data_dir=data_dir).scores == [3.5]
+        assert load_sts(name, data_dir=data_dir).scores == [3.5, 1.0]
 
 
 def test_download_fails_loudly(fake_korsts_source, tmp_path):
