@@ -11,6 +11,7 @@ from pathlib import Path
 
 from simcse.cli import run_main
 from simcse.data import nli_triplets, write_train_tsv
+from simcse.registry import KORNLI_DOWNLOAD_SCRIPT
 
 KORNLI = Path(__file__).resolve().parent / "kornli"
 
@@ -25,6 +26,9 @@ def main() -> None:
     )
     parser.add_argument("--output", default=str(KORNLI / "kornli_triplets.tsv"))
     args = parser.parse_args()
+    for path in map(Path, args.input):
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such file; run `bash {KORNLI_DOWNLOAD_SCRIPT}` or pass --input")
     triplets, report = nli_triplets(args.input)
     if not len(triplets):
         raise ValueError(f"no premise in {', '.join(args.input)} has both an entailment and a contradiction")

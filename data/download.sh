@@ -8,18 +8,29 @@ DATA_DIR=${DATA_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)}
 
 download() {
   local url=$1 dest=$2
-  mkdir -p "$(dirname "$dest")"
+  local dir created
+  dir=$(dirname "$dest")
+  # The outermost folder this call creates: removed again, if still empty, when the download fails.
+  created=$dir
+  while [ ! -d "$(dirname "$created")" ]; do created=$(dirname "$created"); done
+  [ -d "$created" ] && created=""
+  mkdir -p "$dir"
   echo "downloading $url"
-  if ! curl --fail --location --retry 3 --silent --show-error --output "$dest.part" "$url"; then
-    rm -f "$dest.part"
-    echo "error: download failed: $url" >&2
-    exit 1
+  # A dead network fails within the connect timeout; a transfer stalled for a minute is abandoned.
+  if ! curl --fail --location --retry 3 --connect-timeout 20 --speed-limit 1 --speed-time 60 \
+      --silent --show-error --output "$dest.part" "$url"; then
+    fail "download failed: $url"
   fi
   if [ ! -s "$dest.part" ]; then
-    rm -f "$dest.part"
-    echo "error: empty download: $url" >&2
-    exit 1
+    fail "empty download: $url"
   fi
   mv "$dest.part" "$dest"
   echo "wrote $dest ($(wc -l < "$dest") lines)"
+}
+
+fail() {
+  rm -f "$dest.part"
+  if [ -n "$created" ]; then find "$created" -depth -type d -empty -delete; fi
+  echo "error: $1" >&2
+  exit 1
 }

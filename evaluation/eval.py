@@ -54,6 +54,7 @@ def main() -> None:
     from simcse.evaluate import evaluate_sts, format_sts_table, write_eval_report
     from simcse.model import SimCSEModel
 
+    device = resolve_device(args.device)
     datasets = {name: load_sts(name, args.data_dir) for name in args.test_data}  # fail fast on a bad file
     model = SimCSEModel(
         args.model,
@@ -61,7 +62,7 @@ def main() -> None:
         trust_remote_code=args.trust_remote_code,
         unpad=args.unpad,
         max_length=args.max_length,
-    ).to(resolve_device(args.device))
+    ).to(device)
     print(
         f"model {args.model}: pooler {model.pooler}{' (mlp_only_train)' if model.mlp_only_train else ''}, "
         f"max_length {model.max_length}"

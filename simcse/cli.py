@@ -2,22 +2,49 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 from collections.abc import Callable
 
+# Failures a user causes and can fix (a bad file, flag or folder, a missing optional package): their message
+# says what to fix, so it is the whole error line.
+USER_ERRORS = (OSError, ValueError, ImportError)
+MESSAGE_LIMIT = 1000  # characters of an error line
+DEBUG_HINT = "SIMCSE_DEBUG=1 for the traceback"
+
+
+def error_line(err: BaseException) -> str:
+    """The one line a script prints for ``err``."""
+    if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+        where = err.filename or "the device"
+        message = f"no space left on {where}: free some space or choose another --output_path"
+    elif isinstance(err, USER_ERRORS):
+        message = str(err) or type(err).__name__
+    elif isinstance(err, RecursionError):
+        message = f"an input is nested too deeply to read (a JSON file?) ({DEBUG_HINT})"
+    else:
+        message = f"unexpected {type(err).__name__}: {err} ({DEBUG_HINT})"
+    message = " ".join(message.split())
+    if len(message) > MESSAGE_LIMIT:
+        message = message[:MESSAGE_LIMIT] + f"... ({DEBUG_HINT})"
+    return f"error: {message}"
+
 
 def run_main(main: Callable[[], object]) -> None:
-    """Run a script's main; a user error (bad file, bad value, a missing optional package) ends it with one
-    line and exit code 1.
-
-    Set SIMCSE_DEBUG=1 to get the full traceback instead.
+    """Run a script's main; any failure ends it with one ``error:`` line and exit code 1 (130 when
+    interrupted). A user error's line says what to fix; an unexpected one names its type and the way to get
+    the traceback: set SIMCSE_DEBUG=1 to have it raised instead.
     """
     try:
         main()
-    except (OSError, ValueError, ImportError) as err:
+    except KeyboardInterrupt:
         if os.environ.get("SIMCSE_DEBUG"):
             raise
-        message = " ".join(str(err).split())
-        print(f"error: {message}", file=sys.stderr)
+        print("error: interrupted", file=sys.stderr)
+        sys.exit(130)
+    except Exception as err:
+        if os.environ.get("SIMCSE_DEBUG"):
+            raise
+        print(error_line(err), file=sys.stderr)
         sys.exit(1)

@@ -8,14 +8,25 @@ import torch
 
 logger = logging.getLogger(__name__)
 
+SUPPORTED_DEVICE_TYPES = ("cpu", "cuda", "mps")
+
 
 def resolve_device(name: str = "auto") -> torch.device:
     """``auto`` picks CUDA when available, else the CPU; any other name is passed to torch."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        device = None
+    if device is None or device.type not in SUPPORTED_DEVICE_TYPES:
+        raise ValueError(f"--device {name}: not a device this package runs on (auto, cpu, cuda, cuda:N, mps)")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"--device {name}: CUDA is not available on this machine")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"--device {name}: MPS is not available on this machine")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ValueError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
     return device
 
 

@@ -197,7 +197,12 @@ class SimCSEModel(nn.Module):
             raise ValueError(f"dropout must lie in [0, 1), got {dropout}")
         self.pooler = pooler
         self.mlp_only_train = mlp_only_train
-        model_type = AutoConfig.from_pretrained(model_name_or_path, trust_remote_code=trust_remote_code).model_type
+        try:
+            model_type = AutoConfig.from_pretrained(model_name_or_path, trust_remote_code=trust_remote_code).model_type
+        except OSError as err:
+            if str(model_name_or_path) in str(err):
+                raise
+            raise OSError(f"{model_name_or_path}: {err}") from err
         if model_type not in SUPPORTED_MODEL_TYPES:
             raise ValueError(
                 f"{model_name_or_path}: not an encoder this package supports: {model_type} "

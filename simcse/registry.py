@@ -33,5 +33,6 @@ STS_DATASETS = {
         Dataset("klue_sts_dev", "klue_sts/klue-sts-v1.1_dev.json", *_KLUE_STS, "validation"),
     )
 }
-# The supervised training data's source (data/download_kornli.sh, data/build_nli_triplets.py).
+# The supervised training data's source (data/build_nli_triplets.py builds triplets from it).
 KORNLI_HUB_ID = "kakaobrain/kor_nli"
+KORNLI_DOWNLOAD_SCRIPT = "data/download_kornli.sh"

@@ -62,8 +62,9 @@ logger = logging.getLogger(__name__)
 ALL_SKIPPED_LIMIT = 20
 # Above this share of masked (duplicate) candidates in a batch, the run warns: the corpus repeats itself.
 MASKED_SHARE_WARNING = 0.1
-# Sentences of the training data a tokenizer is probed with.
+# Sentences of the training data a tokenizer is probed with, and the share of unknown tokens it may produce.
 TOKENIZER_PROBE_SIZE = 200
+UNKNOWN_SHARE_LIMIT = 0.5
 
 
 class NonFiniteLossError(ValueError):
@@ -271,12 +272,14 @@ def build_model(config: TrainConfig, resume: ResumePoint | None, device: torch.d
 
 
 def check_tokenizer_covers(model: SimCSEModel, train_data: TrainData, source: str) -> None:
-    """Refuse a tokenizer that maps the first sentences of the training data to unknown tokens only."""
+    """Refuse a tokenizer that maps most tokens of the first sentences of the training data to its unknown token:
+    one made for another language or script (a fitting one maps well under 1%)."""
     probe = train_data.columns[0][:TOKENIZER_PROBE_SIZE]
-    if unknown_token_share(model.tokenizer, probe) == 1.0:
+    share = unknown_token_share(model.tokenizer, probe)
+    if share > UNKNOWN_SHARE_LIMIT:
         raise ValueError(
-            f"{source}: the tokenizer of {model.tokenizer.name_or_path} maps every token of the first {len(probe)} "
-            f"sentences to {model.tokenizer.unk_token}; it does not fit this data (pass --tokenizer)"
+            f"{source}: the tokenizer of {model.tokenizer.name_or_path} maps {share:.0%} of the tokens of the first "
+            f"{len(probe)} sentences to {model.tokenizer.unk_token}; it does not fit this data (see --tokenizer)"
         )
 
 
@@ -401,7 +404,10 @@ class Trainer:
             raise
 
     def close(self) -> None:
-        """Release the run folder's lock (the OS does so too when the process ends)."""
+        """End the progress bar's line and release the run folder's lock (the OS does so too when the process
+        ends)."""
+        if hasattr(self, "progress"):
+            self.progress.close()
         if self.lock:
             self.lock.release()
 

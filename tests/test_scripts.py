@@ -284,7 +284,14 @@ def test_download_fails_loudly(fake_korsts_source, tmp_path):
         env={"KLUE_URL": (tmp_path / "nowhere").as_uri(), "DATA_DIR": str(data_dir)},
     )
     assert missing.returncode != 0 and "download failed" in missing.stderr
-    assert not (data_dir / "klue_sts").exists() or not any((data_dir / "klue_sts").iterdir())
+    assert not (data_dir / "klue_sts").exists()  # no empty folder left behind
+    nowhere = tmp_path / "fresh" / "data"
+    failed = run_script(
+        REPO_ROOT / "data" / "download_klue_sts.sh",
+        check=False,
+        env={"KLUE_URL": (tmp_path / "nowhere").as_uri(), "DATA_DIR": str(nowhere)},
+    )
+    assert failed.returncode != 0 and not (tmp_path / "fresh").exists()
 
 
 @pytest.mark.slow
