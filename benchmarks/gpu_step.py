@@ -22,7 +22,7 @@ from common import matmul_peak_flops, training_flops
 from transformers import AutoModel, BertConfig, BertTokenizerFast
 
 from simcse.device import gpu_half_dtype
-from simcse.loss import info_nce
+from simcse.loss import duplicate_candidates, info_nce
 from simcse.model import SimCSEModel
 from simcse.trainer import parameter_groups
 
@@ -164,8 +164,9 @@ def main() -> None:
                 embeddings[:, 0],
                 embeddings[:, 1],
                 embeddings[:, 2],
-                positive_ids=batch["input_ids"][:, 1],
-                hard_negative_ids=batch["input_ids"][:, 2],
+                exclude=duplicate_candidates(
+                    batch["input_ids"][:, 0], batch["input_ids"][:, 1], batch["input_ids"][:, 2]
+                ),
             )
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()

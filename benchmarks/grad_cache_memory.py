@@ -25,7 +25,7 @@ def one_step(batch_size: int, chunk: int | None, device: str) -> dict:
     from transformers import BertConfig
 
     from simcse.grad_cache import chunked_backward
-    from simcse.loss import info_nce
+    from simcse.loss import duplicate_candidates, info_nce
     from simcse.model import SimCSEModel
 
     torch.manual_seed(0)
@@ -56,8 +56,7 @@ def one_step(batch_size: int, chunk: int | None, device: str) -> dict:
             embeddings[:, 0],
             embeddings[:, 1],
             embeddings[:, 2],
-            positive_ids=input_ids[:, 1],
-            hard_negative_ids=input_ids[:, 2],
+            exclude=duplicate_candidates(input_ids[:, 0], input_ids[:, 1], input_ids[:, 2]),
         )
 
     if device.startswith("cuda"):

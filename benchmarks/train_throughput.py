@@ -22,7 +22,7 @@ from common import SHARED_DATA, matmul_peak_flops, minilm_path, sentence_transfo
 from transformers import AutoModel, AutoTokenizer
 
 from simcse.data import SimCSEDataset, nli_triplets
-from simcse.loss import info_nce
+from simcse.loss import duplicate_candidates, info_nce
 from simcse.model import SimCSEModel
 from simcse.trainer import parameter_groups
 
@@ -49,8 +49,7 @@ class Package:
             embeddings[:, 1],
             embeddings[:, 2],
             temperature=TEMPERATURE,
-            positive_ids=batch["input_ids"][:, 1],
-            hard_negative_ids=batch["input_ids"][:, 2],
+            exclude=duplicate_candidates(batch["input_ids"][:, 0], batch["input_ids"][:, 1], batch["input_ids"][:, 2]),
         )
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -17,14 +17,21 @@ from simcse.registry import KORNLI_HUB_ID, STS_DATASETS
 from simcse.run_folder import (
     CHECKPOINT_PREFIX,
     EVAL_RESULTS_NAME,
+    LOCK_NAME,
     SIMCSE_CONFIG_NAME,
     STAGING_PREFIX,
     TRAIN_ARGS_NAME,
     read_json,
 )
 
-# What is not part of a published checkpoint: training states, unfinished saves.
-IGNORE_PATTERNS = [f"{CHECKPOINT_PREFIX}*", f"{CHECKPOINT_PREFIX}*/**", f"{STAGING_PREFIX}*", f"{STAGING_PREFIX}*/**"]
+# What is not part of a published checkpoint: training states, unfinished saves, the run's lock.
+IGNORE_PATTERNS = [
+    f"{CHECKPOINT_PREFIX}*",
+    f"{CHECKPOINT_PREFIX}*/**",
+    f"{STAGING_PREFIX}*",
+    f"{STAGING_PREFIX}*/**",
+    LOCK_NAME,
+]
 
 
 def _dataset(name: str) -> tuple[str, str, str]:

@@ -304,8 +304,14 @@ def build_loader(
             sampler.dropped_per_epoch,
             process.world_size,
         )
+    dataset = SimCSEDataset(train_data, model.tokenizer, config.max_length)
+    if tokenizes_alike(dataset):
+        raise ValueError(
+            f"{config.train_data}: every sentence has the same token ids (they differ only in what the tokenizer "
+            "drops, such as spaces); in-batch negatives need different ones"
+        )
     loader = DataLoader(
-        SimCSEDataset(train_data, model.tokenizer, config.max_length),
+        dataset,
         batch_sampler=sampler,
         collate_fn=model.collator,
         num_workers=config.num_workers,
@@ -313,6 +319,15 @@ def build_loader(
         generator=torch.Generator(),  # its seed draw must not consume the global RNG that drives dropout
     )
     return sampler, loader
+
+
+def tokenizes_alike(dataset: SimCSEDataset) -> bool:
+    """Whether every sentence of every column has the token ids of the first one."""
+    first = dataset.columns[0][0]  # (L,)
+    return all(
+        (column.lengths == len(first)).all() and (column.ids.reshape(-1, len(first)) == first).all()
+        for column in dataset.columns
+    )
 
 
 def build_schedule(config: TrainConfig, steps_per_epoch: int) -> Schedule:

@@ -47,9 +47,9 @@ class Context:
     def train(self, output: Path | None = None, **changes) -> list[str]:
         return self.flags(output or self.tmp / "out", **changes)
 
-    def write(self, name: str, text: str) -> Path:
+    def write(self, name: str, content: str | bytes) -> Path:
         path = self.tmp / name
-        path.write_text(text, encoding="utf-8")
+        path.write_bytes(content if isinstance(content, bytes) else content.encode("utf-8"))
         return path
 
     def run_copy(self) -> Path:
@@ -105,6 +105,11 @@ def resumed_after_editing_the_data(c: Context) -> list[str]:
     return c.train(output, train_data=train_copy, max_steps=2, save_steps=2, resume_from_checkpoint="latest")
 
 
+def data_case(id: str, name: str, content: str | bytes, *fragments: str) -> Case:
+    """A training file written for the case."""
+    return Case(id, TRAIN_SCRIPT, lambda c: c.train(train_data=c.write(name, content)), fragments)
+
+
 def nested_json(depth: int = 100_000) -> str:
     return "[" * depth + "]" * depth
 
@@ -153,70 +158,30 @@ CASES = [
         lambda c: c.train(train_data=c.tmp / "none.tsv"),
         ("none.tsv", "no such file"),
     ),
-    Case(
+    data_case(
         "row-with-missing-column",
-        TRAIN_SCRIPT,
-        lambda c: c.train(train_data=c.write("t.tsv", "sent0\tsent1\thard_neg\n가\t나\t다\n가\t나\n")),
-        ("t.tsv, line 3", "expected 3"),
+        "t.tsv",
+        "sent0\tsent1\thard_neg\n가\t나\t다\n가\t나\n",
+        "t.tsv, line 3",
+        "expected 3",
     ),
-    Case(
-        "empty-sentence",
-        TRAIN_SCRIPT,
-        lambda c: c.train(train_data=c.write("t.tsv", "sent0\tsent1\n가\t나\n \t나\n")),
-        ("line 3", "empty sentence"),
+    data_case("empty-sentence", "t.tsv", "sent0\tsent1\n가\t나\n \t나\n", "line 3", "empty sentence"),
+    data_case("zero-width-sentence", "t.tsv", "sent0\tsent1\n가\t나\n\u200b\u200d\t나\n", "line 3", "invisible"),
+    data_case("control-character-line", "t.txt", "가나다\n\x07\x1b\n라마바\n", "t.txt, line 2", "invisible"),
+    data_case("hangul-filler-line", "t.txt", "가나다\n\u3164\u3164\n라마바\n", "line 2", "invisible"),
+    data_case("corpus-of-one-sentence-repeated", "t.txt", "같은 문장이다.\n" * 50, "every sentence is the same"),
+    data_case(
+        "corpus-that-tokenizes-to-one-sentence",
+        "t.txt",
+        "학생이 교실에서 수영을 하고 있다.\n학생이  교실에서 수영을 하고 있다.\n 학생이 교실에서 수영을 하고 있다. \n",
+        "every sentence has the same token ids",
     ),
-    Case(
-        "zero-width-sentence",
-        TRAIN_SCRIPT,
-        lambda c: c.train(train_data=c.write("t.tsv", "sent0\tsent1\n가\t나\n\u200b\u200d\t나\n")),
-        ("line 3", "invisible"),
+    data_case("one-example", "t.txt", "하나뿐인 문장\n", "1 training example"),
+    data_case(
+        "cr-only-line-endings", "cr.tsv", "sent0\tsent1\r" + "가나다\t라마바\r" * 2000, "cr.tsv, line 1", "characters)"
     ),
-    Case(
-        "control-character-line",
-        TRAIN_SCRIPT,
-        lambda c: c.train(train_data=c.write("t.txt", "가나다\n\x07\x1b\n라마바\n")),
-        ("t.txt, line 2", "invisible"),
-    ),
-    Case(
-        "hangul-filler-line",
-        TRAIN_SCRIPT,
-        lambda c: c.train(train_data=c.write("t.txt", "가나다\n\u3164\u3164\n라마바\n")),
-        ("line 2", "invisible"),
-    ),
-    Case(
-        "corpus-of-one-sentence-repeated",
-        TRAIN_SCRIPT,
-        lambda c: c.train(train_data=c.write("t.txt", "같은 문장이다.\n" * 50)),
-        ("every sentence is the same",),
-    ),
-    Case(
-        "one-example",
-        TRAIN_SCRIPT,
-        lambda c: c.train(train_data=c.write("t.txt", "하나뿐인 문장\n")),
-        ("1 training example",),
-    ),
-    Case(
-        "cr-only-line-endings",
-        TRAIN_SCRIPT,
-        lambda c: c.train(train_data=c.write("cr.tsv", "sent0\tsent1\r" + "가나다\t라마바\r" * 2000)),
-        ("cr.tsv, line 1", "characters)"),
-    ),
-    Case(
-        "not-utf8",
-        TRAIN_SCRIPT,
-        lambda c: (
-            c.train(train_data=Path(shutil.copy(c.data / "train.tsv", c.tmp / "t.tsv")).parent / "cp949.tsv")
-            if (c.tmp / "cp949.tsv").write_bytes("sent0\tsent1\n가\t나\n".encode("cp949"))
-            else None
-        ),
-        ("cp949.tsv, line 2", "UTF-8"),
-    ),
-    Case(
-        "tab-in-txt",
-        TRAIN_SCRIPT,
-        lambda c: c.train(train_data=c.write("t.txt", "가\t나\n")),
-        ("line 1", "a tab inside a sentence"),
-    ),
+    data_case("not-utf8", "cp949.tsv", "sent0\tsent1\n가\t나\n".encode("cp949"), "cp949.tsv, line 2", "UTF-8"),
+    data_case("tab-in-txt", "t.txt", "가\t나\n", "line 1", "a tab inside a sentence"),
     # dev data
     Case(
         "dev-of-one-pair", TRAIN_SCRIPT, lambda c: c.train(valid_data=c.dev([("가", "나", 3.0)])), ("1 sentence pair",)

@@ -37,11 +37,12 @@ def checkpoint_folder(tiny_bert_dir, tmp_path):
         "klue_sts_dev": {key: 0.6 + i / 1000 for i, key in enumerate(METRIC_KEYS)},
     }
     write_eval_report(tmp_path / "eval_results.json", "outputs/x", model, results)
-    # What must stay local: a training checkpoint (nested files too) and a save cut short by a crash.
+    # What must stay local: a training checkpoint (nested files too), a save cut short by a crash, the lock.
     for unpublished in (
         "checkpoint-100/training_state.pt",
         "checkpoint-100/2_Dense/model.safetensors",
         ".staging-model/model.safetensors",
+        ".lock",
     ):
         (tmp_path / unpublished).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / unpublished).write_bytes(b"state")
@@ -131,7 +132,7 @@ def test_push_sends_the_folder_repo_and_privacy(checkpoint_folder, fake_hub, cap
     upload = fake_hub["upload_folder"]
     assert upload["repo_id"] == "me/model" and upload["folder_path"] == checkpoint_folder
     uploaded = fake_hub["uploaded"]
-    assert not [path for path in uploaded if path.startswith(("checkpoint-", ".staging-"))]
+    assert not [path for path in uploaded if path.startswith(("checkpoint-", ".staging-", ".lock"))]
     assert {
         "README.md",
         "config.json",

@@ -15,6 +15,7 @@ DEMO_DIR=${DEMO_DIR:-$ROOT/outputs/demo}
 python "$ROOT/data/make_demo_data.py" --output_dir "$DEMO_DIR/data"
 python "$ROOT/train/build_random_model.py" --corpus "$DEMO_DIR/data/corpus.txt" --output_path "$DEMO_DIR/random-bert"
 # A random encoder needs a larger learning rate and more passes than a pretrained one.
+# The demo's model folder is the demo's own: a second demo run replaces the first.
 python "$ROOT/train/train.py" \
   --model "$DEMO_DIR/random-bert" \
   --train_data "$DEMO_DIR/data/train.tsv" \
@@ -26,6 +27,7 @@ python "$ROOT/train/train.py" \
   --learning_rate 1e-3 \
   --warmup_ratio 0.1 \
   --eval_steps 100 \
+  --overwrite_output_path \
   "$@"
 python "$ROOT/evaluation/eval.py" \
   --model "$DEMO_DIR/model" \
