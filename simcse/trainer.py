@@ -579,7 +579,7 @@ class Trainer:
         if state.skipped_steps == state.step and state.step >= min(ALL_SKIPPED_LIMIT, self.schedule.total_steps):
             raise NonFiniteGradientError(
                 f"the gradient was not finite at each of the {state.step} steps so far, so none updated the model: "
-                f"lower --learning_rate or --temp's extremity, check the data; {self.last_good_save()}"
+                f"check --learning_rate, --temp and the data; {self.last_good_save()}"
             )
         state.window_loss_sum += loss.detach()
         state.window_loss_count += 1
