@@ -114,7 +114,12 @@ class TrainConfig:
 
     # model
     model: str = setting(
-        "klue/bert-base", "hub name or local folder (BERT or RoBERTa)", "model", resume=True, card=True, path=True
+        "klue/bert-base",
+        "hub name or local folder (BERT, RoBERTa, XLM-R, ELECTRA, DeBERTa-v2, ModernBERT)",
+        "model",
+        resume=True,
+        card=True,
+        path=True,
     )
     tokenizer: str | None = setting(
         None,
@@ -132,7 +137,7 @@ class TrainConfig:
         0.1, "hidden and attention dropout of the encoder", "model", resume=True, card=True, rule=in_unit_interval
     )
     unpad: bool = setting(
-        True, "compute on real tokens only (BERT/RoBERTa), no compute on padding", "model", resume=True
+        True, "compute on real tokens only (BERT, RoBERTa, XLM-R), no compute on padding", "model", resume=True
     )
     trust_remote_code: bool = setting(False, "allow code shipped with a hub model to run", "model")
     # data

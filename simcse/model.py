@@ -1,4 +1,5 @@
-"""The sentence encoder: a Hugging Face BERT/RoBERTa, a pooler, and SimCSE's MLP head."""
+"""The sentence encoder: a Hugging Face encoder (BERT, RoBERTa, XLM-R, ELECTRA, DeBERTa-v2, ModernBERT), a pooler, and
+SimCSE's MLP head."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedTokenizerBase
@@ -20,14 +22,23 @@ from simcse.batching import SimCSECollator, TokenizedSentences
 from simcse.checkpoint import verify_folder
 from simcse.config import DEFAULT_MAX_LENGTH, POOLERS
 from simcse.device import default_encode_batch_size, gpu_half_dtype
-from simcse.run_folder import SIMCSE_CONFIG_NAME, read_json, write_json
+from simcse.run_folder import SIMCSE_CONFIG_NAME, SIMCSE_HEAD_NAME, read_json, write_json
 from simcse.unpad import Packing, supports_unpadding, unpadded_forward, unpadding_problem
 
 logger = logging.getLogger(__name__)
 
 _POOLERS_NEEDING_HIDDEN_STATES = ("avg_first_last", "avg_top2")
-# The encoders whose pooling layer this package takes over (a dense+tanh on the first token).
-SUPPORTED_MODEL_TYPES = ("bert", "roberta", "xlm-roberta")
+# The encoders this package trains and tests. BERT, RoBERTa and XLM-R bring a pooling layer (dense + tanh on the
+# first token), which becomes the head; for the others the package creates that head.
+SUPPORTED_MODEL_TYPES = ("bert", "roberta", "xlm-roberta", "electra", "deberta-v2", "modernbert")
+# The config attributes that hold an encoder's dropout probabilities, by architecture (ModernBERT: the last three).
+DROPOUT_SETTINGS = (
+    "hidden_dropout_prob",
+    "attention_probs_dropout_prob",
+    "attention_dropout",
+    "mlp_dropout",
+    "embedding_dropout",
+)
 # A real tokenizer has thousands of tokens; transformers builds one of a few special tokens for a model folder
 # that has no tokenizer files, and it maps every word to the unknown token.
 MIN_VOCABULARY = 100
@@ -73,13 +84,31 @@ def pool_packed(
 
 def read_simcse_config(model_name_or_path: str | os.PathLike) -> dict | None:
     """The pooler settings saved beside a checkpoint by ``SimCSEModel.save_pretrained``, if any."""
-    path = cached_file(
+    path = _saved_file(model_name_or_path, SIMCSE_CONFIG_NAME)
+    return read_json(path) if path else None
+
+
+class SimCSEHead(nn.Module):
+    """SimCSE's MLP head for an encoder without a pooling layer: dense + tanh, hidden to hidden, on the pooled
+    vector; the computation of BERT's pooling layer, and with the same attribute names."""
+
+    def __init__(self, hidden_size: int):
+        super().__init__()
+        self.dense = nn.Linear(hidden_size, hidden_size)
+        self.activation = nn.Tanh()
+
+    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
+        return self.activation(self.dense(pooled))  # (N, H)
+
+
+def _saved_file(model_name_or_path: str | os.PathLike, name: str) -> str | None:
+    """The path of a file saved beside a checkpoint (local or on the Hub), or None when it has none."""
+    return cached_file(
         model_name_or_path,
-        SIMCSE_CONFIG_NAME,
+        name,
         _raise_exceptions_for_missing_entries=False,
         _raise_exceptions_for_connection_errors=False,
     )
-    return read_json(path) if path else None
 
 
 def check_location(name_or_path: str | os.PathLike, what: str = "model") -> None:
@@ -135,14 +164,14 @@ def max_sequence_length(encoder: nn.Module) -> int | None:
     """Tokens per sequence the encoder's position embeddings cover (RoBERTa's start after the padding index),
     or None when it has no absolute positions."""
     positions = getattr(encoder.config, "max_position_embeddings", None)
-    if positions is None:
-        return None
+    if positions is None or getattr(encoder.config, "position_biased_input", True) is False:
+        return None  # DeBERTa's relative positions have no such bound
     padding_idx = getattr(getattr(encoder, "embeddings", None), "padding_idx", None)
     return positions - (padding_idx + 1) if padding_idx is not None else positions
 
 
 class SimCSEModel(nn.Module):
-    """A transformers encoder (BERT or RoBERTa; hub name or local folder) that embeds sentences.
+    """A transformers encoder (one of ``SUPPORTED_MODEL_TYPES``; hub name or local folder) that embeds sentences.
 
     Poolers: ``cls`` (CLS vector through the dense+tanh head, in training and evaluation),
     ``cls_before_pooler`` (CLS vector, no head), ``avg``, ``avg_first_last``, ``avg_top2`` (masked means).
@@ -152,15 +181,16 @@ class SimCSEModel(nn.Module):
     (``simcse_config.json``), else default to ``cls`` and False. ``max_length`` (tokens per sentence) is the
     default of ``encode`` and what ``save_pretrained`` records; left as None it is the checkpoint's training
     value, else ``DEFAULT_MAX_LENGTH``. Code shipped with a hub model runs only with ``trust_remote_code=True``.
-    ``unpad`` runs BERT and RoBERTa encoders on their real tokens only (``simcse.unpad``); other encoders take
-    the padded path, and so do BERT/RoBERTa when the transformers release fails ``unpadding_problem``'s check
+    ``unpad`` runs BERT, RoBERTa and XLM-R encoders on their real tokens only (``simcse.unpad``); other encoders
+    take the padded path, and so do those three when the transformers release fails ``unpadding_problem``'s check
     (with one warning).
 
     The head is the encoder's own pooling layer (dense+tanh on the first token), taken out of the
     encoder so that only SimCSE decides when it runs, and used as saved. ``fresh_head=True`` (the trainer, when
     a run starts) re-initialises it unless the folder is a SimCSE checkpoint (``simcse_config.json``), as the
     original SimCSE does for a pretrained model; ``save_pretrained`` writes it back as the encoder's pooler
-    weights. With
+    weights. Encoders without a pooling layer (ELECTRA, DeBERTa-v2, ModernBERT) get a ``SimCSEHead`` created
+    here, saved beside them as ``simcse_head.safetensors`` and reloaded from there (``owns_head``). With
     another pooler the pretrained pooling layer is kept frozen, only to be saved back: a parameter that
     gets no gradient would make DDP fail.
     """
@@ -198,26 +228,27 @@ class SimCSEModel(nn.Module):
         self.pooler = pooler
         self.mlp_only_train = mlp_only_train
         try:
-            model_type = AutoConfig.from_pretrained(model_name_or_path, trust_remote_code=trust_remote_code).model_type
+            encoder_config = AutoConfig.from_pretrained(model_name_or_path, trust_remote_code=trust_remote_code)
         except OSError as err:
             if str(model_name_or_path) in str(err):
                 raise
             raise OSError(f"{model_name_or_path}: {err}") from err
-        if model_type not in SUPPORTED_MODEL_TYPES:
+        if encoder_config.model_type not in SUPPORTED_MODEL_TYPES:
             raise ValueError(
-                f"{model_name_or_path}: not an encoder this package supports: {model_type} "
+                f"{model_name_or_path}: not an encoder this package supports: {encoder_config.model_type} "
                 f"(supported: {', '.join(SUPPORTED_MODEL_TYPES)})"
             )
+        for name in DROPOUT_SETTINGS:
+            if hasattr(encoder_config, name):
+                setattr(encoder_config, name, dropout)
         self.encoder = AutoModel.from_pretrained(
-            model_name_or_path,
-            hidden_dropout_prob=dropout,
-            attention_probs_dropout_prob=dropout,
-            trust_remote_code=trust_remote_code,
+            model_name_or_path, config=encoder_config, trust_remote_code=trust_remote_code
         )
         checkpoint_pooler = getattr(self.encoder, "pooler", None)
-        if checkpoint_pooler is None:
-            raise ValueError(f"{model_name_or_path}: expected a BERT/RoBERTa-style encoder with a pooling layer")
-        self.encoder.pooler = None
+        # Without a pooling layer in the encoder, the head is the package's: saved beside it, not inside.
+        self.owns_head = checkpoint_pooler is None
+        if checkpoint_pooler is not None:
+            self.encoder.pooler = None
         self.unpad = unpad and supports_unpadding(self.encoder)
         if self.unpad and (problem := unpadding_problem(self.encoder)):
             logger.warning(
@@ -240,11 +271,16 @@ class SimCSEModel(nn.Module):
         self.head: nn.Module | None = None
         self.frozen_pooler: nn.Module | None = None
         if pooler == "cls":
-            self.head = checkpoint_pooler
-            if fresh_head and saved is None:
-                nn.init.normal_(self.head.dense.weight, std=self.encoder.config.initializer_range)
+            self.head = checkpoint_pooler if checkpoint_pooler is not None else SimCSEHead(self.config.hidden_size)
+            saved_head = _saved_file(model_name_or_path, SIMCSE_HEAD_NAME) if self.owns_head else None
+            if saved_head:
+                self.head.load_state_dict(load_file(saved_head))
+            elif self.owns_head or (fresh_head and saved is None):
+                if self.owns_head and saved is not None:
+                    logger.warning("%s: no trained head (%s); using a new one", model_name_or_path, SIMCSE_HEAD_NAME)
+                nn.init.normal_(self.head.dense.weight, std=getattr(self.config, "initializer_range", 0.02))
                 nn.init.zeros_(self.head.dense.bias)
-        else:
+        elif checkpoint_pooler is not None:
             self.frozen_pooler = checkpoint_pooler.requires_grad_(False)
 
     def check_max_length(self, max_length: int) -> None:
@@ -265,11 +301,19 @@ class SimCSEModel(nn.Module):
         ``simcse.checkpoint.save_model`` for a save that a crash cannot leave half-written.
         """
         folder = Path(folder)
-        self.encoder.pooler = self.head if self.head is not None else self.frozen_pooler
-        try:
+        if self.owns_head:
             self.encoder.save_pretrained(folder)
-        finally:
-            self.encoder.pooler = None
+            if self.head is not None:
+                save_file(
+                    {name: t.detach().cpu().contiguous() for name, t in self.head.state_dict().items()},
+                    folder / SIMCSE_HEAD_NAME,
+                )
+        else:
+            self.encoder.pooler = self.head if self.head is not None else self.frozen_pooler
+            try:
+                self.encoder.save_pretrained(folder)
+            finally:
+                self.encoder.pooler = None
         self.tokenizer.save_pretrained(folder)
         settings = {"pooler": self.pooler, "mlp_only_train": self.mlp_only_train, "max_length": self.max_length}
         write_json(folder / SIMCSE_CONFIG_NAME, settings)
@@ -310,11 +354,10 @@ class SimCSEModel(nn.Module):
             )  # last: (T, H)
             embeddings = pool_packed(self.pooler, packing, last, hidden_states)  # (N, H)
         else:
+            # Token type ids only for the models that have them (not every forward takes the argument).
+            types = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
             output = self.encoder(
-                input_ids=input_ids,
-                attention_mask=attention_mask,
-                token_type_ids=token_type_ids,
-                output_hidden_states=needs_hidden_states,
+                input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=needs_hidden_states, **types
             )
             embeddings = pool(self.pooler, attention_mask, output.last_hidden_state, output.hidden_states)  # (N, H)
         if self.head is not None and (self.training or not self.mlp_only_train):

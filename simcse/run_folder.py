@@ -12,6 +12,7 @@ METRICS_NAME = "metrics.jsonl"  # one line per evaluation during training
 TRAIN_ARGS_NAME = "train_args.json"  # every setting, library versions, device, data sizes
 EVAL_RESULTS_NAME = "eval_results.json"  # eval.py's metrics per dataset
 SIMCSE_CONFIG_NAME = "simcse_config.json"  # pooler settings and training max length, beside the weights
+SIMCSE_HEAD_NAME = "simcse_head.safetensors"  # the head the package created, for encoders without a pooling layer
 SUMMARY_NAME = "summary.json"  # mean ± std over seeds
 CURVES_NAME = "curves.png"  # training curves
 CHECKPOINT_PREFIX = "checkpoint-"  # training checkpoints: checkpoint-STEP/

@@ -467,8 +467,13 @@ class Trainer:
             negatives_per_anchor=config.batch_size - 1 + (config.batch_size if self.num_sent == 3 else 0),
             dropped_examples_per_epoch=self.sampler.dropped_per_epoch,
             resumed_from=str(self.resume.path) if self.resume else None,
+            forward="unpadded" if self.model.unpad else "padded",
         )
         write_json(self.output / TRAIN_ARGS_NAME, info)
+        print(
+            f"model {config.model} ({self.model.config.model_type}): {info['forward']} forward pass, pooler "
+            f"{self.model.pooler}" + (" with the package's head" if self.model.owns_head and self.model.head else "")
+        )
         history = []
         if self.resume:
             history = [line for line in read_metrics(self.metrics_file) if line["step"] <= self.state.step]

@@ -1,4 +1,4 @@
-"""An unpadded forward pass for BERT and RoBERTa encoders: no compute spent on padding tokens.
+"""An unpadded forward pass for BERT, RoBERTa and XLM-RoBERTa encoders: no compute spent on padding tokens.
 
 Pad tokens are removed once, before the embeddings; every token-wise operation (embedding layer norm,
 Q/K/V and output projections, feed-forward, layer norms, dropout) then runs on the packed real tokens,
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from transformers import BertModel, RobertaModel
+from transformers import BertModel, RobertaModel, XLMRobertaModel
 
 # A new attention group starts where a sequence is shorter than this share of the group's longest: the
 # padding inside a group then costs at most 1 / 0.8^2 = 1.56x its attention work.
@@ -117,8 +117,8 @@ def _attention_groups(
 
 
 def supports_unpadding(encoder: torch.nn.Module) -> bool:
-    """BERT and RoBERTa encoders (not decoders): the architectures this pass is written for."""
-    return isinstance(encoder, (BertModel, RobertaModel)) and not encoder.config.is_decoder
+    """BERT, RoBERTa and XLM-RoBERTa encoders (not decoders): the architectures this pass is written for."""
+    return isinstance(encoder, (BertModel, RobertaModel, XLMRobertaModel)) and not encoder.config.is_decoder
 
 
 # What this pass reads of a transformers BERT/RoBERTa. Nothing pins the transformers release, so a model load
@@ -162,13 +162,15 @@ def unpadding_problem(encoder: torch.nn.Module) -> str | None:
     fixed token ids: no random numbers drawn) and compares the real tokens' states.
     """
     if not supports_unpadding(encoder):
-        return f"{type(encoder).__name__} is not a BERT or RoBERTa encoder"
+        return f"{type(encoder).__name__} is not a BERT, RoBERTa or XLM-RoBERTa encoder"
     layers = getattr(getattr(encoder, "encoder", None), "layer", None)
     if not layers:
         return "no encoder.layer list"
     missing = [f"embeddings.{name}" for name in _missing(encoder.embeddings, EMBEDDING_ATTRIBUTES)]
     missing += [f"encoder.layer[i].{name}" for name in _missing(layers[0], LAYER_ATTRIBUTES)]
-    if isinstance(encoder, RobertaModel) and not hasattr(encoder.embeddings, "create_position_ids_from_input_ids"):
+    if isinstance(encoder, (RobertaModel, XLMRobertaModel)) and not hasattr(
+        encoder.embeddings, "create_position_ids_from_input_ids"
+    ):
         missing.append("embeddings.create_position_ids_from_input_ids")
     if missing:
         return "this transformers release has no " + ", ".join(missing)
@@ -271,7 +273,7 @@ def unpadded_forward(
     token_type_ids: torch.Tensor | None = None,
     output_hidden_states: bool = False,
 ) -> tuple[Packing, torch.Tensor, list[torch.Tensor] | None]:
-    """Run ``encoder`` (BERT or RoBERTa) on the real tokens of (N, L) inputs.
+    """Run ``encoder`` (BERT, RoBERTa or XLM-RoBERTa) on the real tokens of (N, L) inputs.
 
     Returns the packing, the last layer's packed states (T, H) and, with ``output_hidden_states``, the
     packed states after the embeddings and after each layer (as ``hidden_states`` of transformers).

@@ -143,9 +143,21 @@ def tiny_roberta_dir(tmp_path_factory) -> Path:
     )
 
 
-@pytest.fixture(params=["bert", "roberta"])
-def tiny_model_dir(request, tiny_bert_dir, tiny_roberta_dir) -> Path:
-    return {"bert": tiny_bert_dir, "roberta": tiny_roberta_dir}[request.param]
+@pytest.fixture(scope="session")
+def tiny_xlmr_dir(tmp_path_factory) -> Path:
+    return build_random_encoder(
+        tmp_path_factory.mktemp("tiny-xlmr"),
+        KOREAN_SENTENCES * 3,
+        model_type="xlm-roberta",
+        vocab_size=400,
+        **TINY_ENCODER,
+    )
+
+
+@pytest.fixture(params=["bert", "roberta", "xlm-roberta"])
+def tiny_model_dir(request, tiny_bert_dir, tiny_roberta_dir, tiny_xlmr_dir) -> Path:
+    """The encoders with a pooling layer and the unpadded forward pass."""
+    return {"bert": tiny_bert_dir, "roberta": tiny_roberta_dir, "xlm-roberta": tiny_xlmr_dir}[request.param]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -170,13 +182,27 @@ def _demo_encoder(tmp_path_factory, demo_data: Path, model_type: str) -> Path:
 
 
 @pytest.fixture(scope="session")
-def demo_bert(tmp_path_factory, demo_data) -> Path:
-    return _demo_encoder(tmp_path_factory, demo_data, "bert")
+def demo_encoder_of(tmp_path_factory, demo_data):
+    """``demo_encoder_of(model_type)``: a random encoder of that architecture (``ARCHITECTURES``) with a tokenizer
+    trained on the demo corpus, built once per session."""
+    built = {}
+
+    def get(model_type: str) -> Path:
+        if model_type not in built:
+            built[model_type] = _demo_encoder(tmp_path_factory, demo_data, model_type)
+        return built[model_type]
+
+    return get
 
 
 @pytest.fixture(scope="session")
-def demo_roberta(tmp_path_factory, demo_data) -> Path:
-    return _demo_encoder(tmp_path_factory, demo_data, "roberta")
+def demo_bert(demo_encoder_of) -> Path:
+    return demo_encoder_of("bert")
+
+
+@pytest.fixture(scope="session")
+def demo_roberta(demo_encoder_of) -> Path:
+    return demo_encoder_of("roberta")
 
 
 @pytest.fixture(scope="session")

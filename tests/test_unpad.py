@@ -30,12 +30,12 @@ def mixed_batch(vocab_size, with_token_types, pad_id, cls_id, lengths=(1, 3, MAX
     return input_ids, attention_mask, token_type_ids if with_token_types else None
 
 
-@pytest.fixture(params=["bert", "bert-token-types", "roberta"])
-def encoder_and_batch(request, tiny_bert_dir, tiny_roberta_dir):
-    folder = tiny_roberta_dir if request.param == "roberta" else tiny_bert_dir
+@pytest.fixture(params=["bert", "bert-token-types", "roberta", "xlm-roberta"])
+def encoder_and_batch(request, tiny_bert_dir, tiny_roberta_dir, tiny_xlmr_dir):
+    folder = {"roberta": tiny_roberta_dir, "xlm-roberta": tiny_xlmr_dir}.get(request.param, tiny_bert_dir)
     encoder = AutoModel.from_pretrained(folder, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
     config = encoder.config
-    cls_id = 0 if request.param == "roberta" else 2
+    cls_id = 0 if request.param in ("roberta", "xlm-roberta") else 2
     batch = mixed_batch(config.vocab_size, request.param == "bert-token-types", config.pad_token_id, cls_id)
     return encoder.train(), batch
 

@@ -1,4 +1,5 @@
-"""Build a small BERT or RoBERTa with random weights and a WordPiece tokenizer trained on a corpus.
+"""Build a small encoder (BERT, RoBERTa, XLM-R, ELECTRA, DeBERTa-v2, ModernBERT) with random weights and a
+WordPiece tokenizer trained on a corpus.
 
 For offline work (the demo, smoke runs): the folder written loads like any transformers checkpoint.
 
@@ -9,14 +10,14 @@ import argparse
 
 from simcse.cli import run_main
 from simcse.data import load_train_data
-from simcse.random_encoder import build_random_encoder
+from simcse.random_encoder import ARCHITECTURES, build_random_encoder
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--corpus", required=True, help=".txt file, one sentence per line")
     parser.add_argument("--output_path", required=True)
-    parser.add_argument("--model_type", choices=("bert", "roberta"), default="bert")
+    parser.add_argument("--model_type", choices=tuple(ARCHITECTURES), default="bert")
     parser.add_argument("--vocab_size", type=int, default=2000)
     parser.add_argument("--hidden_size", type=int, default=128)
     parser.add_argument("--num_hidden_layers", type=int, default=2)
