@@ -24,6 +24,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--data_dir", default=None, help="folder the dataset names resolve in (default: repo data/)")
     parser.add_argument("--pooler", choices=POOLERS, default=None, help="default: the checkpoint's, else cls")
+    parser.add_argument(
+        "--prompt",
+        default=None,
+        metavar="TEXT",
+        help="text put before every sentence (default: the checkpoint's, else none)",
+    )
     parser.add_argument("--batch_size", type=int, default=None, help="default: 32 on a CPU, 256 on a GPU")
     parser.add_argument(
         "--max_length",
@@ -59,13 +65,14 @@ def main() -> None:
     model = SimCSEModel(
         args.model,
         pooler=args.pooler,
+        prompt=args.prompt,
         trust_remote_code=args.trust_remote_code,
         unpad=args.unpad,
         max_length=args.max_length,
     ).to(device)
     print(
         f"model {args.model}: pooler {model.pooler}{' (mlp_only_train)' if model.mlp_only_train else ''}, "
-        f"max_length {model.max_length}"
+        f"max_length {model.max_length}" + (f", prompt {model.prompt!r}" if model.prompt else "")
     )
 
     results = {}

@@ -28,6 +28,7 @@ class TokenizedSentences:
         max_length: int,
         chunk_size: int = 10_000,
         desc: str | None = None,
+        prompt: str = "",
     ):
         if not getattr(tokenizer, "is_fast", False):
             raise ValueError(f"{type(tokenizer).__name__} is not a fast tokenizer; load it with use_fast=True")
@@ -39,7 +40,7 @@ class TokenizedSentences:
         show = desc is not None and len(sentences) > chunk_size
         for start in tqdm(starts, desc=desc, unit="chunk", disable=not show):
             ids = tokenizer(
-                list(sentences[start : start + chunk_size]),
+                [prompt + sentence for sentence in sentences[start : start + chunk_size]],
                 add_special_tokens=True,
                 truncation=True,
                 max_length=max_length,
@@ -60,20 +61,26 @@ class TokenizedSentences:
 
 
 class SimCSEDataset(torch.utils.data.Dataset):
-    """Training examples as token ids: each item is ``num_sent`` id arrays (anchor, positive[, hard neg])."""
+    """Training examples as token ids: each item is ``num_sent`` id arrays (anchor, positive[, hard neg]); for
+    scored pairs, the pair's two id arrays and its gold score."""
 
-    def __init__(self, data: TrainData, tokenizer: PreTrainedTokenizerBase, max_length: int):
+    def __init__(self, data: TrainData, tokenizer: PreTrainedTokenizerBase, max_length: int, prompt: str = ""):
         self.num_sent = data.num_sent
+        self.scores = data.scores
         self.columns = [
-            TokenizedSentences(column, tokenizer, max_length, desc=f"tokenizing column {i + 1}/{len(data.columns)}")
+            TokenizedSentences(
+                column, tokenizer, max_length, desc=f"tokenizing column {i + 1}/{len(data.columns)}", prompt=prompt
+            )
             for i, column in enumerate(data.columns)
         ]
 
     def __len__(self) -> int:
         return len(self.columns[0])
 
-    def __getitem__(self, index: int) -> tuple[np.ndarray, ...]:
+    def __getitem__(self, index: int) -> tuple:
         ids = tuple(column[index] for column in self.columns)
+        if self.scores is not None:
+            return ids, self.scores[index]
         # Unsupervised: the same ids twice; the two dropout masks make the two views differ.
         return ids * 2 if len(ids) == 1 else ids
 
@@ -120,6 +127,18 @@ class EpochBatchSampler:
             local = size // self.world_size
             first = batch * self.batch_size + self.rank * local
             yield order[first : first + local]
+
+
+class ScoredCollator:
+    """Batches scored pairs: ``collator``'s tensors for the token ids, plus ``scores`` (batch,) float32."""
+
+    def __init__(self, collator: SimCSECollator):
+        self.collator = collator
+
+    def __call__(self, examples: Sequence[tuple[Sequence[np.ndarray], float]]) -> dict[str, torch.Tensor]:
+        batch = self.collator([ids for ids, _ in examples])
+        batch["scores"] = torch.tensor([score for _, score in examples], dtype=torch.float32)  # (B,)
+        return batch
 
 
 class SimCSECollator:

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 POOLERS = ("cls", "cls_before_pooler", "avg", "avg_first_last", "avg_top2")
 EVAL_STRATEGIES = ("steps", "epoch")
+# simcse: InfoNCE with in-batch negatives on sentences, pairs or triplets; cosent: CoSENT on scored pairs.
+OBJECTIVES = ("simcse", "cosent")
 # Tokens per sentence when nothing else says: the reference recipe's value, and what evaluation falls back to
 # for a checkpoint that does not record its training value.
 DEFAULT_MAX_LENGTH = 64
@@ -140,10 +142,20 @@ class TrainConfig:
         True, "compute on real tokens only (BERT, RoBERTa, XLM-R), no compute on padding", "model", resume=True
     )
     trust_remote_code: bool = setting(False, "allow code shipped with a hub model to run", "model")
+    prompt: str | None = setting(
+        None,
+        "text put before every sentence, in training, evaluation and the saved model (e5: 'query: ')",
+        "model",
+        resume=True,
+        card=True,
+        none_means="none",
+        metavar="TEXT",
+    )
     # data
     train_data: str = setting(
         "",
-        ".txt (one sentence per line) or .tsv with header sent0 sent1 [hard_neg]",
+        ".txt (one sentence per line) or .tsv with header sent0 sent1 [hard_neg]; with --objective cosent, scored "
+        "pairs: an STS file or dataset name (korsts_train)",
         "data",
         required=True,
         resume=True,
@@ -164,6 +176,14 @@ class TrainConfig:
     )
     num_workers: int = setting(0, "DataLoader worker processes", "data", rule=non_negative)
     # optimisation
+    objective: str = setting(
+        "simcse",
+        "simcse (InfoNCE, in-batch negatives) or cosent (CoSENT on scored pairs, scale 1/--temp)",
+        "optimisation",
+        resume=True,
+        card=True,
+        choices=OBJECTIVES,
+    )
     batch_size: int = setting(
         256,
         "examples per optimizer step over all processes (each of N torchrun processes takes batch/N)",

@@ -47,6 +47,7 @@ __all__ = [
     "STSData",
     "TrainData",
     "TripletReport",
+    "load_scored_pairs",
     "load_sts",
     "load_train_data",
     "nli_triplets",
@@ -118,10 +119,12 @@ class STSData:
 
 @dataclass
 class TrainData:
-    """Training sentences by column: 1 column (unsupervised), 2 (pairs) or 3 (triplets)."""
+    """Training sentences by column: 1 column (unsupervised), 2 (pairs) or 3 (triplets); scored pairs (CoSENT)
+    carry a gold score per pair."""
 
     columns: list[list[str]]
     path: str = ""
+    scores: list[float] | None = None
 
     @property
     def num_sent(self) -> int:
@@ -338,6 +341,12 @@ def load_train_data(path: str | os.PathLike) -> TrainData:
         if not lines:
             raise DataFormatError(path, None, "no training examples found")
         header = tuple(lines[0][1].split("\t"))
+        if header in (KORSTS_HEADER, PLAIN_STS_HEADER):
+            raise DataFormatError(
+                path,
+                "line 1",
+                "an STS file of scored pairs: train on it with --objective cosent (simcse needs sent0/sent1)",
+            )
         if header not in TRAIN_HEADERS:
             raise DataFormatError(
                 path,
@@ -353,6 +362,23 @@ def load_train_data(path: str | os.PathLike) -> TrainData:
     if len(data) == 0:
         raise DataFormatError(path, None, "no training examples found")
     return data
+
+
+def load_scored_pairs(name_or_path: str | os.PathLike, data_dir: str | os.PathLike | None = None) -> TrainData:
+    """Scored sentence pairs for CoSENT: any STS file or dataset name ``load_sts`` reads (``korsts_train``)."""
+    path = resolve_sts_path(name_or_path, data_dir)
+    lines = _read_lines(path) if path.suffix.lower() != ".json" else []
+    header = tuple(lines[0][1].split("\t")) if lines else ()
+    if header in TRAIN_HEADERS:
+        kind = "triplets" if len(header) == 3 else "pairs"
+        raise DataFormatError(
+            path,
+            "line 1",
+            f"{kind} without scores: --objective cosent needs scored pairs (sentence1, sentence2, score); train on "
+            "this file with --objective simcse",
+        )
+    sts = load_sts(name_or_path, data_dir)
+    return TrainData([sts.sentences1, sts.sentences2], str(path), sts.scores)
 
 
 def write_train_tsv(data: TrainData, path: str | os.PathLike) -> None:

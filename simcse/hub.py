@@ -43,27 +43,38 @@ def _dataset(name: str) -> tuple[str, str, str]:
 
 
 def _usage(repo_id: str, settings: dict) -> str:
-    if settings.get("pooler") == "cls" and not settings.get("mlp_only_train"):
-        embedding = "outputs.pooler_output  # the trained SimCSE head is this model's pooler"
+    head_file = settings.get("head_file")
+    head_used = settings.get("pooler") == "cls" and not settings.get("mlp_only_train")
+    if head_used and head_file:
+        embedding = (
+            f'head = load_file(hf_hub_download("{repo_id}", "{head_file}"))  # the SimCSE head, beside the encoder\n'
+            "embeddings = torch.tanh(outputs.last_hidden_state[:, 0] @ head['dense.weight'].T + head['dense.bias'])"
+        )
+    elif head_used:
+        embedding = "embeddings = outputs.pooler_output  # the trained SimCSE head is this model's pooler"
     elif settings.get("pooler") in ("cls", "cls_before_pooler"):
-        embedding = "outputs.last_hidden_state[:, 0]  # the [CLS] vector"
+        embedding = "embeddings = outputs.last_hidden_state[:, 0]  # the [CLS] vector"
     else:
         embedding = (
-            "(outputs.last_hidden_state * batch['attention_mask'].unsqueeze(-1)).sum(1)"
+            "embeddings = (outputs.last_hidden_state * batch['attention_mask'].unsqueeze(-1)).sum(1)"
             " / batch['attention_mask'].sum(1, keepdim=True)  # mean over real tokens"
         )
     max_length = settings.get("max_length", DEFAULT_MAX_LENGTH)
+    prompt = settings.get("prompt") or ""
+    imports = (
+        "from huggingface_hub import hf_hub_download\nfrom safetensors.torch import load_file\n" if head_file else ""
+    )
     text = f"""```python
 import torch
-from transformers import AutoModel, AutoTokenizer
+{imports}from transformers import AutoModel, AutoTokenizer
 
 tokenizer = AutoTokenizer.from_pretrained("{repo_id}")
 model = AutoModel.from_pretrained("{repo_id}").eval()
-batch = tokenizer(["한 남자가 기타를 치고 있다.", "남자가 악기를 연주하고 있다."],
+batch = tokenizer([{prompt + "한 남자가 기타를 치고 있다."!r}, {prompt + "남자가 악기를 연주하고 있다."!r}],
                   padding=True, truncation=True, max_length={max_length}, return_tensors="pt")
 with torch.no_grad():
     outputs = model(**batch)
-embeddings = {embedding}
+{embedding}
 print(torch.nn.functional.cosine_similarity(embeddings[0], embeddings[1], dim=0))
 ```
 """

@@ -116,3 +116,43 @@ def duplicate_candidates(
     rows = torch.arange(batch, device=anchor_ids.device)
     same_text[rows, rows + first_row] = False  # (B, C)
     return same_text
+
+
+def cosent(
+    embeddings1: torch.Tensor,
+    embeddings2: torch.Tensor,
+    scores: torch.Tensor,
+    *,
+    scale: float = 20.0,
+    gather: Gather | None = None,
+) -> torch.Tensor:
+    """CoSENT (Su, 2022): rank the batch's pairs by cosine similarity as their gold scores rank them.
+
+    Args:
+        embeddings1, embeddings2: (B, H); row i of each is pair i.
+        scores: (B,) gold similarity scores; only their order matters.
+        scale: cosine differences are multiplied by it (20: the 1 / 0.05 of the contrastive temperature).
+        gather: as in ``info_nce``. The pairs are ranked over every process's batch: each process computes the
+            same global loss, and the gather's backward sums the gradients so that DDP's mean is the gradient
+            of one process on the global batch.
+
+    Returns:
+        log(1 + sum over pairs (i, j) with scores[i] > scores[j] of exp(scale * (cos_j - cos_i))), a scalar, in
+        at least float32. Equal scores give no term; a batch with no ordered pair gives 0.
+    """
+    if embeddings1.ndim != 2 or embeddings1.shape != embeddings2.shape:
+        raise ValueError(
+            f"embeddings1 and embeddings2 must both be (batch, hidden), got {tuple(embeddings1.shape)} and "
+            f"{tuple(embeddings2.shape)}"
+        )
+    if scores.shape != embeddings1.shape[:1]:
+        raise ValueError(f"scores must be (batch,) = ({embeddings1.shape[0]},), got {tuple(scores.shape)}")
+    gather = gather or (lambda rows: (rows, 0))
+    dtype = torch.promote_types(embeddings1.dtype, torch.float32)
+    cosines = F.cosine_similarity(embeddings1.to(dtype), embeddings2.to(dtype), dim=-1)  # (B,)
+    cosines = gather(cosines[:, None])[0][:, 0]  # (N,)
+    scores = gather(scores.to(dtype)[:, None])[0][:, 0]  # (N,)
+    differences = scale * (cosines[None, :] - cosines[:, None])  # (N, N): entry (i, j) is scale * (cos_j - cos_i)
+    ordered = scores[:, None] > scores[None, :]  # (N, N): pair i is scored above pair j
+    terms = differences.masked_fill(~ordered, -math.inf).flatten()  # (N * N,)
+    return torch.logsumexp(torch.cat([terms.new_zeros(1), terms]), dim=0)  # log(1 + sum exp)

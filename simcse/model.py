@@ -180,7 +180,9 @@ class SimCSEModel(nn.Module):
     ``pooler`` and ``mlp_only_train`` left as None are read from a checkpoint saved by this class
     (``simcse_config.json``), else default to ``cls`` and False. ``max_length`` (tokens per sentence) is the
     default of ``encode`` and what ``save_pretrained`` records; left as None it is the checkpoint's training
-    value, else ``DEFAULT_MAX_LENGTH``. Code shipped with a hub model runs only with ``trust_remote_code=True``.
+    value, else ``DEFAULT_MAX_LENGTH``. ``prompt`` (e5's ``"query: "``) is put before every sentence ``encode``
+    embeds and saved; left as None it is the checkpoint's, else none. Code shipped with a hub model runs only with
+    ``trust_remote_code=True``.
     ``unpad`` runs BERT, RoBERTa and XLM-R encoders on their real tokens only (``simcse.unpad``); other encoders
     take the padded path, and so do those three when the transformers release fails ``unpadding_problem``'s check
     (with one warning).
@@ -207,6 +209,7 @@ class SimCSEModel(nn.Module):
         unpad: bool = True,
         max_length: int | None = None,
         fresh_head: bool = False,
+        prompt: str | None = None,
     ):
         super().__init__()
         check_location(model_name_or_path)
@@ -216,6 +219,7 @@ class SimCSEModel(nn.Module):
         self.max_length = max_length
         if self.max_length < 2:
             raise ValueError(f"max_length must be at least 2 (room for [CLS] and [SEP]), got {self.max_length}")
+        self.prompt = (saved or {}).get("prompt", "") if prompt is None else prompt
         pooler = pooler or (saved or {}).get("pooler", "cls")
         if mlp_only_train is None:
             mlp_only_train = bool((saved or {}).get("mlp_only_train", False)) and pooler == "cls"
@@ -315,7 +319,13 @@ class SimCSEModel(nn.Module):
             finally:
                 self.encoder.pooler = None
         self.tokenizer.save_pretrained(folder)
-        settings = {"pooler": self.pooler, "mlp_only_train": self.mlp_only_train, "max_length": self.max_length}
+        settings = {
+            "pooler": self.pooler,
+            "mlp_only_train": self.mlp_only_train,
+            "max_length": self.max_length,
+            "prompt": self.prompt,
+            "head_file": SIMCSE_HEAD_NAME if self.owns_head and self.head is not None else None,
+        }
         write_json(folder / SIMCSE_CONFIG_NAME, settings)
         if st_format.supports(self.pooler):
             head_used_at_evaluation = self.head is not None and not self.mlp_only_train
@@ -325,6 +335,7 @@ class SimCSEModel(nn.Module):
                 self.config.hidden_size,
                 self.max_length,
                 self.head.dense if head_used_at_evaluation else None,
+                self.prompt,
             )
 
     @property
@@ -389,7 +400,7 @@ class SimCSEModel(nn.Module):
             raise ValueError(f"batch_size must be positive, got {batch_size}")
         max_length = self.max_length if max_length is None else max_length
         self.check_max_length(max_length)
-        tokenized = TokenizedSentences(sentences, self.tokenizer, max_length)
+        tokenized = TokenizedSentences(sentences, self.tokenizer, max_length, prompt=self.prompt)
         order = np.argsort(-tokenized.lengths, kind="stable")
         embeddings = np.zeros((len(tokenized), self.config.hidden_size), dtype=np.float32)
         # Half precision on GPUs (fast and accurate enough for ranking); the CPU stays in float32.

@@ -19,6 +19,7 @@ from simcse.run_folder import write_json
 # inner layers, which its standard modules do not offer.
 POOLING_MODES = {"cls": "cls_token", "cls_before_pooler": "cls_token", "avg": "mean_tokens"}
 ALL_POOLING_MODES = ("cls_token", "mean_tokens", "max_tokens", "mean_sqrt_len_tokens")
+PROMPT_NAME = "simcse"  # the name of the default prompt in config_sentence_transformers.json
 
 
 def supports(pooler: str) -> bool:
@@ -26,12 +27,18 @@ def supports(pooler: str) -> bool:
 
 
 def write_sentence_transformers_files(
-    folder: str | Path, pooler: str, hidden_size: int, max_length: int, head: torch.nn.Linear | None
+    folder: str | Path,
+    pooler: str,
+    hidden_size: int,
+    max_length: int,
+    head: torch.nn.Linear | None,
+    prompt: str = "",
 ) -> None:
     """Write modules.json, sentence_bert_config.json, 1_Pooling/ and (with ``head``) 2_Dense/ into ``folder``.
 
     ``head`` is the dense layer applied after pooling, followed by tanh; None when the embedding is the
-    pooled vector itself (``cls_before_pooler``, ``avg``, or ``cls`` with ``mlp_only_train``).
+    pooled vector itself (``cls_before_pooler``, ``avg``, or ``cls`` with ``mlp_only_train``). A ``prompt`` is
+    written as the default prompt, which ``SentenceTransformer.encode`` puts before every sentence.
     """
     if not supports(pooler):
         raise ValueError(f"sentence-transformers has no module for pooler {pooler!r}")
@@ -60,4 +67,5 @@ def write_sentence_transformers_files(
         weights = {"linear." + name: tensor.detach().cpu().contiguous() for name, tensor in head.state_dict().items()}
         save_file(weights, folder / "2_Dense" / "model.safetensors")
     write_json(folder / "modules.json", modules)
-    write_json(folder / "config_sentence_transformers.json", {"similarity_fn_name": "cosine"})
+    prompts = {"prompts": {PROMPT_NAME: prompt}, "default_prompt_name": PROMPT_NAME} if prompt else {}
+    write_json(folder / "config_sentence_transformers.json", {"similarity_fn_name": "cosine"} | prompts)

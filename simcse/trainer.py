@@ -23,13 +23,21 @@ from tqdm.auto import tqdm
 
 import simcse
 from simcse import checkpoint, distributed
-from simcse.batching import EpochBatchSampler, SimCSEDataset
+from simcse.batching import EpochBatchSampler, ScoredCollator, SimCSEDataset
 from simcse.config import PATH_SETTINGS, RESUME_MUST_MATCH, TrainConfig, upgrade_saved_settings
-from simcse.data import STSData, TrainData, file_fingerprint, load_sts, load_train_data, resolve_sts_path
+from simcse.data import (
+    STSData,
+    TrainData,
+    file_fingerprint,
+    load_scored_pairs,
+    load_sts,
+    load_train_data,
+    resolve_sts_path,
+)
 from simcse.device import autocast_dtype
 from simcse.evaluate import METRIC_KEYS, SELECTION_METRIC, evaluate_sts, write_eval_report
 from simcse.grad_cache import chunked_backward
-from simcse.loss import duplicate_candidates, info_nce
+from simcse.loss import cosent, duplicate_candidates, info_nce
 from simcse.model import SimCSEModel, unknown_token_share
 from simcse.run_folder import (
     EVAL_RESULTS_NAME,
@@ -185,8 +193,11 @@ def check_resumable(config: TrainConfig, trainer_state: dict) -> None:
 
 def data_fingerprints(config: TrainConfig) -> dict[str, str]:
     """A hash of the training file and of the dev file: what a resumed run must still read."""
+    scored = config.objective == "cosent"  # its training data may be a dataset name, like the dev set's
     return {
-        "train_data": file_fingerprint(config.train_data),
+        "train_data": file_fingerprint(
+            resolve_sts_path(config.train_data, config.data_dir) if scored else config.train_data
+        ),
         "valid_data": file_fingerprint(resolve_sts_path(config.valid_data, config.data_dir)),
     }
 
@@ -248,7 +259,10 @@ def find_resume_point(
 def read_inputs(config: TrainConfig) -> tuple[STSData, TrainData]:
     """The dev set and the training data, read before anything is built so that a bad file fails in seconds."""
     valid_data = load_sts(config.valid_data, config.data_dir)
-    train_data = load_train_data(config.train_data)
+    if config.objective == "cosent":
+        train_data = load_scored_pairs(config.train_data, config.data_dir)
+    else:
+        train_data = load_train_data(config.train_data)
     if len(train_data) < 2:
         raise ValueError(f"{config.train_data}: {len(train_data)} training example; in-batch negatives need 2 or more")
     if len({sentence for column in train_data.columns for sentence in column}) < 2:
@@ -268,6 +282,7 @@ def build_model(config: TrainConfig, resume: ResumePoint | None, device: torch.d
         unpad=config.unpad,
         max_length=config.max_length,
         fresh_head=resume is None,
+        prompt=config.prompt,
     ).to(device)
 
 
@@ -304,7 +319,7 @@ def build_loader(
             sampler.dropped_per_epoch,
             process.world_size,
         )
-    dataset = SimCSEDataset(train_data, model.tokenizer, config.max_length)
+    dataset = SimCSEDataset(train_data, model.tokenizer, config.max_length, prompt=model.prompt)
     if tokenizes_alike(dataset):
         raise ValueError(
             f"{config.train_data}: every sentence has the same token ids (they differ only in what the tokenizer "
@@ -313,7 +328,7 @@ def build_loader(
     loader = DataLoader(
         dataset,
         batch_sampler=sampler,
-        collate_fn=model.collator,
+        collate_fn=model.collator if train_data.scores is None else ScoredCollator(model.collator),
         num_workers=config.num_workers,
         pin_memory=device.type == "cuda",
         generator=torch.Generator(),  # its seed draw must not consume the global RNG that drives dropout
@@ -464,7 +479,11 @@ class Trainer:
             world_size=world_size,
             per_process_batch=config.batch_size // world_size,
             grad_cache_chunk=config.grad_cache_chunk,
-            negatives_per_anchor=config.batch_size - 1 + (config.batch_size if self.num_sent == 3 else 0),
+            negatives_per_anchor=(
+                config.batch_size - 1 + (config.batch_size if self.num_sent == 3 else 0)
+                if config.objective == "simcse"
+                else None
+            ),
             dropped_examples_per_epoch=self.sampler.dropped_per_epoch,
             resumed_from=str(self.resume.path) if self.resume else None,
             forward="unpadded" if self.model.unpad else "padded",
@@ -499,9 +518,12 @@ class Trainer:
         with self.autocast:
             return self.train_model(**batch)  # (B, num_sent, H)
 
-    def loss(self, embeddings: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
-        """InfoNCE of a batch's embeddings (B, num_sent, H), with negatives gathered over the processes."""
+    def loss(self, embeddings: torch.Tensor, input_ids: torch.Tensor, scores: torch.Tensor | None) -> torch.Tensor:
+        """The objective on a batch's embeddings (B, num_sent, H): InfoNCE with negatives gathered over the
+        processes, or CoSENT ranking the global batch's pairs by their ``scores`` (B,)."""
         config, exclude = self.config, None
+        if config.objective == "cosent":
+            return cosent(embeddings[:, 0], embeddings[:, 1], scores, scale=1 / config.temp, gather=distributed.gather)
         if config.mask_duplicate_negatives:
             # Every process pads to the same width, so that token ids can be gathered and compared.
             width = config.max_length if self.process.is_distributed else input_ids.shape[-1]
@@ -543,18 +565,19 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = self.lr
         batch = {key: value.to(self.device, non_blocking=True) for key, value in batch.items()}
+        scores = batch.pop("scores", None)  # (B,), scored pairs only
         self.optimizer.zero_grad(set_to_none=True)
         if config.grad_cache_chunk:
             loss = chunked_backward(
                 self.embed,
                 batch,
-                lambda embeddings: self.loss(embeddings, batch["input_ids"]),
+                lambda embeddings: self.loss(embeddings, batch["input_ids"], scores),
                 config.grad_cache_chunk,
                 scale=scaler.scale,
                 no_sync=self.train_model.no_sync if self.process.is_distributed else nullcontext,
             )
         else:
-            loss = self.loss(self.embed(batch), batch["input_ids"])
+            loss = self.loss(self.embed(batch), batch["input_ids"], scores)
             scaler.scale(loss).backward()
         # With fp16 loss scaling an overflow is expected now and then: the scaler skips that step.
         if not scaler.is_enabled() and not distributed.all_true(bool(torch.isfinite(loss)), self.device):

@@ -182,6 +182,38 @@ CASES = [
     ),
     data_case("not-utf8", "cp949.tsv", "sent0\tsent1\n가\t나\n".encode("cp949"), "cp949.tsv, line 2", "UTF-8"),
     data_case("tab-in-txt", "t.txt", "가\t나\n", "line 1", "a tab inside a sentence"),
+    # the objective and its data
+    Case(
+        "scored-pairs-for-simcse",
+        TRAIN_SCRIPT,
+        lambda c: c.train(train_data=c.data / "dev.tsv"),
+        ("dev.tsv, line 1", "train on it with --objective cosent"),
+    ),
+    Case(
+        "triplets-for-cosent",
+        TRAIN_SCRIPT,
+        lambda c: c.train(objective="cosent"),
+        ("train.tsv, line 1", "triplets without scores"),
+    ),
+    Case(
+        "pairs-for-cosent",
+        TRAIN_SCRIPT,
+        lambda c: c.train(objective="cosent", train_data=c.data / "pairs.tsv"),
+        ("pairs without scores",),
+    ),
+    Case(
+        "cosent-scores-all-equal",
+        TRAIN_SCRIPT,
+        lambda c: c.train(objective="cosent", train_data=c.dev([("가", "나", 2.0), ("다", "라", 2.0)])),
+        ("every gold score", "is 2"),
+    ),
+    Case(
+        "cosent-dataset-not-downloaded",
+        TRAIN_SCRIPT,
+        lambda c: c.train(objective="cosent", train_data="korsts_train", data_dir=c.tmp),
+        ("sts-train.tsv", "download_korsts.sh"),
+    ),
+    Case("unknown-objective", TRAIN_SCRIPT, lambda c: c.train(objective="angle"), ("invalid choice: 'angle'",), code=2),
     # dev data
     Case(
         "dev-of-one-pair", TRAIN_SCRIPT, lambda c: c.train(valid_data=c.dev([("가", "나", 3.0)])), ("1 sentence pair",)

@@ -121,13 +121,13 @@ def test_resume_refuses_exactly_the_settings_that_change_the_run(name):
 def test_the_derived_lists_are_the_documented_ones():
     """The resume check and the card's recipe are what earlier releases listed by hand."""
     assert set(RESUME_MUST_MATCH) == set(
-        "model tokenizer pooler mlp_only_train dropout unpad train_data valid_data data_dir max_length batch_size "
-        "epochs max_steps learning_rate weight_decay warmup_ratio max_grad_norm temp hard_negative_weight "
-        "mask_duplicate_negatives grad_cache_chunk amp eval_strategy eval_steps seed".split()
+        "model tokenizer pooler mlp_only_train dropout unpad prompt train_data valid_data data_dir max_length "
+        "objective batch_size epochs max_steps learning_rate weight_decay warmup_ratio max_grad_norm temp "
+        "hard_negative_weight mask_duplicate_negatives grad_cache_chunk amp eval_strategy eval_steps seed".split()
     )
     assert set(CARD_SETTINGS) == set(
-        "model train_data pooler mlp_only_train max_length batch_size epochs max_steps learning_rate weight_decay "
-        "warmup_ratio max_grad_norm temp hard_negative_weight dropout amp seed".split()
+        "model train_data pooler mlp_only_train prompt objective max_length batch_size epochs max_steps learning_rate "
+        "weight_decay warmup_ratio max_grad_norm temp hard_negative_weight dropout amp seed".split()
     )
 
 

@@ -14,7 +14,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from simcse import distributed
 from simcse.grad_cache import chunked_backward
-from simcse.loss import duplicate_candidates, info_nce
+from simcse.loss import cosent, duplicate_candidates, info_nce
 from simcse.model import SimCSEModel
 
 WORLD = 2
@@ -32,7 +32,13 @@ def global_batch(model, num_sent):
     return {key: value.view(GLOBAL_BATCH, num_sent, 32) for key, value in encoded.items()}
 
 
-def loss_of(embeddings, input_ids, gather):
+# Gold scores of the global batch's pairs, for CoSENT: ties included.
+GLOBAL_SCORES = torch.tensor([4.5, 0.5, 3.0, 3.0, 1.0, 5.0, 2.0, 0.0])
+
+
+def loss_of(embeddings, input_ids, gather, scores=None):
+    if scores is not None:
+        return cosent(embeddings[:, 0], embeddings[:, 1], scores, gather=gather)
     three = embeddings.shape[1] == 3
     return info_nce(
         embeddings[:, 0],
@@ -60,7 +66,7 @@ def interleaved_gather_loss(embeddings):
     return torch.nn.functional.cross_entropy(logits, labels)
 
 
-def worker(rank, model_dir, init_file, out_dir, num_sent, dropout, chunk):
+def worker(rank, model_dir, init_file, out_dir, num_sent, dropout, chunk, objective):
     os.environ["HF_HUB_OFFLINE"] = "1"
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD)
     torch.set_num_threads(1)
@@ -72,14 +78,15 @@ def worker(rank, model_dir, init_file, out_dir, num_sent, dropout, chunk):
     batch = global_batch(model, num_sent)
     rows = slice(rank * GLOBAL_BATCH // WORLD, (rank + 1) * GLOBAL_BATCH // WORLD)
     local = {key: value[rows] for key, value in batch.items()}
+    scores, local_scores = (GLOBAL_SCORES, GLOBAL_SCORES[rows]) if objective == "cosent" else (None, None)
     report = {}
 
     if chunk is None:
         # One process, the whole batch: the quantity the distributed run must reproduce.
         embeddings = reference(**batch)
-        expected_loss = loss_of(embeddings, batch["input_ids"], lambda r: (r, 0))
+        expected_loss = loss_of(embeddings, batch["input_ids"], lambda r: (r, 0), scores)
         expected_loss.backward()
-        local_loss = loss_of(ddp(**local), local["input_ids"], distributed.gather)
+        local_loss = loss_of(ddp(**local), local["input_ids"], distributed.gather, local_scores)
         local_loss.backward()
         mean_loss = distributed.mean_over_processes(local_loss.detach())
         report["loss_difference"] = abs(mean_loss.item() - expected_loss.item())
@@ -95,7 +102,7 @@ def worker(rank, model_dir, init_file, out_dir, num_sent, dropout, chunk):
         rng = torch.get_rng_state()
         chunks = [dict(zip(local, values)) for values in zip(*(v.split(chunk) for v in local.values()))]
         embeddings = torch.cat([reference(**c) for c in chunks])
-        loss_of(embeddings, local["input_ids"], distributed.gather).backward()
+        loss_of(embeddings, local["input_ids"], distributed.gather, local_scores).backward()
         for parameter in reference.parameters():
             if parameter.grad is not None:
                 dist.all_reduce(parameter.grad)
@@ -104,7 +111,7 @@ def worker(rank, model_dir, init_file, out_dir, num_sent, dropout, chunk):
         chunked_backward(
             lambda c: ddp(**c),
             local,
-            lambda e: loss_of(e, local["input_ids"], distributed.gather),
+            lambda e: loss_of(e, local["input_ids"], distributed.gather, local_scores),
             chunk,
             no_sync=ddp.no_sync,
         )
@@ -124,8 +131,9 @@ def worker(rank, model_dir, init_file, out_dir, num_sent, dropout, chunk):
     dist.destroy_process_group()
 
 
-def run_workers(tmp_path, model_dir, num_sent, dropout=0.0, chunk=None):
-    mp.spawn(worker, args=(model_dir, tmp_path / "init", tmp_path, num_sent, dropout, chunk), nprocs=WORLD, join=True)
+def run_workers(tmp_path, model_dir, num_sent, dropout=0.0, chunk=None, objective="simcse"):
+    arguments = (model_dir, tmp_path / "init", tmp_path, num_sent, dropout, chunk, objective)
+    mp.spawn(worker, args=arguments, nprocs=WORLD, join=True)
     return [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in range(WORLD)]
 
 
@@ -137,6 +145,18 @@ def test_two_processes_equal_one_process_on_the_global_batch(tmp_path, tiny_bert
         assert report["parameters_with_gradients"] == len(list(SimCSEModel(tiny_bert_dir).parameters()))
         if num_sent == 3:  # the interleaving mistake is caught by this comparison
             assert report["interleaved_difference"] > 1e-3
+
+
+@pytest.mark.parametrize("chunk", [None, 2])
+def test_cosent_ranks_the_global_batch_under_ddp(tmp_path, tiny_bert_dir, chunk):
+    """CoSENT over two processes: the same loss and gradients as one process ranking all 8 pairs (with
+    GradCache too: each process embeds its slice in chunks)."""
+    for report in run_workers(
+        tmp_path, tiny_bert_dir, 2, dropout=0.1 if chunk else 0.0, chunk=chunk, objective="cosent"
+    ):
+        assert report["max_gradient_difference"] <= 1e-5
+        if chunk is None:
+            assert report["loss_difference"] <= 1e-5
 
 
 @pytest.mark.parametrize("num_sent", [2, 3])

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from simcse.loss import info_nce
+from simcse.loss import cosent, info_nce
 
 
 def naive_row_losses(anchors, positives, hard_negatives=None, temperature=0.05, hard_negative_weight=0.0):
@@ -147,3 +147,59 @@ def test_bad_shapes_raise(shapes, message):
 def test_bad_temperature_raises(embeddings):
     with pytest.raises(ValueError, match="temperature"):
         info_nce(embeddings[0], embeddings[1], temperature=0.0)
+
+
+# ---------------------------------------------------------------------------------------------------
+# CoSENT
+
+
+def naive_cosent(embeddings1, embeddings2, scores, scale):
+    """The formula, pair by pair in float64: log(1 + sum over score_i > score_j of exp(scale (cos_j - cos_i)))."""
+    cosines = [
+        torch.nn.functional.cosine_similarity(a.double(), b.double(), dim=0).item()
+        for a, b in zip(embeddings1, embeddings2)
+    ]
+    total = 1.0
+    for i, score_i in enumerate(scores.tolist()):
+        for j, score_j in enumerate(scores.tolist()):
+            if score_i > score_j:
+                total += math.exp(scale * (cosines[j] - cosines[i]))
+    return math.log(total)
+
+
+@pytest.mark.parametrize("scale", [20.0, 5.0])
+def test_cosent_equals_the_formula_pair_by_pair(scale):
+    generator = torch.Generator().manual_seed(3)
+    embeddings1, embeddings2 = torch.randn(7, 16, generator=generator), torch.randn(7, 16, generator=generator)
+    scores = torch.tensor([0.0, 2.5, 2.5, 5.0, 1.2, 4.0, 0.4])  # a tie: no term between those two
+    got = cosent(embeddings1, embeddings2, scores, scale=scale).item()
+    assert got == pytest.approx(naive_cosent(embeddings1, embeddings2, scores, scale), rel=1e-5)
+
+
+def test_cosent_rewards_the_gold_order_and_ignores_scale_of_vectors():
+    generator = torch.Generator().manual_seed(4)
+    base = torch.randn(5, 8, generator=generator)
+    scores = torch.tensor([0.0, 1.0, 2.0, 3.0, 4.0])
+    # The higher the score, the closer the second vector: the gold order; reversed: the opposite order.
+    closeness = torch.linspace(0.1, 3.0, 5)[:, None]
+    aligned = base + torch.randn(5, 8, generator=generator) / closeness
+    assert cosent(base, aligned, scores) < cosent(base, aligned, scores.flip(0))
+    assert cosent(base * 3, aligned * 0.5, scores).item() == pytest.approx(
+        cosent(base, aligned, scores).item(), rel=1e-5
+    )
+    assert cosent(base, aligned, torch.full((5,), 2.0)).item() == 0.0  # nothing to rank
+
+
+def test_cosent_gradient_matches_finite_differences():
+    generator = torch.Generator().manual_seed(5)
+    inputs = [torch.randn(4, 6, generator=generator, dtype=torch.float64, requires_grad=True) for _ in range(2)]
+    scores = torch.tensor([1.0, 3.0, 2.0, 0.5], dtype=torch.float64)
+    assert torch.autograd.gradcheck(lambda a, b: cosent(a, b, scores, scale=5.0), inputs)
+
+
+def test_cosent_bad_shapes():
+    embeddings = torch.randn(3, 4)
+    with pytest.raises(ValueError, match="scores must be"):
+        cosent(embeddings, embeddings, torch.zeros(4))
+    with pytest.raises(ValueError, match="embeddings1 and embeddings2"):
+        cosent(embeddings, torch.randn(3, 5), torch.zeros(3))
