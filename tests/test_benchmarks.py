@@ -36,3 +36,11 @@ def test_learning_check_runs(shared_data):
         "simcse-ko unsupervised, cls + mlp_only_train",
     ):
         assert f"| {arm} | " in output
+
+
+def test_multitask_check_runs(shared_data):
+    output = run_benchmark("multitask_check.py", "--smoke", "--seeds", 1)
+    assert "stage 1: 128 triplets" in output and "stage 2: 128 pairs" in output
+    for arm in ("stage 1 (supervised SimCSE), best", "stage 2, simcse-ko CoSENT, last step"):
+        assert f"| {arm} | " in output
+    assert "| stage 2, sentence-transformers CoSENTLoss, last step | " in output

@@ -330,3 +330,31 @@ def test_run_scripts_pass_the_recipe_and_extra_flags(demo_data, demo_bert, tmp_p
         REPO_ROOT / "evaluation" / "run_eval.sh", "--test_data", demo_data / "test.tsv", env={"MODEL": str(output)}
     )
     assert (output / EVAL_RESULTS_NAME).is_file() and "Cosine Spearman" in evaluated.stdout
+
+
+@pytest.mark.slow
+def test_multitask_script_trains_stage_2_from_stage_1_s_best(demo_data, demo_bert, tmp_path):
+    output = tmp_path / "multitask"
+    env = {
+        "MODEL": str(demo_bert),
+        "OUTPUT": str(output),
+        "TRIPLETS": str(demo_data / "train.tsv"),
+        "SCORED": str(demo_data / "dev.tsv"),
+        "EVAL_DATA": str(demo_data / "test.tsv"),
+    }
+    flags = ["--valid_data", demo_data / "test.tsv", "--max_steps", 3, "--batch_size", 8, "--learning_rate", 1e-3]
+    result = run_script(REPO_ROOT / "train" / "run_train_multitask.sh", *flags, env=env)
+    assert "stage 1" in result.stdout and "stage 2" in result.stdout
+    stage1, stage2 = output / "stage1", output / "stage2"
+    args = json.loads((stage2 / TRAIN_ARGS_NAME).read_text())["args"]
+    assert (args["model"], args["objective"], args["train_data"]) == (str(stage1), "cosent", str(demo_data / "dev.tsv"))
+    assert (args["epochs"], args["warmup_ratio"], args["pooler"]) == (4, 0.1, "cls")
+    # Stage 2 starts from stage 1's best model, trained head included: its first evaluation is that model's.
+    first = [json.loads(line) for line in (stage2 / METRICS_NAME).read_text().splitlines()][0]
+    best = max(
+        (json.loads(line) for line in (stage1 / METRICS_NAME).read_text().splitlines()),
+        key=lambda line: line["cosine_spearman"],
+    )
+    assert first["step"] == 0 and first["cosine_spearman"] == pytest.approx(best["cosine_spearman"], abs=1e-6)
+    report = json.loads((stage2 / "eval_results.json").read_text())
+    assert str(demo_data / "test.tsv") in report["results"]
