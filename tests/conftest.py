@@ -125,33 +125,29 @@ def korean_sentences() -> list[str]:
     return list(KOREAN_SENTENCES)
 
 
+def _tiny_encoder(tmp_path_factory, model_type: str) -> Path:
+    return build_random_encoder(
+        tmp_path_factory.mktemp(f"tiny-{model_type}"),
+        KOREAN_SENTENCES * 3,
+        model_type=model_type,
+        vocab_size=400,
+        **TINY_ENCODER,
+    )
+
+
 @pytest.fixture(scope="session")
 def tiny_bert_dir(tmp_path_factory) -> Path:
-    return build_random_encoder(
-        tmp_path_factory.mktemp("tiny-bert"), KOREAN_SENTENCES * 3, vocab_size=400, **TINY_ENCODER
-    )
+    return _tiny_encoder(tmp_path_factory, "bert")
 
 
 @pytest.fixture(scope="session")
 def tiny_roberta_dir(tmp_path_factory) -> Path:
-    return build_random_encoder(
-        tmp_path_factory.mktemp("tiny-roberta"),
-        KOREAN_SENTENCES * 3,
-        model_type="roberta",
-        vocab_size=400,
-        **TINY_ENCODER,
-    )
+    return _tiny_encoder(tmp_path_factory, "roberta")
 
 
 @pytest.fixture(scope="session")
 def tiny_xlmr_dir(tmp_path_factory) -> Path:
-    return build_random_encoder(
-        tmp_path_factory.mktemp("tiny-xlmr"),
-        KOREAN_SENTENCES * 3,
-        model_type="xlm-roberta",
-        vocab_size=400,
-        **TINY_ENCODER,
-    )
+    return _tiny_encoder(tmp_path_factory, "xlm-roberta")
 
 
 @pytest.fixture(params=["bert", "roberta", "xlm-roberta"])
