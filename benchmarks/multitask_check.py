@@ -126,7 +126,7 @@ def main() -> None:
     package_last, package_best, st_last, seconds = [], [], [], {"package": [], "st": []}
     for seed in args.seeds:
         started = time.perf_counter()
-        flags = {k: v for k, v in STAGE2.items()} | common
+        flags = STAGE2 | common
         flags |= {"model": stage1, "objective": "cosent", "train_data": scored_file, "seed": seed}
         flags |= {"epochs": args.stage2_epochs, "output_path": work / f"stage2-{seed}", "temp": 1 / SCALE}
         lines = train_py(flags)
