@@ -1,4 +1,5 @@
-"""One supervised SimCSE training step of a klue/bert-base-shaped model on a GPU, padded against unpadded.
+"""One supervised SimCSE training step of a klue/bert-base-shaped model on a GPU: the padded forward against the
+unpadded one with each attention kernel (per-length groups; one variable-length call, the GPU's default).
 
 Random weights (vocab 32,000, 12 layers, hidden 768: no download), batch 256 triplets, max length 64, bf16
 autocast (fp16 where bf16 is missing), AdamW. Sentence lengths are drawn from LENGTH_HISTOGRAM, the token
@@ -16,11 +17,13 @@ import argparse
 import tempfile
 import time
 from statistics import median
+from unittest import mock
 
 import torch
 from common import matmul_peak_flops, training_flops
 from transformers import AutoModel, BertConfig, BertTokenizerFast
 
+import simcse.unpad
 from simcse.device import gpu_half_dtype
 from simcse.loss import duplicate_candidates, info_nce
 from simcse.model import SimCSEModel
@@ -96,6 +99,10 @@ LENGTH_HISTOGRAM = [
 ]
 
 
+# The forwards compared: name -> the unpadded pass's attention kernel (None: the model's own padded forward).
+FORWARDS = {"padded": None, "unpadded, grouped attention": "grouped", "unpadded, varlen attention": "varlen"}
+
+
 def build_model(folder: str, tiny: bool) -> None:
     shape = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128) if tiny else {}
     config = BertConfig(vocab_size=32000, max_position_embeddings=512, **shape)  # bert-base defaults otherwise
@@ -147,7 +154,12 @@ def main() -> None:
     )
     print("| forward | " + " | ".join(columns) + " |")
     print("|---|---:|---:|---:|---:|---:|---:|")
-    for unpad in (False, True):
+    rates = {}
+    for forward, kernel in FORWARDS.items():
+        unpad = kernel is not None
+        # The kernel is otherwise the device's choice (simcse.unpad.attention_kernel).
+        chosen = mock.patch.object(simcse.unpad, "attention_kernel", lambda device, kernel=kernel: kernel)
+        chosen.start()
         model = SimCSEModel(folder, unpad=unpad).to(device).train()
         optimizer = torch.optim.AdamW(parameter_groups(model, 0.01), lr=5e-5, fused=cuda)
         scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
@@ -182,11 +194,15 @@ def main() -> None:
         padded = sum(b["attention_mask"].numel() for b in batches[args.warmup :]) / len(times)
         memory = torch.cuda.max_memory_allocated(device) / 2**30 if cuda else float("nan")
         print(
-            f"| {'unpadded' if unpad else 'padded'} | {step * 1000:.0f} | {1 / step:.2f} | {real / step:.0f} "
+            f"| {forward} | {step * 1000:.0f} | {1 / step:.2f} | {real / step:.0f} "
             f"| {padded / step:.0f} | {median(flops) / step / peak:.1%} | {memory:.1f} |",
             flush=True,
         )
+        rates[forward] = 1 / step
+        chosen.stop()
         del model, optimizer
+    for forward in list(FORWARDS)[1:]:
+        print(f"{forward} / padded: {rates[forward] / rates['padded']:.2f}x sentences/s")
 
 
 if __name__ == "__main__":

@@ -53,24 +53,27 @@ def info_nce(
         raise ValueError(f"temperature must be positive, got {temperature}")
     gather = gather or (lambda rows: (rows, 0))
     dtype = torch.promote_types(anchors.dtype, torch.float32)
+    # Inside an autocast region the matmuls would run in bf16/fp16 again: logits of up to 1 / temperature would
+    # then carry errors of ~0.1.
+    with torch.autocast(anchors.device.type, enabled=False):
+        anchors = F.normalize(anchors.to(dtype), dim=-1)  # (B, H)
+        candidates, first_row = gather(F.normalize(positives.to(dtype), dim=-1))  # (N, H), N = B * processes
+        num_positives = candidates.shape[0]
+        if hard_negatives is not None:
+            global_hard_negatives, _ = gather(F.normalize(hard_negatives.to(dtype), dim=-1))  # (N, H)
+            candidates = torch.cat([candidates, global_hard_negatives])  # (2N, H)
+        logits = anchors @ candidates.T / temperature  # (B, N) or (B, 2N)
+        labels = torch.arange(anchors.shape[0], device=anchors.device) + first_row  # (B,)
 
-    anchors = F.normalize(anchors.to(dtype), dim=-1)  # (B, H)
-    candidates, first_row = gather(F.normalize(positives.to(dtype), dim=-1))  # (N, H), N = B * processes
-    num_positives = candidates.shape[0]
-    if hard_negatives is not None:
-        global_hard_negatives, _ = gather(F.normalize(hard_negatives.to(dtype), dim=-1))  # (N, H)
-        candidates = torch.cat([candidates, global_hard_negatives])  # (2N, H)
-    logits = anchors @ candidates.T / temperature  # (B, N) or (B, 2N)
-    labels = torch.arange(anchors.shape[0], device=anchors.device) + first_row  # (B,)
-
-    if hard_negatives is not None and hard_negative_weight != 0.0:
-        own_hard_negative = F.one_hot(labels + num_positives, num_classes=logits.shape[1])  # (B, 2N)
-        logits = logits + hard_negative_weight * own_hard_negative.to(dtype)  # (B, 2N)
-    if exclude is not None:
-        if exclude.shape != logits.shape:
-            raise ValueError(f"exclude must be (batch, candidates) {tuple(logits.shape)}, got {tuple(exclude.shape)}")
-        logits = logits.masked_fill(exclude, -math.inf)  # (B, C)
-    return F.cross_entropy(logits, labels)
+        if hard_negatives is not None and hard_negative_weight != 0.0:
+            own_hard_negative = F.one_hot(labels + num_positives, num_classes=logits.shape[1])  # (B, 2N)
+            logits = logits + hard_negative_weight * own_hard_negative.to(dtype)  # (B, 2N)
+        if exclude is not None:
+            if exclude.shape != logits.shape:
+                expected = tuple(logits.shape)
+                raise ValueError(f"exclude must be (batch, candidates) {expected}, got {tuple(exclude.shape)}")
+            logits = logits.masked_fill(exclude, -math.inf)  # (B, C)
+        return F.cross_entropy(logits, labels)
 
 
 def duplicate_candidates(
@@ -149,10 +152,11 @@ def cosent(
         raise ValueError(f"scores must be (batch,) = ({embeddings1.shape[0]},), got {tuple(scores.shape)}")
     gather = gather or (lambda rows: (rows, 0))
     dtype = torch.promote_types(embeddings1.dtype, torch.float32)
-    cosines = F.cosine_similarity(embeddings1.to(dtype), embeddings2.to(dtype), dim=-1)  # (B,)
-    cosines = gather(cosines[:, None])[0][:, 0]  # (N,)
-    scores = gather(scores.to(dtype)[:, None])[0][:, 0]  # (N,)
-    differences = scale * (cosines[None, :] - cosines[:, None])  # (N, N): entry (i, j) is scale * (cos_j - cos_i)
-    ordered = scores[:, None] > scores[None, :]  # (N, N): pair i is scored above pair j
-    terms = differences.masked_fill(~ordered, -math.inf).flatten()  # (N * N,)
-    return torch.logsumexp(torch.cat([terms.new_zeros(1), terms]), dim=0)  # log(1 + sum exp)
+    with torch.autocast(embeddings1.device.type, enabled=False):
+        cosines = F.cosine_similarity(embeddings1.to(dtype), embeddings2.to(dtype), dim=-1)  # (B,)
+        cosines = gather(cosines[:, None])[0][:, 0]  # (N,)
+        scores = gather(scores.to(dtype)[:, None])[0][:, 0]  # (N,)
+        differences = scale * (cosines[None, :] - cosines[:, None])  # (N, N): (i, j) is scale * (cos_j - cos_i)
+        ordered = scores[:, None] > scores[None, :]  # (N, N): pair i is scored above pair j
+        terms = differences.masked_fill(~ordered, -math.inf).flatten()  # (N * N,)
+        return torch.logsumexp(torch.cat([terms.new_zeros(1), terms]), dim=0)  # log(1 + sum exp)

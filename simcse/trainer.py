@@ -52,6 +52,7 @@ from simcse.run_folder import (
     write_json,
     write_metrics,
 )
+from simcse.unpad import attention_kernel
 
 __all__ = [
     "LoopState",
@@ -486,7 +487,7 @@ class Trainer:
             ),
             dropped_examples_per_epoch=self.sampler.dropped_per_epoch,
             resumed_from=str(self.resume.path) if self.resume else None,
-            forward="unpadded" if self.model.unpad else "padded",
+            forward=f"unpadded, {attention_kernel(self.device)} attention" if self.model.unpad else "padded",
         )
         write_json(self.output / TRAIN_ARGS_NAME, info)
         print(

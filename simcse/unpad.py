@@ -3,7 +3,8 @@
 Pad tokens are removed once, before the embeddings; every token-wise operation (embedding layer norm,
 Q/K/V and output projections, feed-forward, layer norms, dropout) then runs on the packed real tokens,
 (T, H) instead of (N, L, H). Only the attention product is re-padded, per layer, in groups of sequences of
-similar length so that little of it is padding either. The pass calls the Hugging Face model's own modules
+similar length so that little of it is padding either; on CUDA the attention runs on the packed tokens too,
+as one variable-length kernel call (``attention_kernel``). The pass calls the Hugging Face model's own modules
 and weights, so it has no parameters of its own and checkpoints stay plain transformers checkpoints.
 
 With Korean sentences under a 64-token cap about a third of a dynamically padded batch is padding: that is
@@ -17,6 +18,11 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from transformers import BertModel, RobertaModel, XLMRobertaModel
+
+# How the attention of the packed tokens is computed: in groups of similar lengths, each padded to its longest
+# (any device), or as one call of PyTorch's variable-length attention over a jagged batch (flash or
+# memory-efficient kernels on CUDA; on a CPU only the slower reference path exists, used in tests).
+ATTENTION_KERNELS = ("grouped", "varlen")
 
 # A new attention group starts where a sequence is shorter than this share of the group's longest: the
 # padding inside a group then costs at most 1 / 0.8^2 = 1.56x its attention work.
@@ -46,10 +52,15 @@ class Packing:
     lengths: torch.Tensor  # (N,) real tokens per sequence
     first_token: torch.Tensor  # (N,) packed index of each sequence's first real token ([CLS])
     shape: tuple[int, int]  # (N, L)
-    groups: list[AttentionGroup]  # consecutive runs of the packed tokens, for attention
+    kernel: str  # one of ATTENTION_KERNELS
+    groups: list[AttentionGroup]  # "grouped": consecutive runs of the packed tokens, for attention
+    offsets: torch.Tensor | None  # "varlen": (N + 1,) packed start of each sequence (longest first), then T
+    longest: int  # real tokens of the longest sequence
 
     @classmethod
-    def from_mask(cls, attention_mask: torch.Tensor) -> Packing:
+    def from_mask(cls, attention_mask: torch.Tensor, kernel: str = "grouped") -> Packing:
+        if kernel not in ATTENTION_KERNELS:
+            raise ValueError(f"attention kernel {kernel!r}: expected one of {', '.join(ATTENTION_KERNELS)}")
         mask = attention_mask.bool()  # (N, L)
         length = mask.shape[1]
         lengths = mask.sum(dim=1)  # (N,)
@@ -63,13 +74,17 @@ class Packing:
         starts = torch.cumsum(sorted_lengths, dim=0) - sorted_lengths  # (N,) packed start, by rank
         first_token = torch.empty_like(starts).scatter_(0, order, starts)  # (N,)
         position = torch.arange(len(in_order), device=mask.device) - starts[rank]  # (T,) index within its sequence
+        grouped = kernel == "grouped"
         return cls(
             indices=sequence * length + in_order % length,
             sequence=sequence,
             lengths=lengths,
             first_token=first_token,
             shape=tuple(mask.shape),
-            groups=_attention_groups(sorted_lengths.tolist(), starts.tolist(), rank, position),
+            kernel=kernel,
+            groups=_attention_groups(sorted_lengths.tolist(), starts.tolist(), rank, position) if grouped else [],
+            offsets=None if grouped else F.pad(torch.cumsum(sorted_lengths, dim=0), (1, 0)),
+            longest=int(sorted_lengths[0]),
         )
 
     def pad(self, packed: torch.Tensor) -> torch.Tensor:
@@ -114,6 +129,13 @@ def _attention_groups(
         )
         first = last
     return groups
+
+
+def attention_kernel(device: torch.device) -> str:
+    """The attention kernel of the unpadded pass on ``device``: "varlen" on CUDA (no compute on padding at all,
+    and no per-group kernel launches), "grouped" elsewhere (PyTorch has no fast variable-length attention on
+    CPUs)."""
+    return "varlen" if device.type == "cuda" else "grouped"
 
 
 def supports_unpadding(encoder: torch.nn.Module) -> bool:
@@ -240,6 +262,8 @@ def _attention(layer: torch.nn.Module, hidden: torch.Tensor, packing: Packing) -
     bias = torch.cat([attention.query.bias * scale, attention.key.bias, attention.value.bias])  # (3H,)
     qkv = F.linear(hidden, weight, bias)  # (T, 3H)
     p = attention.dropout.p if attention.training else 0.0
+    if packing.kernel == "varlen":
+        return _varlen_attention(qkv.view(-1, 3, heads, head_size), packing, p)
     contexts = []
     # split, not slicing: the backward of a slice would fill a zero (T, 3H) gradient for every group.
     for group, rows in zip(packing.groups, qkv.split([g.end - g.start for g in packing.groups])):  # (T_g, 3H)
@@ -261,6 +285,22 @@ def _attention(layer: torch.nn.Module, hidden: torch.Tensor, packing: Packing) -
     return torch.cat(contexts)  # (T, H)
 
 
+def _varlen_attention(qkv: torch.Tensor, packing: Packing, p: float) -> torch.Tensor:
+    """Attention over the packed tokens as one jagged batch: (T, 3, heads, d) -> (T, heads * d).
+
+    The nested (jagged) tensors are views of the packed rows; ``scaled_dot_product_attention`` hands their
+    offsets to the flash or memory-efficient variable-length kernel, attention dropout included.
+    """
+
+    def jagged(rows: torch.Tensor) -> torch.Tensor:  # (T, heads, d) -> (N, heads, j, d)
+        nested = torch.nested.nested_tensor_from_jagged(rows.contiguous(), packing.offsets, max_seqlen=packing.longest)
+        return nested.transpose(1, 2)
+
+    query, key, value = (jagged(rows) for rows in qkv.unbind(1))  # each (N, heads, j, d)
+    context = F.scaled_dot_product_attention(query, key, value, dropout_p=p, scale=1.0)  # (N, heads, j, d)
+    return context.transpose(1, 2).values().flatten(1)  # (T, heads * d)
+
+
 def _output(module: torch.nn.Module, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
     """A BERT output block (dense, dropout, residual, layer norm) on packed tokens."""
     return module.LayerNorm(dropout(module.dense(x), module.dropout.p, module.training) + residual)
@@ -272,13 +312,15 @@ def unpadded_forward(
     attention_mask: torch.Tensor,
     token_type_ids: torch.Tensor | None = None,
     output_hidden_states: bool = False,
+    kernel: str | None = None,
 ) -> tuple[Packing, torch.Tensor, list[torch.Tensor] | None]:
     """Run ``encoder`` (BERT, RoBERTa or XLM-RoBERTa) on the real tokens of (N, L) inputs.
 
+    ``kernel`` (one of ``ATTENTION_KERNELS``) defaults to ``attention_kernel`` of the inputs' device.
     Returns the packing, the last layer's packed states (T, H) and, with ``output_hidden_states``, the
     packed states after the embeddings and after each layer (as ``hidden_states`` of transformers).
     """
-    packing = Packing.from_mask(attention_mask)
+    packing = Packing.from_mask(attention_mask, kernel or attention_kernel(input_ids.device))
     hidden = _packed_embeddings(encoder.embeddings, input_ids, token_type_ids, packing)  # (T, H)
     all_states = [hidden] if output_hidden_states else None
     for layer in encoder.encoder.layer:

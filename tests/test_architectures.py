@@ -17,6 +17,7 @@ from simcse.run_folder import METRICS_NAME, SIMCSE_HEAD_NAME
 
 # Encoders without a pooling layer of their own: the package creates their head and saves it beside them.
 WITHOUT_POOLING_LAYER = ("electra", "deberta-v2", "modernbert")
+UNPADDED = ("bert", "roberta", "xlm-roberta")  # simcse.unpad's; the others take the padded forward
 
 
 @pytest.fixture(params=list(ARCHITECTURES))
@@ -66,6 +67,8 @@ def test_train_and_eval_scripts_run_on_each_architecture(encoder_dir, demo_data,
     output = tmp_path / "run"
     trained = run_here(TRAIN_SCRIPT, *demo_train_flags(output, model=encoder_dir, max_steps=2))
     assert trained.returncode == 0, trained.stderr
+    unpadded = json.loads((encoder_dir / "config.json").read_text())["model_type"] in UNPADDED
+    assert ("unpadded, grouped attention" if unpadded else "padded") + " forward pass" in trained.stdout
     lines = [json.loads(line) for line in (output / METRICS_NAME).read_text().splitlines()]
     assert [line["step"] for line in lines] == [0, 2] and all(np.isfinite(line["train_loss"] or 0) for line in lines)
     report = tmp_path / "eval.json"

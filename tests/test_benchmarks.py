@@ -13,7 +13,8 @@ def run_benchmark(name, *args):
 
 def test_gpu_step_runs_on_a_cpu():
     output = run_benchmark("gpu_step.py", "--tiny", "--device", "cpu", "--steps", 1, "--warmup", 1, "--batch_size", 8)
-    assert "| padded |" in output and "| unpadded |" in output
+    assert "| padded |" in output and "| unpadded, varlen attention |" in output
+    assert "unpadded, grouped attention / padded: " in output
 
 
 def test_train_throughput_runs(shared_data):

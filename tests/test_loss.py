@@ -104,6 +104,19 @@ def test_half_precision_inputs_stay_finite(dtype):
     assert loss.item() == pytest.approx(expected, abs=1e-3)
 
 
+def test_float32_inside_an_autocast_region(embeddings):
+    """Called inside ``torch.autocast`` (as a training loop that wraps its whole step would), the losses still
+    compute in float32: a bf16 logit matrix moves InfoNCE at temperature 0.05 by ~3e-3."""
+    anchors, positives, hard_negatives = (e.float() for e in embeddings)
+    scores = torch.arange(6.0)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = info_nce(anchors, positives, hard_negatives)
+        got_cosent = cosent(anchors, positives, scores)
+    assert got.dtype == got_cosent.dtype == torch.float32
+    assert got.item() == pytest.approx(naive_loss(*embeddings), abs=1e-5)
+    assert got_cosent.item() == pytest.approx(cosent(*embeddings[:2], scores.double()).item(), abs=1e-5)
+
+
 def test_gather_hook_offsets_labels(embeddings):
     """With a gather hook, local anchors are scored against global candidates, labels offset to their rows."""
     anchors, positives, hard_negatives = embeddings  # a global batch of 6 over 2 "processes" of 3

@@ -9,7 +9,15 @@ import simcse.unpad
 from simcse.data import STSData
 from simcse.evaluate import evaluate_sts, sts_metrics
 from simcse.model import POOLERS, SimCSEModel, pool
-from simcse.unpad import Packing, dropout, supports_unpadding, unpadded_forward, unpadding_problem
+from simcse.unpad import (
+    ATTENTION_KERNELS,
+    Packing,
+    attention_kernel,
+    dropout,
+    supports_unpadding,
+    unpadded_forward,
+    unpadding_problem,
+)
 
 MAX_LENGTH = 12
 
@@ -40,14 +48,15 @@ def encoder_and_batch(request, tiny_bert_dir, tiny_roberta_dir, tiny_xlmr_dir):
     return encoder.train(), batch
 
 
-def test_states_equal_the_standard_forward(encoder_and_batch):
+@pytest.mark.parametrize("kernel", ATTENTION_KERNELS)
+def test_states_equal_the_standard_forward(encoder_and_batch, kernel):
     encoder, (input_ids, attention_mask, token_type_ids) = encoder_and_batch
     assert supports_unpadding(encoder)
     expected = encoder(
         input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids, output_hidden_states=True
     )
-    packing, last, states = unpadded_forward(encoder, input_ids, attention_mask, token_type_ids, True)
-    assert [group.batch for group in packing.groups] == [2, 2, 1, 1, 1, 1]
+    packing, last, states = unpadded_forward(encoder, input_ids, attention_mask, token_type_ids, True, kernel)
+    assert [group.batch for group in packing.groups] == ([2, 2, 1, 1, 1, 1] if kernel == "grouped" else [])
     real = attention_mask.bool()
     assert last.shape == (int(real.sum()), encoder.config.hidden_size)
     torch.testing.assert_close(packing.pad(last)[real], expected.last_hidden_state[real], atol=1e-5, rtol=1e-5)
@@ -56,7 +65,8 @@ def test_states_equal_the_standard_forward(encoder_and_batch):
         torch.testing.assert_close(packing.pad(ours)[real], theirs[real], atol=1e-5, rtol=1e-5)
 
 
-def test_gradients_equal_the_standard_forward(encoder_and_batch):
+@pytest.mark.parametrize("kernel", ATTENTION_KERNELS)
+def test_gradients_equal_the_standard_forward(encoder_and_batch, kernel):
     """In float64: the [CLS] embedding's gradient sums large per-sequence terms that nearly cancel, so float32
     rounding alone moves it by ~1e-5; in float64 both paths must agree to 1e-9."""
     encoder, (input_ids, attention_mask, token_type_ids) = encoder_and_batch
@@ -74,7 +84,7 @@ def test_gradients_equal_the_standard_forward(encoder_and_batch):
     expected = gradients(
         encoder(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids).last_hidden_state
     )
-    packing, last, _ = unpadded_forward(encoder, input_ids, attention_mask, token_type_ids)
+    packing, last, _ = unpadded_forward(encoder, input_ids, attention_mask, token_type_ids, kernel=kernel)
     got = gradients(packing.pad(last))
     assert got.keys() == expected.keys()
     for name in expected:
@@ -144,6 +154,17 @@ def test_packing_round_trip_and_means():
     assert [(g.start, g.end, g.batch, g.length) for g in packing.groups] == [(0, 3, 1, 3), (3, 5, 1, 2), (5, 6, 1, 1)]
     with pytest.raises(ValueError, match="at least one real token"):
         Packing.from_mask(torch.tensor([[1, 0], [0, 0]]))
+    # The variable-length kernel takes the packed sequences' boundaries instead of groups.
+    varlen = Packing.from_mask(mask, "varlen")
+    assert varlen.offsets.tolist() == [0, 3, 5, 6] and varlen.longest == 3 and varlen.groups == []
+    assert varlen.indices.equal(packing.indices) and packing.offsets is None
+    with pytest.raises(ValueError, match="attention kernel 'flash': expected one of grouped, varlen"):
+        Packing.from_mask(mask, "flash")
+
+
+def test_the_kernel_follows_the_device():
+    assert attention_kernel(torch.device("cpu")) == "grouped"
+    assert attention_kernel(torch.device("cuda", 1)) == "varlen"
 
 
 def test_attention_groups_cover_every_token_once():
