@@ -24,7 +24,7 @@ from common import matmul_peak_flops, training_flops
 from transformers import AutoModel, BertConfig, BertTokenizerFast
 
 import simcse.unpad
-from simcse.device import gpu_half_dtype
+from simcse.device import fused_adamw, gpu_half_dtype
 from simcse.loss import duplicate_candidates, info_nce
 from simcse.model import SimCSEModel
 from simcse.trainer import parameter_groups
@@ -161,7 +161,7 @@ def main() -> None:
         chosen = mock.patch.object(simcse.unpad, "attention_kernel", lambda device, kernel=kernel: kernel)
         chosen.start()
         model = SimCSEModel(folder, unpad=unpad).to(device).train()
-        optimizer = torch.optim.AdamW(parameter_groups(model, 0.01), lr=5e-5, fused=cuda)
+        optimizer = torch.optim.AdamW(parameter_groups(model, 0.01), lr=5e-5, fused=fused_adamw(device))
         scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
         if cuda:
             torch.cuda.reset_peak_memory_stats(device)

@@ -34,7 +34,7 @@ from simcse.data import (
     load_train_data,
     resolve_sts_path,
 )
-from simcse.device import autocast_dtype
+from simcse.device import autocast_dtype, fused_adamw
 from simcse.evaluate import METRIC_KEYS, SELECTION_METRIC, evaluate_sts, write_eval_report
 from simcse.grad_cache import chunked_backward
 from simcse.loss import cosent, duplicate_candidates, info_nce
@@ -368,9 +368,10 @@ def build_optimizer_and_scaler(
     model: SimCSEModel, config: TrainConfig, amp_dtype: torch.dtype | None, resume: ResumePoint | None
 ) -> tuple[torch.optim.AdamW, torch.amp.GradScaler]:
     """AdamW and the fp16 grad scaler (disabled unless fp16), restored from the checkpoint when resuming."""
-    optimizer = torch.optim.AdamW(parameter_groups(model, config.weight_decay), lr=config.learning_rate)
-    device_type = next(model.parameters()).device.type
-    scaler = torch.amp.GradScaler(device_type, enabled=amp_dtype == torch.float16)
+    device = next(model.parameters()).device
+    groups = parameter_groups(model, config.weight_decay)
+    optimizer = torch.optim.AdamW(groups, lr=config.learning_rate, fused=fused_adamw(device))
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     if resume:
         optimizer.load_state_dict(resume.training_state["optimizer"])
         scaler.load_state_dict(resume.training_state["grad_scaler"])
