@@ -28,6 +28,7 @@ from simcse.unpad import Packing, supports_unpadding, unpadded_forward, unpaddin
 logger = logging.getLogger(__name__)
 
 _POOLERS_NEEDING_HIDDEN_STATES = ("avg_first_last", "avg_top2")
+_FIRST_TOKEN_POOLERS = ("cls", "cls_before_pooler")  # they read the last layer's first token only
 # The encoders this package trains and tests. BERT, RoBERTa and XLM-R bring a pooling layer (dense + tanh on the
 # first token), which becomes the head; for the others the package creates that head.
 SUPPORTED_MODEL_TYPES = ("bert", "roberta", "xlm-roberta", "electra", "deberta-v2", "modernbert")
@@ -66,7 +67,7 @@ def pool(
     ``hidden_states`` (embeddings output first, then one per layer) is needed by ``avg_first_last``
     (first layer's output and last layer's) and ``avg_top2`` (last two layers).
     """
-    if pooler in ("cls", "cls_before_pooler"):
+    if pooler in _FIRST_TOKEN_POOLERS:
         return last_hidden_state[:, 0]  # (N, H)
     tokens = _pooled_tokens(pooler, last_hidden_state, hidden_states)  # (N, L, H)
     mask = attention_mask.unsqueeze(-1).to(tokens.dtype)  # (N, L, 1)
@@ -76,9 +77,8 @@ def pool(
 def pool_packed(
     pooler: str, packing: Packing, last_hidden_state: torch.Tensor, hidden_states: Sequence[torch.Tensor] | None = None
 ) -> torch.Tensor:
-    """``pool`` for packed token states (T, H) of the unpadded forward pass; returns (N, H)."""
-    if pooler in ("cls", "cls_before_pooler"):
-        return last_hidden_state[packing.first_token]  # (N, H)
+    """``pool`` for packed token states (T, H) of the unpadded forward pass, for the averaging poolers (the CLS
+    poolers take the pass's first-token-only last layer); returns (N, H)."""
     return packing.mean(_pooled_tokens(pooler, last_hidden_state, hidden_states))  # (N, H)
 
 
@@ -359,7 +359,11 @@ class SimCSEModel(nn.Module):
         attention_mask = attention_mask.reshape(-1, seq_len)  # (N, L)
         token_type_ids = None if token_type_ids is None else token_type_ids.reshape(-1, seq_len)  # (N, L)
         needs_hidden_states = self.pooler in _POOLERS_NEEDING_HIDDEN_STATES
-        if self.unpad:
+        if self.unpad and self.pooler in _FIRST_TOKEN_POOLERS:
+            _, embeddings, _ = unpadded_forward(
+                self.encoder, input_ids, attention_mask, token_type_ids, first_tokens_only=True
+            )  # (N, H)
+        elif self.unpad:
             packing, last, hidden_states = unpadded_forward(
                 self.encoder, input_ids, attention_mask, token_type_ids, output_hidden_states=needs_hidden_states
             )  # last: (T, H)

@@ -41,6 +41,7 @@ class AttentionGroup:
     sequence: torch.Tensor  # (T_g,) its sequence within the group
     position: torch.Tensor  # (T_g,) its position within that sequence
     key_mask: torch.Tensor  # (batch, 1, 1, length) real keys
+    first_tokens: torch.Tensor  # (batch,) packed index of each of its sequences' first token
 
 
 @dataclass
@@ -51,9 +52,10 @@ class Packing:
     sequence: torch.Tensor  # (T,) which sequence (of the batch) it belongs to
     lengths: torch.Tensor  # (N,) real tokens per sequence
     first_token: torch.Tensor  # (N,) packed index of each sequence's first real token ([CLS])
+    rank: torch.Tensor  # (N,) each sequence's place in the packed order (longest first)
     shape: tuple[int, int]  # (N, L)
     kernel: str  # one of ATTENTION_KERNELS
-    groups: list[AttentionGroup]  # "grouped": consecutive runs of the packed tokens, for attention
+    groups: list[AttentionGroup]  # consecutive runs of the packed tokens, for grouped attention
     offsets: torch.Tensor | None  # "varlen": (N + 1,) packed start of each sequence (longest first), then T
     longest: int  # real tokens of the longest sequence
 
@@ -74,16 +76,17 @@ class Packing:
         starts = torch.cumsum(sorted_lengths, dim=0) - sorted_lengths  # (N,) packed start, by rank
         first_token = torch.empty_like(starts).scatter_(0, order, starts)  # (N,)
         position = torch.arange(len(in_order), device=mask.device) - starts[rank]  # (T,) index within its sequence
-        grouped = kernel == "grouped"
         return cls(
             indices=sequence * length + in_order % length,
             sequence=sequence,
             lengths=lengths,
             first_token=first_token,
+            rank=torch.argsort(order),
             shape=tuple(mask.shape),
             kernel=kernel,
-            groups=_attention_groups(sorted_lengths.tolist(), starts.tolist(), rank, position) if grouped else [],
-            offsets=None if grouped else F.pad(torch.cumsum(sorted_lengths, dim=0), (1, 0)),
+            # The groups serve the grouped kernel and, with either kernel, the first-token-only last layer.
+            groups=_attention_groups(sorted_lengths.tolist(), starts, rank, position),
+            offsets=None if kernel == "grouped" else F.pad(torch.cumsum(sorted_lengths, dim=0), (1, 0)),
             longest=int(sorted_lengths[0]),
         )
 
@@ -104,13 +107,13 @@ class Packing:
 
 
 def _attention_groups(
-    sorted_lengths: list[int], starts: list[int], rank: torch.Tensor, position: torch.Tensor
+    sorted_lengths: list[int], starts: torch.Tensor, rank: torch.Tensor, position: torch.Tensor
 ) -> list[AttentionGroup]:
-    groups, first = [], 0
+    groups, first, start_list = [], 0, starts.tolist()
     for last in range(1, len(sorted_lengths) + 1):
         if last < len(sorted_lengths) and sorted_lengths[last] >= GROUP_LENGTH_RATIO * sorted_lengths[first]:
             continue
-        start, end = starts[first], starts[last - 1] + sorted_lengths[last - 1]
+        start, end = start_list[first], start_list[last - 1] + sorted_lengths[last - 1]
         batch, length = last - first, sorted_lengths[first]
         local_sequence = rank[start:end] - first  # (T_g,)
         group_lengths = torch.tensor(sorted_lengths[first:last], device=rank.device)  # (batch,)
@@ -125,6 +128,7 @@ def _attention_groups(
                 local_sequence,
                 position[start:end],
                 key_mask[:, None, None, :],
+                starts[first:last],
             )
         )
         first = last
@@ -271,18 +275,54 @@ def _attention(layer: torch.nn.Module, hidden: torch.Tensor, packing: Packing) -
         padded = rows.new_zeros((group.batch * group.length, rows.shape[1])).index_copy_(0, group.rows, rows)
         grid = padded.view(group.batch, group.length, 3, heads, head_size)  # (g, L_g, 3, heads, d)
         query, key, value = grid.permute(2, 0, 3, 1, 4)  # each (g, heads, L_g, d)
-        if p > 0.0 and not hidden.is_cuda:
-            # The CPU's fused attention does not take dropout; spelled out, with the faster dropout mask.
-            scores = query @ key.transpose(-1, -2)  # (g, heads, L_g, L_g)
-            scores = scores.masked_fill(~group.key_mask, torch.finfo(scores.dtype).min)  # (g, heads, L_g, L_g)
-            context = dropout(scores.softmax(dim=-1), p, training=True) @ value  # (g, heads, L_g, d)
-        else:
-            context = F.scaled_dot_product_attention(
-                query, key, value, attn_mask=group.key_mask, dropout_p=p, scale=1.0
-            )  # (g, heads, L_g, d)
+        context = _attend(query, key, value, group.key_mask, p)  # (g, heads, L_g, d)
         by_token = context.transpose(1, 2)  # (g, L_g, heads, d)
         contexts.append(by_token[group.sequence, group.position].reshape(-1, heads * head_size))  # (T_g, H)
     return torch.cat(contexts)  # (T, H)
+
+
+def _attend(
+    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, key_mask: torch.Tensor, p: float
+) -> torch.Tensor:
+    """Scaled (the scale already in the query) dot-product attention of (g, heads, Q, d) queries over (g, heads, K,
+    d) keys and values where ``key_mask`` (g, 1, 1, K) is True, with attention dropout ``p``: (g, heads, Q, d)."""
+    if p > 0.0 and not query.is_cuda:
+        # The CPU's fused attention does not take dropout; spelled out, with the faster dropout mask.
+        scores = query @ key.transpose(-1, -2)  # (g, heads, Q, K)
+        scores = scores.masked_fill(~key_mask, torch.finfo(scores.dtype).min)  # (g, heads, Q, K)
+        return dropout(scores.softmax(dim=-1), p, training=True) @ value  # (g, heads, Q, d)
+    return F.scaled_dot_product_attention(query, key, value, attn_mask=key_mask, dropout_p=p, scale=1.0)
+
+
+def _first_token_layer(layer: torch.nn.Module, hidden: torch.Tensor, packing: Packing) -> torch.Tensor:
+    """A layer computed for each sequence's first token only: packed (T, H) -> (N, H), in the batch's order.
+
+    Keys and values still come from every token, but the query, the attention's output block and the
+    feed-forward run on the N first tokens alone: as the last layer, this is all that the poolers reading
+    [CLS] use, and it spares the other tokens three quarters of the layer's matmuls.
+    """
+    attention = layer.attention.self
+    heads, head_size = attention.num_attention_heads, attention.attention_head_size
+    key_value = F.linear(
+        hidden,
+        torch.cat([attention.key.weight, attention.value.weight]),
+        torch.cat([attention.key.bias, attention.value.bias]),
+    )  # (T, 2H)
+    first = torch.cat([group.first_tokens for group in packing.groups])  # (N,) packed order
+    query = F.linear(
+        hidden[first], attention.query.weight * attention.scaling, attention.query.bias * attention.scaling
+    )
+    p = attention.dropout.p if attention.training else 0.0
+    contexts, done = [], 0
+    for group, rows in zip(packing.groups, key_value.split([g.end - g.start for g in packing.groups])):  # (T_g, 2H)
+        padded = rows.new_zeros((group.batch * group.length, rows.shape[1])).index_copy_(0, group.rows, rows)
+        key, value = padded.view(group.batch, group.length, 2, heads, head_size).permute(2, 0, 3, 1, 4)
+        group_query = query[done : done + group.batch].view(group.batch, heads, 1, head_size)  # (g, heads, 1, d)
+        context = _attend(group_query, key, value, group.key_mask, p)  # (g, heads, 1, d)
+        contexts.append(context.reshape(group.batch, heads * head_size))  # (g, H)
+        done += group.batch
+    attended = _output(layer.attention.output, torch.cat(contexts), hidden[first])  # (N, H)
+    return _output(layer.output, layer.intermediate(attended), attended)[packing.rank]  # (N, H) batch order
 
 
 def _varlen_attention(qkv: torch.Tensor, packing: Packing, p: float) -> torch.Tensor:
@@ -313,17 +353,25 @@ def unpadded_forward(
     token_type_ids: torch.Tensor | None = None,
     output_hidden_states: bool = False,
     kernel: str | None = None,
+    first_tokens_only: bool = False,
 ) -> tuple[Packing, torch.Tensor, list[torch.Tensor] | None]:
     """Run ``encoder`` (BERT, RoBERTa or XLM-RoBERTa) on the real tokens of (N, L) inputs.
 
     ``kernel`` (one of ``ATTENTION_KERNELS``) defaults to ``attention_kernel`` of the inputs' device.
     Returns the packing, the last layer's packed states (T, H) and, with ``output_hidden_states``, the
     packed states after the embeddings and after each layer (as ``hidden_states`` of transformers).
+    With ``first_tokens_only`` the last layer runs for each sequence's first token alone (the CLS poolers need
+    nothing else) and its states come back as (N, H), one row per sequence in the batch's order.
     """
+    if first_tokens_only and output_hidden_states:
+        raise ValueError("first_tokens_only leaves the last layer's other tokens out: no hidden_states")
     packing = Packing.from_mask(attention_mask, kernel or attention_kernel(input_ids.device))
     hidden = _packed_embeddings(encoder.embeddings, input_ids, token_type_ids, packing)  # (T, H)
     all_states = [hidden] if output_hidden_states else None
-    for layer in encoder.encoder.layer:
+    layers = encoder.encoder.layer
+    for index, layer in enumerate(layers):
+        if first_tokens_only and index == len(layers) - 1:
+            return packing, _first_token_layer(layer, hidden, packing), None  # (N, H)
         attended = _output(layer.attention.output, _attention(layer, hidden, packing), hidden)  # (T, H)
         hidden = _output(layer.output, layer.intermediate(attended), attended)  # (T, H)
         if all_states is not None:

@@ -56,7 +56,7 @@ def test_states_equal_the_standard_forward(encoder_and_batch, kernel):
         input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids, output_hidden_states=True
     )
     packing, last, states = unpadded_forward(encoder, input_ids, attention_mask, token_type_ids, True, kernel)
-    assert [group.batch for group in packing.groups] == ([2, 2, 1, 1, 1, 1] if kernel == "grouped" else [])
+    assert [group.batch for group in packing.groups] == [2, 2, 1, 1, 1, 1]
     real = attention_mask.bool()
     assert last.shape == (int(real.sum()), encoder.config.hidden_size)
     torch.testing.assert_close(packing.pad(last)[real], expected.last_hidden_state[real], atol=1e-5, rtol=1e-5)
@@ -89,6 +89,41 @@ def test_gradients_equal_the_standard_forward(encoder_and_batch, kernel):
     assert got.keys() == expected.keys()
     for name in expected:
         torch.testing.assert_close(got[name], expected[name], atol=1e-9, rtol=1e-7, msg=name)
+
+
+@pytest.mark.parametrize("kernel", ATTENTION_KERNELS)
+def test_first_tokens_only_equals_the_standard_forwards_first_tokens(encoder_and_batch, kernel):
+    """The last layer for the first tokens alone gives the standard forward's [CLS] states, in batch order, and
+    their gradients (float64, as above)."""
+    encoder, (input_ids, attention_mask, token_type_ids) = encoder_and_batch
+    encoder.double()
+    weights = torch.randn(len(input_ids), encoder.config.hidden_size, generator=torch.Generator().manual_seed(2))
+    weights = weights.double()
+
+    def value_and_gradients(first_states):
+        encoder.zero_grad()
+        (first_states * weights).sum().backward()
+        grads = {n: p.grad.clone() for n, p in encoder.named_parameters() if p.grad is not None}
+        return first_states.detach(), grads
+
+    expected, expected_grads = value_and_gradients(
+        encoder(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids).last_hidden_state[
+            :, 0
+        ]
+    )
+    _, first, states = unpadded_forward(
+        encoder, input_ids, attention_mask, token_type_ids, kernel=kernel, first_tokens_only=True
+    )
+    assert states is None and first.shape == (len(input_ids), encoder.config.hidden_size)
+    got, got_grads = value_and_gradients(first)
+    torch.testing.assert_close(got, expected, atol=1e-9, rtol=1e-7)
+    # The last layer's feed-forward of the other tokens is skipped, not its keys and values: every parameter
+    # that the standard forward's first tokens depend on gets its gradient.
+    assert got_grads.keys() == expected_grads.keys()
+    for name in expected_grads:
+        torch.testing.assert_close(got_grads[name], expected_grads[name], atol=1e-9, rtol=1e-7, msg=name)
+    with pytest.raises(ValueError, match="first_tokens_only leaves the last layer's other tokens out"):
+        unpadded_forward(encoder, input_ids, attention_mask, output_hidden_states=True, first_tokens_only=True)
 
 
 def test_dropout_mask_rate_and_scale():
@@ -156,8 +191,11 @@ def test_packing_round_trip_and_means():
         Packing.from_mask(torch.tensor([[1, 0], [0, 0]]))
     # The variable-length kernel takes the packed sequences' boundaries instead of groups.
     varlen = Packing.from_mask(mask, "varlen")
-    assert varlen.offsets.tolist() == [0, 3, 5, 6] and varlen.longest == 3 and varlen.groups == []
+    assert varlen.offsets.tolist() == [0, 3, 5, 6] and varlen.longest == 3
     assert varlen.indices.equal(packing.indices) and packing.offsets is None
+    # The first-token-only last layer reads each group's first tokens and puts sequences back by their rank.
+    assert [g.first_tokens.tolist() for g in packing.groups] == [[0], [3], [5]]
+    assert packing.rank.tolist() == [1, 2, 0]
     with pytest.raises(ValueError, match="attention kernel 'flash': expected one of grouped, varlen"):
         Packing.from_mask(mask, "flash")
 
