@@ -8,12 +8,13 @@ gradient clipping at 1.0, 2 threads; every optimizer is AdamW with its fused ker
 
 - per step, interleaved: the contenders take their steps in one process, the order rotating every step, so that
   the machine's state weighs on all alike (median over the measured steps);
-- per step, each in its own process (--isolated): no contender shares caches or allocator with another;
+- per step, each in its own process (--isolated ROUNDS): no contender shares caches or allocator with another;
+  the processes run one after another, in alternating order from round to round (median over all their steps);
 - whole processes (--whole_process N): train/train.py --max_steps STEPS (start-up, tokenization, a dev
   evaluation before and after training, the saves) against plain_train.py --steps STEPS (start-up,
   tokenization, one dev evaluation, a save), N pairs in alternating order; the worst pair's ratio is reported.
 
-    python benchmarks/train_throughput.py --steps 20 --warmup 3 --isolated --whole_process 3
+    python benchmarks/train_throughput.py --steps 20 --warmup 3 --isolated 1 --whole_process 3 --dev_pairs 200
 """
 
 from __future__ import annotations
@@ -177,7 +178,9 @@ def main() -> None:
     parser.add_argument("--max_length", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--with_padded_package", action="store_true", help="also this package with --no-unpad")
-    parser.add_argument("--isolated", action="store_true", help="also time each contender in its own process")
+    parser.add_argument(
+        "--isolated", type=int, default=0, help="rounds of timing each contender in its own process (order alternating)"
+    )
     parser.add_argument("--whole_process", type=int, default=0, help="pairs of whole processes to time")
     parser.add_argument("--process_steps", type=int, default=12, help="training steps of each whole process")
     parser.add_argument("--dev_pairs", type=int, default=0, help="whole processes: the first N KorSTS dev pairs")
@@ -204,7 +207,10 @@ def main() -> None:
     names += ["simcse-ko, padded"] if args.with_padded_package else []
     measured = time_steps(build_contenders(names, path, triplets, args.max_length), batches, args.warmup, True)
     times, real_tokens, flops = measured["times"], measured["real_tokens"], measured["flops"]
-    alone = {name: in_own_process(name, args) for name in names} if args.isolated else {}
+    alone = {}
+    for round_ in range(args.isolated):
+        for name in names if round_ % 2 == 0 else reversed(names):
+            alone[name] = alone.get(name, []) + in_own_process(name, args)
     peak = matmul_peak_flops()
 
     sentences = args.batch_size * 3

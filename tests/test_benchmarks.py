@@ -20,7 +20,7 @@ def test_gpu_step_runs_on_a_cpu():
 def test_train_throughput_runs(shared_data):
     output = run_benchmark(
         "train_throughput.py",
-        *("--steps", 1, "--warmup", 0, "--batch_size", 4, "--max_length", 16, "--isolated"),
+        *("--steps", 1, "--warmup", 0, "--batch_size", 4, "--max_length", 16, "--isolated", 1),
         *("--whole_process", 1, "--process_steps", 1, "--dev_pairs", 10),
     )
     assert "simcse-ko / sentence-transformers, per step: " in output and "| plain PyTorch |" in output
