@@ -311,16 +311,21 @@ def _first_token_layer(layer: torch.nn.Module, hidden: torch.Tensor, packing: Pa
     first = torch.cat([group.first_tokens for group in packing.groups])  # (N,) packed order
     query = F.linear(
         hidden[first], attention.query.weight * attention.scaling, attention.query.bias * attention.scaling
-    )
+    )  # (N, H)
     p = attention.dropout.p if attention.training else 0.0
-    contexts, done = [], 0
-    for group, rows in zip(packing.groups, key_value.split([g.end - g.start for g in packing.groups])):  # (T_g, 2H)
+    contexts = []
+    # split, not slicing, for the same reason as in _attention.
+    for group, rows, queries in zip(
+        packing.groups,
+        key_value.split([g.end - g.start for g in packing.groups]),  # each (T_g, 2H)
+        query.split([g.batch for g in packing.groups]),  # each (g, H)
+    ):
         padded = rows.new_zeros((group.batch * group.length, rows.shape[1])).index_copy_(0, group.rows, rows)
-        key, value = padded.view(group.batch, group.length, 2, heads, head_size).permute(2, 0, 3, 1, 4)
-        group_query = query[done : done + group.batch].view(group.batch, heads, 1, head_size)  # (g, heads, 1, d)
+        grid = padded.view(group.batch, group.length, 2, heads, head_size)  # (g, L_g, 2, heads, d)
+        key, value = grid.permute(2, 0, 3, 1, 4)  # each (g, heads, L_g, d)
+        group_query = queries.view(group.batch, heads, 1, head_size)  # (g, heads, 1, d)
         context = _attend(group_query, key, value, group.key_mask, p)  # (g, heads, 1, d)
         contexts.append(context.reshape(group.batch, heads * head_size))  # (g, H)
-        done += group.batch
     attended = _output(layer.attention.output, torch.cat(contexts), hidden[first])  # (N, H)
     return _output(layer.output, layer.intermediate(attended), attended)[packing.rank]  # (N, H) batch order
 
