@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The GPU check, for the rare session that is lent a GPU: one command, under 8 minutes on one H100.
+# The GPU check, for the rare session that is lent a GPU: one command, sized for under 8 minutes on one H100
+# (not yet run on one).
 #  1. the machine: GPU, driver, torch / transformers versions;
 #  2. the CUDA tests (tests/test_cuda.py: unpadded vs padded forward and gradients in float32, bf16 and fp16,
 #     the loss under autocast, GradCache's CUDA RNG replay, AMP training, encode, exact resume);

@@ -31,14 +31,12 @@ from statistics import median
 
 import torch
 from common import REPO_ROOT, SHARED_DATA, matmul_peak_flops, minilm_path, sentence_transformers_cls, training_flops
-from plain_train import PlainSimCSE
+from plain_train import TEMPERATURE, PlainSimCSE
 
 from simcse.data import SimCSEDataset, load_sts, nli_triplets, write_train_tsv
 from simcse.loss import duplicate_candidates, info_nce
 from simcse.model import SimCSEModel
 from simcse.trainer import parameter_groups
-
-TEMPERATURE = 0.05
 
 
 class Package:

@@ -51,7 +51,6 @@ class Packing:
     indices: torch.Tensor  # (T,) each packed token's position in the flattened (N * L) batch
     sequence: torch.Tensor  # (T,) which sequence (of the batch) it belongs to
     lengths: torch.Tensor  # (N,) real tokens per sequence
-    first_token: torch.Tensor  # (N,) packed index of each sequence's first real token ([CLS])
     rank: torch.Tensor  # (N,) each sequence's place in the packed order (longest first)
     shape: tuple[int, int]  # (N, L)
     kernel: str  # one of ATTENTION_KERNELS
@@ -74,13 +73,11 @@ class Packing:
         sequence = order[rank]  # (T,)
         sorted_lengths = lengths[order]  # (N,)
         starts = torch.cumsum(sorted_lengths, dim=0) - sorted_lengths  # (N,) packed start, by rank
-        first_token = torch.empty_like(starts).scatter_(0, order, starts)  # (N,)
         position = torch.arange(len(in_order), device=mask.device) - starts[rank]  # (T,) index within its sequence
         return cls(
             indices=sequence * length + in_order % length,
             sequence=sequence,
             lengths=lengths,
-            first_token=first_token,
             rank=torch.argsort(order),
             shape=tuple(mask.shape),
             kernel=kernel,

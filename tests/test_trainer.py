@@ -60,28 +60,29 @@ def test_frozen_pooler_is_not_optimised(tiny_bert_dir):
     assert not any(id(p) in grouped for p in model.frozen_pooler.parameters())
 
 
-def test_the_fused_optimizer_steps_like_the_reference_one(tiny_bert_dir, demo_config, tmp_path):
-    """The trainer's AdamW takes the fused kernel on the CPU; its steps equal those of torch's reference
-    (per-parameter loop) implementation, weight decay groups included."""
-    optimizer, _ = build_optimizer_and_scaler(SimCSEModel(tiny_bert_dir), demo_config(tmp_path), None, None)
-    assert optimizer.defaults["fused"] and fused_adamw(torch.device("cpu")) and not fused_adamw(torch.device("mps"))
+def test_the_trainers_optimizer_steps_like_the_reference_adamw(tiny_bert_dir, demo_config, tmp_path):
+    """The trainer's AdamW (fused kernel on the CPU) moves the weights as torch's reference per-parameter AdamW
+    does with the run's learning rate and weight decay groups."""
+    config = demo_config(tmp_path)
     models = [SimCSEModel(tiny_bert_dir) for _ in range(2)]
     models[1].load_state_dict(models[0].state_dict())
-    optimizers = [
-        torch.optim.AdamW(parameter_groups(model, 0.01), lr=1e-2, fused=fused, foreach=False if not fused else None)
-        for model, fused in zip(models, (True, False))
-    ]
+    trainers_optimizer, _ = build_optimizer_and_scaler(models[0], config, None, None)
+    assert trainers_optimizer.defaults["fused"] and fused_adamw(torch.device("cpu"))
+    assert not fused_adamw(torch.device("mps"))
+    reference = torch.optim.AdamW(
+        parameter_groups(models[1], config.weight_decay), lr=config.learning_rate, foreach=False
+    )
     generator = torch.Generator().manual_seed(0)
     for _ in range(3):
         gradients = [torch.randn(p.shape, generator=generator) for p in models[0].parameters()]
-        for model, optimizer in zip(models, optimizers):
+        for model, optimizer in zip(models, (trainers_optimizer, reference)):
             for parameter, gradient in zip(model.parameters(), gradients):
                 parameter.grad = gradient.clone()
             optimizer.step()
-    for (name, fused), reference in zip(models[0].named_parameters(), models[1].parameters()):
-        torch.testing.assert_close(fused, reference, atol=1e-6, rtol=1e-5, msg=name)
+    for (name, got), expected in zip(models[0].named_parameters(), models[1].parameters()):
+        torch.testing.assert_close(got, expected, atol=1e-6, rtol=1e-5, msg=name)
     before = SimCSEModel(tiny_bert_dir).encoder.embeddings.word_embeddings.weight
-    assert not torch.allclose(models[0].encoder.embeddings.word_embeddings.weight, before, atol=1e-3)  # it moved
+    assert not torch.allclose(models[0].encoder.embeddings.word_embeddings.weight, before, atol=1e-4)  # it moved
 
 
 def test_amp_is_ignored_on_cpu_with_a_warning(caplog):

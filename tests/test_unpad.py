@@ -180,7 +180,7 @@ def test_packing_round_trip_and_means():
     mask = torch.tensor([[1, 1, 0], [1, 0, 0], [1, 1, 1]])
     packing = Packing.from_mask(mask)
     assert packing.indices.tolist() == [6, 7, 8, 0, 1, 3]  # longest sequence first
-    assert packing.first_token.tolist() == [3, 5, 0] and packing.lengths.tolist() == [2, 1, 3]
+    assert packing.rank.tolist() == [1, 2, 0] and packing.lengths.tolist() == [2, 1, 3]
     states = torch.tensor([5.0, 6.0, 7.0, 1.0, 2.0, 4.0]).unsqueeze(1)
     assert packing.pad(states).squeeze(-1).tolist() == [[1, 2, 0], [4, 0, 0], [5, 6, 7]]
     assert packing.mean(states).squeeze(-1).tolist() == [1.5, 4.0, 6.0]
@@ -195,7 +195,6 @@ def test_packing_round_trip_and_means():
     assert varlen.indices.equal(packing.indices) and packing.offsets is None
     # The first-token-only last layer reads each group's first tokens and puts sequences back by their rank.
     assert [g.first_tokens.tolist() for g in packing.groups] == [[0], [3], [5]]
-    assert packing.rank.tolist() == [1, 2, 0]
     with pytest.raises(ValueError, match="attention kernel 'flash': expected one of grouped, varlen"):
         Packing.from_mask(mask, "flash")
 
