@@ -109,6 +109,12 @@ class EpochBatchSampler:
         self.dropped_per_epoch = remainder - self.last_batch_size
 
     @property
+    def largest_batch(self) -> int:
+        """The examples of a step's batch over all processes: ``batch_size``, or the last batch when the data
+        holds fewer."""
+        return self.batch_size if self.num_examples >= self.batch_size else self.last_batch_size
+
+    @property
     def batches_per_epoch(self) -> int:
         return self.num_examples // self.batch_size + (self.last_batch_size > 0)
 

@@ -9,6 +9,7 @@ by a crash is finished the next time the run starts (``recover``).
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import pickle
@@ -23,11 +24,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from simcse.data import file_fingerprint
 from simcse.run_folder import (
     CHECKPOINT_PREFIX,
+    MODEL_FILE_NAMES,
     STAGING_PREFIX,
     TRAINER_STATE_NAME,
     TRAINING_STATE_NAME,
+    RunFolderLock,
     read_json,
     write_json,
 )
@@ -39,7 +43,13 @@ class CorruptCheckpointError(ValueError):
 
 CHECKPOINT_PATTERN = re.compile(re.escape(CHECKPOINT_PREFIX) + r"(\d+)")
 COMPLETE_MARKER = ".complete"
-WEIGHTS_LAST = ("model.safetensors",)  # moved last: a folder without them does not load
+WEIGHTS_NAME = "model.safetensors"
+WEIGHTS_LAST = (WEIGHTS_NAME,)  # moved last: a folder without them does not load
+BEST_MODEL_STAGING = STAGING_PREFIX + "model"
+# What a training_state.pt and a trainer_state.json hold, whatever else they carry.
+TRAINING_STATE_KEYS = ("optimizer", "grad_scaler", "rng")
+TRAINER_STATE_KEYS = ("step", "config", "loop", "world_size", "num_train_examples")
+LOOP_STATE_KEYS = ("step", "best_step", "best_score", "window_loss_sum", "window_loss_count", "total_loss")
 
 
 def _pause_for_tests(what: str) -> None:
@@ -141,17 +151,54 @@ def recover(output: str | os.PathLike) -> None:
     """Finish a best-model save cut short after its staging folder was complete; drop unfinished ones."""
     output = Path(output)
     for staging in output.glob(STAGING_PREFIX + "*"):
-        if staging.name == STAGING_PREFIX + "model" and (staging / COMPLETE_MARKER).exists():
+        if staging.name == BEST_MODEL_STAGING and (staging / COMPLETE_MARKER).exists():
             verify_folder(staging, f"the best-model save {staging} that a crash cut short")
             _move_files_into(staging, output)
         else:
             shutil.rmtree(staging)
 
 
+def _disk_full(err: BaseException) -> bool:
+    """Whether a failed write ran out of space: safetensors and torch.save report it in their own words."""
+    text = str(err)
+    return (
+        getattr(err, "errno", None) == errno.ENOSPC
+        or "No space left" in text
+        or "code: 28" in text  # safetensors' Rust IoError
+        or "StorageFull" in text
+    )
+
+
+def _writing(what: Path, write) -> None:
+    """Run ``write``; a full disk, however the writer reports it, becomes OSError(ENOSPC) naming ``what``."""
+    try:
+        write()
+    except Exception as err:
+        if _disk_full(err) or (isinstance(err, RuntimeError) and "write" in str(err) and _nearly_full(what)):
+            raise OSError(errno.ENOSPC, "No space left on device", str(what)) from err
+        raise
+
+
+def _nearly_full(path: Path) -> bool:
+    """torch.save says only "file write failed": the disk is the cause when under 1 MiB is left."""
+    folder = next((p for p in [path, *path.parents] if p.exists()), Path("."))
+    return shutil.disk_usage(folder).free < 1 << 20
+
+
+def finish_interrupted_move(folder: str | os.PathLike) -> None:
+    """Finish a best-model save into ``folder`` that a crash cut short while moving its files in (see
+    ``interrupted_move``), under the folder's lock: refused while a run is writing there."""
+    lock = RunFolderLock(folder)
+    try:
+        recover(folder)
+    finally:
+        lock.release()
+
+
 def _stage(model, staging: Path) -> None:
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    model.save_pretrained(staging)
+    _writing(staging, lambda: model.save_pretrained(staging))
 
 
 def saved_model_exists(folder: str | os.PathLike) -> bool:
@@ -162,13 +209,45 @@ def saved_model_exists(folder: str | os.PathLike) -> bool:
 def save_model(model, output: str | os.PathLike) -> None:
     """Save ``model`` (a SimCSEModel) into ``output``, replacing the model saved there before."""
     output = Path(output)
-    staging = output / (STAGING_PREFIX + "model")
+    staging = output / BEST_MODEL_STAGING
     _stage(model, staging)
+    _move_in_when_complete(staging, output)
+
+
+def _move_in_when_complete(staging: Path, output: Path) -> None:
     _fsync_tree(staging)
     _pause_for_tests(f"the best model in {output}")
     (staging / COMPLETE_MARKER).touch()
     _fsync_directory(staging)
+    _pause_for_tests(f"the move into {output}")
     _move_files_into(staging, output)
+
+
+def copy_model(source: str | os.PathLike, output: str | os.PathLike) -> None:
+    """Copy the model saved in ``source`` (its model files only, not its logs or checkpoints) into ``output``,
+    as crash-safely as ``save_model``."""
+    source, output = Path(source), Path(output)
+    staging = output / BEST_MODEL_STAGING
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    for name in MODEL_FILE_NAMES:
+        path = source / name
+        if path.is_dir():
+            shutil.copytree(path, staging / name)
+        elif path.is_file():
+            shutil.copy2(path, staging / name)
+    _move_in_when_complete(staging, output)
+
+
+def interrupted_move(folder: str | os.PathLike) -> bool:
+    """Whether a best-model save into ``folder`` was cut short while its files were being moved in: the folder
+    may then hold new files beside old ones."""
+    return (Path(folder) / BEST_MODEL_STAGING / COMPLETE_MARKER).exists()
+
+
+def weights_fingerprint(folder: str | os.PathLike) -> str:
+    """SHA-256 of a saved model's weights: ties a checkpoint's training state to the weights it was saved with."""
+    return file_fingerprint(Path(folder) / WEIGHTS_NAME)
 
 
 def save_training_checkpoint(model, output: str | os.PathLike, training_state: dict, trainer_state: dict) -> Path:
@@ -177,8 +256,9 @@ def save_training_checkpoint(model, output: str | os.PathLike, training_state: d
     final = Path(output) / name
     staging = Path(output) / f"{STAGING_PREFIX}{name}"
     _stage(model, staging)
-    torch.save(training_state, staging / TRAINING_STATE_NAME)
-    write_json(staging / TRAINER_STATE_NAME, trainer_state)
+    weights = weights_fingerprint(staging)  # both state files name the weights they belong to
+    _writing(staging, lambda: torch.save(training_state | {"weights_sha256": weights}, staging / TRAINING_STATE_NAME))
+    write_json(staging / TRAINER_STATE_NAME, trainer_state | {"weights_sha256": weights})
     _fsync_tree(staging)
     _pause_for_tests(final.name)
     if final.exists():  # the same step saved again by a resumed run: identical content
@@ -231,10 +311,18 @@ def resolve_checkpoint(name: str, output: str | os.PathLike) -> Path:
     return path
 
 
+def _missing_keys(content: object, keys: tuple[str, ...]) -> list[str]:
+    return [key for key in keys if not isinstance(content, dict) or key not in content]
+
+
 def read_trainer_state(checkpoint: str | os.PathLike) -> dict:
-    state = read_json(Path(checkpoint) / TRAINER_STATE_NAME)
-    if not isinstance(state, dict) or not {"step", "config", "loop"} <= state.keys():
-        raise CorruptCheckpointError(f"{Path(checkpoint) / TRAINER_STATE_NAME}: not a trainer state of this package")
+    path = Path(checkpoint) / TRAINER_STATE_NAME
+    state = read_json(path)
+    missing = _missing_keys(state, TRAINER_STATE_KEYS)
+    if not missing:
+        missing = [f"loop.{key}" for key in _missing_keys(state["loop"], LOOP_STATE_KEYS)]
+    if missing:
+        raise CorruptCheckpointError(f"{path}: not a trainer state of this package (no {', '.join(missing)})")
     return state
 
 
@@ -242,13 +330,16 @@ def read_training_state(checkpoint: str | os.PathLike) -> dict:
     """Optimizer, grad scaler and RNG states; loaded with ``weights_only=True`` (no arbitrary pickle)."""
     path = Path(checkpoint) / TRAINING_STATE_NAME
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         raise CorruptCheckpointError(
             f"{path}: holds Python objects other than tensors and numbers; refused (torch.load weights_only)"
         ) from err
     except Exception as err:  # whatever a damaged zip raises
         raise CorruptCheckpointError(f"{path}: cannot be loaded, truncated or damaged ({type(err).__name__})") from err
+    if missing := _missing_keys(state, TRAINING_STATE_KEYS):
+        raise CorruptCheckpointError(f"{path}: not a training state of this package (no {', '.join(missing)})")
+    return state
 
 
 def rng_state() -> dict:

@@ -7,6 +7,8 @@ import os
 import sys
 from collections.abc import Callable
 
+from simcse.config import ConfigError
+
 # Failures a user causes and can fix (a bad file, flag or folder, a missing optional package): their message
 # says what to fix, so it is the whole error line.
 USER_ERRORS = (OSError, ValueError, ImportError)
@@ -46,5 +48,16 @@ def run_main(main: Callable[[], object]) -> None:
     except Exception as err:
         if os.environ.get("SIMCSE_DEBUG"):
             raise
-        print(error_line(err), file=sys.stderr)
+        # A bad flag is found alike by every torchrun process: the first one says it.
+        if not (isinstance(err, ConfigError) and os.environ.get("RANK", "0") != "0"):
+            print(error_line(err), file=sys.stderr)
         sys.exit(1)
+
+
+def refuse_empty_paths(args, *names: str) -> None:
+    """An empty path flag (an unset variable in a script) would mean the current folder: refuse it."""
+    for name in names:
+        values = getattr(args, name)
+        for value in values if isinstance(values, list) else [values]:
+            if value is not None and not str(value).strip():
+                raise ValueError(f"--{name} is empty: give a file or folder (an unset variable in a script?)")

@@ -12,6 +12,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import os
+import re
+import sys
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -49,8 +52,23 @@ def between(low: float, high: float, why: str) -> Rule:
     )
 
 
+# The largest magnitude a float32 holds: a value beyond it becomes infinite inside the loss.
+FLOAT32_MAX = 3.4028234663852886e38
+# Seeds NumPy accepts.
+SEED_RANGE = (0, 2**32 - 1)
+
+
 def finite(name: str, value: float) -> str | None:
-    return None if math.isfinite(value) else f"--{name} must be a finite number, got {value}"
+    if not math.isfinite(value) or abs(value) > FLOAT32_MAX:
+        return f"--{name} must be a finite number within float32's range, got {value}"
+    return None
+
+
+def non_empty_path(name: str, value: str | None) -> str | None:
+    """An empty path (an unset variable in a script) would mean the current folder: never what was meant."""
+    if value is not None and not str(value).strip():
+        return f"--{name} is empty: give a file or folder (an unset variable in a script?)"
+    return None
 
 
 def positive(name: str, value: float) -> str | None:
@@ -95,6 +113,8 @@ def setting(
     ``path`` marks a value that may name a local file or folder (compared after resolving it on resume)."""
     if choices and rule is None:
         rule = one_of(choices)
+    if path and rule is None:
+        rule = non_empty_path
     metadata = dict(
         help=help,
         group=group,
@@ -168,7 +188,7 @@ class TrainConfig:
     )
     max_length: int = setting(
         DEFAULT_MAX_LENGTH,
-        "tokens per sentence (truncated); batches are padded to their longest",
+        "tokens per sentence, the prompt and special tokens included (truncated); batches are padded to their longest",
         "data",
         resume=True,
         card=True,
@@ -260,7 +280,10 @@ class TrainConfig:
     )
     # evaluation and output
     output_path: str = setting(
-        "outputs/simcse", "folder for the best checkpoint, train_args.json and metrics.jsonl", "evaluation and output"
+        "outputs/simcse",
+        "folder for the best checkpoint, train_args.json and metrics.jsonl",
+        "evaluation and output",
+        rule=non_empty_path,
     )
     overwrite_output_path: bool = setting(
         False,
@@ -309,6 +332,7 @@ class TrainConfig:
         "checkpoints and the Hub",
         none_means="none",
         metavar="DIR|latest",
+        rule=non_empty_path,
     )
     push_to_hub: str | None = setting(
         None,
@@ -320,20 +344,50 @@ class TrainConfig:
     )
     hub_private: bool = setting(False, "create the Hub repository as private", "checkpoints and the Hub")
     # runtime
-    seed: int = setting(42, "Python, NumPy and torch seeds, and the data order", "runtime", resume=True, card=True)
+    seed: int = setting(
+        42,
+        "Python, NumPy and torch seeds, and the data order",
+        "runtime",
+        resume=True,
+        card=True,
+        rule=between(*SEED_RANGE, "NumPy's seeds"),
+    )
     device: str = setting("auto", "auto (CUDA if available, else CPU), cpu, cuda, cuda:1, ...", "runtime")
 
     def validate(self) -> None:
-        """Raise ValueError naming the first bad setting."""
+        """Raise ConfigError naming the first bad setting, or the first two that do not go together. Needs no
+        file, model or process group: under torchrun every process answers the same, before any is built."""
         for field in dataclasses.fields(self):
             value, rule = getattr(self, field.name), field.metadata["rule"]
             if field.metadata["required"] and not value:
-                raise ValueError(f"--{field.name} is required")
+                raise ConfigError(f"--{field.name} is required")
             message = rule(field.name, value) if rule else None
             if message:
-                raise ValueError(message)
+                raise ConfigError(message)
+        if message := self.combination_problem():
+            raise ConfigError(message)
+
+    def combination_problem(self) -> str | None:
+        """Why two settings do not go together, or None."""
+        world_size = int(os.environ.get("WORLD_SIZE", "1"))  # torchrun's, known before any process group
         if self.mlp_only_train and self.pooler != "cls":
-            raise ValueError("--mlp_only_train needs --pooler cls")
+            return "--mlp_only_train needs --pooler cls"
+        if self.resume_from_checkpoint and self.overwrite_output_path:
+            return "--overwrite_output_path deletes the run that --resume_from_checkpoint continues: give one of them"
+        if self.objective == "cosent" and self.hard_negative_weight != 0:
+            return "--objective cosent has no hard negatives: --hard_negative_weight does nothing there, leave it 0"
+        if self.objective == "cosent" and not self.mask_duplicate_negatives:
+            return "--objective cosent has no in-batch negatives: --no-mask_duplicate_negatives does nothing there"
+        if self.batch_size % world_size:
+            return f"--batch_size {self.batch_size} is not divisible by the {world_size} torchrun processes"
+        local_batch = self.batch_size // world_size
+        if self.grad_cache_chunk and local_batch % self.grad_cache_chunk:
+            return f"--grad_cache_chunk {self.grad_cache_chunk} does not divide the per-process batch {local_batch}"
+        return None
+
+
+class ConfigError(ValueError):
+    """A bad setting: every torchrun process finds the same one, and only the first prints it."""
 
 
 def _settings_where(key: str) -> tuple[str, ...]:
@@ -395,8 +449,24 @@ def _scalar_type(annotation: typing.Any) -> type:
     return options[0]
 
 
+# argparse takes "-1e-3" for a flag (it knows negative numbers only as -1 and -0.5).
+_NEGATIVE_NUMBER = re.compile(r"-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?|-inf|-nan", re.IGNORECASE)
+
+
+def attach_negative_numbers(argv: list[str]) -> list[str]:
+    """``--flag -1e-3`` as ``--flag=-1e-3``, so that argparse reads the number as the flag's value."""
+    joined: list[str] = []
+    for arg in argv:
+        if joined and _NEGATIVE_NUMBER.fullmatch(arg) and joined[-1].startswith("--") and "=" not in joined[-1]:
+            joined[-1] = f"{joined[-1]}={arg}"
+        else:
+            joined.append(arg)
+    return joined
+
+
 def parse_args(argv: list[str] | None = None, description: str | None = None) -> TrainConfig:
-    """train.py's flags as a validated ``TrainConfig`` (ValueError names the first bad setting)."""
+    """train.py's flags as a validated ``TrainConfig`` (ConfigError names the first bad setting)."""
+    argv = attach_negative_numbers(sys.argv[1:] if argv is None else list(argv))
     config = TrainConfig(**vars(build_parser(description).parse_args(argv)))
     config.validate()
     return config

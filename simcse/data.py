@@ -20,6 +20,8 @@ import json
 import logging
 import math
 import os
+import re
+import stat
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -139,10 +141,25 @@ class TrainData:
 # Reading lines
 
 
-def _read_text(path: Path) -> str:
-    """A UTF-8 file's text (a leading BOM removed); undecodable bytes are reported with their line."""
-    if not path.is_file():
+def check_is_file(path: Path) -> None:
+    """A path to read data from must be a regular file: a folder, a pipe (``<(...)``, read only once, where the
+    package reads its data twice) or a device is named for what it is."""
+    if path.is_file():
+        return
+    if not path.exists():
         raise FileNotFoundError(f"{path}: no such file")
+    if path.is_dir():
+        raise IsADirectoryError(f"{path}: a folder, not a data file; give the file inside it")
+    kind = "a pipe (<(...) or a FIFO)" if stat.S_ISFIFO(path.stat().st_mode) else "not a regular file"
+    raise OSError(f"{path}: {kind}; the data is read more than once, so write it to a file first")
+
+
+def _read_text(path: Path) -> str:
+    """A UTF-8 file's text (a leading BOM removed) in Unicode NFC; undecodable bytes are reported with their line.
+
+    NFC is the one change made to the text: decomposed Hangul (NFD, as macOS and some web pages write it) is
+    composed, so that a tokenizer sees the syllables it knows instead of jamo it maps to [UNK]."""
+    check_is_file(path)
     raw = path.read_bytes()
     try:
         text = raw.decode("utf-8")
@@ -151,7 +168,22 @@ def _read_text(path: Path) -> str:
         raise DataFormatError(
             path, f"line {line}", f"not valid UTF-8 (byte 0x{raw[err.start]:02x}); save the file as UTF-8"
         ) from None
-    return text.removeprefix("\ufeff")
+    return _composed(path, text.removeprefix("\ufeff"))
+
+
+def _composed(path: Path, text: str) -> str:
+    """``text`` in NFC, with one log line counting the sentences (tab-separated fields) it changed."""
+    if unicodedata.is_normalized("NFC", text):
+        return text
+    composed = unicodedata.normalize("NFC", text)
+    changed = sum(
+        before != after
+        for line_before, line_after in zip(text.split("\n"), composed.split("\n"))
+        if line_before != line_after
+        for before, after in zip(line_before.split("\t"), line_after.split("\t"))
+    )
+    logger.warning("%s: %d sentence(s) normalised to Unicode NFC (decomposed Hangul composed)", path, changed)
+    return composed
 
 
 def _read_lines(path: Path) -> list[tuple[int, str]]:
@@ -183,7 +215,18 @@ def _check_sentence(path: Path, where: str, text: str, column: str) -> str:
     return text
 
 
+# A decimal number as people write one: Python's float() would also take "0_5" (digit separators), " 5 " and
+# "infinity".
+NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+
+
+def _is_number(text: str) -> bool:
+    return bool(NUMBER.fullmatch(text))
+
+
 def _parse_score(path: Path, where: str, text: str | float) -> float:
+    if isinstance(text, str) and not _is_number(text):
+        raise DataFormatError(path, where, f"score {quoted(text)} is not a number")
     try:
         score = float(text)
     except (TypeError, ValueError):
@@ -220,8 +263,9 @@ def resolve_sts_path(name_or_path: str | os.PathLike, data_dir: str | os.PathLik
             )
         return path
     path = Path(name)
-    if not path.is_file():
+    if not path.exists():
         raise FileNotFoundError(f"{path}: no such file (known dataset names: {', '.join(STS_DATASETS)})")
+    check_is_file(path)
     return path
 
 
@@ -278,14 +322,6 @@ def _read_sts_tsv(path: Path, name: str) -> STSData:
         data.sentences1.append(_check_sentence(path, where, fields[s1_col], "sentence1"))
         data.sentences2.append(_check_sentence(path, where, fields[s2_col], "sentence2"))
     return data
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
 
 
 def _read_klue_sts_json(path: Path, name: str) -> STSData:

@@ -15,7 +15,7 @@ from sklearn.metrics.pairwise import (
 )
 
 from simcse.data import STSData
-from simcse.run_folder import write_json
+from simcse.run_folder import read_json, write_json
 
 SIMILARITIES = ("cosine", "euclidean", "manhattan", "dot")
 METRIC_KEYS = (
@@ -109,17 +109,39 @@ def format_sts_table(results: Mapping[str, Mapping[str, float]]) -> str:
     return "\n".join(lines)
 
 
+def read_eval_report(path: str | os.PathLike) -> dict | None:
+    """An eval_results.json (what ``write_eval_report`` writes), or None when there is none; a file without its
+    results per dataset and metric raises ValueError naming it and what is missing."""
+    report = read_json(path)
+    if report is None:
+        return None
+    results = report.get("results") if isinstance(report, dict) else None
+    if not isinstance(results, dict):
+        raise ValueError(f"{path}: not an eval.py report (no 'results' object)")
+    for name, metrics in results.items():
+        missing = [key for key in METRIC_KEYS if not isinstance(metrics, dict) or key not in metrics]
+        if missing:
+            raise ValueError(f"{path}: the results of {name!r} have no {', '.join(missing)}")
+    return report
+
+
 def write_eval_report(
-    path: str | os.PathLike, model_name: str, model, results: Mapping[str, Mapping[str, float]]
+    path: str | os.PathLike,
+    model_name: str,
+    model,
+    results: Mapping[str, Mapping[str, float]],
+    merge: bool = False,
 ) -> dict:
     """Write (and return) the JSON eval.py produces: the model, its pooler settings and max length, and the
-    metrics per dataset."""
+    metrics per dataset. With ``merge`` the datasets of a report already there are kept (its results win: the
+    trainer adds its dev result to what eval.py measured, never replaces it)."""
+    earlier = (read_eval_report(path) or {}).get("results", {}) if merge else {}
     report = {
         "model": str(model_name),
         "pooler": model.pooler,
         "mlp_only_train": model.mlp_only_train,
         "max_length": model.max_length,
-        "results": {name: dict(metrics) for name, metrics in results.items()},
+        "results": {name: dict(metrics) for name, metrics in results.items()} | earlier,
     }
     write_json(path, report)
     return report

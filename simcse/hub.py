@@ -9,19 +9,23 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from huggingface_hub import EvalResult, ModelCardData, create_repo, upload_folder
+from huggingface_hub import EvalResult, ModelCardData, create_repo, get_token, upload_folder, whoami
+from huggingface_hub import constants as hub_constants
 
 from simcse.config import CARD_SETTINGS, DEFAULT_MAX_LENGTH, upgrade_saved_settings
-from simcse.evaluate import METRIC_KEYS, format_sts_table
+from simcse.evaluate import METRIC_KEYS, format_sts_table, read_eval_report
 from simcse.registry import KORNLI_HUB_ID, STS_DATASETS
 from simcse.run_folder import (
+    CARD_MARKER,
     CHECKPOINT_PREFIX,
     EVAL_RESULTS_NAME,
     LOCK_NAME,
+    MODEL_CARD_NAME,
     SIMCSE_CONFIG_NAME,
     STAGING_PREFIX,
     TRAIN_ARGS_NAME,
     read_json,
+    written_by_a_run,
 )
 
 # What is not part of a published checkpoint: training states, unfinished saves, the run's lock.
@@ -99,7 +103,7 @@ def render_model_card(folder: str | os.PathLike, repo_id: str) -> str:
     folder = Path(folder)
     settings = read_json(folder / SIMCSE_CONFIG_NAME) or {}
     args = upgrade_saved_settings((read_json(folder / TRAIN_ARGS_NAME) or {}).get("args", {}))
-    report = read_json(folder / EVAL_RESULTS_NAME) or {"results": {}}
+    report = read_eval_report(folder / EVAL_RESULTS_NAME) or {"results": {}}
 
     eval_results = []
     for name, metrics in report["results"].items():
@@ -151,15 +155,39 @@ def render_model_card(folder: str | os.PathLike, repo_id: str) -> str:
         recipe = "\n".join(f"| `{key}` | `{args[key]}` |" for key in CARD_SETTINGS if key in args)
         lines.append(f"## Training recipe\n\n| setting | value |\n|---|---|\n{recipe}")
     lines.append("## Usage\n\n" + _usage(repo_id, settings))
+    lines.append(CARD_MARKER)
     return "\n\n".join(lines) + "\n"
 
 
+def check_push_access(repo_id: str) -> None:
+    """Refuse, before a run trains for hours, a push that cannot happen: Hub offline, no token, no network or a
+    token the Hub refuses. The token is only passed on to huggingface_hub, never shown."""
+    if hub_constants.HF_HUB_OFFLINE:
+        raise OSError(
+            f"--push_to_hub {repo_id}: HF_HUB_OFFLINE is set, so nothing can be pushed; unset it or drop the flag"
+        )
+    token = get_token()
+    if token is None:
+        raise OSError(f"--push_to_hub {repo_id}: no Hub token; set HF_TOKEN or run `hf auth login`")
+    try:
+        whoami(token=token)
+    except Exception as err:  # no network, a refused token: what the Hub answers is the reason
+        raise OSError(
+            f"--push_to_hub {repo_id}: the Hub cannot be reached or refuses the token ({type(err).__name__})"
+        ) from None
+
+
 def push_checkpoint(folder: str | os.PathLike, repo_id: str, private: bool = False) -> str:
-    """Write the model card into ``folder`` and upload the folder (without training checkpoints)."""
+    """Write the model card into ``folder`` (unless the folder holds a README.md the package did not write,
+    which is kept and uploaded as it is) and upload the folder (without training checkpoints)."""
     folder = Path(folder)
     if not (folder / "config.json").is_file():
         raise FileNotFoundError(f"{folder}: no checkpoint here (config.json missing)")
-    (folder / "README.md").write_text(render_model_card(folder, repo_id), encoding="utf-8")
+    card = folder / MODEL_CARD_NAME
+    if card.exists() and not written_by_a_run(card):
+        print(f"{card}: not written by simcse-ko, so it is kept and uploaded as it is (delete it for a new card)")
+    else:
+        card.write_text(render_model_card(folder, repo_id), encoding="utf-8")
     repo_url = create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
     upload_folder(
         repo_id=repo_id,

@@ -19,10 +19,10 @@ from transformers.utils import cached_file
 
 from simcse import st_format
 from simcse.batching import SimCSECollator, TokenizedSentences
-from simcse.checkpoint import verify_folder
+from simcse.checkpoint import finish_interrupted_move, interrupted_move, verify_folder
 from simcse.config import DEFAULT_MAX_LENGTH, POOLERS
 from simcse.device import default_encode_batch_size, gpu_half_dtype
-from simcse.run_folder import SIMCSE_CONFIG_NAME, SIMCSE_HEAD_NAME, read_json, write_json
+from simcse.run_folder import SIMCSE_CONFIG_NAME, SIMCSE_HEAD_NAME, is_run_folder, lock_holder, read_json, write_json
 from simcse.unpad import Packing, supports_unpadding, unpadded_forward, unpadding_problem
 
 logger = logging.getLogger(__name__)
@@ -88,6 +88,33 @@ def read_simcse_config(model_name_or_path: str | os.PathLike) -> dict | None:
     return read_json(path) if path else None
 
 
+def saved_settings(model_name_or_path: str | os.PathLike, saved: dict | None) -> tuple[dict, str]:
+    """The settings a model folder declares (pooler, max length, prompt, normalisation) and where they come
+    from: ``simcse_config.json``, else the sentence-transformers files, else none (the defaults)."""
+    if saved is not None:
+        return saved, SIMCSE_CONFIG_NAME
+    declared = st_format.read_settings(lambda name: _saved_file(model_name_or_path, name))
+    if declared is None:
+        return {}, "the defaults (no simcse_config.json or sentence-transformers files)"
+    source = declared.pop("source")
+    return {key: value for key, value in declared.items() if value is not None}, source
+
+
+def check_weights_loaded(model_name_or_path: str | os.PathLike, encoder: nn.Module, loading: dict) -> None:
+    """Refuse weights that leave part of the encoder at its random initialisation (an empty or foreign
+    model.safetensors), or that hold encoder weights it has no place for. A pooling layer is aside: some
+    encoders save none, and some checkpoints carry one the encoder lacks; pretraining heads are not the encoder's."""
+    parts = {name for name, _ in encoder.named_children()} - {"pooler"}
+    missing = [key for key in loading["missing_keys"] if not key.startswith("pooler.")]
+    unexpected = [key for key in loading["unexpected_keys"] if key.split(".")[0] in parts]
+    for keys, what in ((missing, "missing from"), (unexpected, "unexpected in")):
+        if keys:
+            raise ValueError(
+                f"{model_name_or_path}: {len(keys)} encoder weight(s) {what} its saved weights ({', '.join(keys[:3])}"
+                f"{', ...' if len(keys) > 3 else ''}); the weights file is empty, damaged or of another model"
+            )
+
+
 class SimCSEHead(nn.Module):
     """SimCSE's MLP head for an encoder without a pooling layer: dense + tanh, hidden to hidden, on the pooled
     vector; the computation of BERT's pooling layer, and with the same attribute names."""
@@ -115,8 +142,14 @@ def check_location(name_or_path: str | os.PathLike, what: str = "model") -> None
     """A local folder (its saved files checked for damage) or a well-formed Hub repo id; else one clear error
     at once, rather than a Hub lookup of a mistyped path that ends in a network error after retries."""
     text = str(name_or_path)
+    if not text.strip():
+        raise ValueError(f"the {what} path is empty: give a folder or a Hub name (an unset variable in a script?)")
     path = Path(text).expanduser()
     if path.is_dir():
+        if interrupted_move(path):
+            finish_interrupted_move(path)
+        if what == "model" and not (path / "config.json").is_file():
+            raise FileNotFoundError(f"{text}: {_why_no_model(path)}")
         verify_folder(path, f"the {what} folder {path}")
         return
     if path.exists():
@@ -135,6 +168,14 @@ def check_location(name_or_path: str | os.PathLike, what: str = "model") -> None
         validate_repo_id(text)
     except HFValidationError:
         raise FileNotFoundError(f"{text}: no such folder, and not a Hub repo id") from None
+
+
+def _why_no_model(folder: Path) -> str:
+    if holder := lock_holder(folder):
+        return f"no model saved in it yet (a run, pid {holder}, is writing to it; its first save is still to come)"
+    if is_run_folder(folder):
+        return "no model saved in it yet (a run folder whose first save did not finish)"
+    return "not a model folder (no config.json)"
 
 
 def tokenizer_problem(tokenizer: PreTrainedTokenizerBase, num_embeddings: int) -> str | None:
@@ -210,19 +251,22 @@ class SimCSEModel(nn.Module):
         max_length: int | None = None,
         fresh_head: bool = False,
         prompt: str | None = None,
+        normalize: bool | None = None,
     ):
         super().__init__()
         check_location(model_name_or_path)
         saved = read_simcse_config(model_name_or_path)
+        defaults, self.settings_source = saved_settings(model_name_or_path, saved)
         if max_length is None:
-            max_length = (saved or {}).get("max_length", DEFAULT_MAX_LENGTH)
+            max_length = defaults.get("max_length", DEFAULT_MAX_LENGTH)
         self.max_length = max_length
         if self.max_length < 2:
             raise ValueError(f"max_length must be at least 2 (room for [CLS] and [SEP]), got {self.max_length}")
-        self.prompt = (saved or {}).get("prompt", "") if prompt is None else prompt
-        pooler = pooler or (saved or {}).get("pooler", "cls")
+        self.prompt = defaults.get("prompt") or "" if prompt is None else prompt
+        self.normalize = bool(defaults.get("normalize", False)) if normalize is None else normalize
+        pooler = pooler or defaults.get("pooler", "cls")
         if mlp_only_train is None:
-            mlp_only_train = bool((saved or {}).get("mlp_only_train", False)) and pooler == "cls"
+            mlp_only_train = bool(defaults.get("mlp_only_train", False)) and pooler == "cls"
         if pooler not in POOLERS:
             raise ValueError(f"unknown pooler {pooler!r}; choose one of {', '.join(POOLERS)}")
         if mlp_only_train and pooler != "cls":
@@ -245,9 +289,10 @@ class SimCSEModel(nn.Module):
         for name in DROPOUT_SETTINGS:
             if hasattr(encoder_config, name):
                 setattr(encoder_config, name, dropout)
-        self.encoder = AutoModel.from_pretrained(
-            model_name_or_path, config=encoder_config, trust_remote_code=trust_remote_code
+        self.encoder, loading = AutoModel.from_pretrained(
+            model_name_or_path, config=encoder_config, trust_remote_code=trust_remote_code, output_loading_info=True
         )
+        check_weights_loaded(model_name_or_path, self.encoder, loading)
         checkpoint_pooler = getattr(self.encoder, "pooler", None)
         # Without a pooling layer in the encoder, the head is the package's: saved beside it, not inside.
         self.owns_head = checkpoint_pooler is None
@@ -277,8 +322,13 @@ class SimCSEModel(nn.Module):
         if pooler == "cls":
             self.head = checkpoint_pooler if checkpoint_pooler is not None else SimCSEHead(self.config.hidden_size)
             saved_head = _saved_file(model_name_or_path, SIMCSE_HEAD_NAME) if self.owns_head else None
+            st_head = (
+                _saved_file(model_name_or_path, defaults["dense_weights"]) if defaults.get("dense_weights") else None
+            )
             if saved_head:
                 self.head.load_state_dict(load_file(saved_head))
+            elif st_head and not fresh_head:  # a sentence-transformers Dense module: linear.weight, linear.bias
+                self.head.dense.load_state_dict({k.removeprefix("linear."): v for k, v in load_file(st_head).items()})
             elif self.owns_head or (fresh_head and saved is None):
                 if self.owns_head and saved is not None:
                     logger.warning("%s: no trained head (%s); using a new one", model_name_or_path, SIMCSE_HEAD_NAME)
@@ -324,6 +374,7 @@ class SimCSEModel(nn.Module):
             "mlp_only_train": self.mlp_only_train,
             "max_length": self.max_length,
             "prompt": self.prompt,
+            "normalize": self.normalize,
             "head_file": SIMCSE_HEAD_NAME if self.owns_head and self.head is not None else None,
         }
         write_json(folder / SIMCSE_CONFIG_NAME, settings)
@@ -336,6 +387,7 @@ class SimCSEModel(nn.Module):
                 self.max_length,
                 self.head.dense if head_used_at_evaluation else None,
                 self.prompt,
+                self.normalize,
             )
 
     @property
@@ -419,7 +471,10 @@ class SimCSEModel(nn.Module):
                     indices = order[start : start + batch_size]
                     batch = self.collator([(tokenized[i],) for i in indices])  # each (B, 1, L)
                     batch = {key: value.to(device) for key, value in batch.items()}
-                    embeddings[indices] = self(**batch)[:, 0].float().cpu().numpy()  # (B, H)
+                    vectors = self(**batch)[:, 0].float()  # (B, H)
+                    if self.normalize:  # the model declares unit-length embeddings (sentence-transformers' Normalize)
+                        vectors = torch.nn.functional.normalize(vectors, dim=-1)
+                    embeddings[indices] = vectors.cpu().numpy()
         finally:
             self.train(was_training)
         return embeddings

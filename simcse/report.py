@@ -7,8 +7,8 @@ import os
 import statistics
 from pathlib import Path
 
-from simcse.evaluate import METRIC_KEYS, SELECTION_METRIC, TABLE_COLUMNS
-from simcse.run_folder import EVAL_RESULTS_NAME, METRICS_NAME, read_json, read_metrics
+from simcse.evaluate import METRIC_KEYS, SELECTION_METRIC, TABLE_COLUMNS, read_eval_report
+from simcse.run_folder import EVAL_RESULTS_NAME, METRICS_NAME, read_metrics
 
 BEST_DEV = "dev (best step)"
 
@@ -27,10 +27,11 @@ def find_runs(output: str | os.PathLike) -> dict[str, Path]:
 def run_results(folder: Path) -> dict[str, dict[str, float]]:
     """A run's results per dataset: eval.py's eval_results.json when there is one, else the dev metrics of
     the best step in metrics.jsonl."""
-    report = read_json(folder / EVAL_RESULTS_NAME)
+    report = read_eval_report(folder / EVAL_RESULTS_NAME)
     if report is not None:
         return report["results"]
-    lines = [line for line in read_metrics(folder / METRICS_NAME) if not math.isnan(line[SELECTION_METRIC])]
+    lines = read_metrics(folder / METRICS_NAME, required=(SELECTION_METRIC, *METRIC_KEYS))
+    lines = [line for line in lines if not math.isnan(line[SELECTION_METRIC])]
     if not lines:
         raise ValueError(f"{folder / METRICS_NAME}: no evaluation with a finite {SELECTION_METRIC}")
     best = max(lines, key=lambda line: line[SELECTION_METRIC])
@@ -43,6 +44,9 @@ def summarize(output: str | os.PathLike) -> dict:
     runs = find_runs(output)
     results = {name: run_results(folder) for name, folder in runs.items()}
     datasets = [name for name in next(iter(results.values())) if all(name in r for r in results.values())]
+    if not datasets:
+        held = "; ".join(f"{run}: {', '.join(r) or 'none'}" for run, r in results.items())
+        raise ValueError(f"{output}: the runs share no dataset to summarize ({held}); evaluate each on the same sets")
     summary = {"runs": list(runs), "datasets": {}}
     for dataset in datasets:
         summary["datasets"][dataset] = {}

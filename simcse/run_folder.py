@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import fnmatch
 import json
 import os
 import shutil
@@ -20,8 +21,46 @@ STAGING_PREFIX = ".staging-"  # a save being written: .staging-model/, .staging-
 TRAINER_STATE_NAME = "trainer_state.json"  # in a training checkpoint: the run's settings and loop state, readable
 TRAINING_STATE_NAME = "training_state.pt"  # in a training checkpoint: optimizer, grad scaler, RNG states
 LOCK_NAME = ".lock"  # locked by the run writing to the folder, which writes its pid into it
+MODEL_CARD_NAME = "README.md"  # the model card hub.py writes
+CARD_MARKER = "<!-- model card written by simcse-ko -->"  # in every card the package writes, and in no other file
 # Only this package writes these: a folder holding one is a run folder, which --overwrite_output_path may clear.
 RUN_FOLDER_MARKERS = (TRAIN_ARGS_NAME, METRICS_NAME, SIMCSE_CONFIG_NAME, CHECKPOINT_PREFIX + "*", STAGING_PREFIX + "*")
+# What a saved model holds besides the package's own files: transformers' config and weights, the tokenizer
+# files of every supported encoder, the sentence-transformers modules.
+MODEL_FILE_NAMES = (
+    "config.json",
+    "model.safetensors",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.txt",
+    "vocab.json",
+    "merges.txt",
+    "sentencepiece.bpe.model",
+    "spm.model",
+    "tokenizer.model",
+    "chat_template.jinja",
+    "modules.json",
+    "sentence_bert_config.json",
+    "config_sentence_transformers.json",
+    "1_Pooling",
+    "2_Dense",
+    SIMCSE_CONFIG_NAME,
+    SIMCSE_HEAD_NAME,
+)
+# Every name a run, eval.py and the reports write into a run folder: all that --overwrite_output_path deletes.
+RUN_WRITTEN = (
+    *MODEL_FILE_NAMES,
+    TRAIN_ARGS_NAME,
+    METRICS_NAME,
+    EVAL_RESULTS_NAME,
+    SUMMARY_NAME,
+    CURVES_NAME,
+    LOCK_NAME,
+    CHECKPOINT_PREFIX + "*",
+    STAGING_PREFIX + "*",
+)
 
 
 def read_json(path: str | os.PathLike) -> dict | None:
@@ -50,15 +89,24 @@ def write_json(path: str | os.PathLike, content: dict | list) -> None:
     path.write_text(json.dumps(content, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
-def read_metrics(path: str | os.PathLike) -> list[dict]:
-    """The lines of a metrics.jsonl (NaN values are kept as float NaN); a bad line raises ValueError naming it."""
+def read_metrics(path: str | os.PathLike, required: tuple[str, ...] = ()) -> list[dict]:
+    """The lines of a metrics.jsonl (NaN values are kept as float NaN); a bad line, or one without a ``required``
+    key, raises ValueError naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file (the run's log of evaluations)")
     lines = []
-    for number, text in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
+    for number, text in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         if text.strip():
             try:
-                lines.append(json.loads(text))
+                line = json.loads(text)
             except (json.JSONDecodeError, RecursionError) as err:
                 raise ValueError(f"{path}, line {number}: not valid JSON ({_json_problem(err)})") from None
+            if not isinstance(line, dict):
+                raise ValueError(f"{path}, line {number}: not a JSON object")
+            if missing := [key for key in required if key not in line]:
+                raise ValueError(f"{path}, line {number}: no {', '.join(map(repr, missing))}")
+            lines.append(line)
     return lines
 
 
@@ -113,15 +161,47 @@ def earlier_run_entries(folder: str | os.PathLike) -> list[str]:
     return sorted(path.name for path in folder.iterdir() if path.name != LOCK_NAME) if folder.is_dir() else []
 
 
-def clear_run_folder(folder: str | os.PathLike) -> None:
-    """Delete everything an earlier run left in ``folder`` (the lock file stays). Refused for a folder with no
-    sign of a run, so that a mistyped --output_path cannot empty some other folder."""
+def is_run_folder(folder: str | os.PathLike) -> bool:
+    """Whether ``folder`` holds a file only a run of this package writes."""
+    return any(any(Path(folder).glob(pattern)) for pattern in RUN_FOLDER_MARKERS)
+
+
+def written_by_a_run(path: Path) -> bool:
+    """Whether ``path`` (an entry of a run folder) is one a run writes: a model card only when the package wrote
+    it."""
+    if path.name == MODEL_CARD_NAME:
+        return path.is_file() and CARD_MARKER in path.read_text(encoding="utf-8", errors="replace")
+    return any(fnmatch.fnmatchcase(path.name, pattern) for pattern in RUN_WRITTEN)
+
+
+def shown(names: list[str], limit: int = 5) -> str:
+    return ", ".join(names[:limit]) + (", ..." if len(names) > limit else "")
+
+
+def clearing_problem(folder: str | os.PathLike) -> str | None:
+    """Why --overwrite_output_path must not clear ``folder``, or None: it holds no run of this package, or it
+    also holds files no run writes (a user's, which are never deleted)."""
     folder = Path(folder)
-    if not any(any(folder.glob(pattern)) for pattern in RUN_FOLDER_MARKERS):
-        raise RunFolderError(
-            f"{folder}: holds files but no run of this package ({', '.join(earlier_run_entries(folder)[:5])}); "
+    if not is_run_folder(folder):
+        return (
+            f"{folder}: not a run folder of this package (it holds {shown(earlier_run_entries(folder))}); "
             "--overwrite_output_path only clears run folders: choose an empty or new --output_path"
         )
+    foreign = sorted(path.name for path in folder.iterdir() if not written_by_a_run(path))
+    if foreign:
+        return (
+            f"{folder}: holds files that no run writes ({shown(foreign)}); --overwrite_output_path deletes only a "
+            "run's own files: move those away or choose another --output_path"
+        )
+    return None
+
+
+def clear_run_folder(folder: str | os.PathLike) -> None:
+    """Delete everything an earlier run left in ``folder`` (the lock file stays). Refused for a folder that is
+    no run folder or that holds anything a run does not write (``clearing_problem``)."""
+    folder = Path(folder)
+    if problem := clearing_problem(folder):
+        raise RunFolderError(problem)
     for path in folder.iterdir():
         if path.name == LOCK_NAME:
             continue
@@ -129,3 +209,17 @@ def clear_run_folder(folder: str | os.PathLike) -> None:
             shutil.rmtree(path)
         else:
             path.unlink()
+
+
+def lock_holder(folder: str | os.PathLike) -> str | None:
+    """The pid of the run writing to ``folder`` now, or None when no run holds its lock."""
+    path = Path(folder) / LOCK_NAME
+    if not path.is_file():
+        return None
+    with open(path, encoding="utf-8") as file:
+        try:
+            fcntl.flock(file, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return file.read().strip() or "unknown"
+        fcntl.flock(file, fcntl.LOCK_UN)
+    return None

@@ -8,12 +8,13 @@ sentence-transformers release since 2 reads.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
 
-from simcse.run_folder import write_json
+from simcse.run_folder import read_json, write_json
 
 # How sentence-transformers pools each of our poolers; avg_first_last and avg_top2 need hidden states of
 # inner layers, which its standard modules do not offer.
@@ -33,6 +34,7 @@ def write_sentence_transformers_files(
     max_length: int,
     head: torch.nn.Linear | None,
     prompt: str = "",
+    normalize: bool = False,
 ) -> None:
     """Write modules.json, sentence_bert_config.json, 1_Pooling/ and (with ``head``) 2_Dense/ into ``folder``.
 
@@ -66,6 +68,77 @@ def write_sentence_transformers_files(
         )
         weights = {"linear." + name: tensor.detach().cpu().contiguous() for name, tensor in head.state_dict().items()}
         save_file(weights, folder / "2_Dense" / "model.safetensors")
+    if normalize:
+        index = len(modules)  # Normalize has no files: its folder needs not exist
+        modules.append(
+            {
+                "idx": index,
+                "name": str(index),
+                "path": f"{index}_Normalize",
+                "type": "sentence_transformers.models.Normalize",
+            }
+        )
     write_json(folder / "modules.json", modules)
     prompts = {"prompts": {PROMPT_NAME: prompt}, "default_prompt_name": PROMPT_NAME} if prompt else {}
     write_json(folder / "config_sentence_transformers.json", {"similarity_fn_name": "cosine"} | prompts)
+
+
+TANH = "torch.nn.modules.activation.Tanh"
+
+
+def read_settings(find: Callable[[str], str | None]) -> dict | None:
+    """The pooler, max length, normalisation and default prompt a sentence-transformers folder declares, for a
+    folder without ``simcse_config.json``; None when it has no ``modules.json``. ``find(name)`` is the path of
+    a file of the folder, or None. The result's ``source`` names the files read. A module this package cannot
+    reproduce raises ValueError naming the file."""
+    modules_path = find("modules.json")
+    if modules_path is None:
+        return None
+    modules = read_json(modules_path)
+    kinds = {}
+    for module in modules if isinstance(modules, list) else [None]:
+        if not isinstance(module, dict) or not isinstance(module.get("type"), str):
+            raise ValueError(f"{modules_path}: not a sentence-transformers modules list")
+        kinds[module["type"].rsplit(".", 1)[-1]] = module.get("path", "")
+    if unknown := sorted(set(kinds) - {"Transformer", "Pooling", "Dense", "Normalize"}):
+        raise ValueError(f"{modules_path}: module {unknown[0]} has no counterpart in this package")
+    source = ["modules.json"]
+    settings = {"normalize": "Normalize" in kinds, "pooler": None, "max_length": None, "prompt": None}
+    if "Pooling" in kinds:
+        name = f"{kinds['Pooling']}/config.json"
+        pooling = _read_found(find, name) or {}
+        modes = [mode for mode in ALL_POOLING_MODES if pooling.get(f"pooling_mode_{mode}")]
+        dense = _read_found(find, f"{kinds['Dense']}/config.json") if "Dense" in kinds else None
+        settings["pooler"] = _pooler(modes, dense, name)
+        if settings["pooler"] == "cls":
+            settings["dense_weights"] = f"{kinds['Dense']}/model.safetensors"
+        source.append(name)
+    if (bert_config := _read_found(find, "sentence_bert_config.json")) and bert_config.get("max_seq_length"):
+        settings["max_length"] = int(bert_config["max_seq_length"])
+        source.append("sentence_bert_config.json")
+    st_config = _read_found(find, "config_sentence_transformers.json") or {}
+    default = st_config.get("default_prompt_name")
+    if default and isinstance(st_config.get("prompts"), dict) and default in st_config["prompts"]:
+        settings["prompt"] = st_config["prompts"][default]
+        source.append("config_sentence_transformers.json")
+    return settings | {"source": ", ".join(source)}
+
+
+def _read_found(find: Callable[[str], str | None], name: str) -> dict | None:
+    path = find(name)
+    return read_json(path) if path else None
+
+
+def _pooler(modes: list[str], dense: dict | None, where: str) -> str:
+    """Our pooler for sentence-transformers' pooling modes and optional Dense module."""
+    if modes == ["mean_tokens"] and dense is None:
+        return "avg"
+    if modes == ["cls_token"] and dense is None:
+        return "cls_before_pooler"
+    if modes == ["cls_token"] and dense.get("activation_function") == TANH and dense.get("bias", True):
+        return "cls"  # SimCSE's head: the encoder's pooling layer, saved again as the Dense module
+    raise ValueError(
+        f"{where}: pooling {', '.join(modes) or 'none'}"
+        + (" with a Dense module" if dense is not None else "")
+        + " has no counterpart among this package's poolers (cls, cls_before_pooler, avg)"
+    )

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import math
-import platform
 import random
 import sys
 import time
@@ -16,41 +15,30 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-import transformers
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-import simcse
 from simcse import checkpoint, distributed
 from simcse.batching import EpochBatchSampler, ScoredCollator, SimCSEDataset
-from simcse.config import PATH_SETTINGS, RESUME_MUST_MATCH, TrainConfig, upgrade_saved_settings
-from simcse.data import (
-    STSData,
-    TrainData,
-    file_fingerprint,
-    load_scored_pairs,
-    load_sts,
-    load_train_data,
-    resolve_sts_path,
-)
+from simcse.config import TrainConfig
+from simcse.data import STSData, TrainData, load_scored_pairs, load_sts, load_train_data
 from simcse.device import autocast_dtype, fused_adamw
 from simcse.evaluate import METRIC_KEYS, SELECTION_METRIC, evaluate_sts, write_eval_report
 from simcse.grad_cache import chunked_backward
 from simcse.loss import cosent, duplicate_candidates, info_nce
 from simcse.model import SimCSEModel, unknown_token_share
-from simcse.run_folder import (
-    EVAL_RESULTS_NAME,
-    METRICS_NAME,
-    TRAIN_ARGS_NAME,
-    RunFolderError,
-    RunFolderLock,
-    append_metrics,
-    clear_run_folder,
-    earlier_run_entries,
-    read_metrics,
-    write_json,
-    write_metrics,
+from simcse.run_folder import EVAL_RESULTS_NAME, METRICS_NAME, append_metrics
+from simcse.run_setup import (
+    ResumePoint,
+    claim_output_folder,
+    clear_earlier_run,
+    data_fingerprints,
+    find_resume_point,
+    forget_lost_best_model,
+    resolved_paths,
+    run_info,
+    start_logs,
 )
 from simcse.unpad import attention_kernel
 
@@ -71,8 +59,9 @@ logger = logging.getLogger(__name__)
 ALL_SKIPPED_LIMIT = 20
 # Above this share of masked (duplicate) candidates in a batch, the run warns: the corpus repeats itself.
 MASKED_SHARE_WARNING = 0.1
-# Sentences of the training data a tokenizer is probed with, and the share of unknown tokens it may produce.
-TOKENIZER_PROBE_SIZE = 200
+# Sentences of the training data (and of the dev set) a tokenizer is probed with, and the share of unknown
+# tokens it may produce.
+TOKENIZER_PROBE_SIZE = 2000
 UNKNOWN_SHARE_LIMIT = 0.5
 
 
@@ -117,15 +106,6 @@ class TrainResult:
 
 
 @dataclass(frozen=True)
-class ResumePoint:
-    """A training checkpoint to continue from: its folder, trainer_state.json and training_state.pt."""
-
-    path: Path
-    trainer_state: dict
-    training_state: dict
-
-
-@dataclass(frozen=True)
 class Schedule:
     """The run's length in optimizer steps and its learning rate at each."""
 
@@ -164,99 +144,6 @@ def set_seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def resolved_path(value: str | None) -> str | None:
-    """A local file or folder as its absolute path; a hub name, a dataset name or None unchanged."""
-    return str(Path(value).resolve()) if value and Path(value).exists() else value
-
-
-def resolved_paths(config: TrainConfig) -> dict[str, str | None]:
-    return {name: resolved_path(getattr(config, name)) for name in PATH_SETTINGS}
-
-
-def check_resumable(config: TrainConfig, trainer_state: dict) -> None:
-    """Refuse a resume whose settings differ from the run's, listing every difference. Paths are compared
-    resolved: the same file named relatively or absolutely is the same setting."""
-    saved = upgrade_saved_settings(trainer_state["config"])
-    saved_paths = trainer_state.get("resolved_paths", {})  # absent from checkpoints of earlier releases
-    now_paths = resolved_paths(config)
-    differences = []
-    for name in RESUME_MUST_MATCH:
-        before, now = saved.get(name), getattr(config, name)
-        if name in PATH_SETTINGS:
-            same = saved_paths.get(name, resolved_path(before)) == now_paths[name]
-        else:
-            same = before == now
-        if not same:
-            differences.append(f"--{name} {before!r} -> {now!r}")
-    if differences:
-        raise ValueError("cannot resume with settings that change the run: " + "; ".join(differences))
-
-
-def data_fingerprints(config: TrainConfig) -> dict[str, str]:
-    """A hash of the training file and of the dev file: what a resumed run must still read."""
-    scored = config.objective == "cosent"  # its training data may be a dataset name, like the dev set's
-    return {
-        "train_data": file_fingerprint(
-            resolve_sts_path(config.train_data, config.data_dir) if scored else config.train_data
-        ),
-        "valid_data": file_fingerprint(resolve_sts_path(config.valid_data, config.data_dir)),
-    }
-
-
-def claim_output_folder(config: TrainConfig, process: distributed.ProcessInfo) -> RunFolderLock | None:
-    """Lock ``output_path`` for this run (first process only; the others wait for it) and make it ready: a
-    fresh run needs an empty folder, or ``overwrite_output_path`` to clear an earlier run's; then saves a crash
-    cut short are finished or dropped. Returns the lock, held until the run ends."""
-    lock = None
-    if process.is_main:
-        output = Path(config.output_path)
-        lock = RunFolderLock(output)
-        try:
-            earlier = earlier_run_entries(output)
-            if earlier and not config.resume_from_checkpoint:
-                if not config.overwrite_output_path:
-                    shown = ", ".join(earlier[:5]) + (", ..." if len(earlier) > 5 else "")
-                    raise RunFolderError(
-                        f"{output}: holds an earlier run ({shown}); resume it with --resume_from_checkpoint latest, "
-                        "start afresh with --overwrite_output_path (deletes it), or choose another --output_path"
-                    )
-                clear_run_folder(output)
-            checkpoint.recover(output)
-        except BaseException:
-            lock.release()
-            raise
-    distributed.barrier()
-    return lock
-
-
-def find_resume_point(
-    config: TrainConfig,
-    output: Path,
-    process: distributed.ProcessInfo,
-    train_data: TrainData,
-    fingerprints: dict[str, str],
-) -> ResumePoint | None:
-    """The checkpoint ``--resume_from_checkpoint`` names, after checking that the run can go on from it: its
-    files and the best model's are whole, the settings and the data are the run's."""
-    if not config.resume_from_checkpoint:
-        return None
-    path = checkpoint.resolve_checkpoint(config.resume_from_checkpoint, output)
-    checkpoint.verify_folder(output, f"the best model in {output} (remove its damaged files to resume)")
-    trainer_state = checkpoint.read_trainer_state(path)
-    check_resumable(config, trainer_state)
-    if trainer_state["world_size"] != process.world_size:
-        raise ValueError(f"cannot resume a run of {trainer_state['world_size']} processes with {process.world_size}")
-    if trainer_state["num_train_examples"] != len(train_data):
-        raise ValueError(
-            f"cannot resume: {config.train_data} now holds {len(train_data)} examples, "
-            f"the run was started on {trainer_state['num_train_examples']}"
-        )
-    for name, fingerprint in trainer_state.get("data_fingerprints", {}).items():  # absent before this check
-        if fingerprints[name] != fingerprint:
-            raise ValueError(f"cannot resume: --{name} {getattr(config, name)} changed since the run started")
-    return ResumePoint(path, trainer_state, checkpoint.read_training_state(path))
-
-
 def read_inputs(config: TrainConfig) -> tuple[STSData, TrainData]:
     """The dev set and the training data, read before anything is built so that a bad file fails in seconds."""
     valid_data = load_sts(config.valid_data, config.data_dir)
@@ -287,16 +174,27 @@ def build_model(config: TrainConfig, resume: ResumePoint | None, device: torch.d
     ).to(device)
 
 
-def check_tokenizer_covers(model: SimCSEModel, train_data: TrainData, source: str) -> None:
-    """Refuse a tokenizer that maps most tokens of the first sentences of the training data to its unknown token:
-    one made for another language or script (a fitting one maps well under 1%)."""
-    probe = train_data.columns[0][:TOKENIZER_PROBE_SIZE]
-    share = unknown_token_share(model.tokenizer, probe)
-    if share > UNKNOWN_SHARE_LIMIT:
-        raise ValueError(
-            f"{source}: the tokenizer of {model.tokenizer.name_or_path} maps {share:.0%} of the tokens of the first "
-            f"{len(probe)} sentences to {model.tokenizer.unk_token}; it does not fit this data (see --tokenizer)"
-        )
+def evenly_spaced(sentences: list[str], count: int) -> list[str]:
+    """About ``count`` sentences spread over the whole list (all of them when there are fewer)."""
+    return sentences[:: max(1, len(sentences) // count)]
+
+
+def check_tokenizer_covers(model: SimCSEModel, train_data: TrainData, valid_data: STSData, config: TrainConfig) -> None:
+    """Refuse a tokenizer that maps most tokens of the training data or of the dev set to its unknown token: one
+    made for another language or script (a fitting one maps well under 1%). Sentences are probed from the whole
+    of each file, every column, so that a bad stretch past the first lines is found too."""
+    probes = {
+        config.train_data: evenly_spaced([s for column in train_data.columns for s in column], TOKENIZER_PROBE_SIZE),
+        config.valid_data: evenly_spaced(valid_data.sentences1 + valid_data.sentences2, TOKENIZER_PROBE_SIZE),
+    }
+    for source, probe in probes.items():
+        share = unknown_token_share(model.tokenizer, probe)
+        if share > UNKNOWN_SHARE_LIMIT:
+            raise ValueError(
+                f"{source}: the tokenizer of {model.tokenizer.name_or_path} maps {share:.0%} of the tokens of "
+                f"{len(probe)} sentences spread over the file to {model.tokenizer.unk_token}; it does not fit this "
+                "data (see --tokenizer)"
+            )
 
 
 def build_loader(
@@ -308,11 +206,6 @@ def build_loader(
 ) -> tuple[EpochBatchSampler, DataLoader]:
     """The training data tokenized once, and the loader of this process's slice of every batch."""
     sampler = EpochBatchSampler(len(train_data), config.batch_size, config.seed, process.rank, process.world_size)
-    local_batch = config.batch_size // process.world_size
-    if config.grad_cache_chunk and local_batch % config.grad_cache_chunk:
-        raise ValueError(
-            f"--grad_cache_chunk {config.grad_cache_chunk} does not divide the per-process batch {local_batch}"
-        )
     if sampler.dropped_per_epoch and process.is_main:
         logger.warning(
             "each epoch leaves out %d example(s) of its last batch: a batch holds 2 examples or more and splits "
@@ -320,8 +213,21 @@ def build_loader(
             sampler.dropped_per_epoch,
             process.world_size,
         )
+    prompt_tokens = len(model.tokenizer(model.prompt, add_special_tokens=False)["input_ids"]) if model.prompt else 0
+    if prompt_tokens > config.max_length / 4 and process.is_main:
+        logger.warning(
+            "the prompt takes %d of the %d tokens of --max_length; the sentences keep the rest",
+            prompt_tokens,
+            config.max_length,
+        )
     dataset = SimCSEDataset(train_data, model.tokenizer, config.max_length, prompt=model.prompt)
     if tokenizes_alike(dataset):
+        if len(dataset.columns[0][0]) == config.max_length:
+            raise ValueError(
+                f"--max_length {config.max_length} leaves no room for the sentences: after the special tokens"
+                + (f" and the prompt's {prompt_tokens}" if prompt_tokens else "")
+                + " every sentence is cut to the same token ids; raise --max_length"
+            )
         raise ValueError(
             f"{config.train_data}: every sentence has the same token ids (they differ only in what the tokenizer "
             "drops, such as spaces); in-batch negatives need different ones"
@@ -397,25 +303,6 @@ def progress_bar(schedule: Schedule, state: LoopState, is_main: bool) -> tqdm:
     )
 
 
-def run_info(config: TrainConfig, device: torch.device, amp_dtype: torch.dtype | None, **extra) -> dict:
-    """What train_args.json records: the flags, the library versions, the device and the data sizes."""
-    return {
-        "args": asdict(config),
-        "versions": {
-            "simcse": simcse.__version__,
-            "python": sys.version.split()[0],
-            "torch": torch.__version__,
-            "transformers": transformers.__version__,
-        },
-        "device": {
-            "type": device.type,
-            "name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
-            "amp_dtype": str(amp_dtype).removeprefix("torch.") if amp_dtype else None,
-        },
-        **extra,
-    }
-
-
 class Trainer:
     """One training run. ``__init__`` reads the inputs and builds the model, loader, schedule, optimizer and
     progress bar (restoring them from a checkpoint when resuming); ``fit`` runs the loop. Under torchrun every
@@ -427,6 +314,10 @@ class Trainer:
         self.started = time.perf_counter()
         self.process, self.device = distributed.setup(config.device)
         self.is_main = self.process.is_main
+        if config.push_to_hub and self.is_main:
+            from simcse.hub import check_push_access  # huggingface_hub is imported only by runs that push
+
+            check_push_access(config.push_to_hub)
         self.output = Path(config.output_path)
         self.lock = claim_output_folder(config, self.process)
         try:
@@ -450,7 +341,7 @@ class Trainer:
         self.data_fingerprints = data_fingerprints(config)
         self.resume = find_resume_point(config, self.output, self.process, train_data, self.data_fingerprints)
         self.model = build_model(config, self.resume, self.device)
-        check_tokenizer_covers(self.model, train_data, config.train_data)
+        check_tokenizer_covers(self.model, train_data, self.valid_data, config)
         self.sampler, self.loader = build_loader(config, train_data, self.model, self.process, self.device)
         self.schedule = build_schedule(config, self.sampler.batches_per_epoch)
         self.train_model = wrap_for_processes(self.model, self.process, self.device)
@@ -468,9 +359,10 @@ class Trainer:
         return self.output / METRICS_NAME
 
     def prepare_output_folder(self, num_train_examples: int) -> list[dict]:
-        """Write train_args.json and start metrics.jsonl (or cut it back to the step being resumed). Returns the
-        metrics lines kept: the run's history so far."""
+        """Clear an earlier run (--overwrite_output_path, now that every check has passed), write train_args.json
+        and start metrics.jsonl (or cut it back to the step being resumed). Returns the run's history so far."""
         config, world_size = self.config, self.process.world_size
+        batch = self.sampler.largest_batch  # the examples a step takes: --batch_size, or all when there are fewer
         info = run_info(
             config,
             self.device,
@@ -479,34 +371,30 @@ class Trainer:
             steps_per_epoch=self.schedule.steps_per_epoch,
             total_steps=self.schedule.total_steps,
             world_size=world_size,
-            per_process_batch=config.batch_size // world_size,
+            per_process_batch=batch // world_size,
             grad_cache_chunk=config.grad_cache_chunk,
             negatives_per_anchor=(
-                config.batch_size - 1 + (config.batch_size if self.num_sent == 3 else 0)
-                if config.objective == "simcse"
-                else None
+                batch - 1 + (batch if self.num_sent == 3 else 0) if config.objective == "simcse" else None
             ),
             dropped_examples_per_epoch=self.sampler.dropped_per_epoch,
             resumed_from=str(self.resume.path) if self.resume else None,
             forward=f"unpadded, {attention_kernel(self.device)} attention" if self.model.unpad else "padded",
         )
-        write_json(self.output / TRAIN_ARGS_NAME, info)
+        if batch < config.batch_size:
+            logger.warning(
+                "--batch_size %d exceeds the %d training examples: each step takes %d",
+                config.batch_size,
+                num_train_examples,
+                batch,
+            )
+        clear_earlier_run(config, self.output)
         print(
             f"model {config.model} ({self.model.config.model_type}): {info['forward']} forward pass, pooler "
             f"{self.model.pooler}" + (" with the package's head" if self.model.owns_head and self.model.head else "")
         )
-        history = []
+        history = start_logs(self.output, info, self.resume, self.state.step)
         if self.resume:
-            history = [line for line in read_metrics(self.metrics_file) if line["step"] <= self.state.step]
-            print(f"resuming from {self.resume.path} at step {self.state.step}")
-            if self.state.best_step >= 0 and not checkpoint.saved_model_exists(self.output):
-                logger.warning(
-                    "%s: the best model (step %d) is gone; the next evaluation saves a new one",
-                    self.output,
-                    self.state.best_step,
-                )
-                self.state.best_step, self.state.best_score = -1, -math.inf
-        write_metrics(self.metrics_file, history)
+            forget_lost_best_model(self.output, self.state)
         return history
 
     @property
@@ -790,7 +678,7 @@ class Trainer:
             # The best evaluation's line, or the last one's when no dev score was finite (the final model).
             best = next((line for line in self.history if line["step"] == self.state.best_step), self.history[-1])
             results = {self.config.valid_data: {key: best[key] for key in METRIC_KEYS}}
-            write_eval_report(self.output / EVAL_RESULTS_NAME, self.config.model, self.model, results)
+            write_eval_report(self.output / EVAL_RESULTS_NAME, self.config.model, self.model, results, merge=True)
             url = push_checkpoint(self.output, self.config.push_to_hub, private=self.config.hub_private)
             print(f"pushed {self.output} to {url}")
 

@@ -137,7 +137,7 @@ CASES = [
         "overwrite-a-folder-that-is-no-run",
         TRAIN_SCRIPT,
         lambda c: c.train(c.write("notes.txt", "x").parent, overwrite_output_path=True),
-        ("no run of this package",),
+        ("not a run folder of this package",),
     ),
     Case(
         "resume-without-checkpoint",
@@ -148,7 +148,7 @@ CASES = [
     Case(
         "resume-from-a-non-checkpoint",
         TRAIN_SCRIPT,
-        lambda c: c.train(resume_from_checkpoint=c.tmp),
+        lambda c: c.train(resume_from_checkpoint=c.write("notes.txt", "x").parent / "outputs"),
         ("not a training checkpoint",),
     ),
     # training data
@@ -258,7 +258,7 @@ CASES = [
         "tokenizer-of-another-language",
         TRAIN_SCRIPT,
         lambda c: c.train(model=c.resources.english),
-        ("train.tsv", "of the tokens of the first", "[UNK]"),
+        ("train.tsv", "sentences spread over the file", "[UNK]"),
     ),
     Case(
         "albert",

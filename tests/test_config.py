@@ -15,7 +15,7 @@ from simcse.config import (
     parse_args,
     upgrade_saved_settings,
 )
-from simcse.trainer import check_resumable
+from simcse.run_setup import check_resumable
 
 FIELDS = {field.name: field for field in dataclasses.fields(TrainConfig)}
 

@@ -118,7 +118,7 @@ BAD_STS_FILES = [
     (KORSTS_HEAD + "\n" + korsts_row("high", "가", "나") + "\n", "not a number", 2),
     (KORSTS_HEAD + "\n" + korsts_row("5.5", "가", "나") + "\n", r"outside \[0, 5\]", 2),
     (KORSTS_HEAD + "\n" + korsts_row("-0.1", "가", "나") + "\n", r"outside \[0, 5\]", 2),
-    (KORSTS_HEAD + "\n" + korsts_row("nan", "가", "나") + "\n", r"outside \[0, 5\]", 2),
+    (KORSTS_HEAD + "\n" + korsts_row("nan", "가", "나") + "\n", "is not a number", 2),
     ("가\t나\n", "unrecognised STS file", 1),
     ("가\t나\t높음\n", "unrecognised STS file", 1),
     ("sentence1\tsentence2\tscore\n가\t나\t1\n다\t라\n", "expected 3", 3),

@@ -92,6 +92,7 @@ def nan_metrics(model, data, batch_size=None, max_length=None):
 def test_nan_dev_scores_are_never_best_and_the_final_model_is_saved(config, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(simcse.trainer, "evaluate_sts", nan_metrics)
     pushed = []
+    monkeypatch.setattr(simcse.hub, "check_push_access", lambda repo: None)
     monkeypatch.setattr(simcse.hub, "push_checkpoint", lambda folder, repo, private: pushed.append(folder) or "url")
     result = train(config(tmp_path, max_steps=3, push_to_hub="me/model"))
     assert result.best_step == -1 and "no finite dev score" in capsys.readouterr().out
@@ -109,6 +110,7 @@ def test_resuming_a_finished_run_trains_nothing_and_still_pushes(config, tmp_pat
     train(config(tmp_path, max_steps=4, save_steps=4))
     before = (tmp_path / "model.safetensors").read_bytes(), (tmp_path / METRICS_NAME).read_text()
     pushed = []
+    monkeypatch.setattr(simcse.hub, "check_push_access", lambda repo: None)
     monkeypatch.setattr(simcse.hub, "push_checkpoint", lambda folder, repo, private: pushed.append(repo) or "url")
     result = train(config(tmp_path, max_steps=4, save_steps=4, resume_from_checkpoint="latest", push_to_hub="me/m"))
     assert "already reached its last step (4)" in capsys.readouterr().out

@@ -113,6 +113,8 @@ def fake_hub(monkeypatch):
 
     monkeypatch.setattr(simcse.hub, "create_repo", create_repo)
     monkeypatch.setattr(simcse.hub, "upload_folder", upload_folder)
+    monkeypatch.setattr(simcse.hub, "whoami", lambda token: {"name": "me"})
+    monkeypatch.setattr(simcse.hub.hub_constants, "HF_HUB_OFFLINE", False)  # the tests run with the Hub offline
     monkeypatch.setenv("HF_TOKEN", SECRET)
     return calls
 
