@@ -9,8 +9,8 @@ One triplet per premise that has both an entailment and a contradiction hypothes
 import argparse
 from pathlib import Path
 
-from simcse.cli import run_main
-from simcse.data import nli_triplets, write_train_tsv
+from simcse.cli import check_writable_file, refuse_empty_paths, run_main
+from simcse.data import NLI_LABELS, nli_triplets, write_train_tsv
 from simcse.registry import KORNLI_DOWNLOAD_SCRIPT
 
 KORNLI = Path(__file__).resolve().parent / "kornli"
@@ -26,12 +26,21 @@ def main() -> None:
     )
     parser.add_argument("--output", default=str(KORNLI / "kornli_triplets.tsv"))
     args = parser.parse_args()
+    refuse_empty_paths(args, "input", "output")
+    output = Path(args.output)
     for path in map(Path, args.input):
-        if not path.is_file():
+        if not path.exists():
             raise FileNotFoundError(f"{path}: no such file; run `bash {KORNLI_DOWNLOAD_SCRIPT}` or pass --input")
+        if output.exists() and output.resolve() == path.resolve():
+            raise ValueError(f"--output {output} is also an --input: writing it would replace the NLI file")
+    check_writable_file(output, "--output")
     triplets, report = nli_triplets(args.input)
     if not len(triplets):
-        raise ValueError(f"no premise in {', '.join(args.input)} has both an entailment and a contradiction")
+        print(report)  # why every row went unused
+        raise ValueError(
+            f"no premise in {', '.join(args.input)} has both an entailment and a contradiction (see the skip "
+            f"report above; labels must be {', '.join(NLI_LABELS)})"
+        )
     write_train_tsv(triplets, args.output)
     print(f"{report}\nwrote {args.output}")
 

@@ -16,6 +16,8 @@ import argparse
 import random
 from pathlib import Path
 
+from simcse.cli import refuse_empty_paths, run_main
+
 # Each inner list names one concept in several ways.
 AGENTS = [
     ["남자", "남성", "한 남자", "어떤 남자"],
@@ -108,6 +110,7 @@ def main() -> None:
     parser.add_argument("--num_eval", type=int, default=500, help="pairs in each of dev and test")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    refuse_empty_paths(args, "output_dir")
 
     rng = random.Random(args.seed)
     output = Path(args.output_dir)
@@ -122,4 +125,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

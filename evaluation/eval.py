@@ -7,7 +7,7 @@ Prints the original project's README table (x100) per dataset; --output_json wri
 
 import argparse
 
-from simcse.cli import run_main
+from simcse.cli import check_writable_file, refuse_empty_paths, run_main
 from simcse.config import DEFAULT_MAX_LENGTH, POOLERS
 from simcse.registry import STS_DATASETS
 from simcse.run_folder import EVAL_RESULTS_NAME
@@ -54,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main() -> None:
     args = build_parser().parse_args()
+    refuse_empty_paths(args, "model", "test_data", "data_dir", "output_json")
+    if args.output_json:
+        check_writable_file(args.output_json, "--output_json")  # before minutes of evaluation, not after
     # torch loads after the flags are read: --help and flag errors answer at once.
     from simcse.data import load_sts
     from simcse.device import resolve_device
@@ -72,7 +75,10 @@ def main() -> None:
     ).to(device)
     print(
         f"model {args.model}: pooler {model.pooler}{' (mlp_only_train)' if model.mlp_only_train else ''}, "
-        f"max_length {model.max_length}" + (f", prompt {model.prompt!r}" if model.prompt else "")
+        f"max_length {model.max_length}"
+        + (f", prompt {model.prompt!r}" if model.prompt else "")
+        + (", unit-length embeddings" if model.normalize else "")
+        + f" (from {model.settings_source}; flags given override it)"
     )
 
     results = {}

@@ -10,7 +10,7 @@ reported here and shown as a gap marked with a red x, never drawn over.
 import argparse
 from pathlib import Path
 
-from simcse.cli import run_main
+from simcse.cli import refuse_empty_paths, run_main
 from simcse.report import find_runs, non_finite_points, plot_runs
 from simcse.run_folder import CURVES_NAME, METRICS_NAME, read_metrics
 
@@ -20,6 +20,7 @@ def main() -> None:
     parser.add_argument("output", help="a run folder, or a folder of run folders")
     parser.add_argument("--output_png", default=None, help=f"default: OUTPUT/{CURVES_NAME}")
     args = parser.parse_args()
+    refuse_empty_paths(args, "output", "output_png")
     runs = {name: read_metrics(folder / METRICS_NAME) for name, folder in find_runs(args.output).items()}
     for name, lines in runs.items():
         for problem in non_finite_points(lines):

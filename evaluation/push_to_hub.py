@@ -10,7 +10,7 @@ The token is read by huggingface_hub from HF_TOKEN or `hf auth login`; it is nev
 
 import argparse
 
-from simcse.cli import run_main
+from simcse.cli import refuse_empty_paths, run_main
 from simcse.hub import push_checkpoint
 
 
@@ -20,6 +20,7 @@ def main() -> None:
     parser.add_argument("repo_id", help="user-or-org/name on the Hub")
     parser.add_argument("--private", action="store_true", help="create the repository as private")
     args = parser.parse_args()
+    refuse_empty_paths(args, "folder")
     print(f"pushed {args.folder} to {push_checkpoint(args.folder, args.repo_id, private=args.private)}")
 
 

@@ -10,7 +10,7 @@ and writes every number to OUTPUT/summary.json.
 import argparse
 from pathlib import Path
 
-from simcse.cli import run_main
+from simcse.cli import refuse_empty_paths, run_main
 from simcse.report import format_summary_table, summarize
 from simcse.run_folder import SUMMARY_NAME, write_json
 
@@ -20,6 +20,7 @@ def main() -> None:
     parser.add_argument("output", help="folder holding one sub-folder per seed")
     parser.add_argument("--json", default=None, help=f"where to write the summary (default: OUTPUT/{SUMMARY_NAME})")
     args = parser.parse_args()
+    refuse_empty_paths(args, "output", "json")
     summary = summarize(args.output)
     print(format_summary_table(summary))
     path = Path(args.json or Path(args.output) / SUMMARY_NAME)

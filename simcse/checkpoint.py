@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import json
+import logging
 import os
 import pickle
 import random
@@ -35,6 +36,9 @@ from simcse.run_folder import (
     read_json,
     write_json,
 )
+
+
+logger = logging.getLogger(__name__)
 
 
 class CorruptCheckpointError(ValueError):
@@ -193,6 +197,7 @@ def finish_interrupted_move(folder: str | os.PathLike) -> None:
         recover(folder)
     finally:
         lock.release()
+    logger.warning("%s: finished moving in the best model whose save a crash cut short", folder)
 
 
 def _stage(model, staging: Path) -> None:

@@ -6,6 +6,7 @@ import errno
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from simcse.config import ConfigError
 
@@ -61,3 +62,20 @@ def refuse_empty_paths(args, *names: str) -> None:
         for value in values if isinstance(values, list) else [values]:
             if value is not None and not str(value).strip():
                 raise ValueError(f"--{name} is empty: give a file or folder (an unset variable in a script?)")
+
+
+def check_writable_file(path: str | os.PathLike, flag: str) -> None:
+    """Refuse, before any work, an output file that cannot be written: a folder, or a place without write
+    permission (the nearest existing folder above it is the one that must be writable)."""
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{flag} {path}: a folder; give a file name (e.g. {path / 'eval_results.json'})")
+    folder = next(parent for parent in path.absolute().parents if parent.exists())
+    if not folder.is_dir() or not _writable(folder) or (path.exists() and not _writable(path)):
+        raise PermissionError(f"{flag} {path}: cannot be written ({folder} is not writable)")
+
+
+def _writable(path: Path) -> bool:
+    """Writable by this process, and meant to be written: root may write anywhere, but a folder or file without
+    any write permission bit was made read-only on purpose."""
+    return os.access(path, os.W_OK) and bool(path.stat().st_mode & 0o222)

@@ -136,14 +136,18 @@ class RunFolderLock:
             self.file.seek(0)
             holder = self.file.read().strip() or "unknown"
             self.file.close()
-            raise RunFolderError(
-                f"{folder}: another run (pid {holder}) is writing to this folder; wait for it to end or choose "
-                "another --output_path"
-            ) from None
+            raise RunFolderError(self.refusal(folder, holder)) from None
         self.file.seek(0)
         self.file.truncate()
         self.file.write(f"{os.getpid()}\n")
         self.file.flush()
+
+    @staticmethod
+    def refusal(folder: Path, holder: str) -> str:
+        return (
+            f"{folder}: another run (pid {holder}) is writing to this folder; wait for it to end or choose another "
+            "--output_path"
+        )
 
     def release(self) -> None:
         if not self.file.closed:

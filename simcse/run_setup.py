@@ -35,6 +35,7 @@ from simcse.run_folder import (
     clearing_problem,
     earlier_run_entries,
     is_run_folder,
+    lock_holder,
     read_metrics,
     shown,
     write_json,
@@ -119,8 +120,11 @@ def check_inputs_outside_output(config: TrainConfig) -> None:
             )
 
 
-def check_output_folder(config: TrainConfig, output: Path) -> None:
-    """Refuse a folder the run must not write to (see ``claim_output_folder``); deletes nothing."""
+def check_output_folder(config: TrainConfig, output: Path, locked: bool = False) -> None:
+    """Refuse a folder the run must not write to (see ``claim_output_folder``); deletes nothing. ``locked``: this
+    run holds the folder's lock."""
+    if not locked and (holder := lock_holder(output)):
+        raise RunFolderError(RunFolderLock.refusal(output, holder))
     earlier = earlier_run_entries(output)
     resume = config.resume_from_checkpoint
     if not earlier:
@@ -154,13 +158,14 @@ def claim_output_folder(config: TrainConfig, process: distributed.ProcessInfo) -
     crash cut short are finished or dropped. Returns the lock, held until the run ends."""
     lock = None
     if process.is_main:
-        check_inputs_outside_output(config)
         output = Path(config.output_path)
         if output.exists() and not output.is_dir():
             raise RunFolderError(f"--output_path {output}: a file, not a folder")
+        check_output_folder(config, output)  # before the lock file: none is left in a folder that is refused
+        check_inputs_outside_output(config)
         lock = RunFolderLock(output)
         try:
-            check_output_folder(config, output)
+            check_output_folder(config, output, locked=True)  # again: another run may have written since
             if not config.overwrite_output_path:
                 checkpoint.recover(output)
         except BaseException:

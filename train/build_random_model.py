@@ -8,7 +8,7 @@ For offline work (the demo, smoke runs): the folder written loads like any trans
 
 import argparse
 
-from simcse.cli import run_main
+from simcse.cli import refuse_empty_paths, run_main
 from simcse.data import load_train_data
 from simcse.random_encoder import ARCHITECTURES, build_random_encoder
 
@@ -26,6 +26,7 @@ def main() -> None:
     parser.add_argument("--max_length", type=int, default=128, help="position embeddings")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    refuse_empty_paths(args, "corpus", "output_path")
     (sentences,) = load_train_data(args.corpus).columns
     folder = build_random_encoder(
         args.output_path,

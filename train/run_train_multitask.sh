@@ -12,10 +12,23 @@
 #   bash train/run_train_multitask.sh                               # klue/bert-base -> outputs/multitask-bert-base
 #   MODEL=klue/roberta-base bash train/run_train_multitask.sh       # another encoder
 #   bash train/run_train_multitask.sh --seed 7                      # flags go to both stages
+#   bash train/run_train_multitask.sh --output_path X               # X/stage1 and X/stage2 (or OUTPUT=X)
 # TRIPLETS, SCORED (a file or dataset name) and EVAL_DATA replace the data of stage 1, stage 2 and the final
-# evaluation.
+# evaluation. --output_path is never passed on as it is: each stage writes its own folder under it, so that
+# --overwrite_output_path clears only that stage's earlier run, never stage 1's model that stage 2 reads.
 source "$(dirname "${BASH_SOURCE[0]}")/recipe.sh"
 OUTPUT=${OUTPUT:-$ROOT/outputs/multitask-$(basename "$MODEL")}
+FLAGS=()
+while (($#)); do
+  case "$1" in
+    --output_path) [[ $# -ge 2 ]] || { echo "error: --output_path needs a folder" >&2; exit 2; }
+                   OUTPUT=$2; shift 2 ;;
+    --output_path=*) OUTPUT=${1#--output_path=}; shift ;;
+    *) FLAGS+=("$1"); shift ;;
+  esac
+done
+[[ -n "$OUTPUT" ]] || { echo "error: --output_path is empty: give a folder (an unset variable?)" >&2; exit 2; }
+set -- "${FLAGS[@]}"
 TRIPLETS=${TRIPLETS:-$ROOT/data/kornli/kornli_triplets.tsv}
 SCORED=${SCORED:-korsts_train}
 read -r -a EVAL_DATA <<< "${EVAL_DATA:-korsts_dev korsts_test klue_sts_dev}"
