@@ -37,7 +37,6 @@ from simcse.run_folder import (
     write_json,
 )
 
-
 logger = logging.getLogger(__name__)
 
 
