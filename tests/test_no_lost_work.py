@@ -923,3 +923,30 @@ def test_no_script_touches_a_users_file(
     run_here(script, *args)
     assert (folder / "notes.txt").read_text(encoding="utf-8") == "my notes"
     assert (folder / "README.md").read_text(encoding="utf-8") == "# mine"
+
+
+def test_a_normalising_model_saves_and_reloads_as_it_embeds(tmp_path):
+    """all-MiniLM-L6-v2 read through its sentence-transformers files (mean pooling, 256 tokens, unit length) and
+    saved again: simcse_config.json and the sentence-transformers files keep the normalisation, and
+    SentenceTransformer on the saved folder encodes as SimCSEModel.encode does."""
+    from sentence_transformers import SentenceTransformer
+
+    model = SimCSEModel(MINILM)
+    assert (model.pooler, model.max_length, model.normalize) == ("avg", 256, True)
+    model.save_pretrained(tmp_path)
+    reloaded = SimCSEModel(tmp_path)
+    assert (reloaded.pooler, reloaded.normalize, reloaded.settings_source) == ("avg", True, "simcse_config.json")
+    sentences = ["한 남자가 기타를 치고 있다.", "A man is playing a guitar.", "고양이가 잔다."]
+    ours = reloaded.encode(sentences)
+    theirs = SentenceTransformer(str(tmp_path), device="cpu").encode(sentences, convert_to_numpy=True)
+    np.testing.assert_allclose(np.linalg.norm(ours, axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(ours, theirs, atol=1e-5)
+
+
+def test_sentence_transformers_modules_without_a_counterpart_are_refused(tmp_path):
+    shutil.copytree(MINILM, tmp_path / "m")
+    pooling = tmp_path / "m" / "1_Pooling" / "config.json"
+    config = json.loads(pooling.read_text()) | {"pooling_mode_mean_tokens": False, "pooling_mode_max_tokens": True}
+    pooling.write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="1_Pooling/config.json: pooling max_tokens has no counterpart"):
+        SimCSEModel(tmp_path / "m")
