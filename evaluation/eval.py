@@ -8,7 +8,8 @@ Prints the original project's README table (x100) per dataset; --output_json wri
 import argparse
 
 from simcse.cli import check_writable_file, refuse_empty_paths, run_main
-from simcse.config import DEFAULT_MAX_LENGTH, POOLERS
+from simcse.config import DEFAULT_MAX_LENGTH
+from simcse.poolers import DEFAULT_POOLER, POOLERS
 from simcse.registry import STS_DATASETS
 from simcse.run_folder import EVAL_RESULTS_NAME
 
@@ -23,7 +24,9 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"dataset names ({', '.join(STS_DATASETS)}) or files (default: korsts_test)",
     )
     parser.add_argument("--data_dir", default=None, help="folder the dataset names resolve in (default: repo data/)")
-    parser.add_argument("--pooler", choices=POOLERS, default=None, help="default: the checkpoint's, else cls")
+    parser.add_argument(
+        "--pooler", choices=tuple(POOLERS), default=None, help=f"default: the checkpoint's, else {DEFAULT_POOLER}"
+    )
     parser.add_argument(
         "--prompt",
         default=None,

@@ -19,7 +19,8 @@ import typing
 from collections.abc import Callable
 from dataclasses import dataclass
 
-POOLERS = ("cls", "cls_before_pooler", "avg", "avg_first_last", "avg_top2")
+from simcse.poolers import DEFAULT_POOLER, POOLERS, POOLERS_WITH_HEAD
+
 EVAL_STRATEGIES = ("steps", "epoch")
 # simcse: InfoNCE with in-batch negatives on sentences, pairs or triplets; cosent: CoSENT on scored pairs.
 OBJECTIVES = ("simcse", "cosent")
@@ -151,7 +152,9 @@ class TrainConfig:
         none_means="same as --model",
         path=True,
     )
-    pooler: str = setting("cls", "how a sentence vector is taken", "model", resume=True, card=True, choices=POOLERS)
+    pooler: str = setting(
+        DEFAULT_POOLER, "how a sentence vector is taken", "model", resume=True, card=True, choices=tuple(POOLERS)
+    )
     mlp_only_train: bool = setting(
         False, "use the MLP head in training only (unsupervised recipe; cls only)", "model", resume=True, card=True
     )
@@ -370,8 +373,8 @@ class TrainConfig:
     def combination_problem(self) -> str | None:
         """Why two settings do not go together, or None."""
         world_size = int(os.environ.get("WORLD_SIZE", "1"))  # torchrun's, known before any process group
-        if self.mlp_only_train and self.pooler != "cls":
-            return "--mlp_only_train needs --pooler cls"
+        if self.mlp_only_train and not POOLERS[self.pooler].head:
+            return f"--mlp_only_train needs --pooler {' or '.join(POOLERS_WITH_HEAD)}"
         if self.resume_from_checkpoint and self.overwrite_output_path:
             return "--overwrite_output_path deletes the run that --resume_from_checkpoint continues: give one of them"
         if self.objective == "cosent" and self.hard_negative_weight != 0:

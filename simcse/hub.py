@@ -14,6 +14,7 @@ from huggingface_hub import constants as hub_constants
 
 from simcse.config import CARD_SETTINGS, DEFAULT_MAX_LENGTH, upgrade_saved_settings
 from simcse.evaluate import METRIC_KEYS, format_sts_table, read_eval_report
+from simcse.poolers import DEFAULT_POOLER, POOLERS
 from simcse.registry import KORNLI_HUB_ID, STS_DATASETS
 from simcse.run_folder import (
     CARD_MARKER,
@@ -28,6 +29,8 @@ from simcse.run_folder import (
     written_by_a_run,
 )
 
+# The sentences of the model card's usage snippets.
+USAGE_SENTENCES = ("한 남자가 기타를 치고 있다.", "남자가 악기를 연주하고 있다.")
 # What is not part of a published checkpoint: training states, unfinished saves, the run's lock.
 IGNORE_PATTERNS = [
     f"{CHECKPOINT_PREFIX}*",
@@ -47,42 +50,50 @@ def _dataset(name: str) -> tuple[str, str, str]:
 
 
 def _usage(repo_id: str, settings: dict) -> str:
+    """Usage snippets that compute ``SimCSEModel.encode``'s embedding: transformers with the pooler's own line
+    (``simcse.poolers``), and sentence-transformers for the poolers it has."""
+    pooler = POOLERS[settings.get("pooler", DEFAULT_POOLER)]
     head_file = settings.get("head_file")
-    head_used = settings.get("pooler") == "cls" and not settings.get("mlp_only_train")
+    head_used = pooler.head and not settings.get("mlp_only_train")
+    lines = [pooler.usage]
+    if "mean(" in pooler.usage:
+        lines.insert(
+            0,
+            "mask = batch['attention_mask'].unsqueeze(-1)\nmean = lambda states: (states * mask).sum(1) / mask.sum(1)",
+        )
     if head_used and head_file:
-        embedding = (
-            f'head = load_file(hf_hub_download("{repo_id}", "{head_file}"))  # the SimCSE head, beside the encoder\n'
-            "embeddings = torch.tanh(outputs.last_hidden_state[:, 0] @ head['dense.weight'].T + head['dense.bias'])"
-        )
+        lines += [
+            f'head = load_file(hf_hub_download("{repo_id}", "{head_file}"))  # the SimCSE head, beside the encoder',
+            "embeddings = torch.tanh(pooled @ head['dense.weight'].T + head['dense.bias'])",
+        ]
     elif head_used:
-        embedding = "embeddings = outputs.pooler_output  # the trained SimCSE head is this model's pooler"
-    elif settings.get("pooler") in ("cls", "cls_before_pooler"):
-        embedding = "embeddings = outputs.last_hidden_state[:, 0]  # the [CLS] vector"
+        lines = ["embeddings = outputs.pooler_output  # the trained SimCSE head is this model's pooler"]
     else:
-        embedding = (
-            "embeddings = (outputs.last_hidden_state * batch['attention_mask'].unsqueeze(-1)).sum(1)"
-            " / batch['attention_mask'].sum(1, keepdim=True)  # mean over real tokens"
-        )
+        lines.append("embeddings = pooled")
+    if settings.get("normalize"):
+        lines.append("embeddings = torch.nn.functional.normalize(embeddings, dim=-1)")
     max_length = settings.get("max_length", DEFAULT_MAX_LENGTH)
     prompt = settings.get("prompt") or ""
     imports = (
         "from huggingface_hub import hf_hub_download\nfrom safetensors.torch import load_file\n" if head_file else ""
     )
+    forward = "model(**batch, output_hidden_states=True)" if pooler.hidden_states else "model(**batch)"
+    embedding = "\n".join(lines)
     text = f"""```python
 import torch
 {imports}from transformers import AutoModel, AutoTokenizer
 
 tokenizer = AutoTokenizer.from_pretrained("{repo_id}")
 model = AutoModel.from_pretrained("{repo_id}").eval()
-batch = tokenizer([{prompt + "한 남자가 기타를 치고 있다."!r}, {prompt + "남자가 악기를 연주하고 있다."!r}],
+batch = tokenizer([{prompt + USAGE_SENTENCES[0]!r}, {prompt + USAGE_SENTENCES[1]!r}],
                   padding=True, truncation=True, max_length={max_length}, return_tensors="pt")
 with torch.no_grad():
-    outputs = model(**batch)
+    outputs = {forward}
 {embedding}
 print(torch.nn.functional.cosine_similarity(embeddings[0], embeddings[1], dim=0))
 ```
 """
-    if settings.get("pooler") in ("cls", "cls_before_pooler", "avg"):
+    if pooler.st_mode:
         text += f"""
 With sentence-transformers:
 
@@ -90,7 +101,7 @@ With sentence-transformers:
 from sentence_transformers import SentenceTransformer
 
 model = SentenceTransformer("{repo_id}")
-embeddings = model.encode(["한 남자가 기타를 치고 있다.", "남자가 악기를 연주하고 있다."])
+embeddings = model.encode({list(USAGE_SENTENCES)!r})
 print(model.similarity(embeddings[0], embeddings[1]))
 ```
 """
@@ -143,7 +154,7 @@ def render_model_card(folder: str | os.PathLike, repo_id: str) -> str:
         f"A Korean sentence encoder trained with {kind} SimCSE"
         + (f" from `{args['model']}`" if args.get("model") else "")
         + " with simcse-ko. Pooler: "
-        f"`{settings.get('pooler', 'cls')}`"
+        f"`{settings.get('pooler', DEFAULT_POOLER)}`"
         + (" (MLP head in training only)" if settings.get("mlp_only_train") else "")
         + ".",
     ]

@@ -20,15 +20,14 @@ from transformers.utils import cached_file
 from simcse import st_format
 from simcse.batching import SimCSECollator, TokenizedSentences
 from simcse.checkpoint import finish_interrupted_move, interrupted_move, verify_folder
-from simcse.config import DEFAULT_MAX_LENGTH, POOLERS
+from simcse.config import DEFAULT_MAX_LENGTH
 from simcse.device import default_encode_batch_size, gpu_half_dtype
+from simcse.poolers import DEFAULT_POOLER, POOLERS, POOLERS_WITH_HEAD
 from simcse.run_folder import SIMCSE_CONFIG_NAME, SIMCSE_HEAD_NAME, is_run_folder, lock_holder, read_json, write_json
-from simcse.unpad import Packing, supports_unpadding, unpadded_forward, unpadding_problem
+from simcse.unpad import supports_unpadding, unpadded_forward, unpadding_problem
 
 logger = logging.getLogger(__name__)
 
-_POOLERS_NEEDING_HIDDEN_STATES = ("avg_first_last", "avg_top2")
-_FIRST_TOKEN_POOLERS = ("cls", "cls_before_pooler")  # they read the last layer's first token only
 # The encoders this package trains and tests. BERT, RoBERTa and XLM-R bring a pooling layer (dense + tanh on the
 # first token), which becomes the head; for the others the package creates that head.
 SUPPORTED_MODEL_TYPES = ("bert", "roberta", "xlm-roberta", "electra", "deberta-v2", "modernbert")
@@ -43,43 +42,6 @@ DROPOUT_SETTINGS = (
 # A real tokenizer has thousands of tokens; transformers builds one of a few special tokens for a model folder
 # that has no tokenizer files, and it maps every word to the unknown token.
 MIN_VOCABULARY = 100
-
-
-def _pooled_tokens(pooler: str, last_hidden_state: torch.Tensor, hidden_states) -> torch.Tensor:
-    """The token states an averaging pooler takes the mean of (same shape as ``last_hidden_state``)."""
-    if pooler == "avg":
-        return last_hidden_state
-    if pooler == "avg_first_last":
-        return (hidden_states[1] + hidden_states[-1]) / 2
-    if pooler == "avg_top2":
-        return (hidden_states[-2] + hidden_states[-1]) / 2
-    raise ValueError(f"unknown pooler {pooler!r}; choose one of {', '.join(POOLERS)}")
-
-
-def pool(
-    pooler: str,
-    attention_mask: torch.Tensor,
-    last_hidden_state: torch.Tensor,
-    hidden_states: Sequence[torch.Tensor] | None = None,
-) -> torch.Tensor:
-    """One vector per sequence, from token states (N, L, H) and the mask (N, L); padding is ignored.
-
-    ``hidden_states`` (embeddings output first, then one per layer) is needed by ``avg_first_last``
-    (first layer's output and last layer's) and ``avg_top2`` (last two layers).
-    """
-    if pooler in _FIRST_TOKEN_POOLERS:
-        return last_hidden_state[:, 0]  # (N, H)
-    tokens = _pooled_tokens(pooler, last_hidden_state, hidden_states)  # (N, L, H)
-    mask = attention_mask.unsqueeze(-1).to(tokens.dtype)  # (N, L, 1)
-    return (tokens * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)  # (N, H)
-
-
-def pool_packed(
-    pooler: str, packing: Packing, last_hidden_state: torch.Tensor, hidden_states: Sequence[torch.Tensor] | None = None
-) -> torch.Tensor:
-    """``pool`` for packed token states (T, H) of the unpadded forward pass, for the averaging poolers (the CLS
-    poolers take the pass's first-token-only last layer); returns (N, H)."""
-    return packing.mean(_pooled_tokens(pooler, last_hidden_state, hidden_states))  # (N, H)
 
 
 def read_simcse_config(model_name_or_path: str | os.PathLike) -> dict | None:
@@ -264,13 +226,14 @@ class SimCSEModel(nn.Module):
             raise ValueError(f"max_length must be at least 2 (room for [CLS] and [SEP]), got {self.max_length}")
         self.prompt = defaults.get("prompt") or "" if prompt is None else prompt
         self.normalize = bool(defaults.get("normalize", False)) if normalize is None else normalize
-        pooler = pooler or defaults.get("pooler", "cls")
-        if mlp_only_train is None:
-            mlp_only_train = bool(defaults.get("mlp_only_train", False)) and pooler == "cls"
+        pooler = pooler or defaults.get("pooler", DEFAULT_POOLER)
         if pooler not in POOLERS:
             raise ValueError(f"unknown pooler {pooler!r}; choose one of {', '.join(POOLERS)}")
-        if mlp_only_train and pooler != "cls":
-            raise ValueError(f"mlp_only_train needs pooler 'cls' (the only one with a head), got {pooler!r}")
+        if mlp_only_train is None:
+            mlp_only_train = bool(defaults.get("mlp_only_train", False)) and POOLERS[pooler].head
+        if mlp_only_train and not POOLERS[pooler].head:
+            heads = " or ".join(map(repr, POOLERS_WITH_HEAD))
+            raise ValueError(f"mlp_only_train needs pooler {heads} (the only one with a head), got {pooler!r}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must lie in [0, 1), got {dropout}")
         self.pooler = pooler
@@ -319,7 +282,7 @@ class SimCSEModel(nn.Module):
 
         self.head: nn.Module | None = None
         self.frozen_pooler: nn.Module | None = None
-        if pooler == "cls":
+        if POOLERS[pooler].head:
             self.head = checkpoint_pooler if checkpoint_pooler is not None else SimCSEHead(self.config.hidden_size)
             saved_head = _saved_file(model_name_or_path, SIMCSE_HEAD_NAME) if self.owns_head else None
             st_head = (
@@ -378,7 +341,7 @@ class SimCSEModel(nn.Module):
             "head_file": SIMCSE_HEAD_NAME if self.owns_head and self.head is not None else None,
         }
         write_json(folder / SIMCSE_CONFIG_NAME, settings)
-        if st_format.supports(self.pooler):
+        if POOLERS[self.pooler].st_mode:
             head_used_at_evaluation = self.head is not None and not self.mlp_only_train
             st_format.write_sentence_transformers_files(
                 folder,
@@ -410,23 +373,23 @@ class SimCSEModel(nn.Module):
         input_ids = input_ids.reshape(-1, seq_len)  # (N, L)
         attention_mask = attention_mask.reshape(-1, seq_len)  # (N, L)
         token_type_ids = None if token_type_ids is None else token_type_ids.reshape(-1, seq_len)  # (N, L)
-        needs_hidden_states = self.pooler in _POOLERS_NEEDING_HIDDEN_STATES
-        if self.unpad and self.pooler in _FIRST_TOKEN_POOLERS:
+        pooler = POOLERS[self.pooler]
+        if self.unpad and pooler.first_token_only:
             _, embeddings, _ = unpadded_forward(
                 self.encoder, input_ids, attention_mask, token_type_ids, first_tokens_only=True
             )  # (N, H)
         elif self.unpad:
             packing, last, hidden_states = unpadded_forward(
-                self.encoder, input_ids, attention_mask, token_type_ids, output_hidden_states=needs_hidden_states
+                self.encoder, input_ids, attention_mask, token_type_ids, output_hidden_states=pooler.hidden_states
             )  # last: (T, H)
-            embeddings = pool_packed(self.pooler, packing, last, hidden_states)  # (N, H)
+            embeddings = pooler.pool_packed(packing, attention_mask, last, hidden_states)  # (N, H)
         else:
             # Token type ids only for the models that have them (not every forward takes the argument).
             types = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
             output = self.encoder(
-                input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=needs_hidden_states, **types
+                input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=pooler.hidden_states, **types
             )
-            embeddings = pool(self.pooler, attention_mask, output.last_hidden_state, output.hidden_states)  # (N, H)
+            embeddings = pooler.padded(attention_mask, output.last_hidden_state, output.hidden_states)  # (N, H)
         if self.head is not None and (self.training or not self.mlp_only_train):
             embeddings = self.head.activation(self.head.dense(embeddings))  # (N, H)
         return embeddings.reshape(*leading_shape, -1)  # (..., H)

@@ -14,17 +14,13 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
+from simcse.poolers import POOLERS
 from simcse.run_folder import read_json, write_json
 
-# How sentence-transformers pools each of our poolers; avg_first_last and avg_top2 need hidden states of
-# inner layers, which its standard modules do not offer.
-POOLING_MODES = {"cls": "cls_token", "cls_before_pooler": "cls_token", "avg": "mean_tokens"}
+# sentence-transformers' pooling modes; how it pools each of our poolers is the pooler's ``st_mode``
+# (``simcse.poolers``): those over inner layers have none, its standard modules do not offer them.
 ALL_POOLING_MODES = ("cls_token", "mean_tokens", "max_tokens", "mean_sqrt_len_tokens")
 PROMPT_NAME = "simcse"  # the name of the default prompt in config_sentence_transformers.json
-
-
-def supports(pooler: str) -> bool:
-    return pooler in POOLING_MODES
 
 
 def write_sentence_transformers_files(
@@ -42,7 +38,8 @@ def write_sentence_transformers_files(
     pooled vector itself (``cls_before_pooler``, ``avg``, or ``cls`` with ``mlp_only_train``). A ``prompt`` is
     written as the default prompt, which ``SentenceTransformer.encode`` puts before every sentence.
     """
-    if not supports(pooler):
+    mode = POOLERS[pooler].st_mode
+    if mode is None:
         raise ValueError(f"sentence-transformers has no module for pooler {pooler!r}")
     folder = Path(folder)
     modules = [
@@ -53,7 +50,7 @@ def write_sentence_transformers_files(
     write_json(
         folder / "1_Pooling" / "config.json",
         {"word_embedding_dimension": hidden_size}
-        | {f"pooling_mode_{mode}": mode == POOLING_MODES[pooler] for mode in ALL_POOLING_MODES},
+        | {f"pooling_mode_{name}": name == mode for name in ALL_POOLING_MODES},
     )
     if head is not None:
         modules.append({"idx": 2, "name": "2", "path": "2_Dense", "type": "sentence_transformers.models.Dense"})
@@ -110,7 +107,7 @@ def read_settings(find: Callable[[str], str | None]) -> dict | None:
         modes = [mode for mode in ALL_POOLING_MODES if pooling.get(f"pooling_mode_{mode}")]
         dense = _read_found(find, f"{kinds['Dense']}/config.json") if "Dense" in kinds else None
         settings["pooler"] = _pooler(modes, dense, name)
-        if settings["pooler"] == "cls":
+        if dense is not None:
             settings["dense_weights"] = f"{kinds['Dense']}/model.safetensors"
         source.append(name)
     if (bert_config := _read_found(find, "sentence_bert_config.json")) and bert_config.get("max_seq_length"):
@@ -130,15 +127,16 @@ def _read_found(find: Callable[[str], str | None], name: str) -> dict | None:
 
 
 def _pooler(modes: list[str], dense: dict | None, where: str) -> str:
-    """Our pooler for sentence-transformers' pooling modes and optional Dense module."""
-    if modes == ["mean_tokens"] and dense is None:
-        return "avg"
-    if modes == ["cls_token"] and dense is None:
-        return "cls_before_pooler"
-    if modes == ["cls_token"] and dense.get("activation_function") == TANH and dense.get("bias", True):
-        return "cls"  # SimCSE's head: the encoder's pooling layer, saved again as the Dense module
-    raise ValueError(
-        f"{where}: pooling {', '.join(modes) or 'none'}"
-        + (" with a Dense module" if dense is not None else "")
-        + " has no counterpart among this package's poolers (cls, cls_before_pooler, avg)"
-    )
+    """Our pooler for sentence-transformers' pooling mode and optional Dense module (dense + tanh: SimCSE's head,
+    the encoder's pooling layer saved again as the Dense module)."""
+    head = dense is not None
+    if head and (dense.get("activation_function") != TANH or not dense.get("bias", True)):
+        raise ValueError(f"{where}: a Dense module other than dense + tanh has no counterpart in this package")
+    found = [name for name, pooler in POOLERS.items() if [pooler.st_mode] == modes and pooler.head == head]
+    if not found:
+        raise ValueError(
+            f"{where}: pooling {', '.join(modes) or 'none'}"
+            + (" with a Dense module" if head else "")
+            + " has no counterpart among this package's poolers"
+        )
+    return found[0]

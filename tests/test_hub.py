@@ -3,8 +3,10 @@
 import json
 import runpy
 import sys
+from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from conftest import REPO_ROOT
 from huggingface_hub.utils import filter_repo_objects
@@ -12,6 +14,7 @@ from huggingface_hub.utils import filter_repo_objects
 import simcse.hub
 from simcse.evaluate import METRIC_KEYS, write_eval_report
 from simcse.model import SimCSEModel
+from simcse.poolers import POOLERS
 
 SECRET = "hf_thisIsNotARealTokenButMustNeverBeWritten"
 
@@ -175,3 +178,25 @@ def test_train_pushes_the_best_checkpoint(demo_config, demo_data, demo_bert, tmp
     card = (output / "README.md").read_text()
     assert "base_model" not in front_matter(card) and f"| `model` | `{demo_bert}` |" in card  # a local folder
     assert_token_written_nowhere(output, *capsys.readouterr())
+
+
+def run_card_snippet(folder, monkeypatch) -> torch.Tensor:
+    """The card's transformers snippet, run with the folder as the repo (hf_hub_download answers from it)."""
+    import huggingface_hub
+
+    card = simcse.hub.render_model_card(folder, str(folder))
+    snippet = card.split("## Usage")[1].split("```python")[1].split("```")[0]
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", lambda repo, name: str(Path(repo) / name))
+    namespace = {}
+    exec(snippet, namespace)
+    return namespace["embeddings"]
+
+
+@pytest.mark.parametrize("pooler", POOLERS)
+@pytest.mark.parametrize("model_type", ["bert", "electra"])  # the head inside the encoder, and beside it
+def test_the_card_snippet_computes_encodes_embedding(pooler, model_type, demo_encoder_of, tmp_path, monkeypatch):
+    torch.manual_seed(0)
+    SimCSEModel(demo_encoder_of(model_type), pooler=pooler, fresh_head=True, prompt="질문: ").save_pretrained(tmp_path)
+    model = SimCSEModel(tmp_path)
+    expected = torch.from_numpy(model.encode(list(simcse.hub.USAGE_SENTENCES)))
+    torch.testing.assert_close(run_card_snippet(tmp_path, monkeypatch), expected, atol=1e-5, rtol=1e-5)

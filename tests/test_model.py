@@ -6,7 +6,8 @@ from transformers import AutoModel, AutoTokenizer
 from simcse.config import DEFAULT_MAX_LENGTH
 from simcse.data import SimCSEDataset, TrainData
 from simcse.loss import info_nce
-from simcse.model import POOLERS, SimCSEModel, pool
+from simcse.model import SimCSEModel
+from simcse.poolers import POOLERS
 
 
 def batch_of(model, sentences, pad_to=None):
@@ -46,10 +47,13 @@ def test_poolers_match_a_naive_computation(tiny_model_dir, korean_sentences, poo
 def test_pool_first_last_uses_first_layer_not_embeddings():
     mask = torch.tensor([[1, 1, 0]])
     embeddings, layer1, layer2 = torch.zeros(1, 3, 2), torch.ones(1, 3, 2), 3 * torch.ones(1, 3, 2)
-    first_last = pool("avg_first_last", mask, layer2, (embeddings, layer1, layer2))
+    first_last = POOLERS["avg_first_last"].padded(mask, layer2, (embeddings, layer1, layer2))
     assert first_last.tolist() == [[2.0, 2.0]]
-    with pytest.raises(ValueError, match="unknown pooler"):
-        pool("max", mask, layer2)
+
+
+def test_an_unknown_pooler_is_refused(tiny_bert_dir):
+    with pytest.raises(ValueError, match="unknown pooler 'no such pooler!'"):
+        SimCSEModel(tiny_bert_dir, pooler="no such pooler!")
 
 
 @pytest.mark.parametrize("pooler", POOLERS)

@@ -8,7 +8,8 @@ from transformers import AutoModel
 import simcse.unpad
 from simcse.data import STSData
 from simcse.evaluate import evaluate_sts, sts_metrics
-from simcse.model import POOLERS, SimCSEModel, pool
+from simcse.model import SimCSEModel
+from simcse.poolers import POOLERS
 from simcse.unpad import (
     ATTENTION_KERNELS,
     Packing,
@@ -237,7 +238,7 @@ def test_evaluation_equals_the_plain_file_order_computation(tiny_model_dir, kore
                 return_token_type_ids=False,
             )
             with torch.no_grad():
-                vectors.append(pool("avg", batch["attention_mask"], plain(**batch).last_hidden_state))
+                vectors.append(POOLERS["avg"].padded(batch["attention_mask"], plain(**batch).last_hidden_state, None))
         return torch.cat(vectors).numpy()
 
     expected = sts_metrics(embed(data.sentences1), embed(data.sentences2), data.scores)
