@@ -27,7 +27,7 @@ import simcse.unpad
 from simcse.device import fused_adamw, gpu_half_dtype
 from simcse.loss import duplicate_candidates, info_nce
 from simcse.model import SimCSEModel
-from simcse.trainer import parameter_groups
+from simcse.optim import parameter_groups
 
 # Sentences per token length 0..64 (see the module docstring).
 LENGTH_HISTOGRAM = [

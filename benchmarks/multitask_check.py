@@ -33,10 +33,11 @@ import torch
 from common import REPO_ROOT, SHARED_DATA, minilm_path
 
 from simcse.batching import EpochBatchSampler
-from simcse.data import TrainData, load_scored_pairs, load_sts, nli_triplets, write_train_tsv
+from simcse.data import TrainData, load_sts, load_train_data, write_train_tsv
 from simcse.evaluate import SELECTION_METRIC, sts_metrics
+from simcse.nli import nli_triplets
+from simcse.optim import learning_rate_at
 from simcse.run_folder import METRICS_NAME, read_metrics
-from simcse.trainer import learning_rate_at
 
 STAGE1 = {"batch_size": 64, "learning_rate": 5e-5, "epochs": 1, "max_length": 64}
 STAGE2 = {"batch_size": 32, "learning_rate": 2e-5, "warmup_ratio": 0.1, "weight_decay": 0.01, "max_length": 64}
@@ -55,7 +56,7 @@ def stage2_with_sentence_transformers(start: Path, pairs: TrainData, dev_file: P
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.losses import CoSENTLoss
 
-    from simcse.trainer import parameter_groups
+    from simcse.optim import parameter_groups
 
     torch.manual_seed(seed)
     model = SentenceTransformer(str(start), device="cpu")
@@ -114,7 +115,7 @@ def main() -> None:
     dev_file = work / "sts-dev.tsv"
     lines = (SHARED_DATA / "korsts" / "sts-dev.tsv").read_text(encoding="utf-8").splitlines(keepends=True)
     dev_file.write_text("".join(lines[:101] if args.smoke else lines), encoding="utf-8")
-    pairs = load_scored_pairs(scored_file)
+    pairs = load_train_data(scored_file)
 
     started = time.perf_counter()
     stage1 = work / "stage1"

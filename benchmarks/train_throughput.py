@@ -33,10 +33,12 @@ import torch
 from common import REPO_ROOT, SHARED_DATA, matmul_peak_flops, minilm_path, sentence_transformers_cls, training_flops
 from plain_train import TEMPERATURE, PlainSimCSE
 
-from simcse.data import SimCSEDataset, load_sts, nli_triplets, write_train_tsv
+from simcse.batching import SimCSEDataset
+from simcse.data import load_sts, write_train_tsv
 from simcse.loss import duplicate_candidates, info_nce
 from simcse.model import SimCSEModel
-from simcse.trainer import parameter_groups
+from simcse.nli import nli_triplets
+from simcse.optim import parameter_groups
 
 
 class Package:

@@ -19,11 +19,10 @@ import typing
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from simcse.objectives import DEFAULT_OBJECTIVE, OBJECTIVES
 from simcse.poolers import DEFAULT_POOLER, POOLERS, POOLERS_WITH_HEAD
 
 EVAL_STRATEGIES = ("steps", "epoch")
-# simcse: InfoNCE with in-batch negatives on sentences, pairs or triplets; cosent: CoSENT on scored pairs.
-OBJECTIVES = ("simcse", "cosent")
 # Tokens per sentence when nothing else says: the reference recipe's value, and what evaluation falls back to
 # for a checkpoint that does not record its training value.
 DEFAULT_MAX_LENGTH = 64
@@ -177,8 +176,8 @@ class TrainConfig:
     # data
     train_data: str = setting(
         "",
-        ".txt (one sentence per line) or .tsv with header sent0 sent1 [hard_neg]; with --objective cosent, scored "
-        "pairs: an STS file or dataset name (korsts_train)",
+        "data of a kind the objective takes: .txt (one sentence per line), .tsv with header sent0 sent1 [hard_neg], "
+        "or scored pairs (an STS file or dataset name such as korsts_train)",
         "data",
         required=True,
         resume=True,
@@ -200,12 +199,12 @@ class TrainConfig:
     num_workers: int = setting(0, "DataLoader worker processes", "data", rule=non_negative)
     # optimisation
     objective: str = setting(
-        "simcse",
-        "simcse (InfoNCE, in-batch negatives) or cosent (CoSENT on scored pairs, scale 1/--temp)",
+        DEFAULT_OBJECTIVE,
+        "; ".join(f"{name}: {objective.help}" for name, objective in OBJECTIVES.items()),
         "optimisation",
         resume=True,
         card=True,
-        choices=OBJECTIVES,
+        choices=tuple(OBJECTIVES),
     )
     batch_size: int = setting(
         256,
@@ -377,10 +376,8 @@ class TrainConfig:
             return f"--mlp_only_train needs --pooler {' or '.join(POOLERS_WITH_HEAD)}"
         if self.resume_from_checkpoint and self.overwrite_output_path:
             return "--overwrite_output_path deletes the run that --resume_from_checkpoint continues: give one of them"
-        if self.objective == "cosent" and self.hard_negative_weight != 0:
-            return "--objective cosent has no hard negatives: --hard_negative_weight does nothing there, leave it 0"
-        if self.objective == "cosent" and not self.mask_duplicate_negatives:
-            return "--objective cosent has no in-batch negatives: --no-mask_duplicate_negatives does nothing there"
+        if message := OBJECTIVES[self.objective].unread_flag(self):
+            return message
         if self.batch_size % world_size:
             return f"--batch_size {self.batch_size} is not divisible by the {world_size} torchrun processes"
         local_batch = self.batch_size // world_size

@@ -23,36 +23,22 @@ import os
 import re
 import stat
 import unicodedata
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from simcse.registry import DEFAULT_DATA_DIR, STS_DATASETS
 
-# The batching classes lived here before simcse.batching and are still imported from here; they load on first
-# use, so that reading files (and the data scripts) does not import torch.
-_BATCHING = ("EpochBatchSampler", "SimCSECollator", "SimCSEDataset", "TokenizedSentences")
-
-
-def __getattr__(name: str):
-    if name in _BATCHING:
-        import simcse.batching
-
-        return getattr(simcse.batching, name)
-    raise AttributeError(f"module 'simcse.data' has no attribute {name!r}")
-
-
 __all__ = [
     "DEFAULT_DATA_DIR",
     "STS_DATASETS",
+    "DATA_KINDS",
     "DataFormatError",
+    "DataKind",
     "STSData",
     "TrainData",
-    "TripletReport",
-    "load_scored_pairs",
     "load_sts",
     "load_train_data",
-    "nli_triplets",
     "resolve_sts_path",
     "write_train_tsv",
 ]
@@ -127,6 +113,7 @@ class TrainData:
     columns: list[list[str]]
     path: str = ""
     scores: list[float] | None = None
+    kind: str = ""  # its entry in DATA_KINDS
 
     @property
     def num_sent(self) -> int:
@@ -358,63 +345,91 @@ def _read_klue_sts_json(path: Path, name: str) -> STSData:
 # Training data
 
 
-def load_train_data(path: str | os.PathLike) -> TrainData:
-    """Read training sentences: ``.txt`` one per line, else a TSV with a sent0/sent1[/hard_neg] header."""
-    path = Path(path)
-    lines = _drop_blank_lines(path, _read_lines(path))
-    if path.suffix.lower() == ".txt":
-        for number, line in lines:
-            if "\t" in line:
-                raise DataFormatError(
-                    path,
-                    f"line {number}",
-                    "a tab inside a sentence; a .txt training file holds one sentence per line "
-                    "(for pairs or triplets use a .tsv with the header sent0<TAB>sent1[<TAB>hard_neg])",
-                )
-            _check_sentence(path, f"line {number}", line, "sentence")
-        data = TrainData([[line for _, line in lines]], str(path))
-    else:
-        if not lines:
-            raise DataFormatError(path, None, "no training examples found")
-        header = tuple(lines[0][1].split("\t"))
-        if header in (KORSTS_HEADER, PLAIN_STS_HEADER):
+def _read_sentences(path: Path, lines: list[tuple[int, str]]) -> TrainData:
+    for number, line in lines:
+        if "\t" in line:
             raise DataFormatError(
                 path,
-                "line 1",
-                "an STS file of scored pairs: train on it with --objective cosent (simcse needs sent0/sent1)",
+                f"line {number}",
+                "a tab inside a sentence; a .txt training file holds one sentence per line "
+                "(for pairs or triplets use a .tsv with the header sent0<TAB>sent1[<TAB>hard_neg])",
             )
-        if header not in TRAIN_HEADERS:
-            raise DataFormatError(
-                path,
-                "line 1",
-                f"header {quoted(lines[0][1])} is not sent0\\tsent1 (pairs) or sent0\\tsent1\\thard_neg (triplets)",
-            )
-        columns: list[list[str]] = [[] for _ in header]
-        for number, line in lines[1:]:
-            fields = _split_row(path, number, line, len(header), ", ".join(header))
-            for column, name, sentence in zip(columns, header, fields):
-                column.append(_check_sentence(path, f"line {number}", sentence, name))
-        data = TrainData(columns, str(path))
-    if len(data) == 0:
-        raise DataFormatError(path, None, "no training examples found")
-    return data
+        _check_sentence(path, f"line {number}", line, "sentence")
+    return TrainData([[line for _, line in lines]], str(path))
 
 
-def load_scored_pairs(name_or_path: str | os.PathLike, data_dir: str | os.PathLike | None = None) -> TrainData:
-    """Scored sentence pairs for CoSENT: any STS file or dataset name ``load_sts`` reads (``korsts_train``)."""
+def _read_columns(path: Path, lines: list[tuple[int, str]]) -> TrainData:
+    header = tuple(lines[0][1].split("\t"))
+    columns: list[list[str]] = [[] for _ in header]
+    for number, line in lines[1:]:
+        fields = _split_row(path, number, line, len(header), ", ".join(header))
+        for column, name, sentence in zip(columns, header, fields):
+            column.append(_check_sentence(path, f"line {number}", sentence, name))
+    return TrainData(columns, str(path))
+
+
+def _read_scored_pairs(path: Path, lines: list[tuple[int, str]]) -> TrainData:
+    sts = load_sts(path)
+    return TrainData([sts.sentences1, sts.sentences2], str(path), sts.scores)
+
+
+def _header(lines: list[tuple[int, str]]) -> tuple[str, ...]:
+    return tuple(lines[0][1].split("\t")) if lines else ()
+
+
+@dataclass(frozen=True)
+class DataKind:
+    """A kind of training data: what a refusal calls it, how a file of it is recognised (from its path and its
+    first line's tab-separated fields) and read (from its non-blank lines)."""
+
+    name: str
+    description: str
+    matches: Callable[[Path, tuple[str, ...]], bool]
+    read: Callable[[Path, list[tuple[int, str]]], TrainData]
+
+
+# Every kind of training data, tried in this order; an objective (simcse.objectives) names the kinds it takes.
+DATA_KINDS: dict[str, DataKind] = {
+    kind.name: kind
+    for kind in (
+        DataKind(
+            "sentences", "one sentence per line", lambda path, first: path.suffix.lower() == ".txt", _read_sentences
+        ),
+        DataKind("pairs", "pairs without scores", lambda path, first: first == TRAIN_HEADERS[0], _read_columns),
+        DataKind("triplets", "triplets without scores", lambda path, first: first == TRAIN_HEADERS[1], _read_columns),
+        DataKind(
+            "scored_pairs",
+            "an STS file of scored pairs",
+            lambda path, first: (
+                path.suffix.lower() == ".json"
+                or first in (KORSTS_HEADER, PLAIN_STS_HEADER)
+                or (len(first) == len(PLAIN_STS_HEADER) and _is_number(first[2]))
+            ),
+            _read_scored_pairs,
+        ),
+    )
+}
+
+
+def load_train_data(name_or_path: str | os.PathLike, data_dir: str | os.PathLike | None = None) -> TrainData:
+    """Read training data of any kind in ``DATA_KINDS``, recognised from the file (a dataset name such as
+    ``korsts_train`` is a file of scored pairs): ``.txt`` one sentence per line, a TSV with a sent0/sent1[/hard_neg]
+    header, or an STS file. The result's ``kind`` names it."""
     path = resolve_sts_path(name_or_path, data_dir)
-    lines = _read_lines(path) if path.suffix.lower() != ".json" else []
-    header = tuple(lines[0][1].split("\t")) if lines else ()
-    if header in TRAIN_HEADERS:
-        kind = "triplets" if len(header) == 3 else "pairs"
+    lines = [] if path.suffix.lower() == ".json" else _drop_blank_lines(path, _read_lines(path))
+    if path.suffix.lower() != ".txt" and not lines and path.suffix.lower() != ".json":
+        raise DataFormatError(path, None, "no training examples found")
+    kind = next((kind for kind in DATA_KINDS.values() if kind.matches(path, _header(lines))), None)
+    if kind is None:
         raise DataFormatError(
             path,
             "line 1",
-            f"{kind} without scores: --objective cosent needs scored pairs (sentence1, sentence2, score); train on "
-            "this file with --objective simcse",
+            f"header {quoted(lines[0][1])} is not sent0\\tsent1 (pairs) or sent0\\tsent1\\thard_neg (triplets)",
         )
-    sts = load_sts(name_or_path, data_dir)
-    return TrainData([sts.sentences1, sts.sentences2], str(path), sts.scores)
+    data = kind.read(path, lines)
+    if len(data) == 0:
+        raise DataFormatError(path, None, "no training examples found")
+    return TrainData(data.columns, data.path, data.scores, kind.name)
 
 
 def write_train_tsv(data: TrainData, path: str | os.PathLike) -> None:
@@ -424,69 +439,3 @@ def write_train_tsv(data: TrainData, path: str | os.PathLike) -> None:
     header = TRAIN_HEADERS[len(data.columns) - 2]
     lines = ["\t".join(header)] + ["\t".join(row) for row in zip(*data.columns)]
     Path(path).write_text("\n".join(lines) + "\n", encoding="utf-8")
-
-
-# ---------------------------------------------------------------------------------------------------
-# NLI data -> supervised triplets
-
-NLI_HEADER = ("sentence1", "sentence2", "gold_label")
-NLI_LABELS = ("entailment", "neutral", "contradiction")
-
-
-@dataclass
-class TripletReport:
-    """What ``nli_triplets`` read and why rows went unused."""
-
-    rows: int = 0
-    premises: int = 0
-    triplets: int = 0
-    skipped: dict[str, int] = field(default_factory=dict)
-
-    def skip(self, reason: str, rows: int = 1) -> None:
-        self.skipped[reason] = self.skipped.get(reason, 0) + rows
-
-    def __str__(self) -> str:
-        lines = [f"rows read: {self.rows}", f"premises seen: {self.premises}", f"triplets written: {self.triplets}"]
-        lines += [f"skipped, {reason}: {count}" for reason, count in sorted(self.skipped.items())]
-        return "\n".join(lines)
-
-
-def nli_triplets(paths: Sequence[str | os.PathLike]) -> tuple[TrainData, TripletReport]:
-    """Supervised SimCSE triplets from NLI TSVs (header sentence1, sentence2, gold_label; KorNLI format).
-
-    One triplet per premise that has both an entailment and a contradiction hypothesis: (premise,
-    its first entailment, its first contradiction), premises in order of first appearance, sentences
-    verbatim. Every row not used is counted by reason in the report.
-    """
-    report = TripletReport()
-    hypotheses: dict[str, dict[str, str]] = {}  # premise -> label -> first hypothesis
-    for path in map(Path, paths):
-        lines = _drop_blank_lines(path, _read_lines(path))
-        if not lines or tuple(lines[0][1].split("\t")) != NLI_HEADER:
-            raise DataFormatError(path, "line 1", "expected the header sentence1\tsentence2\tgold_label")
-        for number, line in lines[1:]:
-            premise, hypothesis, label = _split_row(path, number, line, 3, ", ".join(NLI_HEADER))
-            report.rows += 1
-            if label not in NLI_LABELS:
-                report.skip(f"gold_label {quoted(label)} (not an NLI label)")
-            elif is_blank(premise) or is_blank(hypothesis):
-                report.skip("empty or invisible sentence")
-            elif label == "neutral":
-                report.skip("neutral (not used)")
-            else:
-                by_label = hypotheses.setdefault(premise, {})
-                if label in by_label:
-                    report.skip(f"another {label} of a premise (the first is used)")
-                else:
-                    by_label[label] = hypothesis
-    report.premises = len(hypotheses)
-    columns: list[list[str]] = [[], [], []]
-    for premise, by_label in hypotheses.items():
-        if "entailment" in by_label and "contradiction" in by_label:
-            for column, sentence in zip(columns, (premise, by_label["entailment"], by_label["contradiction"])):
-                column.append(sentence)
-        else:
-            missing = "entailment" if "entailment" not in by_label else "contradiction"
-            report.skip(f"premise without {missing} (its rows)", rows=len(by_label))
-    report.triplets = len(columns[0])
-    return TrainData(columns, ", ".join(map(str, paths))), report

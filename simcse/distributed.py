@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 
 from simcse.device import resolve_device
 
@@ -118,3 +119,11 @@ def all_objects(obj) -> list:
 def barrier() -> None:
     if dist.is_initialized():
         dist.barrier()
+
+
+def wrap_for_processes(model: torch.nn.Module, process: ProcessInfo, device: torch.device) -> torch.nn.Module:
+    """The module the loop calls: DDP under torchrun (it averages the gradients; every parameter gets one, the
+    frozen pooler has none to average), else the model itself."""
+    if not process.is_distributed:
+        return model
+    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)

@@ -25,7 +25,9 @@ import transformers
 import simcse
 from simcse import checkpoint, distributed
 from simcse.config import PATH_SETTINGS, RESUME_MUST_MATCH, TrainConfig, upgrade_saved_settings
-from simcse.data import TrainData, file_fingerprint, resolve_sts_path
+from simcse.data import STSData, TrainData, file_fingerprint, load_sts, resolve_sts_path
+from simcse.model import SimCSEModel, unknown_token_share
+from simcse.objectives import OBJECTIVES
 from simcse.run_folder import (
     METRICS_NAME,
     TRAIN_ARGS_NAME,
@@ -43,6 +45,12 @@ from simcse.run_folder import (
 )
 
 logger = logging.getLogger(__name__)
+
+DATA_SETTINGS = ("train_data", "valid_data")  # the files a resumed run must still read as they were
+# Sentences of the training data (and of the dev set) a tokenizer is probed with, and the share of unknown
+# tokens it may produce.
+TOKENIZER_PROBE_SIZE = 2000
+UNKNOWN_SHARE_LIMIT = 0.5
 
 
 @dataclass(frozen=True)
@@ -88,14 +96,9 @@ def check_resumable(config: TrainConfig, trainer_state: dict) -> None:
 
 
 def data_fingerprints(config: TrainConfig) -> dict[str, str]:
-    """A hash of the training file and of the dev file: what a resumed run must still read."""
-    scored = config.objective == "cosent"  # its training data may be a dataset name, like the dev set's
-    return {
-        "train_data": file_fingerprint(
-            resolve_sts_path(config.train_data, config.data_dir) if scored else config.train_data
-        ),
-        "valid_data": file_fingerprint(resolve_sts_path(config.valid_data, config.data_dir)),
-    }
+    """A hash of the training file and of the dev file (either may be a dataset name): what a resumed run must
+    still read."""
+    return {name: file_fingerprint(resolve_sts_path(getattr(config, name), config.data_dir)) for name in DATA_SETTINGS}
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -236,6 +239,61 @@ def find_resume_point(
     training_state = checkpoint.read_training_state(path)
     check_one_save(path, trainer_state, training_state)
     return ResumePoint(path, trainer_state, training_state)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The inputs and the model
+
+
+def read_inputs(config: TrainConfig) -> tuple[STSData, TrainData]:
+    """The dev set and the training data (of a kind the objective takes), read before anything is built so that a
+    bad file fails in seconds."""
+    valid_data = load_sts(config.valid_data, config.data_dir)
+    train_data = OBJECTIVES[config.objective].read(config.train_data, config.data_dir)
+    if len(train_data) < 2:
+        raise ValueError(f"{config.train_data}: {len(train_data)} training example; in-batch negatives need 2 or more")
+    if len({sentence for column in train_data.columns for sentence in column}) < 2:
+        raise ValueError(f"{config.train_data}: every sentence is the same; in-batch negatives need different ones")
+    return valid_data, train_data
+
+
+def build_model(config: TrainConfig, resume: ResumePoint | None, device: torch.device) -> SimCSEModel:
+    """The encoder of ``config.model``, or of the checkpoint being resumed (its trained head included)."""
+    return SimCSEModel(
+        resume.path if resume else config.model,
+        pooler=config.pooler,
+        mlp_only_train=config.mlp_only_train,
+        dropout=config.dropout,
+        tokenizer=None if resume else config.tokenizer,
+        trust_remote_code=config.trust_remote_code,
+        unpad=config.unpad,
+        max_length=config.max_length,
+        fresh_head=resume is None,
+        prompt=config.prompt,
+    ).to(device)
+
+
+def evenly_spaced(sentences: list[str], count: int) -> list[str]:
+    """About ``count`` sentences spread over the whole list (all of them when there are fewer)."""
+    return sentences[:: max(1, len(sentences) // count)]
+
+
+def check_tokenizer_covers(model: SimCSEModel, train_data: TrainData, valid_data: STSData, config: TrainConfig) -> None:
+    """Refuse a tokenizer that maps most tokens of the training data or of the dev set to its unknown token: one
+    made for another language or script (a fitting one maps well under 1%). Sentences are probed from the whole
+    of each file, every column, so that a bad stretch past the first lines is found too."""
+    probes = {
+        config.train_data: evenly_spaced([s for column in train_data.columns for s in column], TOKENIZER_PROBE_SIZE),
+        config.valid_data: evenly_spaced(valid_data.sentences1 + valid_data.sentences2, TOKENIZER_PROBE_SIZE),
+    }
+    for source, probe in probes.items():
+        share = unknown_token_share(model.tokenizer, probe)
+        if share > UNKNOWN_SHARE_LIMIT:
+            raise ValueError(
+                f"{source}: the tokenizer of {model.tokenizer.name_or_path} maps {share:.0%} of the tokens of "
+                f"{len(probe)} sentences spread over the file to {model.tokenizer.unk_token}; it does not fit this "
+                "data (see --tokenizer)"
+            )
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -15,27 +15,28 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from simcse import checkpoint, distributed
-from simcse.batching import EpochBatchSampler, ScoredCollator, SimCSEDataset
+from simcse.batching import build_loader
 from simcse.config import TrainConfig
-from simcse.data import STSData, TrainData, load_scored_pairs, load_sts, load_train_data
-from simcse.device import autocast_dtype, fused_adamw
+from simcse.device import autocast_dtype
 from simcse.evaluate import METRIC_KEYS, SELECTION_METRIC, evaluate_sts, write_eval_report
 from simcse.grad_cache import chunked_backward
-from simcse.loss import cosent, duplicate_candidates, info_nce
-from simcse.model import SimCSEModel, unknown_token_share
+from simcse.loss import duplicate_candidates
+from simcse.objectives import OBJECTIVES
+from simcse.optim import Schedule, build_optimizer_and_scaler, build_schedule
 from simcse.run_folder import EVAL_RESULTS_NAME, METRICS_NAME, append_metrics
 from simcse.run_setup import (
     ResumePoint,
+    build_model,
+    check_tokenizer_covers,
     claim_output_folder,
     clear_earlier_run,
     data_fingerprints,
     find_resume_point,
     forget_lost_best_model,
+    read_inputs,
     resolved_paths,
     run_info,
     start_logs,
@@ -59,10 +60,6 @@ logger = logging.getLogger(__name__)
 ALL_SKIPPED_LIMIT = 20
 # Above this share of masked (duplicate) candidates in a batch, the run warns: the corpus repeats itself.
 MASKED_SHARE_WARNING = 0.1
-# Sentences of the training data (and of the dev set) a tokenizer is probed with, and the share of unknown
-# tokens it may produce.
-TOKENIZER_PROBE_SIZE = 2000
-UNKNOWN_SHARE_LIMIT = 0.5
 
 
 class NonFiniteLossError(ValueError):
@@ -105,183 +102,10 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)
 
 
-@dataclass(frozen=True)
-class Schedule:
-    """The run's length in optimizer steps and its learning rate at each."""
-
-    steps_per_epoch: int
-    total_steps: int
-    warmup_steps: int
-    peak_learning_rate: float
-
-    def learning_rate(self, step: int) -> float:
-        return learning_rate_at(step, self.total_steps, self.warmup_steps, self.peak_learning_rate)
-
-
-def learning_rate_at(step: int, total_steps: int, warmup_steps: int, peak: float) -> float:
-    """Linear warmup from 0 to ``peak`` over ``warmup_steps``, then linear decay to 0 at ``total_steps``.
-
-    ``step`` counts optimizer steps already taken, so the first update uses ``learning_rate_at(0, ...)``.
-    The schedule is a function of the step alone: resuming needs nothing but the step.
-    """
-    if step < warmup_steps:
-        return peak * (step + 1) / (warmup_steps + 1)
-    return peak * max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
-
-
-def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    """AdamW groups: no weight decay on biases and LayerNorm weights (the 1-D parameters)."""
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    return [
-        {"params": [p for p in trainable if p.ndim >= 2], "weight_decay": weight_decay},
-        {"params": [p for p in trainable if p.ndim < 2], "weight_decay": 0.0},
-    ]
-
-
 def set_seed(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def read_inputs(config: TrainConfig) -> tuple[STSData, TrainData]:
-    """The dev set and the training data, read before anything is built so that a bad file fails in seconds."""
-    valid_data = load_sts(config.valid_data, config.data_dir)
-    if config.objective == "cosent":
-        train_data = load_scored_pairs(config.train_data, config.data_dir)
-    else:
-        train_data = load_train_data(config.train_data)
-    if len(train_data) < 2:
-        raise ValueError(f"{config.train_data}: {len(train_data)} training example; in-batch negatives need 2 or more")
-    if len({sentence for column in train_data.columns for sentence in column}) < 2:
-        raise ValueError(f"{config.train_data}: every sentence is the same; in-batch negatives need different ones")
-    return valid_data, train_data
-
-
-def build_model(config: TrainConfig, resume: ResumePoint | None, device: torch.device) -> SimCSEModel:
-    """The encoder of ``config.model``, or of the checkpoint being resumed (its trained head included)."""
-    return SimCSEModel(
-        resume.path if resume else config.model,
-        pooler=config.pooler,
-        mlp_only_train=config.mlp_only_train,
-        dropout=config.dropout,
-        tokenizer=None if resume else config.tokenizer,
-        trust_remote_code=config.trust_remote_code,
-        unpad=config.unpad,
-        max_length=config.max_length,
-        fresh_head=resume is None,
-        prompt=config.prompt,
-    ).to(device)
-
-
-def evenly_spaced(sentences: list[str], count: int) -> list[str]:
-    """About ``count`` sentences spread over the whole list (all of them when there are fewer)."""
-    return sentences[:: max(1, len(sentences) // count)]
-
-
-def check_tokenizer_covers(model: SimCSEModel, train_data: TrainData, valid_data: STSData, config: TrainConfig) -> None:
-    """Refuse a tokenizer that maps most tokens of the training data or of the dev set to its unknown token: one
-    made for another language or script (a fitting one maps well under 1%). Sentences are probed from the whole
-    of each file, every column, so that a bad stretch past the first lines is found too."""
-    probes = {
-        config.train_data: evenly_spaced([s for column in train_data.columns for s in column], TOKENIZER_PROBE_SIZE),
-        config.valid_data: evenly_spaced(valid_data.sentences1 + valid_data.sentences2, TOKENIZER_PROBE_SIZE),
-    }
-    for source, probe in probes.items():
-        share = unknown_token_share(model.tokenizer, probe)
-        if share > UNKNOWN_SHARE_LIMIT:
-            raise ValueError(
-                f"{source}: the tokenizer of {model.tokenizer.name_or_path} maps {share:.0%} of the tokens of "
-                f"{len(probe)} sentences spread over the file to {model.tokenizer.unk_token}; it does not fit this "
-                "data (see --tokenizer)"
-            )
-
-
-def build_loader(
-    config: TrainConfig,
-    train_data: TrainData,
-    model: SimCSEModel,
-    process: distributed.ProcessInfo,
-    device: torch.device,
-) -> tuple[EpochBatchSampler, DataLoader]:
-    """The training data tokenized once, and the loader of this process's slice of every batch."""
-    sampler = EpochBatchSampler(len(train_data), config.batch_size, config.seed, process.rank, process.world_size)
-    if sampler.dropped_per_epoch and process.is_main:
-        logger.warning(
-            "each epoch leaves out %d example(s) of its last batch: a batch holds 2 examples or more and splits "
-            "evenly over the %d process(es)",
-            sampler.dropped_per_epoch,
-            process.world_size,
-        )
-    prompt_tokens = len(model.tokenizer(model.prompt, add_special_tokens=False)["input_ids"]) if model.prompt else 0
-    if prompt_tokens > config.max_length / 4 and process.is_main:
-        logger.warning(
-            "the prompt takes %d of the %d tokens of --max_length; the sentences keep the rest",
-            prompt_tokens,
-            config.max_length,
-        )
-    dataset = SimCSEDataset(train_data, model.tokenizer, config.max_length, prompt=model.prompt)
-    if tokenizes_alike(dataset):
-        if len(dataset.columns[0][0]) == config.max_length:
-            raise ValueError(
-                f"--max_length {config.max_length} leaves no room for the sentences: after the special tokens"
-                + (f" and the prompt's {prompt_tokens}" if prompt_tokens else "")
-                + " every sentence is cut to the same token ids; raise --max_length"
-            )
-        raise ValueError(
-            f"{config.train_data}: every sentence has the same token ids (they differ only in what the tokenizer "
-            "drops, such as spaces); in-batch negatives need different ones"
-        )
-    loader = DataLoader(
-        dataset,
-        batch_sampler=sampler,
-        collate_fn=model.collator if train_data.scores is None else ScoredCollator(model.collator),
-        num_workers=config.num_workers,
-        pin_memory=device.type == "cuda",
-        generator=torch.Generator(),  # its seed draw must not consume the global RNG that drives dropout
-    )
-    return sampler, loader
-
-
-def tokenizes_alike(dataset: SimCSEDataset) -> bool:
-    """Whether every sentence of every column has the token ids of the first one."""
-    first = dataset.columns[0][0]  # (L,)
-    return all(
-        (column.lengths == len(first)).all() and (column.ids.reshape(-1, len(first)) == first).all()
-        for column in dataset.columns
-    )
-
-
-def build_schedule(config: TrainConfig, steps_per_epoch: int) -> Schedule:
-    total_steps = config.epochs * steps_per_epoch
-    if config.max_steps is not None:
-        total_steps = min(total_steps, config.max_steps)
-    warmup_steps = math.floor(config.warmup_ratio * total_steps)
-    return Schedule(steps_per_epoch, total_steps, warmup_steps, config.learning_rate)
-
-
-def wrap_for_processes(
-    model: SimCSEModel, process: distributed.ProcessInfo, device: torch.device
-) -> SimCSEModel | DistributedDataParallel:
-    """The module the loop calls: DDP under torchrun (it averages the gradients; every parameter gets one, the
-    frozen pooler has none to average), else the model itself."""
-    if not process.is_distributed:
-        return model
-    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-
-
-def build_optimizer_and_scaler(
-    model: SimCSEModel, config: TrainConfig, amp_dtype: torch.dtype | None, resume: ResumePoint | None
-) -> tuple[torch.optim.AdamW, torch.amp.GradScaler]:
-    """AdamW and the fp16 grad scaler (disabled unless fp16), restored from the checkpoint when resuming."""
-    device = next(model.parameters()).device
-    groups = parameter_groups(model, config.weight_decay)
-    optimizer = torch.optim.AdamW(groups, lr=config.learning_rate, fused=fused_adamw(device))
-    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-    if resume:
-        optimizer.load_state_dict(resume.training_state["optimizer"])
-        scaler.load_state_dict(resume.training_state["grad_scaler"])
-    return optimizer, scaler
 
 
 def start_loop_state(resume: ResumePoint | None, device: torch.device) -> LoopState:
@@ -336,6 +160,7 @@ class Trainer:
 
     def build(self, config: TrainConfig) -> None:
         set_seed(config.seed)
+        self.objective = OBJECTIVES[config.objective]
         self.amp_dtype = autocast_dtype(config.amp, self.device, quiet=not self.is_main)
         self.valid_data, train_data = read_inputs(config)
         self.data_fingerprints = data_fingerprints(config)
@@ -344,9 +169,10 @@ class Trainer:
         check_tokenizer_covers(self.model, train_data, self.valid_data, config)
         self.sampler, self.loader = build_loader(config, train_data, self.model, self.process, self.device)
         self.schedule = build_schedule(config, self.sampler.batches_per_epoch)
-        self.train_model = wrap_for_processes(self.model, self.process, self.device)
+        self.train_model = distributed.wrap_for_processes(self.model, self.process, self.device)
         set_seed(config.seed + self.process.rank)  # each process its own dropout masks
-        self.optimizer, self.scaler = build_optimizer_and_scaler(self.model, config, self.amp_dtype, self.resume)
+        training_state = self.resume.training_state if self.resume else None
+        self.optimizer, self.scaler = build_optimizer_and_scaler(self.model, config, self.amp_dtype, training_state)
         self.autocast = torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype else nullcontext()
         self.state = start_loop_state(self.resume, self.device)
         self.history = self.prepare_output_folder(len(train_data)) if self.is_main else []
@@ -373,9 +199,7 @@ class Trainer:
             world_size=world_size,
             per_process_batch=batch // world_size,
             grad_cache_chunk=config.grad_cache_chunk,
-            negatives_per_anchor=(
-                batch - 1 + (batch if self.num_sent == 3 else 0) if config.objective == "simcse" else None
-            ),
+            negatives_per_anchor=self.objective.negatives_per_anchor(batch, self.num_sent),
             dropped_examples_per_epoch=self.sampler.dropped_per_epoch,
             resumed_from=str(self.resume.path) if self.resume else None,
             forward=f"unpadded, {attention_kernel(self.device)} attention" if self.model.unpad else "padded",
@@ -409,28 +233,18 @@ class Trainer:
             return self.train_model(**batch)  # (B, num_sent, H)
 
     def loss(self, embeddings: torch.Tensor, input_ids: torch.Tensor, scores: torch.Tensor | None) -> torch.Tensor:
-        """The objective on a batch's embeddings (B, num_sent, H): InfoNCE with negatives gathered over the
-        processes, or CoSENT ranking the global batch's pairs by their ``scores`` (B,)."""
-        config, exclude = self.config, None
-        if config.objective == "cosent":
-            return cosent(embeddings[:, 0], embeddings[:, 1], scores, scale=1 / config.temp, gather=distributed.gather)
-        if config.mask_duplicate_negatives:
+        """The objective's loss on a batch's embeddings (B, num_sent, H), with the candidates that repeat an
+        anchor's or its positive's text masked when its negatives come from the batch."""
+        exclude = None
+        if self.objective.in_batch_negatives and self.config.mask_duplicate_negatives:
             # Every process pads to the same width, so that token ids can be gathered and compared.
-            width = config.max_length if self.process.is_distributed else input_ids.shape[-1]
+            width = self.config.max_length if self.process.is_distributed else input_ids.shape[-1]
             ids = F.pad(input_ids, (0, width - input_ids.shape[-1]), value=self.model.collator.pad_token_id)
             exclude = duplicate_candidates(
                 ids[:, 0], ids[:, 1], ids[:, 2] if self.num_sent == 3 else None, gather=distributed.gather
             )  # (B, C)
             self.warn_about_duplicates(exclude)
-        return info_nce(
-            embeddings[:, 0],
-            embeddings[:, 1],
-            embeddings[:, 2] if self.num_sent == 3 else None,
-            temperature=config.temp,
-            hard_negative_weight=config.hard_negative_weight,
-            gather=distributed.gather,
-            exclude=exclude,
-        )
+        return self.objective.loss(embeddings, scores, exclude, self.config, distributed.gather)
 
     def warn_about_duplicates(self, exclude: torch.Tensor) -> None:
         """Warn once when more than ``MASKED_SHARE_WARNING`` of a batch's negatives repeat an anchor's text."""
@@ -474,25 +288,7 @@ class Trainer:
             raise NonFiniteLossError(
                 f"training loss is {loss.item()} at step {state.step + 1}; {self.last_good_save()}"
             )
-        if scaler.is_enabled():
-            if config.max_grad_norm > 0:
-                scaler.unscale_(self.optimizer)
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.max_grad_norm)
-            scale_before = scaler.get_scale()
-            scaler.step(self.optimizer)  # skipped by the scaler when the gradient overflowed
-            scaler.update()
-            skipped = scaler.get_scale() < scale_before
-        else:
-            # Every process holds the same averaged gradient, so all take the same decision.
-            parameters = [p for p in self.model.parameters() if p.grad is not None]
-            if config.max_grad_norm > 0:
-                norm = torch.nn.utils.clip_grad_norm_(parameters, config.max_grad_norm)
-            else:
-                norm = torch.nn.utils.get_total_norm([p.grad for p in parameters])
-            skipped = not bool(torch.isfinite(norm))
-            if not skipped:
-                self.optimizer.step()
-        state.skipped_steps += skipped
+        state.skipped_steps += self.update_weights()
         state.step += 1
         if state.skipped_steps == state.step and state.step >= min(ALL_SKIPPED_LIMIT, self.schedule.total_steps):
             raise NonFiniteGradientError(
@@ -502,6 +298,28 @@ class Trainer:
         state.window_loss_sum += loss.detach()
         state.window_loss_count += 1
         return loss.detach()
+
+    def update_weights(self) -> bool:
+        """Clip and apply the gradient; returns whether the step was skipped (a gradient that is not finite)."""
+        scaler, max_norm = self.scaler, self.config.max_grad_norm
+        if scaler.is_enabled():
+            if max_norm > 0:
+                scaler.unscale_(self.optimizer)
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
+            scale_before = scaler.get_scale()
+            scaler.step(self.optimizer)  # skipped by the scaler when the gradient overflowed
+            scaler.update()
+            return scaler.get_scale() < scale_before
+        # Every process holds the same averaged gradient, so all take the same decision.
+        parameters = [p for p in self.model.parameters() if p.grad is not None]
+        if max_norm > 0:
+            norm = torch.nn.utils.clip_grad_norm_(parameters, max_norm)
+        else:
+            norm = torch.nn.utils.get_total_norm([p.grad for p in parameters])
+        if not torch.isfinite(norm):
+            return True
+        self.optimizer.step()
+        return False
 
     # -----------------------------------------------------------------------------------------------
     # Evaluation and saves

@@ -7,17 +7,8 @@ import pytest
 import torch
 from transformers import AutoConfig, AutoTokenizer
 
-from simcse.data import (
-    KORSTS_HEADER,
-    STS_DATASETS,
-    DataFormatError,
-    SimCSECollator,
-    SimCSEDataset,
-    TokenizedSentences,
-    TrainData,
-    load_sts,
-    load_train_data,
-)
+from simcse.batching import SimCSECollator, SimCSEDataset, TokenizedSentences
+from simcse.data import KORSTS_HEADER, STS_DATASETS, DataFormatError, TrainData, load_sts, load_train_data
 
 KORSTS_HEAD = "\t".join(KORSTS_HEADER)
 

@@ -5,7 +5,8 @@ import math
 import pytest
 import torch
 
-from simcse.data import EpochBatchSampler, SimCSEDataset, TrainData
+from simcse.batching import EpochBatchSampler, SimCSEDataset
+from simcse.data import TrainData
 from simcse.grad_cache import chunked_backward
 from simcse.loss import duplicate_candidates, info_nce
 from simcse.model import SimCSEModel

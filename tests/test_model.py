@@ -3,8 +3,9 @@ import pytest
 import torch
 from transformers import AutoModel, AutoTokenizer
 
+from simcse.batching import SimCSEDataset
 from simcse.config import DEFAULT_MAX_LENGTH
-from simcse.data import SimCSEDataset, TrainData
+from simcse.data import TrainData
 from simcse.loss import info_nce
 from simcse.model import SimCSEModel
 from simcse.poolers import POOLERS

@@ -11,6 +11,7 @@ from safetensors.torch import load_file
 from sentence_transformers import SentenceTransformer
 from test_checkpoint import cut_back_to, metrics_lines
 
+import simcse.loss
 import simcse.trainer
 from simcse.data import load_sts
 from simcse.model import SimCSEModel
@@ -33,13 +34,13 @@ def cosent_config(demo_config, demo_data):
 def test_cosent_runs_the_loss_on_the_batch_s_scores(cosent_config, demo_data, tmp_path, monkeypatch):
     """Each step's loss is cosent() of the batch's embeddings and the gold scores of exactly its pairs."""
     gold = load_sts(demo_data / "dev.tsv")
-    real, seen = simcse.trainer.cosent, []
+    real, seen = simcse.loss.cosent, []
 
     def recording(embeddings1, embeddings2, scores, **kwargs):
         seen.append((scores.tolist(), kwargs["scale"]))
         return real(embeddings1, embeddings2, scores, **kwargs)
 
-    monkeypatch.setattr(simcse.trainer, "cosent", recording)
+    monkeypatch.setattr(simcse.loss, "cosent", recording)
     result = train(cosent_config(tmp_path, max_steps=5, temp=0.1))
     assert result.steps == 5 and np.isfinite(result.mean_train_loss)
     assert all(scale == pytest.approx(10.0) for _, scale in seen)

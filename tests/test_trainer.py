@@ -2,9 +2,9 @@ import pytest
 import torch
 from transformers import get_linear_schedule_with_warmup
 
-from simcse.device import fused_adamw
+from simcse.device import autocast_dtype, fused_adamw
 from simcse.model import SimCSEModel
-from simcse.trainer import autocast_dtype, build_optimizer_and_scaler, learning_rate_at, parameter_groups
+from simcse.optim import build_optimizer_and_scaler, learning_rate_at, parameter_groups
 
 
 def transformers_rates(total: int, warmup: int, peak: float) -> list[float]:
