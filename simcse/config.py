@@ -11,16 +11,26 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import math
 import os
 import re
 import sys
 import typing
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from simcse.objectives import DEFAULT_OBJECTIVE, OBJECTIVES
 from simcse.poolers import DEFAULT_POOLER, POOLERS, POOLERS_WITH_HEAD
+from simcse.rules import (
+    Rule,
+    at_least,
+    between,
+    finite,
+    hub_repo_id,
+    in_unit_interval,
+    non_empty_path,
+    non_negative,
+    one_of,
+    positive,
+)
 
 EVAL_STRATEGIES = ("steps", "epoch")
 # Tokens per sentence when nothing else says: the reference recipe's value, and what evaluation falls back to
@@ -32,67 +42,8 @@ TEMPERATURE_RANGE = (1e-3, 10.0)
 # command line and in the trainer_state.json of checkpoints written before the rename.
 RENAMED_SETTINGS = {"eval_step": "eval_steps"}
 
-# A rule maps (flag name, value) to an error message, or None when the value is fine.
-Rule = Callable[[str, typing.Any], "str | None"]
-
-
-def at_least(low: float) -> Rule:
-    return lambda name, value: (
-        None if value is None or value >= low else f"--{name} must be at least {low}, got {value}"
-    )
-
-
-def in_unit_interval(name: str, value: float) -> str | None:
-    return None if 0 <= value < 1 else f"--{name} must lie in [0, 1), got {value}"
-
-
-def between(low: float, high: float, why: str) -> Rule:
-    return lambda name, value: (
-        None if low <= value <= high else f"--{name} must lie in [{low}, {high}] ({why}), got {value}"
-    )
-
-
-# The largest magnitude a float32 holds: a value beyond it becomes infinite inside the loss.
-FLOAT32_MAX = 3.4028234663852886e38
 # Seeds NumPy accepts.
 SEED_RANGE = (0, 2**32 - 1)
-
-
-def finite(name: str, value: float) -> str | None:
-    if not math.isfinite(value) or abs(value) > FLOAT32_MAX:
-        return f"--{name} must be a finite number within float32's range, got {value}"
-    return None
-
-
-def non_empty_path(name: str, value: str | None) -> str | None:
-    """An empty path (an unset variable in a script) would mean the current folder: never what was meant."""
-    if value is not None and not str(value).strip():
-        return f"--{name} is empty: give a file or folder (an unset variable in a script?)"
-    return None
-
-
-def positive(name: str, value: float) -> str | None:
-    return None if 0 < value < math.inf else f"--{name} must be positive and finite, got {value}"
-
-
-def non_negative(name: str, value: float) -> str | None:
-    return None if 0 <= value < math.inf else f"--{name} must be non-negative and finite, got {value}"
-
-
-def hub_repo_id(name: str, value: str | None) -> str | None:
-    if value is None:
-        return None
-    from huggingface_hub.utils import HFValidationError, validate_repo_id  # only runs that push pay its import
-
-    try:
-        validate_repo_id(value)
-    except HFValidationError as err:
-        return f"--{name} {value!r} is not a valid Hub repo id (user/name): {str(err).splitlines()[0]}"
-    return None
-
-
-def one_of(choices: tuple[str, ...]) -> Rule:
-    return lambda name, value: None if value in choices else f"--{name} {value!r}: choose one of {', '.join(choices)}"
 
 
 def setting(

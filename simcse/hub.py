@@ -13,7 +13,7 @@ from huggingface_hub import EvalResult, ModelCardData, create_repo, get_token, u
 from huggingface_hub import constants as hub_constants
 
 from simcse.config import CARD_SETTINGS, DEFAULT_MAX_LENGTH, upgrade_saved_settings
-from simcse.evaluate import METRIC_KEYS, format_sts_table, read_eval_report
+from simcse.evaluate import METRIC_KEYS, format_sts_table, read_eval_report, write_eval_report
 from simcse.poolers import DEFAULT_POOLER, POOLERS
 from simcse.registry import KORNLI_HUB_ID, STS_DATASETS
 from simcse.run_folder import (
@@ -208,3 +208,14 @@ def push_checkpoint(folder: str | os.PathLike, repo_id: str, private: bool = Fal
         commit_message="Upload SimCSE checkpoint (simcse-ko)",
     )
     return str(repo_url)
+
+
+def push_run(config, model, history: list[dict], best_step: int) -> None:
+    """After training: add the best evaluation's dev results to the run's eval_results.json (what eval.py wrote
+    there is kept) and push the run folder with its model card. ``config`` is the run's TrainConfig."""
+    output = Path(config.output_path)
+    # The best evaluation's line, or the last one's when no dev score was finite (the final model).
+    best = next((line for line in history if line["step"] == best_step), history[-1])
+    results = {config.valid_data: {key: best[key] for key in METRIC_KEYS}}
+    write_eval_report(output / EVAL_RESULTS_NAME, config.model, model, results, merge=True)
+    print(f"pushed {output} to {push_checkpoint(output, config.push_to_hub, private=config.hub_private)}")

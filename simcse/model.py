@@ -15,15 +15,22 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedTokenizerBase
-from transformers.utils import cached_file
 
 from simcse import st_format
 from simcse.batching import SimCSECollator, TokenizedSentences
-from simcse.checkpoint import finish_interrupted_move, interrupted_move, verify_folder
 from simcse.config import DEFAULT_MAX_LENGTH
 from simcse.device import default_encode_batch_size, gpu_half_dtype
+from simcse.model_loading import (
+    check_location,
+    check_weights_loaded,
+    max_sequence_length,
+    read_simcse_config,
+    saved_file,
+    saved_settings,
+    tokenizer_problem,
+)
 from simcse.poolers import DEFAULT_POOLER, POOLERS, POOLERS_WITH_HEAD
-from simcse.run_folder import SIMCSE_CONFIG_NAME, SIMCSE_HEAD_NAME, is_run_folder, lock_holder, read_json, write_json
+from simcse.run_folder import SIMCSE_CONFIG_NAME, SIMCSE_HEAD_NAME, write_json
 from simcse.unpad import supports_unpadding, unpadded_forward, unpadding_problem
 
 logger = logging.getLogger(__name__)
@@ -39,42 +46,6 @@ DROPOUT_SETTINGS = (
     "mlp_dropout",
     "embedding_dropout",
 )
-# A real tokenizer has thousands of tokens; transformers builds one of a few special tokens for a model folder
-# that has no tokenizer files, and it maps every word to the unknown token.
-MIN_VOCABULARY = 100
-
-
-def read_simcse_config(model_name_or_path: str | os.PathLike) -> dict | None:
-    """The pooler settings saved beside a checkpoint by ``SimCSEModel.save_pretrained``, if any."""
-    path = _saved_file(model_name_or_path, SIMCSE_CONFIG_NAME)
-    return read_json(path) if path else None
-
-
-def saved_settings(model_name_or_path: str | os.PathLike, saved: dict | None) -> tuple[dict, str]:
-    """The settings a model folder declares (pooler, max length, prompt, normalisation) and where they come
-    from: ``simcse_config.json``, else the sentence-transformers files, else none (the defaults)."""
-    if saved is not None:
-        return saved, SIMCSE_CONFIG_NAME
-    declared = st_format.read_settings(lambda name: _saved_file(model_name_or_path, name))
-    if declared is None:
-        return {}, "the defaults (no simcse_config.json or sentence-transformers files)"
-    source = declared.pop("source")
-    return {key: value for key, value in declared.items() if value is not None}, source
-
-
-def check_weights_loaded(model_name_or_path: str | os.PathLike, encoder: nn.Module, loading: dict) -> None:
-    """Refuse weights that leave part of the encoder at its random initialisation (an empty or foreign
-    model.safetensors), or that hold encoder weights it has no place for. A pooling layer is aside: some
-    encoders save none, and some checkpoints carry one the encoder lacks; pretraining heads are not the encoder's."""
-    parts = {name for name, _ in encoder.named_children()} - {"pooler"}
-    missing = [key for key in loading["missing_keys"] if not key.startswith("pooler.")]
-    unexpected = [key for key in loading["unexpected_keys"] if key.split(".")[0] in parts]
-    for keys, what in ((missing, "missing from"), (unexpected, "unexpected in")):
-        if keys:
-            raise ValueError(
-                f"{model_name_or_path}: {len(keys)} encoder weight(s) {what} its saved weights ({', '.join(keys[:3])}"
-                f"{', ...' if len(keys) > 3 else ''}); the weights file is empty, damaged or of another model"
-            )
 
 
 class SimCSEHead(nn.Module):
@@ -88,89 +59,6 @@ class SimCSEHead(nn.Module):
 
     def forward(self, pooled: torch.Tensor) -> torch.Tensor:
         return self.activation(self.dense(pooled))  # (N, H)
-
-
-def _saved_file(model_name_or_path: str | os.PathLike, name: str) -> str | None:
-    """The path of a file saved beside a checkpoint (local or on the Hub), or None when it has none."""
-    return cached_file(
-        model_name_or_path,
-        name,
-        _raise_exceptions_for_missing_entries=False,
-        _raise_exceptions_for_connection_errors=False,
-    )
-
-
-def check_location(name_or_path: str | os.PathLike, what: str = "model") -> None:
-    """A local folder (its saved files checked for damage) or a well-formed Hub repo id; else one clear error
-    at once, rather than a Hub lookup of a mistyped path that ends in a network error after retries."""
-    text = str(name_or_path)
-    if not text.strip():
-        raise ValueError(f"the {what} path is empty: give a folder or a Hub name (an unset variable in a script?)")
-    path = Path(text).expanduser()
-    if path.is_dir():
-        if interrupted_move(path):
-            finish_interrupted_move(path)
-        if what == "model" and not (path / "config.json").is_file():
-            raise FileNotFoundError(f"{text}: {_why_no_model(path)}")
-        verify_folder(path, f"the {what} folder {path}")
-        return
-    if path.exists():
-        raise ValueError(f"{text}: a file, not a {what} folder")
-    first = Path(path.parts[0]) if path.parts else path
-    if (
-        text.startswith(("/", ".", "~"))
-        or "\\" in text
-        or text.count("/") > 1
-        or (len(path.parts) > 1 and first.is_dir())
-    ):
-        raise FileNotFoundError(f"{text}: no such folder")
-    from huggingface_hub.utils import HFValidationError, validate_repo_id
-
-    try:
-        validate_repo_id(text)
-    except HFValidationError:
-        raise FileNotFoundError(f"{text}: no such folder, and not a Hub repo id") from None
-
-
-def _why_no_model(folder: Path) -> str:
-    if holder := lock_holder(folder):
-        return f"no model saved in it yet (a run, pid {holder}, is writing to it; its first save is still to come)"
-    if is_run_folder(folder):
-        return "no model saved in it yet (a run folder whose first save did not finish)"
-    return "not a model folder (no config.json)"
-
-
-def tokenizer_problem(tokenizer: PreTrainedTokenizerBase, num_embeddings: int) -> str | None:
-    """Why ``tokenizer`` cannot feed an encoder with ``num_embeddings`` token embeddings, or None."""
-    size = len(tokenizer)
-    if size < MIN_VOCABULARY:
-        return f"the tokenizer has only {size} tokens (a model folder without its tokenizer files?)"
-    if size > num_embeddings:
-        return (
-            f"the tokenizer has {size} tokens but the model embeds only {num_embeddings}: ids from {num_embeddings} "
-            "up cannot be looked up; use the tokenizer the model was trained with"
-        )
-    return None
-
-
-def unknown_token_share(tokenizer: PreTrainedTokenizerBase, sentences: Sequence[str]) -> float:
-    """The share of the tokens of ``sentences`` (special tokens aside) that ``tokenizer`` maps to its unknown
-    token."""
-    if tokenizer.unk_token_id is None or not sentences:
-        return 0.0
-    ids = tokenizer(list(sentences), add_special_tokens=False)["input_ids"]
-    total = sum(map(len, ids))
-    return sum(row.count(tokenizer.unk_token_id) for row in ids) / total if total else 0.0
-
-
-def max_sequence_length(encoder: nn.Module) -> int | None:
-    """Tokens per sequence the encoder's position embeddings cover (RoBERTa's start after the padding index),
-    or None when it has no absolute positions."""
-    positions = getattr(encoder.config, "max_position_embeddings", None)
-    if positions is None or getattr(encoder.config, "position_biased_input", True) is False:
-        return None  # DeBERTa's relative positions have no such bound
-    padding_idx = getattr(getattr(encoder, "embeddings", None), "padding_idx", None)
-    return positions - (padding_idx + 1) if padding_idx is not None else positions
 
 
 class SimCSEModel(nn.Module):
@@ -219,86 +107,91 @@ class SimCSEModel(nn.Module):
         check_location(model_name_or_path)
         saved = read_simcse_config(model_name_or_path)
         defaults, self.settings_source = saved_settings(model_name_or_path, saved)
-        if max_length is None:
-            max_length = defaults.get("max_length", DEFAULT_MAX_LENGTH)
-        self.max_length = max_length
+        self.max_length = defaults.get("max_length", DEFAULT_MAX_LENGTH) if max_length is None else max_length
         if self.max_length < 2:
             raise ValueError(f"max_length must be at least 2 (room for [CLS] and [SEP]), got {self.max_length}")
         self.prompt = defaults.get("prompt") or "" if prompt is None else prompt
         self.normalize = bool(defaults.get("normalize", False)) if normalize is None else normalize
-        pooler = pooler or defaults.get("pooler", DEFAULT_POOLER)
-        if pooler not in POOLERS:
-            raise ValueError(f"unknown pooler {pooler!r}; choose one of {', '.join(POOLERS)}")
+        self.pooler = pooler or defaults.get("pooler", DEFAULT_POOLER)
+        if self.pooler not in POOLERS:
+            raise ValueError(f"unknown pooler {self.pooler!r}; choose one of {', '.join(POOLERS)}")
+        has_head = POOLERS[self.pooler].head
         if mlp_only_train is None:
-            mlp_only_train = bool(defaults.get("mlp_only_train", False)) and POOLERS[pooler].head
-        if mlp_only_train and not POOLERS[pooler].head:
+            mlp_only_train = bool(defaults.get("mlp_only_train", False)) and has_head
+        if mlp_only_train and not has_head:
             heads = " or ".join(map(repr, POOLERS_WITH_HEAD))
-            raise ValueError(f"mlp_only_train needs pooler {heads} (the only one with a head), got {pooler!r}")
+            raise ValueError(f"mlp_only_train needs pooler {heads} (the only one with a head), got {self.pooler!r}")
+        self.mlp_only_train = mlp_only_train
+        checkpoint_pooler = self._load_encoder(model_name_or_path, dropout, unpad, trust_remote_code)
+        self._load_tokenizer(tokenizer or model_name_or_path, model_name_or_path, trust_remote_code)
+        self.head: nn.Module | None = None
+        self.frozen_pooler: nn.Module | None = None
+        if has_head:
+            self.head = checkpoint_pooler if checkpoint_pooler is not None else SimCSEHead(self.config.hidden_size)
+            self._load_head(model_name_or_path, defaults, fresh=fresh_head and saved is None, simcse_saved=saved)
+        elif checkpoint_pooler is not None:
+            self.frozen_pooler = checkpoint_pooler.requires_grad_(False)
+
+    def _load_encoder(self, name_or_path, dropout: float, unpad: bool, trust_remote_code: bool) -> nn.Module | None:
+        """The transformers encoder with ``dropout`` set under its architecture's names, its weights checked, and
+        its pooling layer taken out (returned, None when it has none: the head is then the package's)."""
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must lie in [0, 1), got {dropout}")
-        self.pooler = pooler
-        self.mlp_only_train = mlp_only_train
         try:
-            encoder_config = AutoConfig.from_pretrained(model_name_or_path, trust_remote_code=trust_remote_code)
+            encoder_config = AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
         except OSError as err:
-            if str(model_name_or_path) in str(err):
+            if str(name_or_path) in str(err):
                 raise
-            raise OSError(f"{model_name_or_path}: {err}") from err
+            raise OSError(f"{name_or_path}: {err}") from err
         if encoder_config.model_type not in SUPPORTED_MODEL_TYPES:
             raise ValueError(
-                f"{model_name_or_path}: not an encoder this package supports: {encoder_config.model_type} "
+                f"{name_or_path}: not an encoder this package supports: {encoder_config.model_type} "
                 f"(supported: {', '.join(SUPPORTED_MODEL_TYPES)})"
             )
         for name in DROPOUT_SETTINGS:
             if hasattr(encoder_config, name):
                 setattr(encoder_config, name, dropout)
         self.encoder, loading = AutoModel.from_pretrained(
-            model_name_or_path, config=encoder_config, trust_remote_code=trust_remote_code, output_loading_info=True
+            name_or_path, config=encoder_config, trust_remote_code=trust_remote_code, output_loading_info=True
         )
-        check_weights_loaded(model_name_or_path, self.encoder, loading)
+        check_weights_loaded(name_or_path, self.encoder, loading)
         checkpoint_pooler = getattr(self.encoder, "pooler", None)
-        # Without a pooling layer in the encoder, the head is the package's: saved beside it, not inside.
         self.owns_head = checkpoint_pooler is None
         if checkpoint_pooler is not None:
             self.encoder.pooler = None
         self.unpad = unpad and supports_unpadding(self.encoder)
         if self.unpad and (problem := unpadding_problem(self.encoder)):
-            logger.warning(
-                "%s: unpadded forward unavailable (%s); using the padded forward", model_name_or_path, problem
-            )
+            logger.warning("%s: unpadded forward unavailable (%s); using the padded forward", name_or_path, problem)
             self.unpad = False
         self.max_positions = max_sequence_length(self.encoder)
         self.check_max_length(self.max_length)
+        return checkpoint_pooler
+
+    def _load_tokenizer(self, tokenizer, model_name_or_path, trust_remote_code: bool) -> None:
+        """A fast tokenizer (given, or loaded from a folder or the Hub) that fits the encoder's embeddings."""
         if not isinstance(tokenizer, PreTrainedTokenizerBase):
-            if tokenizer is not None:
+            if tokenizer is not model_name_or_path:
                 check_location(tokenizer, "tokenizer")
-            tokenizer = AutoTokenizer.from_pretrained(
-                tokenizer or model_name_or_path, use_fast=True, trust_remote_code=trust_remote_code
-            )
+            tokenizer = AutoTokenizer.from_pretrained(tokenizer, use_fast=True, trust_remote_code=trust_remote_code)
         if problem := tokenizer_problem(tokenizer, self.encoder.get_input_embeddings().num_embeddings):
             raise ValueError(f"{tokenizer.name_or_path or model_name_or_path}: {problem}")
         self.tokenizer = tokenizer
         self.collator = SimCSECollator.for_model(tokenizer, self.encoder.config)
 
-        self.head: nn.Module | None = None
-        self.frozen_pooler: nn.Module | None = None
-        if POOLERS[pooler].head:
-            self.head = checkpoint_pooler if checkpoint_pooler is not None else SimCSEHead(self.config.hidden_size)
-            saved_head = _saved_file(model_name_or_path, SIMCSE_HEAD_NAME) if self.owns_head else None
-            st_head = (
-                _saved_file(model_name_or_path, defaults["dense_weights"]) if defaults.get("dense_weights") else None
-            )
-            if saved_head:
-                self.head.load_state_dict(load_file(saved_head))
-            elif st_head and not fresh_head:  # a sentence-transformers Dense module: linear.weight, linear.bias
-                self.head.dense.load_state_dict({k.removeprefix("linear."): v for k, v in load_file(st_head).items()})
-            elif self.owns_head or (fresh_head and saved is None):
-                if self.owns_head and saved is not None:
-                    logger.warning("%s: no trained head (%s); using a new one", model_name_or_path, SIMCSE_HEAD_NAME)
-                nn.init.normal_(self.head.dense.weight, std=getattr(self.config, "initializer_range", 0.02))
-                nn.init.zeros_(self.head.dense.bias)
-        elif checkpoint_pooler is not None:
-            self.frozen_pooler = checkpoint_pooler.requires_grad_(False)
+    def _load_head(self, name_or_path, defaults: dict, fresh: bool, simcse_saved: dict | None) -> None:
+        """The head's weights: the package's saved head, a sentence-transformers Dense module, the encoder's
+        pooling layer as saved, or (a run starting from a pretrained model, or no saved head) new ones."""
+        saved_head = saved_file(name_or_path, SIMCSE_HEAD_NAME) if self.owns_head else None
+        st_head = saved_file(name_or_path, defaults["dense_weights"]) if defaults.get("dense_weights") else None
+        if saved_head:
+            self.head.load_state_dict(load_file(saved_head))
+        elif st_head and not fresh:  # a sentence-transformers Dense module: linear.weight, linear.bias
+            self.head.dense.load_state_dict({k.removeprefix("linear."): v for k, v in load_file(st_head).items()})
+        elif self.owns_head or fresh:
+            if self.owns_head and simcse_saved is not None:
+                logger.warning("%s: no trained head (%s); using a new one", name_or_path, SIMCSE_HEAD_NAME)
+            nn.init.normal_(self.head.dense.weight, std=getattr(self.config, "initializer_range", 0.02))
+            nn.init.zeros_(self.head.dense.bias)
 
     def check_max_length(self, max_length: int) -> None:
         """Refuse a max_length the position embeddings do not cover: it would fail at the first long sentence."""

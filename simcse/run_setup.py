@@ -26,7 +26,8 @@ import simcse
 from simcse import checkpoint, distributed
 from simcse.config import PATH_SETTINGS, RESUME_MUST_MATCH, TrainConfig, upgrade_saved_settings
 from simcse.data import STSData, TrainData, file_fingerprint, load_sts, resolve_sts_path
-from simcse.model import SimCSEModel, unknown_token_share
+from simcse.model import SimCSEModel
+from simcse.model_loading import unknown_token_share
 from simcse.objectives import OBJECTIVES
 from simcse.run_folder import (
     METRICS_NAME,
@@ -43,6 +44,7 @@ from simcse.run_folder import (
     write_json,
     write_metrics,
 )
+from simcse.unpad import attention_kernel
 
 logger = logging.getLogger(__name__)
 
@@ -188,6 +190,23 @@ def clear_earlier_run(config: TrainConfig, output: Path) -> None:
 # Resuming
 
 
+def trainer_state(trainer) -> dict:
+    """What a training checkpoint's trainer_state.json holds of a ``Trainer``: where the loop stands, and what
+    ``find_resume_point`` checks a resume against (the settings, resolved paths, data fingerprints)."""
+    step, steps_per_epoch = trainer.state.step, trainer.schedule.steps_per_epoch
+    return {
+        "step": step,
+        "epoch": step // steps_per_epoch,
+        "batch_in_epoch": step % steps_per_epoch,
+        "num_train_examples": trainer.sampler.num_examples,
+        "world_size": trainer.process.world_size,
+        "loop": trainer.state.to_json(),
+        "config": asdict(trainer.config),
+        "resolved_paths": resolved_paths(trainer.config),
+        "data_fingerprints": trainer.data_fingerprints,
+    }
+
+
 def check_one_save(path: Path, trainer_state: dict, training_state: dict) -> None:
     """Refuse a checkpoint whose files are not of one save: the step of its name, of trainer_state.json and of
     its loop state must agree, and training_state.pt must belong to the weights beside it."""
@@ -317,6 +336,45 @@ def run_info(config: TrainConfig, device: torch.device, amp_dtype: torch.dtype |
         },
         **extra,
     }
+
+
+def prepare_output_folder(trainer) -> list[dict]:
+    """Clear an earlier run (--overwrite_output_path, now that every check has passed), write train_args.json
+    and start metrics.jsonl (or cut it back to the step being resumed) for a built ``Trainer``. Returns the run's
+    history so far."""
+    config, world_size, sampler, model = trainer.config, trainer.process.world_size, trainer.sampler, trainer.model
+    batch = sampler.largest_batch  # the examples a step takes: --batch_size, or all when there are fewer
+    info = run_info(
+        config,
+        trainer.device,
+        trainer.amp_dtype,
+        num_train_examples=sampler.num_examples,
+        steps_per_epoch=trainer.schedule.steps_per_epoch,
+        total_steps=trainer.schedule.total_steps,
+        world_size=world_size,
+        per_process_batch=batch // world_size,
+        grad_cache_chunk=config.grad_cache_chunk,
+        negatives_per_anchor=trainer.objective.negatives_per_anchor(batch, trainer.num_sent),
+        dropped_examples_per_epoch=sampler.dropped_per_epoch,
+        resumed_from=str(trainer.resume.path) if trainer.resume else None,
+        forward=f"unpadded, {attention_kernel(trainer.device)} attention" if model.unpad else "padded",
+    )
+    if batch < config.batch_size:
+        logger.warning(
+            "--batch_size %d exceeds the %d training examples: each step takes %d",
+            config.batch_size,
+            sampler.num_examples,
+            batch,
+        )
+    clear_earlier_run(config, trainer.output)
+    print(
+        f"model {config.model} ({model.config.model_type}): {info['forward']} forward pass, pooler {model.pooler}"
+        + (" with the package's head" if model.owns_head and model.head else "")
+    )
+    history = start_logs(trainer.output, info, trainer.resume, trainer.state.step)
+    if trainer.resume:
+        forget_lost_best_model(trainer.output, trainer.state)
+    return history
 
 
 def start_logs(output: Path, info: dict, resume: ResumePoint | None, step: int) -> list[dict]:

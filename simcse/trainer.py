@@ -9,7 +9,7 @@ import random
 import sys
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -21,37 +21,23 @@ from simcse import checkpoint, distributed
 from simcse.batching import build_loader
 from simcse.config import TrainConfig
 from simcse.device import autocast_dtype
-from simcse.evaluate import METRIC_KEYS, SELECTION_METRIC, evaluate_sts, write_eval_report
+from simcse.evaluate import SELECTION_METRIC, evaluate_sts
 from simcse.grad_cache import chunked_backward
 from simcse.loss import duplicate_candidates
 from simcse.objectives import OBJECTIVES
 from simcse.optim import Schedule, build_optimizer_and_scaler, build_schedule
-from simcse.run_folder import EVAL_RESULTS_NAME, METRICS_NAME, append_metrics
+from simcse.run_folder import METRICS_NAME, append_metrics
 from simcse.run_setup import (
     ResumePoint,
     build_model,
     check_tokenizer_covers,
     claim_output_folder,
-    clear_earlier_run,
     data_fingerprints,
     find_resume_point,
-    forget_lost_best_model,
+    prepare_output_folder,
     read_inputs,
-    resolved_paths,
-    run_info,
-    start_logs,
+    trainer_state,
 )
-from simcse.unpad import attention_kernel
-
-__all__ = [
-    "LoopState",
-    "NonFiniteGradientError",
-    "NonFiniteLossError",
-    "TrainConfig",
-    "TrainResult",
-    "Trainer",
-    "train",
-]
 
 logger = logging.getLogger(__name__)
 
@@ -175,7 +161,7 @@ class Trainer:
         self.optimizer, self.scaler = build_optimizer_and_scaler(self.model, config, self.amp_dtype, training_state)
         self.autocast = torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype else nullcontext()
         self.state = start_loop_state(self.resume, self.device)
-        self.history = self.prepare_output_folder(len(train_data)) if self.is_main else []
+        self.history = prepare_output_folder(self) if self.is_main else []
         self.lr: float | None = None  # of the last step taken
         self.warned_about_duplicates = False
         self.progress = progress_bar(self.schedule, self.state, self.is_main)
@@ -183,43 +169,6 @@ class Trainer:
     @property
     def metrics_file(self) -> Path:
         return self.output / METRICS_NAME
-
-    def prepare_output_folder(self, num_train_examples: int) -> list[dict]:
-        """Clear an earlier run (--overwrite_output_path, now that every check has passed), write train_args.json
-        and start metrics.jsonl (or cut it back to the step being resumed). Returns the run's history so far."""
-        config, world_size = self.config, self.process.world_size
-        batch = self.sampler.largest_batch  # the examples a step takes: --batch_size, or all when there are fewer
-        info = run_info(
-            config,
-            self.device,
-            self.amp_dtype,
-            num_train_examples=num_train_examples,
-            steps_per_epoch=self.schedule.steps_per_epoch,
-            total_steps=self.schedule.total_steps,
-            world_size=world_size,
-            per_process_batch=batch // world_size,
-            grad_cache_chunk=config.grad_cache_chunk,
-            negatives_per_anchor=self.objective.negatives_per_anchor(batch, self.num_sent),
-            dropped_examples_per_epoch=self.sampler.dropped_per_epoch,
-            resumed_from=str(self.resume.path) if self.resume else None,
-            forward=f"unpadded, {attention_kernel(self.device)} attention" if self.model.unpad else "padded",
-        )
-        if batch < config.batch_size:
-            logger.warning(
-                "--batch_size %d exceeds the %d training examples: each step takes %d",
-                config.batch_size,
-                num_train_examples,
-                batch,
-            )
-        clear_earlier_run(config, self.output)
-        print(
-            f"model {config.model} ({self.model.config.model_type}): {info['forward']} forward pass, pooler "
-            f"{self.model.pooler}" + (" with the package's head" if self.model.owns_head and self.model.head else "")
-        )
-        history = start_logs(self.output, info, self.resume, self.state.step)
-        if self.resume:
-            forget_lost_best_model(self.output, self.state)
-        return history
 
     @property
     def num_sent(self) -> int:
@@ -381,23 +330,12 @@ class Trainer:
         # Every process keeps the mean, so that the run goes on exactly as a run resumed from here does.
         state.window_loss_sum = distributed.mean_over_processes(state.window_loss_sum)
         if self.is_main:
-            trainer_state = {
-                "step": state.step,
-                "epoch": state.step // self.schedule.steps_per_epoch,
-                "batch_in_epoch": state.step % self.schedule.steps_per_epoch,
-                "num_train_examples": len(self.loader.dataset),
-                "world_size": self.process.world_size,
-                "loop": state.to_json(),
-                "config": asdict(self.config),
-                "resolved_paths": resolved_paths(self.config),
-                "data_fingerprints": self.data_fingerprints,
-            }
             training_state = {
                 "optimizer": self.optimizer.state_dict(),
                 "grad_scaler": self.scaler.state_dict(),
                 "rng": rng_states,  # one per process
             }
-            path = checkpoint.save_training_checkpoint(self.model, self.output, training_state, trainer_state)
+            path = checkpoint.save_training_checkpoint(self.model, self.output, training_state, trainer_state(self))
             checkpoint.rotate_checkpoints(self.output, self.config.save_total_limit)
             tqdm.write(f"step {state.step}: saved {path}")
         distributed.barrier()
@@ -488,18 +426,6 @@ class Trainer:
             )
         return result
 
-    def push_to_hub(self) -> None:
-        """Upload the best checkpoint with a model card holding its dev results (first process)."""
-        from simcse.hub import push_checkpoint  # huggingface_hub is imported only by runs that push
-
-        if self.is_main:
-            # The best evaluation's line, or the last one's when no dev score was finite (the final model).
-            best = next((line for line in self.history if line["step"] == self.state.best_step), self.history[-1])
-            results = {self.config.valid_data: {key: best[key] for key in METRIC_KEYS}}
-            write_eval_report(self.output / EVAL_RESULTS_NAME, self.config.model, self.model, results, merge=True)
-            url = push_checkpoint(self.output, self.config.push_to_hub, private=self.config.hub_private)
-            print(f"pushed {self.output} to {url}")
-
 
 def train(config: TrainConfig) -> TrainResult:
     """Train, evaluating on the dev set before training, every ``eval_steps`` steps (or epoch) and at the end;
@@ -512,8 +438,10 @@ def train(config: TrainConfig) -> TrainResult:
     trainer = Trainer(config)
     try:
         result = trainer.fit()
-        if config.push_to_hub:
-            trainer.push_to_hub()
+        if config.push_to_hub and trainer.is_main:
+            from simcse.hub import push_run  # huggingface_hub is imported only by runs that push
+
+            push_run(config, trainer.model, trainer.history, trainer.state.best_step)
         distributed.barrier()
     finally:
         trainer.close()

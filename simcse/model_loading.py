@@ -1,0 +1,136 @@
+"""Loading a model folder or Hub model: where its files are, what it declares about itself, and the checks that
+refuse a folder, weights or tokenizer that cannot be what the run needs, in one line that names them."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from torch import nn
+from transformers import PreTrainedTokenizerBase
+from transformers.utils import cached_file
+
+from simcse import st_format
+from simcse.checkpoint import finish_interrupted_move, interrupted_move, verify_folder
+from simcse.run_folder import SIMCSE_CONFIG_NAME, is_run_folder, lock_holder, read_json
+
+# A real tokenizer has thousands of tokens; transformers builds one of a few special tokens for a model folder
+# that has no tokenizer files, and it maps every word to the unknown token.
+MIN_VOCABULARY = 100
+
+
+def saved_file(model_name_or_path: str | os.PathLike, name: str) -> str | None:
+    """The path of a file saved beside a checkpoint (local or on the Hub), or None when it has none."""
+    return cached_file(
+        model_name_or_path,
+        name,
+        _raise_exceptions_for_missing_entries=False,
+        _raise_exceptions_for_connection_errors=False,
+    )
+
+
+def read_simcse_config(model_name_or_path: str | os.PathLike) -> dict | None:
+    """The pooler settings saved beside a checkpoint by ``SimCSEModel.save_pretrained``, if any."""
+    path = saved_file(model_name_or_path, SIMCSE_CONFIG_NAME)
+    return read_json(path) if path else None
+
+
+def saved_settings(model_name_or_path: str | os.PathLike, saved: dict | None) -> tuple[dict, str]:
+    """The settings a model folder declares (pooler, max length, prompt, normalisation) and where they come
+    from: ``simcse_config.json``, else the sentence-transformers files, else none (the defaults)."""
+    if saved is not None:
+        return saved, SIMCSE_CONFIG_NAME
+    declared = st_format.read_settings(lambda name: saved_file(model_name_or_path, name))
+    if declared is None:
+        return {}, "the defaults (no simcse_config.json or sentence-transformers files)"
+    source = declared.pop("source")
+    return {key: value for key, value in declared.items() if value is not None}, source
+
+
+def check_location(name_or_path: str | os.PathLike, what: str = "model") -> None:
+    """A local folder (its saved files checked for damage) or a well-formed Hub repo id; else one clear error
+    at once, rather than a Hub lookup of a mistyped path that ends in a network error after retries."""
+    text = str(name_or_path)
+    if not text.strip():
+        raise ValueError(f"the {what} path is empty: give a folder or a Hub name (an unset variable in a script?)")
+    path = Path(text).expanduser()
+    if path.is_dir():
+        if interrupted_move(path):
+            finish_interrupted_move(path)
+        if what == "model" and not (path / "config.json").is_file():
+            raise FileNotFoundError(f"{text}: {_why_no_model(path)}")
+        verify_folder(path, f"the {what} folder {path}")
+        return
+    if path.exists():
+        raise ValueError(f"{text}: a file, not a {what} folder")
+    first = Path(path.parts[0]) if path.parts else path
+    if (
+        text.startswith(("/", ".", "~"))
+        or "\\" in text
+        or text.count("/") > 1
+        or (len(path.parts) > 1 and first.is_dir())
+    ):
+        raise FileNotFoundError(f"{text}: no such folder")
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(text)
+    except HFValidationError:
+        raise FileNotFoundError(f"{text}: no such folder, and not a Hub repo id") from None
+
+
+def _why_no_model(folder: Path) -> str:
+    if holder := lock_holder(folder):
+        return f"no model saved in it yet (a run, pid {holder}, is writing to it; its first save is still to come)"
+    if is_run_folder(folder):
+        return "no model saved in it yet (a run folder whose first save did not finish)"
+    return "not a model folder (no config.json)"
+
+
+def check_weights_loaded(model_name_or_path: str | os.PathLike, encoder: nn.Module, loading: dict) -> None:
+    """Refuse weights that leave part of the encoder at its random initialisation (an empty or foreign
+    model.safetensors), or that hold encoder weights it has no place for. A pooling layer is aside: some
+    encoders save none, and some checkpoints carry one the encoder lacks; pretraining heads are not the encoder's."""
+    parts = {name for name, _ in encoder.named_children()} - {"pooler"}
+    missing = [key for key in loading["missing_keys"] if not key.startswith("pooler.")]
+    unexpected = [key for key in loading["unexpected_keys"] if key.split(".")[0] in parts]
+    for keys, what in ((missing, "missing from"), (unexpected, "unexpected in")):
+        if keys:
+            raise ValueError(
+                f"{model_name_or_path}: {len(keys)} encoder weight(s) {what} its saved weights ({', '.join(keys[:3])}"
+                f"{', ...' if len(keys) > 3 else ''}); the weights file is empty, damaged or of another model"
+            )
+
+
+def tokenizer_problem(tokenizer: PreTrainedTokenizerBase, num_embeddings: int) -> str | None:
+    """Why ``tokenizer`` cannot feed an encoder with ``num_embeddings`` token embeddings, or None."""
+    size = len(tokenizer)
+    if size < MIN_VOCABULARY:
+        return f"the tokenizer has only {size} tokens (a model folder without its tokenizer files?)"
+    if size > num_embeddings:
+        return (
+            f"the tokenizer has {size} tokens but the model embeds only {num_embeddings}: ids from {num_embeddings} "
+            "up cannot be looked up; use the tokenizer the model was trained with"
+        )
+    return None
+
+
+def unknown_token_share(tokenizer: PreTrainedTokenizerBase, sentences: Sequence[str]) -> float:
+    """The share of the tokens of ``sentences`` (special tokens aside) that ``tokenizer`` maps to its unknown
+    token."""
+    if tokenizer.unk_token_id is None or not sentences:
+        return 0.0
+    ids = tokenizer(list(sentences), add_special_tokens=False)["input_ids"]
+    total = sum(map(len, ids))
+    return sum(row.count(tokenizer.unk_token_id) for row in ids) / total if total else 0.0
+
+
+def max_sequence_length(encoder: nn.Module) -> int | None:
+    """Tokens per sequence the encoder's position embeddings cover (RoBERTa's start after the padding index),
+    or None when it has no absolute positions."""
+    positions = getattr(encoder.config, "max_position_embeddings", None)
+    if positions is None or getattr(encoder.config, "position_biased_input", True) is False:
+        return None  # DeBERTa's relative positions have no such bound
+    padding_idx = getattr(getattr(encoder, "embeddings", None), "padding_idx", None)
+    return positions - (padding_idx + 1) if padding_idx is not None else positions
