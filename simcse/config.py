@@ -377,7 +377,6 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
         meta = field.metadata
         if meta["group"] not in groups:
             groups[meta["group"]] = parser.add_argument_group(meta["group"])
-        names = [f"--{field.name}"] + ([f"--{old_names[field.name]}"] if field.name in old_names else [])
         shown = "required" if meta["required"] else f"default: {default_text(field)}"
         # argparse %-formats help texts
         kwargs: dict[str, typing.Any] = {
@@ -390,7 +389,10 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
             kwargs["action"] = argparse.BooleanOptionalAction if field.default else "store_true"
         else:
             kwargs |= {"type": _scalar_type(types[field.name]), "choices": meta["choices"], "metavar": meta["metavar"]}
-        groups[meta["group"]].add_argument(*names, **kwargs)
+        groups[meta["group"]].add_argument(f"--{field.name}", **kwargs)
+        if field.name in old_names:  # still accepted, no longer shown in --help or the README
+            hidden = {key: value for key, value in kwargs.items() if key not in ("help", "default")}
+            parser.add_argument(f"--{old_names[field.name]}", dest=field.name, help=argparse.SUPPRESS, **hidden)
     return parser
 
 

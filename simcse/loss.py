@@ -44,11 +44,7 @@ def info_nce(
         A scalar. Normalisation, logits and cross-entropy are computed in at least float32 whatever the
         input dtype (exp(20) overflows float16).
     """
-    if anchors.ndim != 2:
-        raise ValueError(f"anchors must be (batch, hidden), got shape {tuple(anchors.shape)}")
-    for name, other in (("positives", positives), ("hard_negatives", hard_negatives)):
-        if other is not None and other.shape != anchors.shape:
-            raise ValueError(f"{name} shape {tuple(other.shape)} differs from anchors shape {tuple(anchors.shape)}")
+    _check_rows(anchors, positives=positives, hard_negatives=hard_negatives)
     if temperature <= 0:
         raise ValueError(f"temperature must be positive, got {temperature}")
     gather = gather or (lambda rows: (rows, 0))
@@ -62,9 +58,8 @@ def info_nce(
         if hard_negatives is not None:
             global_hard_negatives, _ = gather(F.normalize(hard_negatives.to(dtype), dim=-1))  # (N, H)
             candidates = torch.cat([candidates, global_hard_negatives])  # (2N, H)
-        logits = anchors @ candidates.T / temperature  # (B, N) or (B, 2N)
+        logits = _Float32Similarities.apply(anchors, candidates) / temperature  # (B, N) or (B, 2N)
         labels = torch.arange(anchors.shape[0], device=anchors.device) + first_row  # (B,)
-
         if hard_negatives is not None and hard_negative_weight != 0.0:
             own_hard_negative = F.one_hot(labels + num_positives, num_classes=logits.shape[1])  # (B, 2N)
             logits = logits + hard_negative_weight * own_hard_negative.to(dtype)  # (B, 2N)
@@ -74,6 +69,32 @@ def info_nce(
                 raise ValueError(f"exclude must be (batch, candidates) {expected}, got {tuple(exclude.shape)}")
             logits = logits.masked_fill(exclude, -math.inf)  # (B, C)
         return F.cross_entropy(logits, labels)
+
+
+def _check_rows(anchors: torch.Tensor, **others: torch.Tensor | None) -> None:
+    if anchors.ndim != 2:
+        raise ValueError(f"anchors must be (batch, hidden), got shape {tuple(anchors.shape)}")
+    for name, other in others.items():
+        if other is not None and other.shape != anchors.shape:
+            raise ValueError(f"{name} shape {tuple(other.shape)} differs from anchors shape {tuple(anchors.shape)}")
+
+
+class _Float32Similarities(torch.autograd.Function):
+    """``anchors @ candidates.T`` (B, H) x (C, H) -> (B, C), in the inputs' precision forward and backward. A
+    caller that runs ``backward()`` inside an autocast region would otherwise get the two backward matmuls in
+    bf16/fp16 (relative error ~4e-3 in the gradient)."""
+
+    @staticmethod
+    def forward(ctx, anchors: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(anchors, candidates)
+        return anchors @ candidates.T
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        anchors, candidates = ctx.saved_tensors
+        with torch.autocast(grad.device.type, enabled=False):
+            grad = grad.to(anchors.dtype)
+            return grad @ candidates, grad.T @ anchors  # (B, H), (C, H)
 
 
 def duplicate_candidates(

@@ -122,7 +122,13 @@ CASES = [
     Case("learning-rate-inf", TRAIN_SCRIPT, lambda c: c.train(learning_rate="inf"), ("--learning_rate",)),
     Case("weight-decay-inf", TRAIN_SCRIPT, lambda c: c.train(weight_decay="inf"), ("--weight_decay",)),
     Case("batch-of-one", TRAIN_SCRIPT, lambda c: c.train(batch_size=1), ("--batch_size 1",)),
-    Case("bad-pooler", TRAIN_SCRIPT, lambda c: c.train(pooler="max"), ("invalid choice: 'max'",), code=2),
+    Case(
+        "bad-pooler",
+        TRAIN_SCRIPT,
+        lambda c: c.train(pooler="no such pooler!"),
+        ("invalid choice: 'no such pooler!'",),
+        code=2,
+    ),
     Case("push-to-invalid-repo-id", TRAIN_SCRIPT, lambda c: c.train(push_to_hub="me/bad name"), ("repo id",)),
     Case("device-tpu", TRAIN_SCRIPT, lambda c: c.train(device="tpu"), ("--device tpu", "not a device")),
     Case(
@@ -213,7 +219,13 @@ CASES = [
         lambda c: c.train(objective="cosent", train_data="korsts_train", data_dir=c.tmp),
         ("sts-train.tsv", "download_korsts.sh"),
     ),
-    Case("unknown-objective", TRAIN_SCRIPT, lambda c: c.train(objective="angle"), ("invalid choice: 'angle'",), code=2),
+    Case(
+        "unknown-objective",
+        TRAIN_SCRIPT,
+        lambda c: c.train(objective="no such objective!"),
+        ("invalid choice: 'no such objective!'",),
+        code=2,
+    ),
     # dev data
     Case(
         "dev-of-one-pair", TRAIN_SCRIPT, lambda c: c.train(valid_data=c.dev([("가", "나", 3.0)])), ("1 sentence pair",)

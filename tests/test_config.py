@@ -1,6 +1,7 @@
 """TrainConfig is the one declaration of every setting: the parser, the README's flag table, the resume check
 and the model card's recipe all follow it."""
 
+import argparse
 import dataclasses
 import re
 
@@ -15,6 +16,8 @@ from simcse.config import (
     parse_args,
     upgrade_saved_settings,
 )
+from simcse.objectives import OBJECTIVES
+from simcse.poolers import POOLERS
 from simcse.run_setup import check_resumable
 
 FIELDS = {field.name: field for field in dataclasses.fields(TrainConfig)}
@@ -30,17 +33,37 @@ def readme_flag_table() -> dict[str, str]:
 
 
 def parser_flags() -> dict[str, object]:
-    """Each flag's primary name -> its default, as the generated parser holds them."""
+    """Each flag --help shows -> its default, as the generated parser holds them (old names are hidden)."""
     parser = build_parser()
     return {
         action.option_strings[0]: action.default
         for action in parser._actions
-        if action.option_strings and action.dest != "help"
+        if action.option_strings and action.dest != "help" and action.help != argparse.SUPPRESS
     }
 
 
 def test_readme_flag_table_lists_exactly_the_generated_flags():
     assert list(readme_flag_table()) == list(parser_flags())
+    shown = dict.fromkeys(re.findall(r"^\s+(--[a-z_]+)", build_parser().format_help(), re.M))
+    assert list(readme_flag_table()) == [flag for flag in shown if flag != "--help"]
+
+
+def readme_meaning(flag: str) -> str:
+    section = (REPO_ROOT / "README.md").read_text(encoding="utf-8").split("## train/train.py", 1)[1]
+    return re.search(rf"^\| `{flag}` \| [^|]* \| ([^\n]*) \|$", section, re.M).group(1)
+
+
+@pytest.mark.parametrize("flag, table", [("--pooler", POOLERS), ("--objective", OBJECTIVES)])
+def test_readme_choices_are_the_tables(flag, table):
+    """The README's cell lists exactly the table's names, in its order: a new entry needs its README row."""
+    listed = re.findall(r"`([a-z_0-9]+)`", readme_meaning(flag))  # names, not flags such as `--temp`
+    assert listed == list(table)
+
+
+def test_an_old_flag_name_is_accepted_but_not_shown():
+    assert parse_args(["--train_data", "x.tsv", "--eval_step", "7"]).eval_steps == 7
+    assert parse_args(["--train_data", "x.tsv"]).eval_steps == 100
+    assert "--eval_step " not in build_parser().format_help()
 
 
 @pytest.mark.parametrize("flag", list(parser_flags()))

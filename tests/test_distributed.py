@@ -13,9 +13,11 @@ from conftest import KOREAN_SENTENCES, REPO_ROOT, run_script
 from torch.nn.parallel import DistributedDataParallel
 
 from simcse import distributed
+from simcse.config import TrainConfig
 from simcse.grad_cache import chunked_backward
-from simcse.loss import cosent, duplicate_candidates, info_nce
+from simcse.loss import duplicate_candidates
 from simcse.model import SimCSEModel
+from simcse.objectives import OBJECTIVES
 
 WORLD = 2
 GLOBAL_BATCH = 8
@@ -36,20 +38,23 @@ def global_batch(model, num_sent):
 GLOBAL_SCORES = torch.tensor([4.5, 0.5, 3.0, 3.0, 1.0, 5.0, 2.0, 0.0])
 
 
-def loss_of(embeddings, input_ids, gather, scores=None):
-    if scores is not None:
-        return cosent(embeddings[:, 0], embeddings[:, 1], scores, gather=gather)
+# The settings the objectives read: a hard-negative weight that the interleaving mistake below makes count.
+SETTINGS = TrainConfig(hard_negative_weight=0.7)
+# Sentences per example of each kind of training data.
+NUM_SENT = {"sentences": 2, "pairs": 2, "triplets": 3, "scored_pairs": 2}
+# Every objective, with every example width its data kinds give.
+CASES = sorted({(name, NUM_SENT[kind]) for name, objective in OBJECTIVES.items() for kind in objective.data_kinds})
+
+
+def loss_of(objective, embeddings, input_ids, gather, scores=None):
+    """The trainer's loss: the objective's own function, with duplicate masking when it has in-batch negatives."""
     three = embeddings.shape[1] == 3
-    return info_nce(
-        embeddings[:, 0],
-        embeddings[:, 1],
-        embeddings[:, 2] if three else None,
-        hard_negative_weight=0.7,
-        gather=gather,
-        exclude=duplicate_candidates(
+    exclude = None
+    if OBJECTIVES[objective].in_batch_negatives:
+        exclude = duplicate_candidates(
             input_ids[:, 0], input_ids[:, 1], input_ids[:, 2] if three else None, gather=gather
-        ),
-    )
+        )
+    return OBJECTIVES[objective].loss(embeddings, scores, exclude, SETTINGS, gather)
 
 
 def interleaved_gather_loss(embeddings):
@@ -78,19 +83,20 @@ def worker(rank, model_dir, init_file, out_dir, num_sent, dropout, chunk, object
     batch = global_batch(model, num_sent)
     rows = slice(rank * GLOBAL_BATCH // WORLD, (rank + 1) * GLOBAL_BATCH // WORLD)
     local = {key: value[rows] for key, value in batch.items()}
-    scores, local_scores = (GLOBAL_SCORES, GLOBAL_SCORES[rows]) if objective == "cosent" else (None, None)
+    scored = "scored_pairs" in OBJECTIVES[objective].data_kinds
+    scores, local_scores = (GLOBAL_SCORES, GLOBAL_SCORES[rows]) if scored else (None, None)
     report = {}
 
     if chunk is None:
         # One process, the whole batch: the quantity the distributed run must reproduce.
         embeddings = reference(**batch)
-        expected_loss = loss_of(embeddings, batch["input_ids"], lambda r: (r, 0), scores)
+        expected_loss = loss_of(objective, embeddings, batch["input_ids"], lambda r: (r, 0), scores)
         expected_loss.backward()
-        local_loss = loss_of(ddp(**local), local["input_ids"], distributed.gather, local_scores)
+        local_loss = loss_of(objective, ddp(**local), local["input_ids"], distributed.gather, local_scores)
         local_loss.backward()
         mean_loss = distributed.mean_over_processes(local_loss.detach())
         report["loss_difference"] = abs(mean_loss.item() - expected_loss.item())
-        if num_sent == 3:
+        if num_sent == 3 and OBJECTIVES[objective].hard_negatives:
             with torch.no_grad():
                 report["interleaved_difference"] = abs(
                     distributed.mean_over_processes(interleaved_gather_loss(model(**local))).item()
@@ -102,7 +108,7 @@ def worker(rank, model_dir, init_file, out_dir, num_sent, dropout, chunk, object
         rng = torch.get_rng_state()
         chunks = [dict(zip(local, values)) for values in zip(*(v.split(chunk) for v in local.values()))]
         embeddings = torch.cat([reference(**c) for c in chunks])
-        loss_of(embeddings, local["input_ids"], distributed.gather, local_scores).backward()
+        loss_of(objective, embeddings, local["input_ids"], distributed.gather, local_scores).backward()
         for parameter in reference.parameters():
             if parameter.grad is not None:
                 dist.all_reduce(parameter.grad)
@@ -111,7 +117,7 @@ def worker(rank, model_dir, init_file, out_dir, num_sent, dropout, chunk, object
         chunked_backward(
             lambda c: ddp(**c),
             local,
-            lambda e: loss_of(e, local["input_ids"], distributed.gather, local_scores),
+            lambda e: loss_of(objective, e, local["input_ids"], distributed.gather, local_scores),
             chunk,
             no_sync=ddp.no_sync,
         )
@@ -137,31 +143,22 @@ def run_workers(tmp_path, model_dir, num_sent, dropout=0.0, chunk=None, objectiv
     return [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in range(WORLD)]
 
 
-@pytest.mark.parametrize("num_sent", [2, 3])
-def test_two_processes_equal_one_process_on_the_global_batch(tmp_path, tiny_bert_dir, num_sent):
-    for report in run_workers(tmp_path, tiny_bert_dir, num_sent):
+@pytest.mark.parametrize("objective, num_sent", CASES)
+def test_two_processes_equal_one_process_on_the_global_batch(tmp_path, tiny_bert_dir, objective, num_sent):
+    """Every objective over two processes: the same loss and gradients as one process on the global batch (CoSENT
+    ranks all 8 pairs; InfoNCE's anchors see every process's candidates)."""
+    for report in run_workers(tmp_path, tiny_bert_dir, num_sent, objective=objective):
         assert report["loss_difference"] <= 1e-5
         assert report["max_gradient_difference"] <= 1e-5
         assert report["parameters_with_gradients"] == len(list(SimCSEModel(tiny_bert_dir).parameters()))
-        if num_sent == 3:  # the interleaving mistake is caught by this comparison
+        if "interleaved_difference" in report:  # the interleaving mistake is caught by this comparison
             assert report["interleaved_difference"] > 1e-3
 
 
-@pytest.mark.parametrize("chunk", [None, 2])
-def test_cosent_ranks_the_global_batch_under_ddp(tmp_path, tiny_bert_dir, chunk):
-    """CoSENT over two processes: the same loss and gradients as one process ranking all 8 pairs (with
-    GradCache too: each process embeds its slice in chunks)."""
-    for report in run_workers(
-        tmp_path, tiny_bert_dir, 2, dropout=0.1 if chunk else 0.0, chunk=chunk, objective="cosent"
-    ):
-        assert report["max_gradient_difference"] <= 1e-5
-        if chunk is None:
-            assert report["loss_difference"] <= 1e-5
-
-
-@pytest.mark.parametrize("num_sent", [2, 3])
-def test_grad_cache_under_ddp_matches_the_full_batch(tmp_path, tiny_bert_dir, num_sent):
-    for report in run_workers(tmp_path, tiny_bert_dir, num_sent, dropout=0.1, chunk=2):
+@pytest.mark.parametrize("objective, num_sent", CASES)
+def test_grad_cache_under_ddp_matches_the_full_batch(tmp_path, tiny_bert_dir, objective, num_sent):
+    """Every objective with GradCache under DDP (dropout on): each process embeds its slice in chunks."""
+    for report in run_workers(tmp_path, tiny_bert_dir, num_sent, dropout=0.1, chunk=2, objective=objective):
         assert report["max_gradient_difference"] <= 1e-5
 
 

@@ -151,7 +151,7 @@ def test_encode_bad_input(tiny_bert_dir):
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"pooler": "max"}, "unknown pooler"),
+        ({"pooler": "no such pooler!"}, "unknown pooler"),
         ({"pooler": "avg", "mlp_only_train": True}, "mlp_only_train needs pooler 'cls'"),
         ({"dropout": 1.0}, "dropout"),
         ({"max_length": 1}, "max_length must be at least 2"),

@@ -15,6 +15,7 @@ import simcse.loss
 import simcse.trainer
 from simcse.data import load_sts
 from simcse.model import SimCSEModel
+from simcse.objectives import OBJECTIVES
 from simcse.trainer import train
 
 
@@ -34,7 +35,7 @@ def cosent_config(demo_config, demo_data):
 def test_cosent_runs_the_loss_on_the_batch_s_scores(cosent_config, demo_data, tmp_path, monkeypatch):
     """Each step's loss is cosent() of the batch's embeddings and the gold scores of exactly its pairs."""
     gold = load_sts(demo_data / "dev.tsv")
-    real, seen = simcse.loss.cosent, []
+    real, seen = simcse.loss.cosent, []  # the objective's loss looks simcse.loss.cosent up at each step
 
     def recording(embeddings1, embeddings2, scores, **kwargs):
         seen.append((scores.tolist(), kwargs["scale"]))
@@ -48,13 +49,22 @@ def test_cosent_runs_the_loss_on_the_batch_s_scores(cosent_config, demo_data, tm
     assert one_epoch == sorted(gold.scores)  # 5 batches of 8: every pair once, with its own score
 
 
-def test_cosent_resumes_exactly(cosent_config, tmp_path):
+# A demo file of each kind of training data.
+DEMO_FILE = {"sentences": "corpus.txt", "pairs": "pairs.tsv", "triplets": "train.tsv", "scored_pairs": "dev.tsv"}
+
+
+@pytest.mark.parametrize("objective", OBJECTIVES)
+def test_every_objective_resumes_exactly(objective, demo_config, demo_data, tmp_path):
+    """Each objective of the table, on a file of its first data kind: a run cut at step 2 and resumed logs the
+    same metrics and ends with the same weights as the run never interrupted (dropout on)."""
+    data = demo_data / DEMO_FILE[OBJECTIVES[objective].data_kinds[0]]
     straight, split = tmp_path / "straight", tmp_path / "split"
-    settings = dict(max_steps=4, save_steps=2, dropout=0.1)  # an epoch is 5 batches of 8
-    train(cosent_config(straight, **settings))
-    train(cosent_config(split, **settings))
+    settings = dict(objective=objective, train_data=str(data), valid_data=str(demo_data / "test.tsv"))
+    settings |= dict(batch_size=8, max_steps=4, save_steps=2, dropout=0.1)
+    train(demo_config(straight, **settings))
+    train(demo_config(split, **settings))
     cut_back_to(split, 2)
-    train(cosent_config(split, **settings, resume_from_checkpoint="latest"))
+    train(demo_config(split, **settings, resume_from_checkpoint="latest"))
     assert metrics_lines(split) == metrics_lines(straight)
     expected, got = (load_file(run / "checkpoint-4" / "model.safetensors") for run in (straight, split))
     for name in expected:

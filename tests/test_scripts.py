@@ -141,8 +141,11 @@ def test_help_and_flag_errors_answer_without_importing_torch():
     help_text = probe_run(TRAIN_SCRIPT, "--help").stdout
     assert "exit 0" in help_text and "torch imported: False" in help_text
     assert "(default: klue/bert-base)" in help_text and "(default: same as --model)" in help_text
-    assert "--eval_steps EVAL_STEPS, --eval_step EVAL_STEPS" in help_text
-    for args in (["--train_data", "x.tsv", "--pooler", "max"], ["--train_data", "x.tsv", "--batch_size", "1"]):
+    assert "--eval_steps EVAL_STEPS" in help_text and "--eval_step " not in help_text  # the old name: hidden
+    for args in (
+        ["--train_data", "x.tsv", "--pooler", "no such pooler!"],
+        ["--train_data", "x.tsv", "--batch_size", "1"],
+    ):
         refused = probe_run(TRAIN_SCRIPT, *args)
         assert "torch imported: False" in refused.stdout and "exit 0" not in refused.stdout, refused
     eval_help = probe_run(EVAL_SCRIPT, "--help").stdout
@@ -180,8 +183,8 @@ def test_train_errors(demo_data, demo_bert, run_here, tmp_path):
     )
     assert_one_line_error(no_dev, "sts-dev.tsv", "download_korsts.sh")
 
-    bad_flag = run_here(TRAIN_SCRIPT, *common, "--train_data", bad, "--pooler", "max")
-    assert bad_flag.returncode == 2 and "invalid choice: 'max'" in bad_flag.stderr
+    bad_flag = run_here(TRAIN_SCRIPT, *common, "--train_data", bad, "--pooler", "no such pooler!")
+    assert bad_flag.returncode == 2 and "invalid choice: 'no such pooler!'" in bad_flag.stderr
     assert not (tmp_path / "out" / "model.safetensors").exists()
 
 
