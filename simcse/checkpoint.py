@@ -25,7 +25,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from simcse.data import file_fingerprint
 from simcse.run_folder import (
     CHECKPOINT_PREFIX,
     MODEL_FILE_NAMES,
@@ -36,6 +35,7 @@ from simcse.run_folder import (
     read_json,
     write_json,
 )
+from simcse.text_files import file_fingerprint
 
 logger = logging.getLogger(__name__)
 

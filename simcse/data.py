@@ -15,19 +15,26 @@ line.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import math
 import os
-import re
-import stat
-import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from simcse.registry import DEFAULT_DATA_DIR, STS_DATASETS
+from simcse.text_files import (
+    DataFormatError,
+    check_is_file,
+    check_sentence,
+    drop_blank_lines,
+    is_number,
+    parse_score,
+    quoted,
+    read_lines,
+    read_text,
+    split_row,
+)
 
 __all__ = [
     "DEFAULT_DATA_DIR",
@@ -48,41 +55,6 @@ logger = logging.getLogger(__name__)
 KORSTS_HEADER = ("genre", "filename", "year", "id", "score", "sentence1", "sentence2")
 PLAIN_STS_HEADER = ("sentence1", "sentence2", "score")
 TRAIN_HEADERS = (("sent0", "sent1"), ("sent0", "sent1", "hard_neg"))
-MIN_SCORE, MAX_SCORE = 0.0, 5.0
-QUOTE_LIMIT = 100  # characters of a file's text an error message quotes
-# Characters that show nothing: Unicode controls and formats (zero-width space and joiners, BOM, direction
-# marks) and the Hangul fillers, which are letters to Unicode but blank on screen and to a reader.
-INVISIBLE_CATEGORIES = ("Cc", "Cf", "Zs", "Zl", "Zp")
-HANGUL_FILLERS = "\u115f\u1160\u3164\uffa0"
-
-
-def quoted(text: object) -> str:
-    """``repr(text)``, cut to about ``QUOTE_LIMIT`` characters: a file with no line breaks the reader knows
-    (CR-only line endings) is one long line, and an error must not echo all of it."""
-    shown = repr(text)
-    return shown if len(shown) <= QUOTE_LIMIT else f"{shown[:QUOTE_LIMIT]}... ({len(str(text))} characters)"
-
-
-def is_blank(text: str) -> bool:
-    """True when ``text`` shows nothing: empty, whitespace, or only control, format and zero-width characters."""
-    return all(unicodedata.category(char) in INVISIBLE_CATEGORIES or char in HANGUL_FILLERS for char in text)
-
-
-def file_fingerprint(path: str | os.PathLike) -> str:
-    """SHA-256 of a file's bytes: a resumed run checks that its data did not change in place."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        while chunk := file.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-class DataFormatError(ValueError):
-    """A data file that cannot be read as its format says; the message names the file and where."""
-
-    def __init__(self, path: str | os.PathLike, where: str | None, problem: str):
-        self.path, self.where, self.problem = str(path), where, problem
-        super().__init__(f"{path}, {where}: {problem}" if where else f"{path}: {problem}")
 
 
 @dataclass
@@ -126,111 +98,6 @@ class TrainData:
 
 # ---------------------------------------------------------------------------------------------------
 # Reading lines
-
-
-def check_is_file(path: Path) -> None:
-    """A path to read data from must be a regular file: a folder, a pipe (``<(...)``, read only once, where the
-    package reads its data twice) or a device is named for what it is."""
-    if path.is_file():
-        return
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such file")
-    if path.is_dir():
-        raise IsADirectoryError(f"{path}: a folder, not a data file; give the file inside it")
-    kind = "a pipe (<(...) or a FIFO)" if stat.S_ISFIFO(path.stat().st_mode) else "not a regular file"
-    raise OSError(f"{path}: {kind}; the data is read more than once, so write it to a file first")
-
-
-def _read_text(path: Path) -> str:
-    """A UTF-8 file's text (a leading BOM removed) in Unicode NFC; undecodable bytes are reported with their line.
-
-    NFC is the one change made to the text: decomposed Hangul (NFD, as macOS and some web pages write it) is
-    composed, so that a tokenizer sees the syllables it knows instead of jamo it maps to [UNK]."""
-    check_is_file(path)
-    raw = path.read_bytes()
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as err:
-        line = raw.count(b"\n", 0, err.start) + 1
-        raise DataFormatError(
-            path, f"line {line}", f"not valid UTF-8 (byte 0x{raw[err.start]:02x}); save the file as UTF-8"
-        ) from None
-    return _composed(path, text.removeprefix("\ufeff"))
-
-
-def _composed(path: Path, text: str) -> str:
-    """``text`` in NFC, with one log line counting the sentences (tab-separated fields) it changed."""
-    if unicodedata.is_normalized("NFC", text):
-        return text
-    composed = unicodedata.normalize("NFC", text)
-    changed = sum(
-        before != after
-        for line_before, line_after in zip(text.split("\n"), composed.split("\n"))
-        if line_before != line_after
-        for before, after in zip(line_before.split("\t"), line_after.split("\t"))
-    )
-    logger.warning("%s: %d sentence(s) normalised to Unicode NFC (decomposed Hangul composed)", path, changed)
-    return composed
-
-
-def _read_lines(path: Path) -> list[tuple[int, str]]:
-    """(1-based line number, line) for every line of a UTF-8 file, line endings removed."""
-    text = _read_text(path)
-    # Split on "\n" only: str.splitlines would also split on characters such as U+2028 inside a sentence.
-    lines = text.split("\n")
-    if lines[-1] == "":
-        lines.pop()
-    return [(number, line.removesuffix("\r")) for number, line in enumerate(lines, start=1)]
-
-
-def _drop_blank_lines(path: Path, lines: list[tuple[int, str]]) -> list[tuple[int, str]]:
-    kept = [(number, line) for number, line in lines if line.strip()]
-    if len(kept) < len(lines):
-        logger.warning("%s: skipped %d blank line(s)", path, len(lines) - len(kept))
-    return kept
-
-
-def _check_sentence(path: Path, where: str, text: str, column: str) -> str:
-    if not text.strip():
-        raise DataFormatError(path, where, f"empty sentence in column {column!r}")
-    if is_blank(text):
-        raise DataFormatError(
-            path,
-            where,
-            f"sentence {quoted(text)} in column {column!r} has only invisible (control or zero-width) characters",
-        )
-    return text
-
-
-# A decimal number as people write one: Python's float() would also take "0_5" (digit separators), " 5 " and
-# "infinity".
-NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
-
-
-def _is_number(text: str) -> bool:
-    return bool(NUMBER.fullmatch(text))
-
-
-def _parse_score(path: Path, where: str, text: str | float) -> float:
-    if isinstance(text, str) and not _is_number(text):
-        raise DataFormatError(path, where, f"score {quoted(text)} is not a number")
-    try:
-        score = float(text)
-    except (TypeError, ValueError):
-        raise DataFormatError(path, where, f"score {quoted(text)} is not a number") from None
-    if not (math.isfinite(score) and MIN_SCORE <= score <= MAX_SCORE):
-        raise DataFormatError(path, where, f"score {quoted(text)} is outside [{MIN_SCORE:g}, {MAX_SCORE:g}]")
-    return score
-
-
-def _split_row(path: Path, number: int, line: str, expected: int, what: str) -> list[str]:
-    fields = line.split("\t")
-    if len(fields) != expected:
-        hint = " (a tab inside a sentence is not allowed)" if len(fields) > expected else ""
-        raise DataFormatError(
-            path, f"line {number}", f"expected {expected} tab-separated columns ({what}), found {len(fields)}{hint}"
-        )
-    return fields
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -282,7 +149,7 @@ def load_sts(name_or_path: str | os.PathLike, data_dir: str | os.PathLike | None
 
 
 def _read_sts_tsv(path: Path, name: str) -> STSData:
-    lines = _drop_blank_lines(path, _read_lines(path))
+    lines = drop_blank_lines(path, read_lines(path))
     if not lines:
         raise DataFormatError(path, None, "no sentence pairs found")
     first = tuple(lines[0][1].split("\t"))
@@ -290,7 +157,7 @@ def _read_sts_tsv(path: Path, name: str) -> STSData:
         columns, what, rows = (4, 5, 6), "KorSTS: " + ", ".join(KORSTS_HEADER), lines[1:]
     elif first == PLAIN_STS_HEADER:
         columns, what, rows = (2, 0, 1), "sentence1, sentence2, score", lines[1:]
-    elif len(first) == len(PLAIN_STS_HEADER) and _is_number(first[2]):
+    elif len(first) == len(PLAIN_STS_HEADER) and is_number(first[2]):
         columns, what, rows = (2, 0, 1), "sentence1, sentence2, score", lines
     else:
         raise DataFormatError(
@@ -303,17 +170,17 @@ def _read_sts_tsv(path: Path, name: str) -> STSData:
     expected = len(first)
     data = STSData([], [], [], name)
     for number, line in rows:
-        fields = _split_row(path, number, line, expected, what)
+        fields = split_row(path, number, line, expected, what)
         where = f"line {number}"
-        data.scores.append(_parse_score(path, where, fields[score_col]))
-        data.sentences1.append(_check_sentence(path, where, fields[s1_col], "sentence1"))
-        data.sentences2.append(_check_sentence(path, where, fields[s2_col], "sentence2"))
+        data.scores.append(parse_score(path, where, fields[score_col]))
+        data.sentences1.append(check_sentence(path, where, fields[s1_col], "sentence1"))
+        data.sentences2.append(check_sentence(path, where, fields[s2_col], "sentence2"))
     return data
 
 
 def _read_klue_sts_json(path: Path, name: str) -> STSData:
     try:
-        items = json.loads(_read_text(path))
+        items = json.loads(read_text(path))
     except json.JSONDecodeError as err:
         raise DataFormatError(path, f"line {err.lineno}", f"invalid JSON: {err.msg}") from None
     if not isinstance(items, list):
@@ -331,11 +198,11 @@ def _read_klue_sts_json(path: Path, name: str) -> STSData:
             sentence = item.get(key)
             if not isinstance(sentence, str):
                 raise DataFormatError(path, where, f"missing or non-string {key!r}")
-            sentences.append(_check_sentence(path, where, sentence, key))
+            sentences.append(check_sentence(path, where, sentence, key))
         label = labels["label"]
         if isinstance(label, bool) or not isinstance(label, (int, float, str)):
             raise DataFormatError(path, where, f"score {quoted(label)} is not a number")
-        data.scores.append(_parse_score(path, where, label))
+        data.scores.append(parse_score(path, where, label))
         data.sentences1.append(sentences[0])
         data.sentences2.append(sentences[1])
     return data
@@ -354,7 +221,7 @@ def _read_sentences(path: Path, lines: list[tuple[int, str]]) -> TrainData:
                 "a tab inside a sentence; a .txt training file holds one sentence per line "
                 "(for pairs or triplets use a .tsv with the header sent0<TAB>sent1[<TAB>hard_neg])",
             )
-        _check_sentence(path, f"line {number}", line, "sentence")
+        check_sentence(path, f"line {number}", line, "sentence")
     return TrainData([[line for _, line in lines]], str(path))
 
 
@@ -362,9 +229,9 @@ def _read_columns(path: Path, lines: list[tuple[int, str]]) -> TrainData:
     header = tuple(lines[0][1].split("\t"))
     columns: list[list[str]] = [[] for _ in header]
     for number, line in lines[1:]:
-        fields = _split_row(path, number, line, len(header), ", ".join(header))
+        fields = split_row(path, number, line, len(header), ", ".join(header))
         for column, name, sentence in zip(columns, header, fields):
-            column.append(_check_sentence(path, f"line {number}", sentence, name))
+            column.append(check_sentence(path, f"line {number}", sentence, name))
     return TrainData(columns, str(path))
 
 
@@ -403,7 +270,7 @@ DATA_KINDS: dict[str, DataKind] = {
             lambda path, first: (
                 path.suffix.lower() == ".json"
                 or first in (KORSTS_HEADER, PLAIN_STS_HEADER)
-                or (len(first) == len(PLAIN_STS_HEADER) and _is_number(first[2]))
+                or (len(first) == len(PLAIN_STS_HEADER) and is_number(first[2]))
             ),
             _read_scored_pairs,
         ),
@@ -416,7 +283,7 @@ def load_train_data(name_or_path: str | os.PathLike, data_dir: str | os.PathLike
     ``korsts_train`` is a file of scored pairs): ``.txt`` one sentence per line, a TSV with a sent0/sent1[/hard_neg]
     header, or an STS file. The result's ``kind`` names it."""
     path = resolve_sts_path(name_or_path, data_dir)
-    lines = [] if path.suffix.lower() == ".json" else _drop_blank_lines(path, _read_lines(path))
+    lines = [] if path.suffix.lower() == ".json" else drop_blank_lines(path, read_lines(path))
     if path.suffix.lower() != ".txt" and not lines and path.suffix.lower() != ".json":
         raise DataFormatError(path, None, "no training examples found")
     kind = next((kind for kind in DATA_KINDS.values() if kind.matches(path, _header(lines))), None)

@@ -7,7 +7,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from simcse.data import DataFormatError, TrainData, _drop_blank_lines, _read_lines, _split_row, is_blank, quoted
+from simcse.data import TrainData
+from simcse.text_files import DataFormatError, drop_blank_lines, is_blank, quoted, read_lines, split_row
 
 NLI_HEADER = ("sentence1", "sentence2", "gold_label")
 NLI_LABELS = ("entailment", "neutral", "contradiction")
@@ -41,11 +42,11 @@ def nli_triplets(paths: Sequence[str | os.PathLike]) -> tuple[TrainData, Triplet
     report = TripletReport()
     hypotheses: dict[str, dict[str, str]] = {}  # premise -> label -> first hypothesis
     for path in map(Path, paths):
-        lines = _drop_blank_lines(path, _read_lines(path))
+        lines = drop_blank_lines(path, read_lines(path))
         if not lines or tuple(lines[0][1].split("\t")) != NLI_HEADER:
             raise DataFormatError(path, "line 1", "expected the header sentence1\tsentence2\tgold_label")
         for number, line in lines[1:]:
-            premise, hypothesis, label = _split_row(path, number, line, 3, ", ".join(NLI_HEADER))
+            premise, hypothesis, label = split_row(path, number, line, 3, ", ".join(NLI_HEADER))
             report.rows += 1
             if label not in NLI_LABELS:
                 report.skip(f"gold_label {quoted(label)} (not an NLI label)")

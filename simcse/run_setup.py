@@ -25,7 +25,7 @@ import transformers
 import simcse
 from simcse import checkpoint, distributed
 from simcse.config import PATH_SETTINGS, RESUME_MUST_MATCH, TrainConfig, upgrade_saved_settings
-from simcse.data import STSData, TrainData, file_fingerprint, load_sts, resolve_sts_path
+from simcse.data import STSData, TrainData, load_sts, resolve_sts_path
 from simcse.model import SimCSEModel
 from simcse.model_loading import unknown_token_share
 from simcse.objectives import OBJECTIVES
@@ -44,6 +44,7 @@ from simcse.run_folder import (
     write_json,
     write_metrics,
 )
+from simcse.text_files import file_fingerprint
 from simcse.unpad import attention_kernel
 
 logger = logging.getLogger(__name__)
