@@ -1,6 +1,8 @@
-"""Evaluate a sentence encoder on STS sets: cosine, euclidean, manhattan and dot, Pearson and Spearman.
+"""Evaluate a sentence encoder on STS sets (cosine, euclidean, manhattan and dot, Pearson and Spearman) and on
+retrieval sets in the BEIR layout (nDCG@10, MRR@10, MAP@100, Recall@1/5/10/100).
 
     python evaluation/eval.py --model outputs/sup-simcse-bert-base --test_data korsts_dev korsts_test klue_sts_dev
+    python evaluation/eval.py --model outputs/sup-simcse-bert-base --test_data korsts_test data/my_beir_set
 
 Prints the original project's README table (x100) per dataset; --output_json writes every metric as JSON.
 """
@@ -21,7 +23,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--test_data",
         nargs="+",
         default=["korsts_test"],
-        help=f"dataset names ({', '.join(STS_DATASETS)}) or files (default: korsts_test)",
+        help=f"STS dataset names ({', '.join(STS_DATASETS)}) or files, or retrieval set folders in the BEIR layout "
+        "(corpus.jsonl, queries.jsonl, qrels/) (default: korsts_test)",
+    )
+    parser.add_argument("--split", default="test", help="the qrels/<split>.tsv of a retrieval set (default: test)")
+    parser.add_argument(
+        "--document_max_length",
+        type=int,
+        default=512,
+        help="tokens per document of a retrieval set, capped at the model's positions (default: 512)",
     )
     parser.add_argument("--data_dir", default=None, help="folder the dataset names resolve in (default: repo data/)")
     parser.add_argument(
@@ -65,9 +75,12 @@ def main() -> None:
     from simcse.device import resolve_device
     from simcse.evaluate import evaluate_sts, format_sts_table, write_eval_report
     from simcse.model import SimCSEModel
+    from simcse.retrieval import evaluate_retrieval, format_retrieval_table, is_retrieval_set, load_retrieval_set
 
     device = resolve_device(args.device)
-    datasets = {name: load_sts(name, args.data_dir) for name in args.test_data}  # fail fast on a bad file
+    # Read everything first: a bad file fails in seconds, not after the sets before it were evaluated.
+    retrieval_sets = {name: load_retrieval_set(name, args.split) for name in args.test_data if is_retrieval_set(name)}
+    datasets = {name: load_sts(name, args.data_dir) for name in args.test_data if name not in retrieval_sets}
     model = SimCSEModel(
         args.model,
         pooler=args.pooler,
@@ -89,8 +102,18 @@ def main() -> None:
         results[name] = evaluate_sts(model, data, batch_size=args.batch_size)
         print(f"\n{name} ({len(data)} pairs)\n{format_sts_table({args.model: results[name]})}")
 
+    retrieval = {}
+    document_max_length = min(args.document_max_length, model.max_positions or args.document_max_length)
+    for name, data in retrieval_sets.items():
+        retrieval[name] = evaluate_retrieval(model, data, args.batch_size, document_max_length)
+        counts = f"{len(data.query_ids)} queries ({data.skipped_queries} without a relevant document, skipped)"
+        print(
+            f"\n{name}: {counts} over {len(data.corpus_ids)} documents, documents up to {document_max_length} tokens"
+            f"\n{format_retrieval_table({args.model: retrieval[name]})}"
+        )
+
     if args.output_json:
-        write_eval_report(args.output_json, args.model, model, results)
+        write_eval_report(args.output_json, args.model, model, results, retrieval=retrieval)
         print(f"\nwrote {args.output_json}")
 
 

@@ -131,17 +131,21 @@ def write_eval_report(
     model,
     results: Mapping[str, Mapping[str, float]],
     merge: bool = False,
+    retrieval: Mapping[str, Mapping[str, float]] | None = None,
 ) -> dict:
-    """Write (and return) the JSON eval.py produces: the model, its pooler settings and max length, and the
-    metrics per dataset. With ``merge`` the datasets of a report already there are kept (its results win: the
-    trainer adds its dev result to what eval.py measured, never replaces it)."""
-    earlier = (read_eval_report(path) or {}).get("results", {}) if merge else {}
+    """Write (and return) the JSON eval.py produces: the model, its pooler settings and max length, the STS
+    metrics per dataset under ``results`` and the retrieval metrics per set under ``retrieval``. With ``merge``
+    the datasets of a report already there are kept (its results win: the trainer adds its dev result to what
+    eval.py measured, never replaces it)."""
+    earlier = (read_eval_report(path) or {}) if merge else {}
     report = {
         "model": str(model_name),
         "pooler": model.pooler,
         "mlp_only_train": model.mlp_only_train,
         "max_length": model.max_length,
-        "results": {name: dict(metrics) for name, metrics in results.items()} | earlier,
+        "results": {name: dict(metrics) for name, metrics in results.items()} | earlier.get("results", {}),
     }
+    if retrieval or "retrieval" in earlier:
+        report["retrieval"] = {name: dict(m) for name, m in (retrieval or {}).items()} | earlier.get("retrieval", {})
     write_json(path, report)
     return report

@@ -1,0 +1,199 @@
+"""Retrieval evaluation on BEIR-layout sets: exact search of a corpus by cosine similarity, and the metrics of
+the ranking (nDCG@10, MRR@10, MAP@100, Recall@1/5/10/100).
+
+A set is a folder as BEIR and MTEB lay it out: ``corpus.jsonl`` (``_id``, ``title``, ``text``), ``queries.jsonl``
+(``_id``, ``text``) and ``qrels/<split>.tsv`` (header ``query-id corpus-id score``). A qrel of score 0 says "not
+relevant"; a query without a relevant document is skipped and counted. Texts go through the package's reading
+(UTF-8, NFC); a bad line is one ``DataFormatError`` naming the file and line.
+
+Metrics, per query then averaged over the evaluated queries, on the ranking by score (ties by ascending document
+id, as sentence-transformers' ``InformationRetrievalEvaluator`` breaks them): nDCG with the qrel score as the
+gain (graded, as BEIR's pytrec_eval computes it; with 0/1 qrels the evaluator's binary nDCG), MRR, Recall, and
+MAP@k as that evaluator defines it (precision at each relevant hit, over min(k, relevant documents)).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from simcse.text_files import DataFormatError, drop_blank_lines, quoted, read_lines, split_row
+
+CORPUS_NAME, QUERIES_NAME, QRELS_FOLDER = "corpus.jsonl", "queries.jsonl", "qrels"
+QRELS_HEADER = ("query-id", "corpus-id", "score")
+METRIC_CUTOFFS = {"ndcg": (10,), "mrr": (10,), "map": (100,), "recall": (1, 5, 10, 100)}
+RETRIEVAL_KEYS = tuple(f"{name}@{k}" for name, cutoffs in METRIC_CUTOFFS.items() for k in cutoffs)
+SEARCH_DEPTH = max(k for cutoffs in METRIC_CUTOFFS.values() for k in cutoffs)  # documents kept per query
+SEARCH_BLOCK = 1024  # queries scored at once: memory is a block of queries x the corpus block, never Q x corpus
+
+
+@dataclass
+class RetrievalData:
+    name: str
+    corpus_ids: list[str]
+    corpus_texts: list[str]
+    query_ids: list[str]  # the queries evaluated: those with a relevant document
+    query_texts: list[str]
+    qrels: dict[str, dict[str, int]]  # query id -> document id -> relevance (> 0)
+    skipped_queries: int = 0  # queries without a relevant document
+
+
+def is_retrieval_set(path: str | os.PathLike) -> bool:
+    return (Path(path) / CORPUS_NAME).is_file()
+
+
+def _json_lines(path: Path, required: tuple[str, ...]) -> list[tuple[str, dict]]:
+    """(where, object) for every non-blank line of a JSONL file, each an object whose ``required`` keys hold text."""
+    rows = []
+    for number, line in drop_blank_lines(path, read_lines(path)):
+        where = f"line {number}"
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise DataFormatError(path, where, f"not valid JSON ({err.msg})") from None
+        if not isinstance(row, dict):
+            raise DataFormatError(path, where, "expected a JSON object")
+        for key in required:
+            if not isinstance(row.get(key), str):
+                raise DataFormatError(path, where, f"missing or non-string {key!r}")
+        rows.append((where, row))
+    return rows
+
+
+def _texts_by_id(path: Path, with_title: bool) -> dict[str, str]:
+    texts: dict[str, str] = {}
+    for where, row in _json_lines(path, ("_id", "text")):
+        title = (row.get("title") or "") if with_title else ""
+        if not isinstance(title, str):
+            raise DataFormatError(path, where, "non-string 'title'")
+        text = f"{title} {row['text']}".strip() if title else row["text"].strip()
+        if not text:
+            raise DataFormatError(path, where, f"empty text for _id {quoted(row['_id'])}")
+        if row["_id"] in texts:
+            raise DataFormatError(path, where, f"_id {quoted(row['_id'])} appears twice")
+        texts[row["_id"]] = text
+    if not texts:
+        raise DataFormatError(path, None, "no entries found")
+    return texts
+
+
+def _read_qrels(path: Path, corpus: Mapping[str, str], queries: Mapping[str, str]) -> dict[str, dict[str, int]]:
+    lines = drop_blank_lines(path, read_lines(path))
+    if not lines or tuple(lines[0][1].split("\t")) != QRELS_HEADER:
+        raise DataFormatError(path, "line 1", "expected the header query-id\\tcorpus-id\\tscore")
+    qrels: dict[str, dict[str, int]] = {}
+    for number, line in lines[1:]:
+        query, document, score = split_row(path, number, line, 3, ", ".join(QRELS_HEADER))
+        where = f"line {number}"
+        if query not in queries:
+            raise DataFormatError(path, where, f"query-id {quoted(query)} is not in {QUERIES_NAME}")
+        if document not in corpus:
+            raise DataFormatError(path, where, f"corpus-id {quoted(document)} is not in {CORPUS_NAME}")
+        if not score.lstrip("-").isdigit():
+            raise DataFormatError(path, where, f"score {quoted(score)} is not an integer")
+        if document in qrels.get(query, {}):
+            raise DataFormatError(path, where, f"the pair {quoted(query)}, {quoted(document)} appears twice")
+        qrels.setdefault(query, {})[document] = int(score)
+    return qrels
+
+
+def load_retrieval_set(folder: str | os.PathLike, split: str = "test") -> RetrievalData:
+    """A BEIR-layout folder's corpus, queries and ``qrels/<split>.tsv``."""
+    folder = Path(folder)
+    qrels_path = folder / QRELS_FOLDER / f"{split}.tsv"
+    for path in (folder / CORPUS_NAME, folder / QUERIES_NAME, qrels_path):
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such file (a retrieval set holds corpus.jsonl, queries.jsonl, qrels/)")
+    corpus = _texts_by_id(folder / CORPUS_NAME, with_title=True)
+    queries = _texts_by_id(folder / QUERIES_NAME, with_title=False)
+    qrels = _read_qrels(qrels_path, corpus, queries)
+    relevant = {query: {d: s for d, s in docs.items() if s > 0} for query, docs in qrels.items()}
+    evaluated = [query for query in queries if relevant.get(query)]
+    if not evaluated:
+        raise DataFormatError(qrels_path, None, "no query has a relevant document (a score above 0)")
+    return RetrievalData(
+        name=folder.name,
+        corpus_ids=list(corpus),
+        corpus_texts=list(corpus.values()),
+        query_ids=evaluated,
+        query_texts=[queries[query] for query in evaluated],
+        qrels={query: relevant[query] for query in evaluated},
+        skipped_queries=len(queries) - len(evaluated),
+    )
+
+
+def search(queries: torch.Tensor, corpus: torch.Tensor, depth: int, block: int = SEARCH_BLOCK):
+    """Exact top-``depth`` of every query (Q, H) against the corpus (D, H) by dot product, block by block of
+    queries and of documents with a running top-k; returns scores and document rows, each (Q, min(depth, D))."""
+    depth = min(depth, corpus.shape[0])
+    best_scores, best_rows = [], []
+    for start in range(0, queries.shape[0], block):
+        query_block = queries[start : start + block]  # (b, H)
+        scores = query_block.new_full((query_block.shape[0], 0), -math.inf)  # (b, kept)
+        rows = torch.zeros((query_block.shape[0], 0), dtype=torch.long)
+        for first in range(0, corpus.shape[0], block):
+            block_scores = query_block @ corpus[first : first + block].T  # (b, c)
+            block_rows = torch.arange(first, first + block_scores.shape[1]).expand_as(block_scores)
+            scores, keep = torch.cat([scores, block_scores], 1).topk(
+                min(depth, scores.shape[1] + block_scores.shape[1])
+            )
+            rows = torch.cat([rows, block_rows], 1).gather(1, keep)
+        best_scores.append(scores)
+        best_rows.append(rows)
+    return torch.cat(best_scores), torch.cat(best_rows)
+
+
+def ranking_metrics(ranked: list[str], relevance: Mapping[str, int]) -> dict[str, float]:
+    """The metrics of one query's ranked document ids against its relevant documents (id -> relevance > 0)."""
+    hits = [relevance.get(document, 0) for document in ranked]
+    metrics = {}
+    ideal = sorted(relevance.values(), reverse=True)
+    for k in METRIC_CUTOFFS["ndcg"]:
+        dcg = sum(gain / math.log2(rank + 2) for rank, gain in enumerate(hits[:k]))
+        metrics[f"ndcg@{k}"] = dcg / sum(gain / math.log2(rank + 2) for rank, gain in enumerate(ideal[:k]))
+    for k in METRIC_CUTOFFS["mrr"]:
+        metrics[f"mrr@{k}"] = next((1 / (rank + 1) for rank, gain in enumerate(hits[:k]) if gain > 0), 0.0)
+    for k in METRIC_CUTOFFS["map"]:
+        found, precisions = 0, 0.0
+        for rank, gain in enumerate(hits[:k]):
+            if gain > 0:
+                found += 1
+                precisions += found / (rank + 1)
+        metrics[f"map@{k}"] = precisions / min(k, len(relevance))
+    for k in METRIC_CUTOFFS["recall"]:
+        metrics[f"recall@{k}"] = sum(gain > 0 for gain in hits[:k]) / len(relevance)
+    return metrics
+
+
+def evaluate_retrieval(model, data: RetrievalData, batch_size: int | None = None, document_max_length=None):
+    """The metrics of ``model.encode``'s embeddings on a retrieval set: the corpus embedded once (length-sorted,
+    as ``encode`` does), cosine similarity, exact search. Returns the mean of every metric and the counts."""
+    documents = model.encode(data.corpus_texts, batch_size=batch_size, max_length=document_max_length)
+    queries = model.encode(data.query_texts, batch_size=batch_size)
+    normalized = [torch.nn.functional.normalize(torch.from_numpy(e), dim=-1) for e in (queries, documents)]
+    scores, rows = search(*normalized, SEARCH_DEPTH)
+    per_query = []
+    for query, query_scores, query_rows in zip(data.query_ids, scores.tolist(), rows.tolist()):
+        ranked = sorted(zip(query_scores, (data.corpus_ids[row] for row in query_rows)), key=lambda x: (-x[0], x[1]))
+        per_query.append(ranking_metrics([document for _, document in ranked], data.qrels[query]))
+    means = {key: float(np.mean([metrics[key] for metrics in per_query])) for key in RETRIEVAL_KEYS}
+    return means | {
+        "queries": len(data.query_ids),
+        "skipped_queries": data.skipped_queries,
+        "documents": len(documents),
+    }
+
+
+def format_retrieval_table(results: Mapping[str, Mapping[str, float]]) -> str:
+    """A Markdown table of retrieval results (row name -> metrics), x100, two decimals."""
+    lines = ["| Model | " + " | ".join(RETRIEVAL_KEYS) + " |", "|:---|" + "---:|" * len(RETRIEVAL_KEYS)]
+    for name, metrics in results.items():
+        lines.append(f"| {name} | " + " | ".join(f"{100 * metrics[key]:.2f}" for key in RETRIEVAL_KEYS) + " |")
+    return "\n".join(lines)
