@@ -12,7 +12,7 @@ import argparse
 from simcse.cli import check_writable_file, refuse_empty_paths, run_main
 from simcse.config import DEFAULT_MAX_LENGTH
 from simcse.poolers import DEFAULT_POOLER, POOLERS
-from simcse.registry import STS_DATASETS
+from simcse.registry import RETRIEVAL_SETS, STS_DATASETS
 from simcse.run_folder import EVAL_RESULTS_NAME
 
 
@@ -23,8 +23,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--test_data",
         nargs="+",
         default=["korsts_test"],
-        help=f"STS dataset names ({', '.join(STS_DATASETS)}) or files, or retrieval set folders in the BEIR layout "
-        "(corpus.jsonl, queries.jsonl, qrels/) (default: korsts_test)",
+        help=f"STS dataset names ({', '.join(STS_DATASETS)}) or files, retrieval set names "
+        f"({', '.join(RETRIEVAL_SETS)}) or folders in the BEIR layout (corpus.jsonl, queries.jsonl, qrels/) "
+        "(default: korsts_test)",
     )
     parser.add_argument("--split", default="test", help="the qrels/<split>.tsv of a retrieval set (default: test)")
     parser.add_argument(
@@ -79,7 +80,9 @@ def main() -> None:
 
     device = resolve_device(args.device)
     # Read everything first: a bad file fails in seconds, not after the sets before it were evaluated.
-    retrieval_sets = {name: load_retrieval_set(name, args.split) for name in args.test_data if is_retrieval_set(name)}
+    retrieval_sets = {
+        name: load_retrieval_set(name, args.split, args.data_dir) for name in args.test_data if is_retrieval_set(name)
+    }
     datasets = {name: load_sts(name, args.data_dir) for name in args.test_data if name not in retrieval_sets}
     model = SimCSEModel(
         args.model,

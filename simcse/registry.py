@@ -36,3 +36,27 @@ STS_DATASETS = {
 # The supervised training data's source (data/build_nli_triplets.py builds triplets from it).
 KORNLI_HUB_ID = "kakaobrain/kor_nli"
 KORNLI_DOWNLOAD_SCRIPT = "data/download_kornli.sh"
+
+
+@dataclass(frozen=True)
+class RetrievalSet:
+    name: str
+    folder: str  # under the data folder, in the BEIR layout
+    source: str  # the file it is built from, under the data folder
+    download_script: str
+    build_command: str
+
+
+# Retrieval sets by name: eval.py's --test_data korquad_dev reads DATA_DIR/korquad/korquad_dev.
+RETRIEVAL_SETS = {
+    dataset.name: dataset
+    for dataset in (
+        RetrievalSet(
+            "korquad_dev",
+            "korquad/korquad_dev",
+            "korquad/KorQuAD_v1.0_dev.json",
+            "data/download_korquad.sh",
+            "python data/build_korquad.py",
+        ),
+    )
+}

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from simcse.registry import DEFAULT_DATA_DIR, RETRIEVAL_SETS
 from simcse.text_files import DataFormatError, drop_blank_lines, quoted, read_lines, split_row
 
 CORPUS_NAME, QUERIES_NAME, QRELS_FOLDER = "corpus.jsonl", "queries.jsonl", "qrels"
@@ -45,8 +46,24 @@ class RetrievalData:
     skipped_queries: int = 0  # queries without a relevant document
 
 
-def is_retrieval_set(path: str | os.PathLike) -> bool:
-    return (Path(path) / CORPUS_NAME).is_file()
+def is_retrieval_set(name_or_path: str | os.PathLike) -> bool:
+    """A registered retrieval set's name (``korquad_dev``) or a folder holding a corpus.jsonl."""
+    return str(name_or_path) in RETRIEVAL_SETS or (Path(name_or_path) / CORPUS_NAME).is_file()
+
+
+def resolve_retrieval_set(name_or_path: str | os.PathLike, data_dir: str | os.PathLike | None = None) -> Path:
+    """The folder of a registered name (under ``data_dir``, default the repo's data/) or the folder given."""
+    name = str(name_or_path)
+    if name not in RETRIEVAL_SETS:
+        return Path(name)
+    dataset = RETRIEVAL_SETS[name]
+    folder = Path(data_dir if data_dir is not None else DEFAULT_DATA_DIR) / dataset.folder
+    if not (folder / CORPUS_NAME).is_file():
+        raise FileNotFoundError(
+            f"{folder}: no retrieval set {name!r} there; run `bash {dataset.download_script} && "
+            f"{dataset.build_command}` or pass the folder holding {dataset.folder} as data_dir"
+        )
+    return folder
 
 
 def _json_lines(path: Path, required: tuple[str, ...]) -> list[tuple[str, dict]]:
@@ -104,9 +121,11 @@ def _read_qrels(path: Path, corpus: Mapping[str, str], queries: Mapping[str, str
     return qrels
 
 
-def load_retrieval_set(folder: str | os.PathLike, split: str = "test") -> RetrievalData:
-    """A BEIR-layout folder's corpus, queries and ``qrels/<split>.tsv``."""
-    folder = Path(folder)
+def load_retrieval_set(
+    name_or_path: str | os.PathLike, split: str = "test", data_dir: str | os.PathLike | None = None
+) -> RetrievalData:
+    """A BEIR-layout folder's (or a registered set's) corpus, queries and ``qrels/<split>.tsv``."""
+    folder = resolve_retrieval_set(name_or_path, data_dir)
     qrels_path = folder / QRELS_FOLDER / f"{split}.tsv"
     for path in (folder / CORPUS_NAME, folder / QUERIES_NAME, qrels_path):
         if not path.is_file():
@@ -119,7 +138,7 @@ def load_retrieval_set(folder: str | os.PathLike, split: str = "test") -> Retrie
     if not evaluated:
         raise DataFormatError(qrels_path, None, "no query has a relevant document (a score above 0)")
     return RetrievalData(
-        name=folder.name,
+        name=str(name_or_path),
         corpus_ids=list(corpus),
         corpus_texts=list(corpus.values()),
         query_ids=evaluated,

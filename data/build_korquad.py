@@ -1,0 +1,59 @@
+"""KorQuAD 1.0 -> a retrieval set (BEIR layout: question -> the paragraph that answers it) and question/paragraph
+training pairs, split by article so that the two never share a paragraph.
+
+    bash data/download_korquad.sh
+    python data/build_korquad.py              # dev -> data/korquad/korquad_dev (the retrieval set korquad_dev)
+    python data/build_korquad.py --input data/korquad/KorQuAD_v1.0_train.json --heldout_share 0 \
+        --pairs data/korquad/korquad_train_pairs.tsv          # train articles -> pairs (sent0 = question)
+    python data/build_korquad.py --heldout_share 0.5 --pairs dev_pairs.tsv --beir_dir dev_heldout  # one file, split
+"""
+
+import argparse
+from pathlib import Path
+
+from simcse.cli import check_writable_file, refuse_empty_paths, run_main
+from simcse.data import write_train_tsv
+from simcse.korquad import question_paragraph_pairs, read_korquad, split_articles, write_retrieval_set
+from simcse.registry import DEFAULT_DATA_DIR, RETRIEVAL_SETS
+
+KORQUAD_DEV = RETRIEVAL_SETS["korquad_dev"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument(
+        "--input", nargs="+", default=[str(DEFAULT_DATA_DIR / KORQUAD_DEV.source)], help="KorQuAD 1.0 JSON files"
+    )
+    parser.add_argument(
+        "--beir_dir", default=str(DEFAULT_DATA_DIR / KORQUAD_DEV.folder), help="the held-out retrieval set"
+    )
+    parser.add_argument("--pairs", default=None, help="TSV of (question, paragraph) pairs of the other articles")
+    parser.add_argument(
+        "--heldout_share", type=float, default=1.0, help="share of the articles held out (default: 1, all)"
+    )
+    parser.add_argument("--seed", type=int, default=42, help="the draw of the held-out articles")
+    args = parser.parse_args()
+    refuse_empty_paths(args, "input", "beir_dir", "pairs")
+    for path in map(Path, args.input):
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such file; run `bash {KORQUAD_DEV.download_script}` or pass --input")
+    if args.pairs:
+        check_writable_file(args.pairs, "--pairs")
+    articles = [article for path in args.input for article in read_korquad(path)]
+    training, heldout = split_articles(articles, args.heldout_share, args.seed)
+    if heldout:
+        counts = write_retrieval_set(heldout, args.beir_dir)
+        print(
+            f"wrote {args.beir_dir}: {counts['articles']} articles, {counts['documents']} paragraphs, "
+            f"{counts['queries']} questions"
+        )
+    if training and args.pairs:
+        pairs = question_paragraph_pairs(training)
+        write_train_tsv(pairs, args.pairs)
+        print(f"wrote {args.pairs}: {len(pairs)} (question, paragraph) pairs from {len(training)} articles")
+    elif training:
+        print(f"{len(training)} articles not held out and no --pairs: nothing written for them")
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,87 @@
+"""KorQuAD 1.0 (SQuAD 1.1 JSON) as the Korean retrieval set and retrieval training data: each question's document
+is the paragraph that answers it. Articles are split, never paragraphs, so that training pairs and a held-out
+retrieval set share no paragraph (nor the other paragraphs of its article)."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+from simcse.data import TrainData
+from simcse.retrieval import CORPUS_NAME, QRELS_FOLDER, QRELS_HEADER, QUERIES_NAME
+from simcse.run_folder import write_json
+from simcse.text_files import DataFormatError, read_text
+
+
+@dataclass
+class Article:
+    title: str
+    paragraphs: list[str]
+    questions: list[tuple[str, str, int]]  # (question id, question, index of its paragraph)
+
+
+def read_korquad(path: str | os.PathLike) -> list[Article]:
+    """The articles of a KorQuAD 1.0 file (``data[].title``, ``.paragraphs[].context``, ``.qas[].id/question``)."""
+    path = Path(path)
+    try:
+        content = json.loads(read_text(path))
+        articles = []
+        for article in content["data"]:
+            questions = [
+                (qa["id"], qa["question"].strip(), index)
+                for index, paragraph in enumerate(article["paragraphs"])
+                for qa in paragraph["qas"]
+            ]
+            paragraphs = [paragraph["context"] for paragraph in article["paragraphs"]]
+            articles.append(Article(article["title"], paragraphs, questions))
+    except json.JSONDecodeError as err:
+        raise DataFormatError(path, f"line {err.lineno}", f"not valid JSON ({err.msg})") from None
+    except (KeyError, TypeError, AttributeError) as err:
+        raise DataFormatError(path, None, f"not a KorQuAD 1.0 file (data[].paragraphs[].qas[]: {err!r})") from None
+    return articles
+
+
+def split_articles(articles: list[Article], heldout_share: float, seed: int) -> tuple[list[Article], list[Article]]:
+    """(training articles, held-out articles): ``heldout_share`` of the articles, drawn with ``seed``."""
+    if not 0 <= heldout_share <= 1:
+        raise ValueError(f"--heldout_share must lie in [0, 1], got {heldout_share}")
+    order = list(range(len(articles)))
+    random.Random(seed).shuffle(order)
+    heldout = set(order[: round(heldout_share * len(articles))])
+    return [a for i, a in enumerate(articles) if i not in heldout], [a for i, a in enumerate(articles) if i in heldout]
+
+
+def _paragraph_id(article_index: int, paragraph_index: int) -> str:
+    return f"{article_index}-{paragraph_index}"
+
+
+def write_retrieval_set(articles: list[Article], folder: str | os.PathLike, split: str = "test") -> dict[str, int]:
+    """A BEIR-layout folder: every paragraph a document (titled with its article), every question a query whose
+    one relevant document is its paragraph. Returns the counts."""
+    folder = Path(folder)
+    corpus, queries, qrels = [], [], []
+    for a, article in enumerate(articles):
+        corpus += [
+            {"_id": _paragraph_id(a, p), "title": article.title, "text": text}
+            for p, text in enumerate(article.paragraphs)
+        ]
+        queries += [{"_id": qid, "text": question} for qid, question, _ in article.questions]
+        qrels += [f"{qid}\t{_paragraph_id(a, p)}\t1" for qid, _, p in article.questions]
+    (folder / QRELS_FOLDER).mkdir(parents=True, exist_ok=True)
+    for name, rows in ((CORPUS_NAME, corpus), (QUERIES_NAME, queries)):
+        (folder / name).write_text(
+            "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8"
+        )
+    (folder / QRELS_FOLDER / f"{split}.tsv").write_text("\t".join(QRELS_HEADER) + "\n" + "\n".join(qrels) + "\n")
+    write_json(folder / "source.json", {"articles": [article.title for article in articles]})
+    return {"articles": len(articles), "documents": len(corpus), "queries": len(queries)}
+
+
+def question_paragraph_pairs(articles: list[Article]) -> TrainData:
+    """(question, its paragraph) training pairs; each is one TSV field, so its line breaks and tabs become spaces."""
+    questions = [" ".join(question.split()) for article in articles for _, question, _ in article.questions]
+    paragraphs = [" ".join(article.paragraphs[p].split()) for article in articles for _, _, p in article.questions]
+    return TrainData([questions, paragraphs], kind="pairs")

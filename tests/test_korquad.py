@@ -1,0 +1,103 @@
+"""KorQuAD 1.0 as a retrieval set and training pairs: split by article (no paragraph on both sides), every question's
+document is the paragraph holding its answer, the counts of the real dev file, the registered name korquad_dev."""
+
+import json
+
+import pytest
+from conftest import EVAL_SCRIPT, REPO_ROOT
+
+from simcse.data import load_train_data
+from simcse.retrieval import load_retrieval_set
+
+BUILD = REPO_ROOT / "data" / "build_korquad.py"
+
+
+def korquad_file(path, articles):
+    """A KorQuAD 1.0 file: articles of (title, [(context, [(question, answer)])])."""
+    data = [
+        {
+            "title": title,
+            "paragraphs": [
+                {
+                    "context": context,
+                    "qas": [
+                        {"id": f"{title}-{p}-{q}", "question": question, "answers": [{"text": answer}]}
+                        for q, (question, answer) in enumerate(qas)
+                    ],
+                }
+                for p, (context, qas) in enumerate(paragraphs)
+            ],
+        }
+        for title, paragraphs in articles
+    ]
+    path.write_text(json.dumps({"version": "KorQuAD_v1.0_dev", "data": data}, ensure_ascii=False), encoding="utf-8")
+    return path
+
+
+def check_split(source, beir_dir, pairs_file):
+    """No paragraph on both sides, every question's document holds its answer, nothing lost."""
+    raw = json.loads(source.read_text(encoding="utf-8"))["data"]
+    answers = {qa["id"]: qa["answers"][0]["text"] for a in raw for p in a["paragraphs"] for qa in p["qas"]}
+    data = load_retrieval_set(beir_dir)
+    documents = dict(zip(data.corpus_ids, data.corpus_texts))
+    for query, relevant in data.qrels.items():
+        (document,) = relevant
+        assert answers[query] in documents[document]
+    pairs = load_train_data(pairs_file)
+    held_out = {" ".join(text.split()) for text in documents.values()}
+    trained = set(pairs.columns[1])
+    assert not {p for p in trained if any(p in h for h in held_out)}
+    assert len(data.query_ids) + len(pairs) == len(answers)
+    return data, pairs
+
+
+def test_a_split_by_article(run_here, tmp_path):
+    articles = [
+        (
+            f"문서{a}",
+            [
+                (f"제{a}문서 {p}번째 문단에는\t답{a}{p}이 있다.\n둘째 줄.", [(f"{a}{p} 질문?", f"답{a}{p}")])
+                for p in range(3)
+            ],
+        )
+        for a in range(6)
+    ]
+    source = korquad_file(tmp_path / "korquad.json", articles)
+    args = ["--input", source, "--beir_dir", tmp_path / "set", "--pairs", tmp_path / "pairs.tsv"]
+    result = run_here(BUILD, *args, "--heldout_share", "0.5")
+    assert result.returncode == 0, result.stderr
+    data, pairs = check_split(source, tmp_path / "set", tmp_path / "pairs.tsv")
+    assert len(data.query_ids) == len(pairs) == 9  # 3 articles of 3 questions each side
+
+
+def test_a_file_that_is_not_korquad_is_one_error_line(run_here, tmp_path):
+    source = tmp_path / "x.json"
+    source.write_text('{"data": [{"title": "t"}]}', encoding="utf-8")
+    result = run_here(BUILD, "--input", source, "--beir_dir", tmp_path / "set")
+    assert result.returncode == 1 and "not a KorQuAD 1.0 file" in result.stderr
+
+
+def test_the_real_dev_file_and_the_registered_name(shared_data, run_here, demo_bert, tmp_path):
+    source = shared_data / "korquad" / "KorQuAD_v1.0_dev.json"
+    if not source.is_file():
+        pytest.skip(f"{source} not found")
+    data_dir = tmp_path / "data"
+    result = run_here(BUILD, "--input", source, "--beir_dir", data_dir / "korquad" / "korquad_dev")
+    assert result.returncode == 0 and "140 articles, 964 paragraphs, 5774 questions" in result.stdout
+    data = load_retrieval_set("korquad_dev", data_dir=data_dir)
+    assert len(data.corpus_ids) == 964 and len(data.query_ids) == 5774 and data.skipped_queries == 0
+    split = run_here(
+        BUILD,
+        "--input",
+        source,
+        "--beir_dir",
+        tmp_path / "half",
+        "--pairs",
+        tmp_path / "p.tsv",
+        "--heldout_share",
+        "0.5",
+    )
+    assert split.returncode == 0
+    check_split(source, tmp_path / "half", tmp_path / "p.tsv")
+    missing = run_here(EVAL_SCRIPT, "--model", demo_bert, "--test_data", "korquad_dev", "--data_dir", tmp_path)
+    assert missing.returncode == 1 and "download_korquad.sh" in missing.stderr
