@@ -34,6 +34,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=512,
         help="tokens per document of a retrieval set, capped at the model's positions (default: 512)",
     )
+    parser.add_argument(
+        "--query_prompt", default=None, metavar="TEXT", help="before each query of a retrieval set (default: --prompt)"
+    )
+    parser.add_argument(
+        "--document_prompt",
+        default=None,
+        metavar="TEXT",
+        help="before each document of a retrieval set (default: --prompt; e5: 'passage: ')",
+    )
     parser.add_argument("--data_dir", default=None, help="folder the dataset names resolve in (default: repo data/)")
     parser.add_argument(
         "--pooler", choices=tuple(POOLERS), default=None, help=f"default: the checkpoint's, else {DEFAULT_POOLER}"
@@ -108,7 +117,9 @@ def main() -> None:
     retrieval = {}
     document_max_length = min(args.document_max_length, model.max_positions or args.document_max_length)
     for name, data in retrieval_sets.items():
-        retrieval[name] = evaluate_retrieval(model, data, args.batch_size, document_max_length)
+        retrieval[name] = evaluate_retrieval(
+            model, data, args.batch_size, document_max_length, args.query_prompt, args.document_prompt
+        )
         counts = f"{len(data.query_ids)} queries ({data.skipped_queries} without a relevant document, skipped)"
         print(
             f"\n{name}: {counts} over {len(data.corpus_ids)} documents, documents up to {document_max_length} tokens"

@@ -293,11 +293,12 @@ class SimCSEModel(nn.Module):
         batch_size: int | None = None,
         max_length: int | None = None,
         show_progress_bar: bool = False,
+        prompt: str | None = None,
     ) -> np.ndarray:
         """Embeddings (len(sentences), hidden) as float32, in the order of ``sentences``.
 
         ``batch_size`` defaults to 32 sentences on a CPU and 256 on a GPU; ``max_length`` to the model's
-        (the checkpoint's training value).
+        (the checkpoint's training value); ``prompt`` to the model's (e5's ``"passage: "`` for documents).
 
         Runs in eval mode under ``torch.inference_mode`` (autocast to bf16/fp16 on a GPU); batches are
         formed longest-first so that each batch holds sentences of similar length (less padding, and an
@@ -312,7 +313,8 @@ class SimCSEModel(nn.Module):
             raise ValueError(f"batch_size must be positive, got {batch_size}")
         max_length = self.max_length if max_length is None else max_length
         self.check_max_length(max_length)
-        tokenized = TokenizedSentences(sentences, self.tokenizer, max_length, prompt=self.prompt)
+        prompt = self.prompt if prompt is None else prompt
+        tokenized = TokenizedSentences(sentences, self.tokenizer, max_length, prompt=prompt)
         order = np.argsort(-tokenized.lengths, kind="stable")
         embeddings = np.zeros((len(tokenized), self.config.hidden_size), dtype=np.float32)
         # Half precision on GPUs (fast and accurate enough for ranking); the CPU stays in float32.

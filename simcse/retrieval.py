@@ -191,11 +191,21 @@ def ranking_metrics(ranked: list[str], relevance: Mapping[str, int]) -> dict[str
     return metrics
 
 
-def evaluate_retrieval(model, data: RetrievalData, batch_size: int | None = None, document_max_length=None):
+def evaluate_retrieval(
+    model,
+    data: RetrievalData,
+    batch_size: int | None = None,
+    document_max_length: int | None = None,
+    query_prompt: str | None = None,
+    document_prompt: str | None = None,
+) -> dict[str, float]:
     """The metrics of ``model.encode``'s embeddings on a retrieval set: the corpus embedded once (length-sorted,
-    as ``encode`` does), cosine similarity, exact search. Returns the mean of every metric and the counts."""
-    documents = model.encode(data.corpus_texts, batch_size=batch_size, max_length=document_max_length)
-    queries = model.encode(data.query_texts, batch_size=batch_size)
+    as ``encode`` does), cosine similarity, exact search. The prompts default to the model's. Returns the mean
+    of every metric and the counts."""
+    documents = model.encode(
+        data.corpus_texts, batch_size=batch_size, max_length=document_max_length, prompt=document_prompt
+    )
+    queries = model.encode(data.query_texts, batch_size=batch_size, prompt=query_prompt)
     normalized = [torch.nn.functional.normalize(torch.from_numpy(e), dim=-1) for e in (queries, documents)]
     scores, rows = search(*normalized, SEARCH_DEPTH)
     per_query = []

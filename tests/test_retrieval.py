@@ -94,12 +94,15 @@ def demo_set(folder, demo_data):
     return write_set(folder, corpus, queries, qrels), rows
 
 
-def test_eval_py_equals_the_evaluator_on_the_same_model(demo_bert, demo_data, run_here, tmp_path):
+def test_eval_py_equals_the_evaluator_on_the_same_model_with_query_and_document_prompts(
+    demo_bert, demo_data, run_here, tmp_path
+):
     model_folder = tmp_path / "model"
     SimCSEModel(demo_bert, pooler="avg").save_pretrained(model_folder)
     folder, rows = demo_set(tmp_path / "set", demo_data)
     output = tmp_path / "results.json"
-    result = run_here(EVAL_SCRIPT, "--model", model_folder, "--test_data", folder, "--output_json", output)
+    prompts = ["--query_prompt", "질문: ", "--document_prompt", "문단: "]
+    result = run_here(EVAL_SCRIPT, "--model", model_folder, "--test_data", folder, "--output_json", output, *prompts)
     assert result.returncode == 0, result.stderr
     assert f"{len(rows) - 2} queries (2 without a relevant document, skipped)" in result.stdout
     got = json.loads(output.read_text())["retrieval"][str(folder)]
@@ -114,8 +117,8 @@ def test_eval_py_equals_the_evaluator_on_the_same_model(demo_bert, demo_data, ru
         **CUTOFFS,
     )
     st_model = SentenceTransformer(str(model_folder), device="cpu")
-    queries = st_model.encode(data.query_texts, convert_to_tensor=True)
-    corpus = st_model.encode(data.corpus_texts, convert_to_tensor=True)
+    queries = st_model.encode(data.query_texts, convert_to_tensor=True, prompt="질문: ")
+    corpus = st_model.encode(data.corpus_texts, convert_to_tensor=True, prompt="문단: ")
     similarities = torch.nn.functional.normalize(queries, dim=-1) @ torch.nn.functional.normalize(corpus, dim=-1).T
     rankings = [[{"corpus_id": d, "score": s} for d, s in zip(data.corpus_ids, row)] for row in similarities.tolist()]
     expected = st_metrics(evaluator.compute_metrics(rankings))
@@ -153,9 +156,10 @@ class TableEncoder:
     """A stand-in for SimCSEModel.encode: each text's vector from a table (identical documents tie exactly)."""
 
     def __init__(self, vectors: dict[str, list[float]]):
-        self.vectors = vectors
+        self.vectors, self.calls = vectors, []
 
-    def encode(self, texts, batch_size=None, max_length=None):
+    def encode(self, texts, batch_size=None, max_length=None, prompt=None):
+        self.calls.append((texts[0], max_length, prompt))
         return np.array([self.vectors[text] for text in texts], dtype=np.float32)
 
 
@@ -191,3 +195,13 @@ def test_evaluate_retrieval_breaks_ties_as_the_evaluator(tmp_path):
         **CUTOFFS,
     )
     assert {key: got[key] for key in RETRIEVAL_KEYS} == pytest.approx(st_metrics(evaluator.compute_metrics(rankings)))
+
+
+def test_queries_and_documents_get_their_own_prompt_and_length(tmp_path):
+    from simcse.retrieval import evaluate_retrieval
+
+    corpus, queries = [{"_id": "d1", "text": "문서"}], [{"_id": "q1", "text": "질문"}]
+    data = load_retrieval_set(write_set(tmp_path / "set", corpus, queries, [("q1", "d1", 1)]))
+    encoder = TableEncoder({"문서": [1, 0], "질문": [1, 1]})
+    evaluate_retrieval(encoder, data, document_max_length=300, query_prompt="query: ", document_prompt="passage: ")
+    assert sorted(encoder.calls) == [("문서", 300, "passage: "), ("질문", None, "query: ")]
