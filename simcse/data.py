@@ -32,7 +32,6 @@ from simcse.text_files import (
     parse_score,
     quoted,
     read_lines,
-    read_text,
     split_row,
 )
 
@@ -131,10 +130,15 @@ def load_sts(name_or_path: str | os.PathLike, data_dir: str | os.PathLike | None
     """
     path = resolve_sts_path(name_or_path, data_dir)
     name = str(name_or_path) if str(name_or_path) in STS_DATASETS else path.stem
+    return _sts_from_lines(path, name, read_lines(path))
+
+
+def _sts_from_lines(path: Path, name: str, lines: list[tuple[int, str]]) -> STSData:
+    """The STS pairs of a file read into ``lines`` (KLUE-STS JSON by its suffix, else a TSV), checked for use."""
     if path.suffix.lower() == ".json":
-        data = _read_klue_sts_json(path, name)
+        data = _read_klue_sts_json(path, name, "\n".join(line for _, line in lines))
     else:
-        data = _read_sts_tsv(path, name)
+        data = _read_sts_tsv(path, name, drop_blank_lines(path, lines))
     if len(data) == 0:
         raise DataFormatError(path, None, "no sentence pairs found")
     if len(data) == 1:
@@ -148,29 +152,33 @@ def load_sts(name_or_path: str | os.PathLike, data_dir: str | os.PathLike | None
     return data
 
 
-def _read_sts_tsv(path: Path, name: str) -> STSData:
-    lines = drop_blank_lines(path, read_lines(path))
+def _sts_layout(first: tuple[str, ...]) -> tuple[tuple[int, int, int], str, bool] | None:
+    """For an STS TSV's first line: the (score, sentence1, sentence2) columns, their description and whether the
+    line is a header; None when it is no STS file."""
+    if first == KORSTS_HEADER:
+        return (4, 5, 6), "KorSTS: " + ", ".join(KORSTS_HEADER), True
+    if first == PLAIN_STS_HEADER:
+        return (2, 0, 1), "sentence1, sentence2, score", True
+    if len(first) == len(PLAIN_STS_HEADER) and is_number(first[2]):
+        return (2, 0, 1), "sentence1, sentence2, score", False
+    return None
+
+
+def _read_sts_tsv(path: Path, name: str, lines: list[tuple[int, str]]) -> STSData:
     if not lines:
         raise DataFormatError(path, None, "no sentence pairs found")
     first = tuple(lines[0][1].split("\t"))
-    if first == KORSTS_HEADER:
-        columns, what, rows = (4, 5, 6), "KorSTS: " + ", ".join(KORSTS_HEADER), lines[1:]
-    elif first == PLAIN_STS_HEADER:
-        columns, what, rows = (2, 0, 1), "sentence1, sentence2, score", lines[1:]
-    elif len(first) == len(PLAIN_STS_HEADER) and is_number(first[2]):
-        columns, what, rows = (2, 0, 1), "sentence1, sentence2, score", lines
-    else:
+    if (layout := _sts_layout(first)) is None:
         raise DataFormatError(
             path,
             "line 1",
             "unrecognised STS file: expected the KorSTS header (" + "\\t".join(KORSTS_HEADER) + ") or "
             "sentence1\\tsentence2\\tscore (header optional)",
         )
-    score_col, s1_col, s2_col = columns
-    expected = len(first)
+    (score_col, s1_col, s2_col), what, has_header = layout
     data = STSData([], [], [], name)
-    for number, line in rows:
-        fields = split_row(path, number, line, expected, what)
+    for number, line in lines[1:] if has_header else lines:
+        fields = split_row(path, number, line, len(first), what)
         where = f"line {number}"
         data.scores.append(parse_score(path, where, fields[score_col]))
         data.sentences1.append(check_sentence(path, where, fields[s1_col], "sentence1"))
@@ -178,9 +186,9 @@ def _read_sts_tsv(path: Path, name: str) -> STSData:
     return data
 
 
-def _read_klue_sts_json(path: Path, name: str) -> STSData:
+def _read_klue_sts_json(path: Path, name: str, text: str) -> STSData:
     try:
-        items = json.loads(read_text(path))
+        items = json.loads(text)
     except json.JSONDecodeError as err:
         raise DataFormatError(path, f"line {err.lineno}", f"invalid JSON: {err.msg}") from None
     if not isinstance(items, list):
@@ -213,6 +221,7 @@ def _read_klue_sts_json(path: Path, name: str) -> STSData:
 
 
 def _read_sentences(path: Path, lines: list[tuple[int, str]]) -> TrainData:
+    lines = drop_blank_lines(path, lines)
     for number, line in lines:
         if "\t" in line:
             raise DataFormatError(
@@ -226,6 +235,7 @@ def _read_sentences(path: Path, lines: list[tuple[int, str]]) -> TrainData:
 
 
 def _read_columns(path: Path, lines: list[tuple[int, str]]) -> TrainData:
+    lines = drop_blank_lines(path, lines)
     header = tuple(lines[0][1].split("\t"))
     columns: list[list[str]] = [[] for _ in header]
     for number, line in lines[1:]:
@@ -236,12 +246,8 @@ def _read_columns(path: Path, lines: list[tuple[int, str]]) -> TrainData:
 
 
 def _read_scored_pairs(path: Path, lines: list[tuple[int, str]]) -> TrainData:
-    sts = load_sts(path)
+    sts = _sts_from_lines(path, path.stem, lines)
     return TrainData([sts.sentences1, sts.sentences2], str(path), sts.scores)
-
-
-def _header(lines: list[tuple[int, str]]) -> tuple[str, ...]:
-    return tuple(lines[0][1].split("\t")) if lines else ()
 
 
 @dataclass(frozen=True)
@@ -267,11 +273,7 @@ DATA_KINDS: dict[str, DataKind] = {
         DataKind(
             "scored_pairs",
             "an STS file of scored pairs",
-            lambda path, first: (
-                path.suffix.lower() == ".json"
-                or first in (KORSTS_HEADER, PLAIN_STS_HEADER)
-                or (len(first) == len(PLAIN_STS_HEADER) and is_number(first[2]))
-            ),
+            lambda path, first: path.suffix.lower() == ".json" or _sts_layout(first) is not None,
             _read_scored_pairs,
         ),
     )
@@ -283,15 +285,16 @@ def load_train_data(name_or_path: str | os.PathLike, data_dir: str | os.PathLike
     ``korsts_train`` is a file of scored pairs): ``.txt`` one sentence per line, a TSV with a sent0/sent1[/hard_neg]
     header, or an STS file. The result's ``kind`` names it."""
     path = resolve_sts_path(name_or_path, data_dir)
-    lines = [] if path.suffix.lower() == ".json" else drop_blank_lines(path, read_lines(path))
-    if path.suffix.lower() != ".txt" and not lines and path.suffix.lower() != ".json":
+    lines = read_lines(path)  # once; each kind's reader skips (and counts) the blank lines
+    first = next((line for _, line in lines if line.strip()), None)
+    if first is None:
         raise DataFormatError(path, None, "no training examples found")
-    kind = next((kind for kind in DATA_KINDS.values() if kind.matches(path, _header(lines))), None)
+    kind = next((kind for kind in DATA_KINDS.values() if kind.matches(path, tuple(first.split("\t")))), None)
     if kind is None:
         raise DataFormatError(
             path,
             "line 1",
-            f"header {quoted(lines[0][1])} is not sent0\\tsent1 (pairs) or sent0\\tsent1\\thard_neg (triplets)",
+            f"header {quoted(first)} is not sent0\\tsent1 (pairs) or sent0\\tsent1\\thard_neg (triplets)",
         )
     data = kind.read(path, lines)
     if len(data) == 0:

@@ -314,3 +314,17 @@ def test_collator_for_roberta_passes_no_token_type_ids(tiny_bert_dir, tiny_rober
     assert "token_type_ids" not in roberta_batch
     assert roberta_batch["input_ids"][0, 1].tolist() == [0, 2, roberta_tokenizer.pad_token_id]
     assert roberta_tokenizer.pad_token_id == 1
+
+
+def test_a_scored_pairs_file_is_read_once_and_logged_once(tmp_path, caplog):
+    """Training on an STS file: its blank line and its decomposed Hangul are reported once each, not once per
+    reading (the kind is recognised from the lines the reader then parses)."""
+    import unicodedata
+
+    rows = "sentence1\tsentence2\tscore\n한 남자\t남자가\t4\n\n고양이\t강아지\t1\n"
+    path = write(tmp_path, "scored.tsv", unicodedata.normalize("NFD", rows))
+    with caplog.at_level(logging.WARNING, logger="simcse.data"):
+        data = load_train_data(path)
+    assert data.kind == "scored_pairs" and data.scores == [4.0, 1.0] and data.columns[0] == ["한 남자", "고양이"]
+    assert caplog.text.count("skipped 1 blank line(s)") == 1
+    assert caplog.text.count("4 sentence(s) normalised") == 1
