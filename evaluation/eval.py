@@ -78,6 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main() -> None:
     args = build_parser().parse_args()
     refuse_empty_paths(args, "model", "test_data", "data_dir", "output_json")
+    if args.document_max_length < 2:
+        raise ValueError(
+            f"--document_max_length must be at least 2 (room for [CLS] and [SEP]), got {args.document_max_length}"
+        )
     if args.output_json:
         check_writable_file(args.output_json, "--output_json")  # before minutes of evaluation, not after
     # torch loads after the flags are read: --help and flag errors answer at once.

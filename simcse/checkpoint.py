@@ -31,6 +31,7 @@ from simcse.run_folder import (
     STAGING_PREFIX,
     TRAINER_STATE_NAME,
     TRAINING_STATE_NAME,
+    WEIGHTS_NAME,
     RunFolderLock,
     read_json,
     write_json,
@@ -46,7 +47,6 @@ class CorruptCheckpointError(ValueError):
 
 CHECKPOINT_PATTERN = re.compile(re.escape(CHECKPOINT_PREFIX) + r"(\d+)")
 COMPLETE_MARKER = ".complete"
-WEIGHTS_NAME = "model.safetensors"
 WEIGHTS_LAST = (WEIGHTS_NAME,)  # moved last: a folder without them does not load
 BEST_MODEL_STAGING = STAGING_PREFIX + "model"
 # What a training_state.pt and a trainer_state.json hold, whatever else they carry.

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from simcse.config import ConfigError
+from simcse.rules import non_empty_path
 
 # Failures a user causes and can fix (a bad file, flag or folder, a missing optional package): their message
 # says what to fix, so it is the whole error line.
@@ -56,12 +57,12 @@ def run_main(main: Callable[[], object]) -> None:
 
 
 def refuse_empty_paths(args, *names: str) -> None:
-    """An empty path flag (an unset variable in a script) would mean the current folder: refuse it."""
+    """A script's path flags by train.py's rule: an empty one (an unset variable) would mean the current folder."""
     for name in names:
         values = getattr(args, name)
         for value in values if isinstance(values, list) else [values]:
-            if value is not None and not str(value).strip():
-                raise ValueError(f"--{name} is empty: give a file or folder (an unset variable in a script?)")
+            if message := non_empty_path(name, value):
+                raise ValueError(message)
 
 
 def check_writable_file(path: str | os.PathLike, flag: str) -> None:
@@ -69,7 +70,7 @@ def check_writable_file(path: str | os.PathLike, flag: str) -> None:
     permission (the nearest existing folder above it is the one that must be writable)."""
     path = Path(path)
     if path.is_dir():
-        raise IsADirectoryError(f"{flag} {path}: a folder; give a file name (e.g. {path / 'eval_results.json'})")
+        raise IsADirectoryError(f"{flag} {path}: a folder; give the name of a file to write (inside it, or elsewhere)")
     folder = next(parent for parent in path.absolute().parents if parent.exists())
     if not folder.is_dir() or not _writable(folder) or (path.exists() and not _writable(path)):
         raise PermissionError(f"{flag} {path}: cannot be written ({folder} is not writable)")

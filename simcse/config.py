@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import re
 import sys
 import typing
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from simcse.rules import (
     one_of,
     positive,
 )
+from simcse.text_files import is_number
 
 EVAL_STRATEGIES = ("steps", "epoch")
 # Tokens per sentence when nothing else says: the reference recipe's value, and what evaluation falls back to
@@ -402,15 +402,13 @@ def _scalar_type(annotation: typing.Any) -> type:
     return options[0]
 
 
-# argparse takes "-1e-3" for a flag (it knows negative numbers only as -1 and -0.5).
-_NEGATIVE_NUMBER = re.compile(r"-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?|-inf|-nan", re.IGNORECASE)
-
-
 def attach_negative_numbers(argv: list[str]) -> list[str]:
-    """``--flag -1e-3`` as ``--flag=-1e-3``, so that argparse reads the number as the flag's value."""
+    """``--flag -1e-3`` as ``--flag=-1e-3``: argparse takes "-1e-3" for a flag (it knows negative numbers only as -1
+    and -0.5), and a negative value so read gets its own rule's message (``-inf``: must be finite)."""
     joined: list[str] = []
     for arg in argv:
-        if joined and _NEGATIVE_NUMBER.fullmatch(arg) and joined[-1].startswith("--") and "=" not in joined[-1]:
+        negative = arg.startswith("-") and (is_number(arg) or arg.lower() in ("-inf", "-nan"))
+        if joined and negative and joined[-1].startswith("--") and "=" not in joined[-1]:
             joined[-1] = f"{joined[-1]}={arg}"
         else:
             joined.append(arg)

@@ -19,6 +19,7 @@ from simcse.registry import KORNLI_HUB_ID, STS_DATASETS
 from simcse.run_folder import (
     CARD_MARKER,
     CHECKPOINT_PREFIX,
+    CONFIG_NAME,
     EVAL_RESULTS_NAME,
     LOCK_NAME,
     MODEL_CARD_NAME,
@@ -192,8 +193,8 @@ def push_checkpoint(folder: str | os.PathLike, repo_id: str, private: bool = Fal
     """Write the model card into ``folder`` (unless the folder holds a README.md the package did not write,
     which is kept and uploaded as it is) and upload the folder (without training checkpoints)."""
     folder = Path(folder)
-    if not (folder / "config.json").is_file():
-        raise FileNotFoundError(f"{folder}: no checkpoint here (config.json missing)")
+    if not (folder / CONFIG_NAME).is_file():
+        raise FileNotFoundError(f"{folder}: no checkpoint here ({CONFIG_NAME} missing)")
     card = folder / MODEL_CARD_NAME
     if card.exists() and not written_by_a_run(card):
         print(f"{card}: not written by simcse-ko, so it is kept and uploaded as it is (delete it for a new card)")

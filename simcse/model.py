@@ -110,7 +110,7 @@ class SimCSEModel(nn.Module):
         self.max_length = defaults.get("max_length", DEFAULT_MAX_LENGTH) if max_length is None else max_length
         if self.max_length < 2:
             raise ValueError(f"max_length must be at least 2 (room for [CLS] and [SEP]), got {self.max_length}")
-        self.prompt = defaults.get("prompt") or "" if prompt is None else prompt
+        self.prompt = (defaults.get("prompt") or "") if prompt is None else prompt
         self.normalize = bool(defaults.get("normalize", False)) if normalize is None else normalize
         self.pooler = pooler or defaults.get("pooler", DEFAULT_POOLER)
         if self.pooler not in POOLERS:

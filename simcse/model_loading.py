@@ -13,7 +13,7 @@ from transformers.utils import cached_file
 
 from simcse import st_format
 from simcse.checkpoint import finish_interrupted_move, interrupted_move, verify_folder
-from simcse.run_folder import SIMCSE_CONFIG_NAME, is_run_folder, lock_holder, read_json
+from simcse.run_folder import CONFIG_NAME, SIMCSE_CONFIG_NAME, is_run_folder, lock_holder, read_json
 
 # A real tokenizer has thousands of tokens; transformers builds one of a few special tokens for a model folder
 # that has no tokenizer files, and it maps every word to the unknown token.
@@ -45,7 +45,7 @@ def saved_settings(model_name_or_path: str | os.PathLike, saved: dict | None) ->
     if declared is None:
         return {}, "the defaults (no simcse_config.json or sentence-transformers files)"
     source = declared.pop("source")
-    return {key: value for key, value in declared.items() if value is not None}, source
+    return declared, source
 
 
 def check_location(name_or_path: str | os.PathLike, what: str = "model") -> None:
@@ -58,7 +58,7 @@ def check_location(name_or_path: str | os.PathLike, what: str = "model") -> None
     if path.is_dir():
         if interrupted_move(path):
             finish_interrupted_move(path)
-        if what == "model" and not (path / "config.json").is_file():
+        if what == "model" and not (path / CONFIG_NAME).is_file():
             raise FileNotFoundError(f"{text}: {_why_no_model(path)}")
         verify_folder(path, f"the {what} folder {path}")
         return
@@ -85,7 +85,7 @@ def _why_no_model(folder: Path) -> str:
         return f"no model saved in it yet (a run, pid {holder}, is writing to it; its first save is still to come)"
     if is_run_folder(folder):
         return "no model saved in it yet (a run folder whose first save did not finish)"
-    return "not a model folder (no config.json)"
+    return f"not a model folder (no {CONFIG_NAME})"
 
 
 def check_weights_loaded(model_name_or_path: str | os.PathLike, encoder: nn.Module, loading: dict) -> None:

@@ -21,6 +21,14 @@ STAGING_PREFIX = ".staging-"  # a save being written: .staging-model/, .staging-
 TRAINER_STATE_NAME = "trainer_state.json"  # in a training checkpoint: the run's settings and loop state, readable
 TRAINING_STATE_NAME = "training_state.pt"  # in a training checkpoint: optimizer, grad scaler, RNG states
 LOCK_NAME = ".lock"  # locked by the run writing to the folder, which writes its pid into it
+CONFIG_NAME = "config.json"  # transformers' model config: a folder without it holds no model
+WEIGHTS_NAME = "model.safetensors"  # the weights (of the encoder, and of a sentence-transformers Dense module)
+# The sentence-transformers files (written and read by simcse.st_format).
+ST_MODULES_NAME = "modules.json"
+ST_SETTINGS_NAME = "sentence_bert_config.json"
+ST_PROMPTS_NAME = "config_sentence_transformers.json"
+ST_POOLING_FOLDER = "1_Pooling"
+ST_DENSE_FOLDER = "2_Dense"
 MODEL_CARD_NAME = "README.md"  # the model card hub.py writes
 CARD_MARKER = "<!-- model card written by simcse-ko -->"  # in every card the package writes, and in no other file
 # Only this package writes these: a folder holding one is a run folder, which --overwrite_output_path may clear.
@@ -28,8 +36,8 @@ RUN_FOLDER_MARKERS = (TRAIN_ARGS_NAME, METRICS_NAME, SIMCSE_CONFIG_NAME, CHECKPO
 # What a saved model holds besides the package's own files: transformers' config and weights, the tokenizer
 # files of every supported encoder, the sentence-transformers modules.
 MODEL_FILE_NAMES = (
-    "config.json",
-    "model.safetensors",
+    CONFIG_NAME,
+    WEIGHTS_NAME,
     "tokenizer.json",
     "tokenizer_config.json",
     "special_tokens_map.json",
@@ -41,11 +49,11 @@ MODEL_FILE_NAMES = (
     "spm.model",
     "tokenizer.model",
     "chat_template.jinja",
-    "modules.json",
-    "sentence_bert_config.json",
-    "config_sentence_transformers.json",
-    "1_Pooling",
-    "2_Dense",
+    ST_MODULES_NAME,
+    ST_SETTINGS_NAME,
+    ST_PROMPTS_NAME,
+    ST_POOLING_FOLDER,
+    ST_DENSE_FOLDER,
     SIMCSE_CONFIG_NAME,
     SIMCSE_HEAD_NAME,
 )

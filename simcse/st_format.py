@@ -15,7 +15,17 @@ import torch
 from safetensors.torch import save_file
 
 from simcse.poolers import POOLERS
-from simcse.run_folder import read_json, write_json
+from simcse.run_folder import (
+    CONFIG_NAME,
+    ST_DENSE_FOLDER,
+    ST_MODULES_NAME,
+    ST_POOLING_FOLDER,
+    ST_PROMPTS_NAME,
+    ST_SETTINGS_NAME,
+    WEIGHTS_NAME,
+    read_json,
+    write_json,
+)
 
 # sentence-transformers' pooling modes; how it pools each of our poolers is the pooler's ``st_mode``
 # (``simcse.poolers``): those over inner layers have none, its standard modules do not offer them.
@@ -44,18 +54,18 @@ def write_sentence_transformers_files(
     folder = Path(folder)
     modules = [
         {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
-        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+        {"idx": 1, "name": "1", "path": ST_POOLING_FOLDER, "type": "sentence_transformers.models.Pooling"},
     ]
-    write_json(folder / "sentence_bert_config.json", {"max_seq_length": max_length, "do_lower_case": False})
+    write_json(folder / ST_SETTINGS_NAME, {"max_seq_length": max_length, "do_lower_case": False})
     write_json(
-        folder / "1_Pooling" / "config.json",
+        folder / ST_POOLING_FOLDER / CONFIG_NAME,
         {"word_embedding_dimension": hidden_size}
         | {f"pooling_mode_{name}": name == mode for name in ALL_POOLING_MODES},
     )
     if head is not None:
-        modules.append({"idx": 2, "name": "2", "path": "2_Dense", "type": "sentence_transformers.models.Dense"})
+        modules.append({"idx": 2, "name": "2", "path": ST_DENSE_FOLDER, "type": "sentence_transformers.models.Dense"})
         write_json(
-            folder / "2_Dense" / "config.json",
+            folder / ST_DENSE_FOLDER / CONFIG_NAME,
             {
                 "in_features": head.in_features,
                 "out_features": head.out_features,
@@ -64,7 +74,7 @@ def write_sentence_transformers_files(
             },
         )
         weights = {"linear." + name: tensor.detach().cpu().contiguous() for name, tensor in head.state_dict().items()}
-        save_file(weights, folder / "2_Dense" / "model.safetensors")
+        save_file(weights, folder / ST_DENSE_FOLDER / WEIGHTS_NAME)
     if normalize:
         index = len(modules)  # Normalize has no files: its folder needs not exist
         modules.append(
@@ -75,9 +85,9 @@ def write_sentence_transformers_files(
                 "type": "sentence_transformers.models.Normalize",
             }
         )
-    write_json(folder / "modules.json", modules)
+    write_json(folder / ST_MODULES_NAME, modules)
     prompts = {"prompts": {PROMPT_NAME: prompt}, "default_prompt_name": PROMPT_NAME} if prompt else {}
-    write_json(folder / "config_sentence_transformers.json", {"similarity_fn_name": "cosine"} | prompts)
+    write_json(folder / ST_PROMPTS_NAME, {"similarity_fn_name": "cosine"} | prompts)
 
 
 TANH = "torch.nn.modules.activation.Tanh"
@@ -88,7 +98,7 @@ def read_settings(find: Callable[[str], str | None]) -> dict | None:
     folder without ``simcse_config.json``; None when it has no ``modules.json``. ``find(name)`` is the path of
     a file of the folder, or None. The result's ``source`` names the files read. A module this package cannot
     reproduce raises ValueError naming the file."""
-    modules_path = find("modules.json")
+    modules_path = find(ST_MODULES_NAME)
     if modules_path is None:
         return None
     modules = read_json(modules_path)
@@ -99,25 +109,25 @@ def read_settings(find: Callable[[str], str | None]) -> dict | None:
         kinds[module["type"].rsplit(".", 1)[-1]] = module.get("path", "")
     if unknown := sorted(set(kinds) - {"Transformer", "Pooling", "Dense", "Normalize"}):
         raise ValueError(f"{modules_path}: module {unknown[0]} has no counterpart in this package")
-    source = ["modules.json"]
-    settings = {"normalize": "Normalize" in kinds, "pooler": None, "max_length": None, "prompt": None}
+    source = [ST_MODULES_NAME]
+    settings = {"normalize": "Normalize" in kinds}  # and what else the files declare
     if "Pooling" in kinds:
-        name = f"{kinds['Pooling']}/config.json"
+        name = f"{kinds['Pooling']}/{CONFIG_NAME}"
         pooling = _read_found(find, name) or {}
         modes = [mode for mode in ALL_POOLING_MODES if pooling.get(f"pooling_mode_{mode}")]
-        dense = _read_found(find, f"{kinds['Dense']}/config.json") if "Dense" in kinds else None
+        dense = _read_found(find, f"{kinds['Dense']}/{CONFIG_NAME}") if "Dense" in kinds else None
         settings["pooler"] = _pooler(modes, dense, name)
         if dense is not None:
-            settings["dense_weights"] = f"{kinds['Dense']}/model.safetensors"
+            settings["dense_weights"] = f"{kinds['Dense']}/{WEIGHTS_NAME}"
         source.append(name)
-    if (bert_config := _read_found(find, "sentence_bert_config.json")) and bert_config.get("max_seq_length"):
+    if (bert_config := _read_found(find, ST_SETTINGS_NAME)) and bert_config.get("max_seq_length"):
         settings["max_length"] = int(bert_config["max_seq_length"])
-        source.append("sentence_bert_config.json")
-    st_config = _read_found(find, "config_sentence_transformers.json") or {}
+        source.append(ST_SETTINGS_NAME)
+    st_config = _read_found(find, ST_PROMPTS_NAME) or {}
     default = st_config.get("default_prompt_name")
     if default and isinstance(st_config.get("prompts"), dict) and default in st_config["prompts"]:
         settings["prompt"] = st_config["prompts"][default]
-        source.append("config_sentence_transformers.json")
+        source.append(ST_PROMPTS_NAME)
     return settings | {"source": ", ".join(source)}
 
 

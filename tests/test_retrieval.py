@@ -205,3 +205,10 @@ def test_queries_and_documents_get_their_own_prompt_and_length(tmp_path):
     encoder = TableEncoder({"문서": [1, 0], "질문": [1, 1]})
     evaluate_retrieval(encoder, data, document_max_length=300, query_prompt="query: ", document_prompt="passage: ")
     assert sorted(encoder.calls) == [("문서", 300, "passage: "), ("질문", None, "query: ")]
+
+
+def test_a_document_length_too_short_is_refused_before_anything_loads(demo_bert, run_here, tmp_path):
+    folder = write_set(tmp_path / "set", CORPUS, QUERIES, [("q1", "d1", 1)])
+    result = run_here(EVAL_SCRIPT, "--model", demo_bert, "--test_data", folder, "--document_max_length", 0)
+    assert_one_line_error(result, "--document_max_length must be at least 2")
+    assert result.stdout == ""
