@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from simcse.data import TrainData
-from simcse.retrieval import CORPUS_NAME, QRELS_FOLDER, QRELS_HEADER, QUERIES_NAME
+from simcse.registry import CORPUS_NAME, QRELS_FOLDER, QRELS_HEADER, QUERIES_NAME
 from simcse.run_folder import write_json
 from simcse.text_files import DataFormatError, read_text
 

@@ -38,6 +38,11 @@ KORNLI_HUB_ID = "kakaobrain/kor_nli"
 KORNLI_DOWNLOAD_SCRIPT = "data/download_kornli.sh"
 
 
+# The BEIR layout of a retrieval set's folder (simcse.retrieval reads it, simcse.korquad writes it).
+CORPUS_NAME, QUERIES_NAME, QRELS_FOLDER = "corpus.jsonl", "queries.jsonl", "qrels"
+QRELS_HEADER = ("query-id", "corpus-id", "score")
+
+
 @dataclass(frozen=True)
 class RetrievalSet:
     name: str

@@ -24,11 +24,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from simcse.registry import DEFAULT_DATA_DIR, RETRIEVAL_SETS
+from simcse.registry import CORPUS_NAME, DEFAULT_DATA_DIR, QRELS_FOLDER, QRELS_HEADER, QUERIES_NAME, RETRIEVAL_SETS
 from simcse.text_files import DataFormatError, drop_blank_lines, quoted, read_lines, split_row
 
-CORPUS_NAME, QUERIES_NAME, QRELS_FOLDER = "corpus.jsonl", "queries.jsonl", "qrels"
-QRELS_HEADER = ("query-id", "corpus-id", "score")
 METRIC_CUTOFFS = {"ndcg": (10,), "mrr": (10,), "map": (100,), "recall": (1, 5, 10, 100)}
 RETRIEVAL_KEYS = tuple(f"{name}@{k}" for name, cutoffs in METRIC_CUTOFFS.items() for k in cutoffs)
 SEARCH_DEPTH = max(k for cutoffs in METRIC_CUTOFFS.values() for k in cutoffs)  # documents kept per query
