@@ -10,7 +10,7 @@ Prints the original project's README table (x100) per dataset; --output_json wri
 import argparse
 
 from simcse.cli import check_writable_file, refuse_empty_paths, run_main
-from simcse.config import DEFAULT_MAX_LENGTH
+from simcse.config import DEFAULT_DOCUMENT_MAX_LENGTH, DEFAULT_MAX_LENGTH
 from simcse.poolers import DEFAULT_POOLER, POOLERS
 from simcse.registry import RETRIEVAL_SETS, STS_DATASETS
 from simcse.run_folder import EVAL_RESULTS_NAME
@@ -31,17 +31,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--document_max_length",
         type=int,
-        default=512,
-        help="tokens per document of a retrieval set, capped at the model's positions (default: 512)",
+        default=None,
+        help="tokens per document of a retrieval set, capped at the model's positions (default: the checkpoint's, "
+        f"else {DEFAULT_DOCUMENT_MAX_LENGTH})",
     )
     parser.add_argument(
-        "--query_prompt", default=None, metavar="TEXT", help="before each query of a retrieval set (default: --prompt)"
+        "--query_prompt",
+        default=None,
+        metavar="TEXT",
+        help="before each query of a retrieval set (default: the checkpoint's query prompt, else --prompt)",
     )
     parser.add_argument(
         "--document_prompt",
         default=None,
         metavar="TEXT",
-        help="before each document of a retrieval set (default: --prompt; e5: 'passage: ')",
+        help="before each document of a retrieval set (default: the checkpoint's document prompt, else --prompt; "
+        "e5: 'passage: ')",
     )
     parser.add_argument("--data_dir", default=None, help="folder the dataset names resolve in (default: repo data/)")
     parser.add_argument(
@@ -78,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main() -> None:
     args = build_parser().parse_args()
     refuse_empty_paths(args, "model", "test_data", "data_dir", "output_json")
-    if args.document_max_length < 2:
+    if args.document_max_length is not None and args.document_max_length < 2:
         raise ValueError(
             f"--document_max_length must be at least 2 (room for [CLS] and [SEP]), got {args.document_max_length}"
         )
@@ -104,6 +109,9 @@ def main() -> None:
         trust_remote_code=args.trust_remote_code,
         unpad=args.unpad,
         max_length=args.max_length,
+        query_prompt=args.query_prompt,
+        document_prompt=args.document_prompt,
+        document_max_length=args.document_max_length,
     ).to(device)
     print(
         f"model {args.model}: pooler {model.pooler}{' (mlp_only_train)' if model.mlp_only_train else ''}, "
@@ -119,14 +127,12 @@ def main() -> None:
         print(f"\n{name} ({len(data)} pairs)\n{format_sts_table({args.model: results[name]})}")
 
     retrieval = {}
-    document_max_length = min(args.document_max_length, model.max_positions or args.document_max_length)
     for name, data in retrieval_sets.items():
-        retrieval[name] = evaluate_retrieval(
-            model, data, args.batch_size, document_max_length, args.query_prompt, args.document_prompt
-        )
+        retrieval[name] = evaluate_retrieval(model, data, args.batch_size)
         counts = f"{len(data.query_ids)} queries ({data.skipped_queries} without a relevant document, skipped)"
         print(
-            f"\n{name}: {counts} over {len(data.corpus_ids)} documents, documents up to {document_max_length} tokens"
+            f"\n{name}: {counts} over {len(data.corpus_ids)} documents, documents up to {model.document_max_length} "
+            f"tokens, prompts {model.prompt_for('query')!r} / {model.prompt_for('document')!r}"
             f"\n{format_retrieval_table({args.model: retrieval[name]})}"
         )
 

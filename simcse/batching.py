@@ -75,6 +75,7 @@ class SimCSEDataset(torch.utils.data.Dataset):
     def __init__(self, data: TrainData, tokenizer: PreTrainedTokenizerBase, max_length: int, prompt: str = ""):
         self.num_sent = data.num_sent
         self.scores = data.scores
+        self.longest = max_length  # tokens of its longest sentence, at most
         self.columns = [
             TokenizedSentences(
                 column, tokenizer, max_length, desc=f"tokenizing column {i + 1}/{len(data.columns)}", prompt=prompt
@@ -91,6 +92,67 @@ class SimCSEDataset(torch.utils.data.Dataset):
             return ids, self.scores[index]
         # Unsupervised: the same ids twice; the two dropout masks make the two views differ.
         return ids * 2 if len(ids) == 1 else ids
+
+
+class QueryDocumentsDataset(torch.utils.data.Dataset):
+    """Retrieval examples as token ids: each item is a query's ids, one of its positive documents and
+    ``num_negatives`` of its negative documents, drawn afresh each epoch from (seed, epoch, example), so that a
+    resumed run draws what the uninterrupted run drew. A query with fewer negatives than that repeats its own
+    within the step (as FlagEmbedding does); one with none is refused. Every distinct document is tokenized once."""
+
+    def __init__(
+        self,
+        data: TrainData,
+        tokenizer: PreTrainedTokenizerBase,
+        lengths: tuple[int, int],
+        prompts: tuple[str, str],
+        num_negatives: int,
+        seed: int,
+    ):
+        from simcse.data import DataFormatError
+
+        (query_length, document_length), (query_prompt, document_prompt) = lengths, prompts
+        self.num_sent, self.num_negatives, self.seed, self.epoch = 2 + num_negatives, num_negatives, seed, 0
+        self.longest = max(lengths)  # tokens of its longest text, at most
+        row = {text: i for i, text in enumerate(dict.fromkeys(data.texts()[len(data) :]))}  # the documents
+        self.positive_rows, self.negative_rows = (
+            [np.array([row[text] for text in texts], dtype=np.int64) for texts in lists]
+            for lists in (data.positives, data.negatives)
+        )
+        if num_negatives and (empty := [i for i, rows in enumerate(self.negative_rows) if not len(rows)]):
+            raise DataFormatError(
+                data.path,
+                f"line {data.line_numbers[empty[0]]}",
+                f"no 'neg' documents ({len(empty)} such queries), and --num_negatives {num_negatives} takes "
+                f"{num_negatives} per query: mine them (data/mine_hard_negatives.py) or pass --num_negatives 0",
+            )
+        if few := sum(len(rows) < num_negatives for rows in self.negative_rows):
+            logger.warning(
+                "%s: %d queries hold fewer than %d negatives; theirs repeat within a step",
+                data.path,
+                few,
+                num_negatives,
+            )
+        self.queries = TokenizedSentences(
+            data.columns[0], tokenizer, query_length, desc="tokenizing queries", prompt=query_prompt
+        )
+        self.documents = TokenizedSentences(
+            list(row), tokenizer, document_length, desc="tokenizing documents", prompt=document_prompt
+        )
+        self.columns = [self.queries, self.documents]
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.queries)
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, ...]:
+        draw = np.random.default_rng((self.seed, self.epoch, index))
+        positive = draw.choice(self.positive_rows[index])
+        negatives = self.negative_rows[index]
+        chosen = draw.choice(negatives, self.num_negatives, replace=len(negatives) < self.num_negatives)
+        return (self.queries[index], self.documents[positive], *(self.documents[row] for row in chosen))
 
 
 class EpochBatchSampler:
@@ -212,7 +274,17 @@ def build_loader(
             prompt_tokens,
             config.max_length,
         )
-    dataset = SimCSEDataset(train_data, model.tokenizer, config.max_length, prompt=model.prompt)
+    if train_data.kind == "query_documents":
+        dataset = QueryDocumentsDataset(
+            train_data,
+            model.tokenizer,
+            (config.max_length, model.document_max_length),
+            (model.prompt_for("query"), model.prompt_for("document")),
+            1 if config.num_negatives is None else config.num_negatives,
+            config.seed,
+        )
+    else:
+        dataset = SimCSEDataset(train_data, model.tokenizer, config.max_length, prompt=model.prompt)
     if tokenizes_alike(dataset):
         if len(dataset.columns[0][0]) == config.max_length:
             raise ValueError(
@@ -235,7 +307,7 @@ def build_loader(
     return sampler, loader
 
 
-def tokenizes_alike(dataset: SimCSEDataset) -> bool:
+def tokenizes_alike(dataset: SimCSEDataset | QueryDocumentsDataset) -> bool:
     """Whether every sentence of every column has the token ids of the first one."""
     first = dataset.columns[0][0]  # (L,)
     return all(

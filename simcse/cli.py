@@ -1,15 +1,20 @@
-"""What the command-line scripts share: one-line errors instead of tracebacks."""
+"""What the command-line scripts share: train.py's parser built from ``TrainConfig``, and one-line errors instead of
+tracebacks."""
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import errno
 import os
 import sys
+import typing
 from collections.abc import Callable
 from pathlib import Path
 
-from simcse.config import ConfigError
+from simcse.config import RENAMED_SETTINGS, ConfigError, TrainConfig
 from simcse.rules import non_empty_path
+from simcse.text_files import is_number
 
 # Failures a user causes and can fix (a bad file, flag or folder, a missing optional package): their message
 # says what to fix, so it is the whole error line.
@@ -80,3 +85,68 @@ def _writable(path: Path) -> bool:
     """Writable by this process, and meant to be written: root may write anywhere, but a folder or file without
     any write permission bit was made read-only on purpose."""
     return os.access(path, os.W_OK) and bool(path.stat().st_mode & 0o222)
+
+
+def default_text(field: dataclasses.Field) -> str:
+    """A default as the README and ``--help`` write it: on/off, the value, or what None stands for."""
+    if field.default is None:
+        return field.metadata["none_means"]
+    if isinstance(field.default, bool):
+        return "on" if field.default else "off"
+    return str(field.default)
+
+
+def build_parser(description: str | None = None) -> argparse.ArgumentParser:
+    """train.py's parser: one flag per ``TrainConfig`` field, grouped, with its default shown."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    groups = {}
+    types = typing.get_type_hints(TrainConfig)
+    old_names = {new: old for old, new in RENAMED_SETTINGS.items()}
+    for field in dataclasses.fields(TrainConfig):
+        meta = field.metadata
+        if meta["group"] not in groups:
+            groups[meta["group"]] = parser.add_argument_group(meta["group"])
+        shown = "required" if meta["required"] else f"default: {default_text(field)}"
+        # argparse %-formats help texts
+        kwargs: dict[str, typing.Any] = {
+            "default": field.default,
+            "help": f"{meta['help']} ({shown})".replace("%", "%%"),
+        }
+        if meta["required"]:
+            kwargs["required"] = True
+        if types[field.name] is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction if field.default else "store_true"
+        else:
+            kwargs |= {"type": _scalar_type(types[field.name]), "choices": meta["choices"], "metavar": meta["metavar"]}
+        groups[meta["group"]].add_argument(f"--{field.name}", **kwargs)
+        if field.name in old_names:  # still accepted, no longer shown in --help or the README
+            hidden = {key: value for key, value in kwargs.items() if key not in ("help", "default")}
+            parser.add_argument(f"--{old_names[field.name]}", dest=field.name, help=argparse.SUPPRESS, **hidden)
+    return parser
+
+
+def _scalar_type(annotation: typing.Any) -> type:
+    """int for ``int`` and ``int | None``, and so on."""
+    options = [option for option in typing.get_args(annotation) if option is not type(None)] or [annotation]
+    return options[0]
+
+
+def attach_negative_numbers(argv: list[str]) -> list[str]:
+    """``--flag -1e-3`` as ``--flag=-1e-3``: argparse takes "-1e-3" for a flag (it knows negative numbers only as -1
+    and -0.5), and a negative value so read gets its own rule's message (``-inf``: must be finite)."""
+    joined: list[str] = []
+    for arg in argv:
+        negative = arg.startswith("-") and (is_number(arg) or arg.lower() in ("-inf", "-nan"))
+        if joined and negative and joined[-1].startswith("--") and "=" not in joined[-1]:
+            joined[-1] = f"{joined[-1]}={arg}"
+        else:
+            joined.append(arg)
+    return joined
+
+
+def parse_args(argv: list[str] | None = None, description: str | None = None) -> TrainConfig:
+    """train.py's flags as a validated ``TrainConfig`` (ConfigError names the first bad setting)."""
+    argv = attach_negative_numbers(sys.argv[1:] if argv is None else list(argv))
+    config = TrainConfig(**vars(build_parser(description).parse_args(argv)))
+    config.validate()
+    return config

@@ -2,17 +2,15 @@
 
 Each field of ``TrainConfig`` carries its flag's help text, its group in ``--help``, whether a resumed run must
 keep its value (``resume``) and whether the model card's recipe shows it (``card``). From these declarations
-come train.py's parser (``build_parser``), ``validate``, ``RESUME_MUST_MATCH`` and ``CARD_SETTINGS``.
+come train.py's parser (``simcse.cli.build_parser``), ``validate``, ``RESUME_MUST_MATCH`` and ``CARD_SETTINGS``.
 
 This module imports no torch, so ``train.py --help`` and flag errors answer at once.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import os
-import sys
 import typing
 from dataclasses import dataclass
 
@@ -30,12 +28,13 @@ from simcse.rules import (
     one_of,
     positive,
 )
-from simcse.text_files import is_number
 
 EVAL_STRATEGIES = ("steps", "epoch")
 # Tokens per sentence when nothing else says: the reference recipe's value, and what evaluation falls back to
 # for a checkpoint that does not record its training value.
 DEFAULT_MAX_LENGTH = 64
+# Tokens per document of retrieval data and retrieval sets when nothing else says (capped at the model's positions).
+DEFAULT_DOCUMENT_MAX_LENGTH = 512
 # Temperatures outside it train nothing: at 1e-30 every gradient overflows, at inf every logit is 0.
 TEMPERATURE_RANGE = (1e-3, 10.0)
 # Flags renamed since they were first published: old name -> new name. The old names stay accepted on the
@@ -124,18 +123,44 @@ class TrainConfig:
         none_means="none",
         metavar="TEXT",
     )
+    query_prompt: str | None = setting(
+        None,
+        "text put before every query (of retrieval data and retrieval dev sets), saved as the model's 'query' prompt",
+        "model",
+        resume=True,
+        card=True,
+        none_means="--prompt",
+        metavar="TEXT",
+    )
+    document_prompt: str | None = setting(
+        None,
+        "text put before every document (positives and negatives of retrieval data, a retrieval set's corpus), "
+        "saved as the 'document' prompt (e5: 'passage: ')",
+        "model",
+        resume=True,
+        card=True,
+        none_means="--prompt",
+        metavar="TEXT",
+    )
     # data
     train_data: str = setting(
         "",
         "data of a kind the objective takes: .txt (one sentence per line), .tsv with header sent0 sent1 [hard_neg], "
-        "or scored pairs (an STS file or dataset name such as korsts_train)",
+        ".jsonl of {query, pos: [...], neg: [...]}, or scored pairs (an STS file or dataset name such as korsts_train)",
         "data",
         required=True,
         resume=True,
         card=True,
         path=True,
     )
-    valid_data: str = setting("korsts_dev", "dev set: a dataset name or a file", "data", resume=True, path=True)
+    valid_data: str = setting(
+        "korsts_dev",
+        "dev set: an STS dataset name or file (selection by cosine Spearman), or a retrieval set's name or BEIR "
+        "folder (selection by nDCG@10 on its qrels/dev.tsv, else qrels/test.tsv)",
+        "data",
+        resume=True,
+        path=True,
+    )
     data_dir: str | None = setting(
         None, "folder the dataset names resolve in", "data", resume=True, none_means="repo data/", path=True
     )
@@ -146,6 +171,23 @@ class TrainConfig:
         resume=True,
         card=True,
         rule=at_least(2),
+    )
+    document_max_length: int = setting(
+        DEFAULT_DOCUMENT_MAX_LENGTH,
+        "tokens per document of retrieval data and retrieval dev sets, capped at the model's positions",
+        "data",
+        resume=True,
+        card=True,
+        rule=at_least(2),
+    )
+    num_negatives: int | None = setting(
+        None,
+        "hard negatives per query of .jsonl retrieval data, drawn from its neg list each epoch (with the seed)",
+        "data",
+        resume=True,
+        card=True,
+        rule=at_least(0),
+        none_means="1",
     )
     num_workers: int = setting(0, "DataLoader worker processes", "data", rule=non_negative)
     # optimisation
@@ -356,68 +398,3 @@ PATH_SETTINGS = _settings_where("path")
 def upgrade_saved_settings(saved: dict) -> dict:
     """Settings as saved by any release (train_args.json, trainer_state.json), under today's names."""
     return {RENAMED_SETTINGS.get(name, name): value for name, value in saved.items()}
-
-
-def default_text(field: dataclasses.Field) -> str:
-    """A default as the README and ``--help`` write it: on/off, the value, or what None stands for."""
-    if field.default is None:
-        return field.metadata["none_means"]
-    if isinstance(field.default, bool):
-        return "on" if field.default else "off"
-    return str(field.default)
-
-
-def build_parser(description: str | None = None) -> argparse.ArgumentParser:
-    """train.py's parser: one flag per ``TrainConfig`` field, grouped, with its default shown."""
-    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
-    groups = {}
-    types = typing.get_type_hints(TrainConfig)
-    old_names = {new: old for old, new in RENAMED_SETTINGS.items()}
-    for field in dataclasses.fields(TrainConfig):
-        meta = field.metadata
-        if meta["group"] not in groups:
-            groups[meta["group"]] = parser.add_argument_group(meta["group"])
-        shown = "required" if meta["required"] else f"default: {default_text(field)}"
-        # argparse %-formats help texts
-        kwargs: dict[str, typing.Any] = {
-            "default": field.default,
-            "help": f"{meta['help']} ({shown})".replace("%", "%%"),
-        }
-        if meta["required"]:
-            kwargs["required"] = True
-        if types[field.name] is bool:
-            kwargs["action"] = argparse.BooleanOptionalAction if field.default else "store_true"
-        else:
-            kwargs |= {"type": _scalar_type(types[field.name]), "choices": meta["choices"], "metavar": meta["metavar"]}
-        groups[meta["group"]].add_argument(f"--{field.name}", **kwargs)
-        if field.name in old_names:  # still accepted, no longer shown in --help or the README
-            hidden = {key: value for key, value in kwargs.items() if key not in ("help", "default")}
-            parser.add_argument(f"--{old_names[field.name]}", dest=field.name, help=argparse.SUPPRESS, **hidden)
-    return parser
-
-
-def _scalar_type(annotation: typing.Any) -> type:
-    """int for ``int`` and ``int | None``, and so on."""
-    options = [option for option in typing.get_args(annotation) if option is not type(None)] or [annotation]
-    return options[0]
-
-
-def attach_negative_numbers(argv: list[str]) -> list[str]:
-    """``--flag -1e-3`` as ``--flag=-1e-3``: argparse takes "-1e-3" for a flag (it knows negative numbers only as -1
-    and -0.5), and a negative value so read gets its own rule's message (``-inf``: must be finite)."""
-    joined: list[str] = []
-    for arg in argv:
-        negative = arg.startswith("-") and (is_number(arg) or arg.lower() in ("-inf", "-nan"))
-        if joined and negative and joined[-1].startswith("--") and "=" not in joined[-1]:
-            joined[-1] = f"{joined[-1]}={arg}"
-        else:
-            joined.append(arg)
-    return joined
-
-
-def parse_args(argv: list[str] | None = None, description: str | None = None) -> TrainConfig:
-    """train.py's flags as a validated ``TrainConfig`` (ConfigError names the first bad setting)."""
-    argv = attach_negative_numbers(sys.argv[1:] if argv is None else list(argv))
-    config = TrainConfig(**vars(build_parser(description).parse_args(argv)))
-    config.validate()
-    return config

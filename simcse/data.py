@@ -2,6 +2,8 @@
 
 Training data (``load_train_data``):
   * ``*.txt``: one sentence per line. Unsupervised SimCSE: each sentence is its own positive.
+  * ``*.jsonl``: one ``{"query": str, "pos": [str, ...], "neg": [str, ...]}`` per line (FlagEmbedding's
+    fine-tuning format; ``pos_scores``, ``neg_scores`` and other keys are ignored): retrieval training.
   * anything else: tab-separated with a header, ``sent0<TAB>sent1`` (pairs) or
     ``sent0<TAB>sent1<TAB>hard_neg`` (triplets: anchor, positive, hard negative).
 
@@ -15,6 +17,7 @@ line.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -29,6 +32,7 @@ from simcse.text_files import (
     check_sentence,
     drop_blank_lines,
     is_number,
+    json_objects,
     parse_score,
     quoted,
     read_lines,
@@ -79,12 +83,22 @@ class STSData:
 @dataclass
 class TrainData:
     """Training sentences by column: 1 column (unsupervised), 2 (pairs) or 3 (triplets); scored pairs (CoSENT)
-    carry a gold score per pair."""
+    carry a gold score per pair. Retrieval data holds one column of queries and, per query, its positive and
+    negative documents (a training step draws one positive and ``--num_negatives`` negatives of each)."""
 
     columns: list[list[str]]
     path: str = ""
     scores: list[float] | None = None
     kind: str = ""  # its entry in DATA_KINDS
+    positives: list[list[str]] | None = None  # retrieval data: each query's relevant documents
+    negatives: list[list[str]] | None = None  # retrieval data: each query's hard negatives (may be empty)
+    line_numbers: list[int] | None = None  # retrieval data: the line of each query, for errors found later
+
+    def texts(self) -> list[str]:
+        """Every sentence and document of the data, column by column."""
+        lists = (self.positives or []) + (self.negatives or [])
+        documents = [text for texts in lists for text in texts]
+        return [sentence for column in self.columns for sentence in column] + documents
 
     @property
     def num_sent(self) -> int:
@@ -250,6 +264,22 @@ def _read_scored_pairs(path: Path, lines: list[tuple[int, str]]) -> TrainData:
     return TrainData([sts.sentences1, sts.sentences2], str(path), sts.scores)
 
 
+def _read_query_documents(path: Path, lines: list[tuple[int, str]]) -> TrainData:
+    data = TrainData([[]], str(path), positives=[], negatives=[], line_numbers=[])
+    for number, row in json_objects(path, lines, required=("query",)):
+        where = f"line {number}"
+        data.columns[0].append(check_sentence(path, where, row["query"], "query"))
+        for key, documents, least in (("pos", data.positives, 1), ("neg", data.negatives, 0)):
+            texts = row.get(key, [])
+            if not isinstance(texts, list) or not all(isinstance(text, str) for text in texts):
+                raise DataFormatError(path, where, f"{key!r} must be a list of strings")
+            if len(texts) < least:
+                raise DataFormatError(path, where, f"{key!r} is empty: every query needs a positive document")
+            documents.append([check_sentence(path, where, text, key) for text in texts])
+        data.line_numbers.append(number)
+    return data
+
+
 @dataclass(frozen=True)
 class DataKind:
     """A kind of training data: what a refusal calls it, how a file of it is recognised (from its path and its
@@ -270,6 +300,12 @@ DATA_KINDS: dict[str, DataKind] = {
         ),
         DataKind("pairs", "pairs without scores", lambda path, first: first == TRAIN_HEADERS[0], _read_columns),
         DataKind("triplets", "triplets without scores", lambda path, first: first == TRAIN_HEADERS[1], _read_columns),
+        DataKind(
+            "query_documents",
+            "queries with positive and negative documents (JSONL)",
+            lambda path, first: path.suffix.lower() == ".jsonl",
+            _read_query_documents,
+        ),
         DataKind(
             "scored_pairs",
             "an STS file of scored pairs",
@@ -299,7 +335,7 @@ def load_train_data(name_or_path: str | os.PathLike, data_dir: str | os.PathLike
     data = kind.read(path, lines)
     if len(data) == 0:
         raise DataFormatError(path, None, "no training examples found")
-    return TrainData(data.columns, data.path, data.scores, kind.name)
+    return dataclasses.replace(data, kind=kind.name)
 
 
 def write_train_tsv(data: TrainData, path: str | os.PathLike) -> None:

@@ -97,6 +97,26 @@ def evaluate_sts(
     return sts_metrics(embeddings1, embeddings2, sts_data.scores)
 
 
+def evaluate_dev(model, valid_data, batch_size: int | None = None) -> dict[str, float | str]:
+    """A training run's dev metrics, with the name of the one it selects its best checkpoint by under
+    ``selection_metric``: cosine Spearman on an STS set, nDCG@10 on a retrieval set (``RetrievalData``: the
+    model's query and document prompts and document length)."""
+    from simcse.retrieval import RetrievalData, evaluate_retrieval
+
+    if isinstance(valid_data, RetrievalData):
+        metrics = evaluate_retrieval(model, valid_data, batch_size)
+    else:
+        metrics = evaluate_sts(model, valid_data, batch_size=batch_size)
+    return metrics | {"selection_metric": selection_metric(valid_data)}
+
+
+def selection_metric(valid_data) -> str:
+    """What a run selects its best checkpoint by on this dev set (STSData or RetrievalData)."""
+    from simcse.retrieval import RETRIEVAL_SELECTION_METRIC, RetrievalData
+
+    return RETRIEVAL_SELECTION_METRIC if isinstance(valid_data, RetrievalData) else SELECTION_METRIC
+
+
 def format_sts_table(results: Mapping[str, Mapping[str, float]]) -> str:
     """A Markdown table of results (row name -> metrics), as in the original README: x100, 2 decimals."""
     lines = [

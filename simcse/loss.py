@@ -28,14 +28,15 @@ def info_nce(
     Args:
         anchors: (B, H) embeddings; row i is the anchor of example i.
         positives: (B, H); row i is the positive of anchor i and an in-batch negative for every other.
-        hard_negatives: optional (B, H); row i is the hard negative of anchor i, and a negative for the
-            others too. They are appended as extra columns of the similarity matrix.
+        hard_negatives: optional (B, H), or (B, K, H) for K per anchor; row i holds the hard negatives of
+            anchor i, negatives for the others too. They are appended as extra columns of the similarity matrix,
+            slot by slot: column N + k*N + j is negative k of global example j.
         temperature: cosine similarities are divided by it (0.05: logits lie in [-20, 20]).
-        hard_negative_weight: added to each anchor's logit for its own hard negative: a log-space
+        hard_negative_weight: added to each anchor's logits for its own hard negatives: a log-space
             weight, 0 leaves the hard negative with weight 1 (as in the original SimCSE).
         gather: turns local candidate rows into the global ones for multi-process training; the
             anchors stay local and their labels are offset to their own rows.
-        exclude: optional (B, C) booleans over the candidate columns (C = N, or 2N with hard negatives):
+        exclude: optional (B, C) booleans over the candidate columns (C = N, or (1 + K) N with hard negatives):
             True removes that candidate from that anchor's softmax (never mark an anchor's own positive).
             ``duplicate_candidates`` builds it from token ids: the same text twice in a batch is a false
             negative, not a negative.
@@ -56,13 +57,15 @@ def info_nce(
         candidates, first_row = gather(F.normalize(positives.to(dtype), dim=-1))  # (N, H), N = B * processes
         num_positives = candidates.shape[0]
         if hard_negatives is not None:
-            global_hard_negatives, _ = gather(F.normalize(hard_negatives.to(dtype), dim=-1))  # (N, H)
-            candidates = torch.cat([candidates, global_hard_negatives])  # (2N, H)
-        logits = _Float32Similarities.apply(anchors, candidates) / temperature  # (B, N) or (B, 2N)
+            negatives = hard_negatives if hard_negatives.ndim == 3 else hard_negatives[:, None]  # (B, K, H)
+            candidates = torch.cat([candidates, _gather_slots(F.normalize(negatives.to(dtype), dim=-1), gather)])
+        logits = _Float32Similarities.apply(anchors, candidates) / temperature  # (B, (1 + K) N)
         labels = torch.arange(anchors.shape[0], device=anchors.device) + first_row  # (B,)
         if hard_negatives is not None and hard_negative_weight != 0.0:
-            own_hard_negative = F.one_hot(labels + num_positives, num_classes=logits.shape[1])  # (B, 2N)
-            logits = logits + hard_negative_weight * own_hard_negative.to(dtype)  # (B, 2N)
+            slots = logits.shape[1] // num_positives - 1  # K
+            own = labels[:, None] + num_positives * torch.arange(1, slots + 1, device=labels.device)  # (B, K)
+            own_hard_negatives = torch.zeros_like(logits).scatter_(1, own, 1.0)  # (B, (1 + K) N)
+            logits = logits + hard_negative_weight * own_hard_negatives
         if exclude is not None:
             if exclude.shape != logits.shape:
                 expected = tuple(logits.shape)
@@ -72,11 +75,23 @@ def info_nce(
 
 
 def _check_rows(anchors: torch.Tensor, **others: torch.Tensor | None) -> None:
+    """Every row of ``others`` has the anchors' shape; ``hard_negatives`` / ``hard_negative_ids`` may hold K rows
+    per anchor, (B, K, ...)."""
     if anchors.ndim != 2:
         raise ValueError(f"anchors must be (batch, hidden), got shape {tuple(anchors.shape)}")
     for name, other in others.items():
-        if other is not None and other.shape != anchors.shape:
+        per_anchor = name.startswith("hard_negative") and other is not None and other.ndim == 3
+        if other is not None and (other.shape[:1] + other.shape[2:] if per_anchor else other.shape) != anchors.shape:
             raise ValueError(f"{name} shape {tuple(other.shape)} differs from anchors shape {tuple(anchors.shape)}")
+
+
+def _gather_slots(rows: torch.Tensor, gather: Gather) -> torch.Tensor:
+    """(B, K, ...) rows of this process -> (K * N, ...): every process's rows in one gather, slot by slot (row
+    k * N + j is slot k of global example j)."""
+    batch, slots = rows.shape[:2]
+    gathered, _ = gather(rows.reshape(batch, -1))  # (N, K * ...)
+    gathered = gathered.reshape(gathered.shape[0], slots, *rows.shape[2:])  # (N, K, ...)
+    return gathered.transpose(0, 1).reshape(-1, *rows.shape[2:])  # (K * N, ...)
 
 
 class _Float32Similarities(torch.autograd.Function):
@@ -108,22 +123,22 @@ def duplicate_candidates(
     positive's own column excepted: ``info_nce``'s ``exclude``.
 
     Args:
-        anchor_ids, positive_ids, hard_negative_ids: (B, L) token ids, padded alike (to the same width on
-            every process). The candidates are the gathered positives, then the gathered hard negatives.
+        anchor_ids, positive_ids, hard_negative_ids: (B, L) token ids (hard negatives: or (B, K, L)), padded alike
+            (to the same width on every process). The candidates are the gathered positives, then the gathered
+            hard negatives slot by slot, as ``info_nce`` orders them.
         gather: as in ``info_nce``; rows of every process, and the index of this process's first row.
 
     In supervised data a candidate can repeat the anchor's own text (a premise reused as another row's
     hypothesis) or its positive's; in unsupervised data anchor and positive are the same text.
     """
-    for name, ids in (("positive_ids", positive_ids), ("hard_negative_ids", hard_negative_ids)):
-        if ids is not None and ids.shape != anchor_ids.shape:
-            raise ValueError(f"{name} shape {tuple(ids.shape)} differs from anchor_ids shape {tuple(anchor_ids.shape)}")
     if anchor_ids.ndim != 2:
         raise ValueError(f"anchor_ids must be (batch, seq_len), got shape {tuple(anchor_ids.shape)}")
+    _check_rows(anchor_ids, positive_ids=positive_ids, hard_negative_ids=hard_negative_ids)
     gather = gather or (lambda rows: (rows, 0))
     candidate_ids, first_row = gather(positive_ids)  # (N, L)
     if hard_negative_ids is not None:
-        candidate_ids = torch.cat([candidate_ids, gather(hard_negative_ids)[0]])  # (C, L), C = 2N
+        negative_ids = hard_negative_ids if hard_negative_ids.ndim == 3 else hard_negative_ids[:, None]  # (B, K, L)
+        candidate_ids = torch.cat([candidate_ids, _gather_slots(negative_ids, gather)])  # (C, L), C = (1 + K) N
     batch = len(anchor_ids)
     # One integer per distinct row of token ids (exact, by sorting): rows are equal iff their numbers are.
     _, text_number = torch.unique(

@@ -18,7 +18,7 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedTokeniz
 
 from simcse import st_format
 from simcse.batching import SimCSECollator, TokenizedSentences
-from simcse.config import DEFAULT_MAX_LENGTH
+from simcse.config import DEFAULT_DOCUMENT_MAX_LENGTH, DEFAULT_MAX_LENGTH
 from simcse.device import default_encode_batch_size, gpu_half_dtype
 from simcse.model_loading import (
     check_location,
@@ -102,6 +102,9 @@ class SimCSEModel(nn.Module):
         fresh_head: bool = False,
         prompt: str | None = None,
         normalize: bool | None = None,
+        query_prompt: str | None = None,
+        document_prompt: str | None = None,
+        document_max_length: int | None = None,
     ):
         super().__init__()
         check_location(model_name_or_path)
@@ -112,6 +115,9 @@ class SimCSEModel(nn.Module):
             raise ValueError(f"max_length must be at least 2 (room for [CLS] and [SEP]), got {self.max_length}")
         self.prompt = (defaults.get("prompt") or "") if prompt is None else prompt
         self.normalize = bool(defaults.get("normalize", False)) if normalize is None else normalize
+        # Retrieval: what queries and documents get (None: the symmetric prompt), see prompt_for.
+        self.query_prompt = defaults.get("query_prompt") if query_prompt is None else query_prompt
+        self.document_prompt = defaults.get("document_prompt") if document_prompt is None else document_prompt
         self.pooler = pooler or defaults.get("pooler", DEFAULT_POOLER)
         if self.pooler not in POOLERS:
             raise ValueError(f"unknown pooler {self.pooler!r}; choose one of {', '.join(POOLERS)}")
@@ -123,6 +129,7 @@ class SimCSEModel(nn.Module):
             raise ValueError(f"mlp_only_train needs pooler {heads} (the only one with a head), got {self.pooler!r}")
         self.mlp_only_train = mlp_only_train
         checkpoint_pooler = self._load_encoder(model_name_or_path, dropout, unpad, trust_remote_code)
+        self._set_document_max_length(document_max_length, defaults.get("document_max_length"))
         self._load_tokenizer(tokenizer or model_name_or_path, model_name_or_path, trust_remote_code)
         self.head: nn.Module | None = None
         self.frozen_pooler: nn.Module | None = None
@@ -166,6 +173,27 @@ class SimCSEModel(nn.Module):
         self.max_positions = max_sequence_length(self.encoder)
         self.check_max_length(self.max_length)
         return checkpoint_pooler
+
+    def _set_document_max_length(self, given: int | None, saved: int | None) -> None:
+        """Tokens per document: given, saved, else ``DEFAULT_DOCUMENT_MAX_LENGTH``; capped at the positions."""
+        length = given or saved or DEFAULT_DOCUMENT_MAX_LENGTH
+        if length < 2:
+            raise ValueError(f"document_max_length must be at least 2 (room for [CLS] and [SEP]), got {length}")
+        if self.max_positions is not None and length > self.max_positions:
+            if given:
+                logger.info("document_max_length %d capped at the model's %d positions", length, self.max_positions)
+            length = self.max_positions
+        self.document_max_length = length
+
+    def prompt_for(self, role: str) -> str:
+        """The prompt of a ``"query"`` or a ``"document"``: the model's for that role, else its symmetric one."""
+        own = {"query": self.query_prompt, "document": self.document_prompt}[role]
+        return self.prompt if own is None else own
+
+    @property
+    def is_asymmetric(self) -> bool:
+        """Whether queries or documents have a prompt of their own (a retrieval model)."""
+        return self.query_prompt is not None or self.document_prompt is not None
 
     def _load_tokenizer(self, tokenizer, model_name_or_path, trust_remote_code: bool) -> None:
         """A fast tokenizer (given, or loaded from a folder or the Hub) that fits the encoder's embeddings."""
@@ -231,19 +259,26 @@ class SimCSEModel(nn.Module):
             "max_length": self.max_length,
             "prompt": self.prompt,
             "normalize": self.normalize,
+            "query_prompt": self.query_prompt,
+            "document_prompt": self.document_prompt,
+            "document_max_length": self.document_max_length,
             "head_file": SIMCSE_HEAD_NAME if self.owns_head and self.head is not None else None,
         }
         write_json(folder / SIMCSE_CONFIG_NAME, settings)
         if POOLERS[self.pooler].st_mode:
             head_used_at_evaluation = self.head is not None and not self.mlp_only_train
+            roles = {"query": self.prompt_for("query"), "document": self.prompt_for("document")}
             st_format.write_sentence_transformers_files(
                 folder,
                 self.pooler,
                 self.config.hidden_size,
-                self.max_length,
+                # sentence-transformers keeps one length: a retrieval model's documents must not be cut at the
+                # queries' length
+                max(self.max_length, self.document_max_length) if self.is_asymmetric else self.max_length,
                 self.head.dense if head_used_at_evaluation else None,
                 self.prompt,
                 self.normalize,
+                roles if self.is_asymmetric else {},
             )
 
     @property
@@ -286,6 +321,15 @@ class SimCSEModel(nn.Module):
         if self.head is not None and (self.training or not self.mlp_only_train):
             embeddings = self.head.activation(self.head.dense(embeddings))  # (N, H)
         return embeddings.reshape(*leading_shape, -1)  # (..., H)
+
+    def encode_query(self, queries: Sequence[str], **kwargs) -> np.ndarray:
+        """``encode`` with the query prompt (``prompt_for("query")``)."""
+        return self.encode(queries, prompt=self.prompt_for("query"), **kwargs)
+
+    def encode_document(self, documents: Sequence[str], **kwargs) -> np.ndarray:
+        """``encode`` with the document prompt and ``document_max_length`` (either overridable)."""
+        kwargs = {"prompt": self.prompt_for("document"), "max_length": self.document_max_length} | kwargs
+        return self.encode(documents, **kwargs)
 
     def encode(
         self,

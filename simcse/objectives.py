@@ -28,13 +28,13 @@ Loss = Callable[[Tensor, Tensor | None, Tensor | None, Any, Callable], Tensor]
 
 
 def contrastive_loss(embeddings, scores, exclude, settings, gather) -> Tensor:
-    """InfoNCE: each anchor picks its positive among every positive (and hard negative) of the global batch."""
+    """InfoNCE: each anchor picks its positive among every positive (and hard negatives) of the global batch."""
     from simcse import loss
 
     return loss.info_nce(
         embeddings[:, 0],
         embeddings[:, 1],
-        embeddings[:, 2] if embeddings.shape[1] == 3 else None,
+        embeddings[:, 2:] if embeddings.shape[1] > 2 else None,  # (B, K, H): K hard negatives per anchor
         temperature=settings.temp,
         hard_negative_weight=settings.hard_negative_weight,
         gather=gather,
@@ -56,7 +56,7 @@ class Objective:
     data_kinds: tuple[str, ...]  # the training data it takes, by DATA_KINDS name
     loss: Loss
     in_batch_negatives: bool  # the batch's other examples are negatives: duplicate masking applies
-    hard_negatives: bool  # reads a triplet's third sentence (--hard_negative_weight)
+    hard_negatives: bool  # reads a triplet's third sentence, a query's negatives (--hard_negative_weight)
 
     def read(self, name_or_path: str | os.PathLike, data_dir: str | os.PathLike | None = None) -> TrainData:
         """The training data, refused in one line when it is of a kind this objective does not take."""
@@ -75,7 +75,7 @@ class Objective:
         """The candidates each anchor is contrasted with, for train_args.json (None without in-batch negatives)."""
         if not self.in_batch_negatives:
             return None
-        return batch - 1 + (batch if num_sent == 3 else 0)
+        return batch - 1 + batch * (num_sent - 2)  # the other positives, and every hard negative
 
     def unread_flag(self, settings) -> str | None:
         """Why a flag given with this objective would do nothing, or None."""
@@ -95,8 +95,8 @@ OBJECTIVES: dict[str, Objective] = {
     for objective in (
         Objective(
             "simcse",
-            "InfoNCE with in-batch negatives, on sentences, pairs or triplets",
-            ("sentences", "pairs", "triplets"),
+            "InfoNCE with in-batch negatives, on sentences, pairs, triplets or queries with K hard negatives",
+            ("sentences", "pairs", "triplets", "query_documents"),
             contrastive_loss,
             in_batch_negatives=True,
             hard_negatives=True,

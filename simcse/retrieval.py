@@ -14,7 +14,6 @@ MAP@k as that evaluator defines it (precision at each relevant hit, over min(k, 
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Mapping
@@ -25,11 +24,13 @@ import numpy as np
 import torch
 
 from simcse.registry import CORPUS_NAME, DEFAULT_DATA_DIR, QRELS_FOLDER, QRELS_HEADER, QUERIES_NAME, RETRIEVAL_SETS
-from simcse.text_files import DataFormatError, drop_blank_lines, quoted, read_lines, split_row
+from simcse.text_files import DataFormatError, drop_blank_lines, json_objects, quoted, read_lines, split_row
 
 METRIC_CUTOFFS = {"ndcg": (10,), "mrr": (10,), "map": (100,), "recall": (1, 5, 10, 100)}
 RETRIEVAL_KEYS = tuple(f"{name}@{k}" for name, cutoffs in METRIC_CUTOFFS.items() for k in cutoffs)
 SEARCH_DEPTH = max(k for cutoffs in METRIC_CUTOFFS.values() for k in cutoffs)  # documents kept per query
+# What a run with a retrieval dev set selects its best checkpoint by.
+RETRIEVAL_SELECTION_METRIC = "ndcg@10"
 SEARCH_BLOCK = 1024  # queries scored at once: memory is a block of queries x the corpus block, never Q x corpus
 
 
@@ -64,27 +65,22 @@ def resolve_retrieval_set(name_or_path: str | os.PathLike, data_dir: str | os.Pa
     return folder
 
 
-def _json_lines(path: Path, required: tuple[str, ...]) -> list[tuple[str, dict]]:
-    """(where, object) for every non-blank line of a JSONL file, each an object whose ``required`` keys hold text."""
-    rows = []
-    for number, line in drop_blank_lines(path, read_lines(path)):
-        where = f"line {number}"
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise DataFormatError(path, where, f"not valid JSON ({err.msg})") from None
-        if not isinstance(row, dict):
-            raise DataFormatError(path, where, "expected a JSON object")
-        for key in required:
-            if not isinstance(row.get(key), str):
-                raise DataFormatError(path, where, f"missing or non-string {key!r}")
-        rows.append((where, row))
-    return rows
+def dev_split(name_or_path: str | os.PathLike, data_dir: str | os.PathLike | None = None) -> str:
+    """The qrels a training run's dev evaluation reads: ``dev`` when the set has a qrels/dev.tsv, else ``test``."""
+    folder = resolve_retrieval_set(name_or_path, data_dir)
+    return "dev" if (folder / QRELS_FOLDER / "dev.tsv").is_file() else "test"
+
+
+def set_files(name_or_path: str | os.PathLike, split: str, data_dir: str | os.PathLike | None = None) -> list[Path]:
+    """The three files of a retrieval set's split: corpus, queries and qrels."""
+    folder = resolve_retrieval_set(name_or_path, data_dir)
+    return [folder / CORPUS_NAME, folder / QUERIES_NAME, folder / QRELS_FOLDER / f"{split}.tsv"]
 
 
 def _texts_by_id(path: Path, with_title: bool) -> dict[str, str]:
     texts: dict[str, str] = {}
-    for where, row in _json_lines(path, ("_id", "text")):
+    for number, row in json_objects(path, read_lines(path), ("_id", "text")):
+        where = f"line {number}"
         title = (row.get("title") or "") if with_title else ""
         if not isinstance(title, str):
             raise DataFormatError(path, where, "non-string 'title'")
@@ -123,13 +119,12 @@ def load_retrieval_set(
     name_or_path: str | os.PathLike, split: str = "test", data_dir: str | os.PathLike | None = None
 ) -> RetrievalData:
     """A BEIR-layout folder's (or a registered set's) corpus, queries and ``qrels/<split>.tsv``."""
-    folder = resolve_retrieval_set(name_or_path, data_dir)
-    qrels_path = folder / QRELS_FOLDER / f"{split}.tsv"
-    for path in (folder / CORPUS_NAME, folder / QUERIES_NAME, qrels_path):
+    corpus_path, queries_path, qrels_path = set_files(name_or_path, split, data_dir)
+    for path in (corpus_path, queries_path, qrels_path):
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no such file (a retrieval set holds corpus.jsonl, queries.jsonl, qrels/)")
-    corpus = _texts_by_id(folder / CORPUS_NAME, with_title=True)
-    queries = _texts_by_id(folder / QUERIES_NAME, with_title=False)
+    corpus = _texts_by_id(corpus_path, with_title=True)
+    queries = _texts_by_id(queries_path, with_title=False)
     qrels = _read_qrels(qrels_path, corpus, queries)
     relevant = {query: {d: s for d, s in docs.items() if s > 0} for query, docs in qrels.items()}
     evaluated = [query for query in queries if relevant.get(query)]
@@ -198,8 +193,11 @@ def evaluate_retrieval(
     document_prompt: str | None = None,
 ) -> dict[str, float]:
     """The metrics of ``model.encode``'s embeddings on a retrieval set: the corpus embedded once (length-sorted,
-    as ``encode`` does), cosine similarity, exact search. The prompts default to the model's. Returns the mean
-    of every metric and the counts."""
+    as ``encode`` does), cosine similarity, exact search. The prompts and the document length default to the
+    model's (``prompt_for``, ``document_max_length``). Returns the mean of every metric and the counts."""
+    query_prompt = model.prompt_for("query") if query_prompt is None else query_prompt
+    document_prompt = model.prompt_for("document") if document_prompt is None else document_prompt
+    document_max_length = document_max_length or model.document_max_length
     documents = model.encode(
         data.corpus_texts, batch_size=batch_size, max_length=document_max_length, prompt=document_prompt
     )

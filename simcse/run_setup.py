@@ -25,10 +25,11 @@ import transformers
 import simcse
 from simcse import checkpoint, distributed
 from simcse.config import PATH_SETTINGS, RESUME_MUST_MATCH, TrainConfig, upgrade_saved_settings
-from simcse.data import STSData, TrainData, load_sts, resolve_sts_path
+from simcse.data import DATA_KINDS, STSData, TrainData, load_sts, resolve_sts_path
 from simcse.model import SimCSEModel
 from simcse.model_loading import unknown_token_share
 from simcse.objectives import OBJECTIVES
+from simcse.retrieval import RetrievalData, dev_split, is_retrieval_set, load_retrieval_set, set_files
 from simcse.run_folder import (
     METRICS_NAME,
     TRAIN_ARGS_NAME,
@@ -86,8 +87,10 @@ def check_resumable(config: TrainConfig, trainer_state: dict) -> None:
     saved_paths = trainer_state.get("resolved_paths", {})  # absent from checkpoints of earlier releases
     now_paths = resolved_paths(config)
     differences = []
+    defaults = TrainConfig.__dataclass_fields__
     for name in RESUME_MUST_MATCH:
-        before, now = saved.get(name), getattr(config, name)
+        # A setting newer than the checkpoint ran with its default.
+        before, now = saved.get(name, defaults[name].default), getattr(config, name)
         if name in PATH_SETTINGS:
             same = saved_paths.get(name, resolved_path(before)) == now_paths[name]
         else:
@@ -99,9 +102,17 @@ def check_resumable(config: TrainConfig, trainer_state: dict) -> None:
 
 
 def data_fingerprints(config: TrainConfig) -> dict[str, str]:
-    """A hash of the training file and of the dev file (either may be a dataset name): what a resumed run must
-    still read."""
-    return {name: file_fingerprint(resolve_sts_path(getattr(config, name), config.data_dir)) for name in DATA_SETTINGS}
+    """A hash of the training file and of the dev file (either may be a dataset name; the dev set may be a
+    retrieval set, its three files hashed): what a resumed run must still read."""
+    fingerprints = {}
+    for name in DATA_SETTINGS:
+        value = getattr(config, name)
+        if name == "valid_data" and is_retrieval_set(value):
+            files = set_files(value, dev_split(value, config.data_dir), config.data_dir)
+            fingerprints[name] = "+".join(file_fingerprint(path) for path in files)
+        else:
+            fingerprints[name] = file_fingerprint(resolve_sts_path(value, config.data_dir))
+    return fingerprints
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -265,14 +276,23 @@ def find_resume_point(
 # The inputs and the model
 
 
-def read_inputs(config: TrainConfig) -> tuple[STSData, TrainData]:
-    """The dev set and the training data (of a kind the objective takes), read before anything is built so that a
-    bad file fails in seconds."""
-    valid_data = load_sts(config.valid_data, config.data_dir)
+def read_inputs(config: TrainConfig) -> tuple[STSData | RetrievalData, TrainData]:
+    """The dev set (STS, or a retrieval set: its qrels/dev.tsv, else test.tsv) and the training data (of a kind the
+    objective takes), read before anything is built so that a bad file fails in seconds."""
+    if is_retrieval_set(config.valid_data):
+        split = dev_split(config.valid_data, config.data_dir)
+        valid_data = load_retrieval_set(config.valid_data, split, config.data_dir)
+    else:
+        valid_data = load_sts(config.valid_data, config.data_dir)
     train_data = OBJECTIVES[config.objective].read(config.train_data, config.data_dir)
+    if config.num_negatives is not None and train_data.kind != "query_documents":
+        raise ValueError(
+            f"--num_negatives reads the 'neg' lists of .jsonl retrieval data; {config.train_data} holds "
+            f"{DATA_KINDS[train_data.kind].description}: leave it out"
+        )
     if len(train_data) < 2:
         raise ValueError(f"{config.train_data}: {len(train_data)} training example; in-batch negatives need 2 or more")
-    if len({sentence for column in train_data.columns for sentence in column}) < 2:
+    if len(set(train_data.texts())) < 2:
         raise ValueError(f"{config.train_data}: every sentence is the same; in-batch negatives need different ones")
     return valid_data, train_data
 
@@ -290,6 +310,9 @@ def build_model(config: TrainConfig, resume: ResumePoint | None, device: torch.d
         max_length=config.max_length,
         fresh_head=resume is None,
         prompt=config.prompt,
+        query_prompt=config.query_prompt,
+        document_prompt=config.document_prompt,
+        document_max_length=config.document_max_length,
     ).to(device)
 
 
@@ -298,13 +321,20 @@ def evenly_spaced(sentences: list[str], count: int) -> list[str]:
     return sentences[:: max(1, len(sentences) // count)]
 
 
-def check_tokenizer_covers(model: SimCSEModel, train_data: TrainData, valid_data: STSData, config: TrainConfig) -> None:
+def check_tokenizer_covers(
+    model: SimCSEModel, train_data: TrainData, valid_data: STSData | RetrievalData, config: TrainConfig
+) -> None:
     """Refuse a tokenizer that maps most tokens of the training data or of the dev set to its unknown token: one
     made for another language or script (a fitting one maps well under 1%). Sentences are probed from the whole
     of each file, every column, so that a bad stretch past the first lines is found too."""
     probes = {
-        config.train_data: evenly_spaced([s for column in train_data.columns for s in column], TOKENIZER_PROBE_SIZE),
-        config.valid_data: evenly_spaced(valid_data.sentences1 + valid_data.sentences2, TOKENIZER_PROBE_SIZE),
+        config.train_data: evenly_spaced(train_data.texts(), TOKENIZER_PROBE_SIZE),
+        config.valid_data: evenly_spaced(
+            valid_data.query_texts + valid_data.corpus_texts
+            if isinstance(valid_data, RetrievalData)
+            else valid_data.sentences1 + valid_data.sentences2,
+            TOKENIZER_PROBE_SIZE,
+        ),
     }
     for source, probe in probes.items():
         share = unknown_token_share(model.tokenizer, probe)

@@ -31,6 +31,7 @@ from simcse.run_folder import (
 # (``simcse.poolers``): those over inner layers have none, its standard modules do not offer them.
 ALL_POOLING_MODES = ("cls_token", "mean_tokens", "max_tokens", "mean_sqrt_len_tokens")
 PROMPT_NAME = "simcse"  # the name of the default prompt in config_sentence_transformers.json
+ROLE_PROMPTS = ("query", "document")  # the named prompts of encode_query and encode_document
 
 
 def write_sentence_transformers_files(
@@ -41,12 +42,14 @@ def write_sentence_transformers_files(
     head: torch.nn.Linear | None,
     prompt: str = "",
     normalize: bool = False,
+    role_prompts: dict[str, str] | None = None,
 ) -> None:
     """Write modules.json, sentence_bert_config.json, 1_Pooling/ and (with ``head``) 2_Dense/ into ``folder``.
 
     ``head`` is the dense layer applied after pooling, followed by tanh; None when the embedding is the
     pooled vector itself (``cls_before_pooler``, ``avg``, or ``cls`` with ``mlp_only_train``). A ``prompt`` is
-    written as the default prompt, which ``SentenceTransformer.encode`` puts before every sentence.
+    written as the default prompt, which ``SentenceTransformer.encode`` puts before every sentence; ``role_prompts``
+    (``{"query": ..., "document": ...}``) as the named prompts ``encode_query`` and ``encode_document`` apply.
     """
     mode = POOLERS[pooler].st_mode
     if mode is None:
@@ -86,8 +89,9 @@ def write_sentence_transformers_files(
             }
         )
     write_json(folder / ST_MODULES_NAME, modules)
-    prompts = {"prompts": {PROMPT_NAME: prompt}, "default_prompt_name": PROMPT_NAME} if prompt else {}
-    write_json(folder / ST_PROMPTS_NAME, {"similarity_fn_name": "cosine"} | prompts)
+    prompts = ({PROMPT_NAME: prompt} if prompt else {}) | (role_prompts or {})
+    st_config = {"similarity_fn_name": "cosine"} | ({"prompts": prompts} if prompts else {})
+    write_json(folder / ST_PROMPTS_NAME, st_config | ({"default_prompt_name": PROMPT_NAME} if prompt else {}))
 
 
 TANH = "torch.nn.modules.activation.Tanh"
@@ -125,8 +129,13 @@ def read_settings(find: Callable[[str], str | None]) -> dict | None:
         source.append(ST_SETTINGS_NAME)
     st_config = _read_found(find, ST_PROMPTS_NAME) or {}
     default = st_config.get("default_prompt_name")
-    if default and isinstance(st_config.get("prompts"), dict) and default in st_config["prompts"]:
-        settings["prompt"] = st_config["prompts"][default]
+    prompts = st_config.get("prompts") if isinstance(st_config.get("prompts"), dict) else {}
+    if default and default in prompts:
+        settings["prompt"] = prompts[default]
+    for role in ROLE_PROMPTS:
+        if isinstance(prompts.get(role), str):
+            settings[f"{role}_prompt"] = prompts[role]
+    if prompts:
         source.append(ST_PROMPTS_NAME)
     return settings | {"source": ", ".join(source)}
 

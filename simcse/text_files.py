@@ -5,6 +5,7 @@ and the 1-based line. ``simcse.data`` builds the formats on these."""
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import math
 import os
@@ -153,3 +154,21 @@ def split_row(path: Path, number: int, line: str, expected: int, what: str) -> l
             path, f"line {number}", f"expected {expected} tab-separated columns ({what}), found {len(fields)}{hint}"
         )
     return fields
+
+
+def json_objects(path: Path, lines: list[tuple[int, str]], required: tuple[str, ...] = ()) -> list[tuple[int, dict]]:
+    """(line number, object) for every non-blank line of a JSONL file read into ``lines``, each a JSON object whose
+    ``required`` keys hold text."""
+    rows = []
+    for number, line in drop_blank_lines(path, lines):
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise DataFormatError(path, f"line {number}", f"not valid JSON ({err.msg})") from None
+        if not isinstance(row, dict):
+            raise DataFormatError(path, f"line {number}", "expected a JSON object")
+        for key in required:
+            if not isinstance(row.get(key), str):
+                raise DataFormatError(path, f"line {number}", f"missing or non-string {key!r}")
+        rows.append((number, row))
+    return rows

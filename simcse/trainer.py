@@ -4,15 +4,11 @@ checkpoint, training-state checkpoints and exact resume."""
 from __future__ import annotations
 
 import logging
-import math
-import random
 import sys
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
@@ -21,14 +17,14 @@ from simcse import checkpoint, distributed
 from simcse.batching import build_loader
 from simcse.config import TrainConfig
 from simcse.device import autocast_dtype
-from simcse.evaluate import SELECTION_METRIC, evaluate_sts
+from simcse.evaluate import evaluate_dev, selection_metric
 from simcse.grad_cache import chunked_backward
+from simcse.loop_state import LoopState, TrainResult, set_seed, start_loop_state
 from simcse.loss import duplicate_candidates
 from simcse.objectives import OBJECTIVES
 from simcse.optim import Schedule, build_optimizer_and_scaler, build_schedule
 from simcse.run_folder import METRICS_NAME, append_metrics
 from simcse.run_setup import (
-    ResumePoint,
     build_model,
     check_tokenizer_covers,
     claim_output_folder,
@@ -48,57 +44,21 @@ ALL_SKIPPED_LIMIT = 20
 MASKED_SHARE_WARNING = 0.1
 
 
+# The dev metrics the console shows, as people write them.
+SHOWN_NAMES = {
+    "cosine_pearson": "cosine Pearson",
+    "cosine_spearman": "cosine Spearman",
+    "ndcg@10": "nDCG@10",
+    "recall@1": "Recall@1",
+}
+
+
 class NonFiniteLossError(ValueError):
     """Training produced a NaN or infinite loss."""
 
 
 class NonFiniteGradientError(ValueError):
     """Every step so far had a NaN or infinite gradient, so none updated the model."""
-
-
-@dataclass
-class LoopState:
-    """Where the loop stands: every counter the loop keeps, and what a training checkpoint saves of it."""
-
-    step: int = 0
-    best_step: int = -1
-    best_score: float = -math.inf
-    # Losses since the last evaluation, summed on the device: adding a loss needs no host sync.
-    window_loss_sum: torch.Tensor = field(default_factory=lambda: torch.zeros(()))
-    window_loss_count: int = 0
-    total_loss: float = 0.0  # losses up to the last evaluation
-    skipped_steps: int = 0  # steps whose gradient was not finite, so the optimizer did not step
-
-    def to_json(self) -> dict:
-        return {f.name: getattr(self, f.name) for f in fields(self)} | {"window_loss_sum": self.window_loss_sum.item()}
-
-    @classmethod
-    def from_json(cls, saved: dict, device: torch.device) -> LoopState:
-        return cls(**saved | {"window_loss_sum": torch.tensor(saved["window_loss_sum"], device=device)})
-
-
-@dataclass
-class TrainResult:
-    best_step: int
-    best_score: float
-    mean_train_loss: float
-    total_seconds: float
-    steps: int
-    skipped_steps: int
-    history: list[dict] = field(default_factory=list)
-
-
-def set_seed(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def start_loop_state(resume: ResumePoint | None, device: torch.device) -> LoopState:
-    """A fresh loop state, or the checkpoint's."""
-    if resume:
-        return LoopState.from_json(resume.trainer_state["loop"], device)
-    return LoopState(window_loss_sum=torch.zeros((), device=device))
 
 
 def progress_bar(schedule: Schedule, state: LoopState, is_main: bool) -> tqdm:
@@ -149,6 +109,7 @@ class Trainer:
         self.objective = OBJECTIVES[config.objective]
         self.amp_dtype = autocast_dtype(config.amp, self.device, quiet=not self.is_main)
         self.valid_data, train_data = read_inputs(config)
+        self.selection_metric = selection_metric(self.valid_data)
         self.data_fingerprints = data_fingerprints(config)
         self.resume = find_resume_point(config, self.output, self.process, train_data, self.data_fingerprints)
         self.model = build_model(config, self.resume, self.device)
@@ -187,10 +148,10 @@ class Trainer:
         exclude = None
         if self.objective.in_batch_negatives and self.config.mask_duplicate_negatives:
             # Every process pads to the same width, so that token ids can be gathered and compared.
-            width = self.config.max_length if self.process.is_distributed else input_ids.shape[-1]
+            width = self.loader.dataset.longest if self.process.is_distributed else input_ids.shape[-1]
             ids = F.pad(input_ids, (0, width - input_ids.shape[-1]), value=self.model.collator.pad_token_id)
             exclude = duplicate_candidates(
-                ids[:, 0], ids[:, 1], ids[:, 2] if self.num_sent == 3 else None, gather=distributed.gather
+                ids[:, 0], ids[:, 1], ids[:, 2:] if self.num_sent > 2 else None, gather=distributed.gather
             )  # (B, C)
             self.warn_about_duplicates(exclude)
         return self.objective.loss(embeddings, scores, exclude, self.config, distributed.gather)
@@ -291,7 +252,7 @@ class Trainer:
         state.window_loss_count = 0
         if not self.is_main:
             return None
-        line |= evaluate_sts(self.model, self.valid_data, batch_size=self.config.eval_batch_size)
+        line |= evaluate_dev(self.model, self.valid_data, batch_size=self.config.eval_batch_size)
         self.history.append(line)
         append_metrics(self.metrics_file, line)
         return line
@@ -305,9 +266,10 @@ class Trainer:
     def save_model_if_best(self, line: dict) -> bool:
         """Save the model as the run's best when ``line``'s dev score beats every earlier one (NaN never does)."""
         state = self.state
-        if not line[SELECTION_METRIC] > state.best_score:
+        score = line[self.selection_metric]
+        if not score > state.best_score:
             return False
-        state.best_step, state.best_score = state.step, line[SELECTION_METRIC]
+        state.best_step, state.best_score = state.step, score
         checkpoint.save_model(self.model, self.output)
         return True
 
@@ -316,9 +278,10 @@ class Trainer:
         if line is not None:
             saved = self.save_model_if_best(line)
             state = self.state
+            shown = ("cosine_pearson", "cosine_spearman") if "cosine_pearson" in line else ("ndcg@10", "recall@1")
             tqdm.write(
-                f"step {state.step} (epoch {line['epoch']:.2f}): dev cosine Pearson {line['cosine_pearson']:.4f}, "
-                f"cosine Spearman {line['cosine_spearman']:.4f}"
+                f"step {state.step} (epoch {line['epoch']:.2f}): dev "
+                + ", ".join(f"{SHOWN_NAMES[key]} {line[key]:.4f}" for key in shown)
                 + (" (best, saved)" if saved else f" (best {state.best_score:.4f} at step {state.best_step})")
             )
         distributed.barrier()
@@ -350,6 +313,8 @@ class Trainer:
         for epoch in range(start_epoch, self.config.epochs):
             skip = self.state.step - epoch * steps_per_epoch if epoch == start_epoch else 0
             self.sampler.set_epoch(epoch, start_batch=skip)
+            if hasattr(self.loader.dataset, "set_epoch"):  # a dataset that draws its examples' documents each epoch
+                self.loader.dataset.set_epoch(epoch)
             yield from self.loader
 
     def evaluation_due(self) -> bool:
@@ -413,13 +378,14 @@ class Trainer:
             history=self.history,
         )
         if self.is_main:
+            metric = self.selection_metric
             best = (
                 f"best {result.best_score:.4f} at step {result.best_step}"
                 if result.best_step >= 0
                 else "no finite dev score (the final model is saved)"
             )
             print(
-                f"done: dev cosine Spearman {self.history[0][SELECTION_METRIC]:.4f} before training, {best}; "
+                f"done: dev {SHOWN_NAMES[metric]} {self.history[0][metric]:.4f} before training, {best}; "
                 f"mean training loss {result.mean_train_loss:.4f} over {state.step} steps"
                 + (f" ({state.skipped_steps} skipped: gradient not finite)" if state.skipped_steps else "")
                 + f"; total time {result.total_seconds:.1f} s; model in {self.output}"
@@ -431,9 +397,10 @@ def train(config: TrainConfig) -> TrainResult:
     """Train, evaluating on the dev set before training, every ``eval_steps`` steps (or epoch) and at the end;
     then push the best checkpoint to the Hub if ``push_to_hub`` names a repository.
 
-    ``output_path`` receives the best checkpoint (by dev cosine Spearman), train_args.json, metrics.jsonl
-    (one line per evaluation) and, with ``save_steps``, training checkpoints ``checkpoint-STEP/``. Under
-    torchrun every process trains on its slice of each batch; only the first evaluates, logs and saves.
+    ``output_path`` receives the best checkpoint (by dev cosine Spearman; nDCG@10 on a retrieval set),
+    train_args.json, metrics.jsonl (one line per evaluation) and, with ``save_steps``, training checkpoints
+    ``checkpoint-STEP/``. Under torchrun every process trains on its slice of each batch; only the first evaluates,
+    logs and saves.
     """
     trainer = Trainer(config)
     try:

@@ -8,12 +8,11 @@ import re
 import pytest
 from conftest import REPO_ROOT
 
+from simcse.cli import build_parser, parse_args
 from simcse.config import (
     CARD_SETTINGS,
     RESUME_MUST_MATCH,
     TrainConfig,
-    build_parser,
-    parse_args,
     upgrade_saved_settings,
 )
 from simcse.objectives import OBJECTIVES
@@ -144,14 +143,24 @@ def test_resume_refuses_exactly_the_settings_that_change_the_run(name):
 def test_the_derived_lists_are_the_documented_ones():
     """The resume check and the card's recipe are what earlier releases listed by hand."""
     assert set(RESUME_MUST_MATCH) == set(
-        "model tokenizer pooler mlp_only_train dropout unpad prompt train_data valid_data data_dir max_length "
-        "objective batch_size epochs max_steps learning_rate weight_decay warmup_ratio max_grad_norm temp "
+        "model tokenizer pooler mlp_only_train dropout unpad prompt query_prompt document_prompt train_data valid_data "
+        "data_dir max_length document_max_length num_negatives objective batch_size epochs max_steps learning_rate "
+        "weight_decay warmup_ratio max_grad_norm temp "
         "hard_negative_weight mask_duplicate_negatives grad_cache_chunk amp eval_strategy eval_steps seed".split()
     )
     assert set(CARD_SETTINGS) == set(
-        "model train_data pooler mlp_only_train prompt objective max_length batch_size epochs max_steps learning_rate "
-        "weight_decay warmup_ratio max_grad_norm temp hard_negative_weight dropout amp seed".split()
+        "model train_data pooler mlp_only_train prompt query_prompt document_prompt objective max_length "
+        "document_max_length num_negatives batch_size epochs max_steps learning_rate weight_decay warmup_ratio "
+        "max_grad_norm temp hard_negative_weight dropout amp seed".split()
     )
+
+
+def test_a_checkpoint_from_before_a_setting_existed_resumes_with_its_default():
+    saved = dataclasses.asdict(TrainConfig(train_data="t.tsv"))
+    del saved["document_max_length"], saved["num_negatives"]
+    check_resumable(TrainConfig(train_data="t.tsv"), {"config": saved})
+    with pytest.raises(ValueError, match="--document_max_length 512 -> 256"):
+        check_resumable(TrainConfig(train_data="t.tsv", document_max_length=256), {"config": saved})
 
 
 def test_settings_saved_under_old_names_are_read_under_the_new_ones():

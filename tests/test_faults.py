@@ -16,6 +16,7 @@ import torch
 from conftest import TRAIN_SCRIPT, assert_one_line_error
 from transformers import AutoModel, AutoTokenizer
 
+import simcse.evaluate
 import simcse.hub
 import simcse.loss
 import simcse.trainer
@@ -91,7 +92,7 @@ def nan_metrics(model, data, batch_size=None, max_length=None):
 
 
 def test_nan_dev_scores_are_never_best_and_the_final_model_is_saved(config, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(simcse.trainer, "evaluate_sts", nan_metrics)
+    monkeypatch.setattr(simcse.evaluate, "evaluate_sts", nan_metrics)
     pushed = []
     monkeypatch.setattr(simcse.hub, "check_push_access", lambda repo: None)
     monkeypatch.setattr(simcse.hub, "push_checkpoint", lambda folder, repo, private: pushed.append(folder) or "url")
@@ -269,7 +270,7 @@ def test_an_unexpected_exception_is_one_line_with_the_debug_hint(demo_train_flag
     def broken(*args, **kwargs):
         raise KeyError("cosine_spearman")
 
-    monkeypatch.setattr(simcse.trainer, "evaluate_sts", broken)
+    monkeypatch.setattr(simcse.evaluate, "evaluate_sts", broken)
     result = run_here(TRAIN_SCRIPT, *demo_train_flags(tmp_path, max_steps=1))
     assert_one_line_error(result, "unexpected KeyError", "SIMCSE_DEBUG=1")
     monkeypatch.setenv("SIMCSE_DEBUG", "1")

@@ -155,6 +155,20 @@ def test_a_candidate_repeating_the_anchors_text_is_masked_too():
     assert not positive_only[0, 1] and not positive_only[2, 7]
 
 
+def test_k_negatives_repeating_an_anchor_or_its_positive_are_masked():
+    """K = 2 negatives per anchor, some repeating another example's anchor or positive text: the mask equals a
+    loop over the candidate columns (positives, then negative slot 0 of every example, then slot 1)."""
+    texts = torch.randint(100, 120, (3, 4, 1), generator=torch.Generator().manual_seed(3))  # anchor, pos, 2 negs
+    ids = torch.cat([torch.full((3, 4, 1), 2), texts, torch.full((3, 4, 1), 3)], dim=2)  # (B, 4, L)
+    exclude = duplicate_candidates(ids[:, 0], ids[:, 1], ids[:, 2:])
+    columns = [ids[j, 1] for j in range(3)] + [ids[j, 2 + k] for k in range(2) for j in range(3)]
+    expected = [
+        [c != i and (columns[c].equal(ids[i, 0]) or columns[c].equal(ids[i, 1])) for c in range(9)] for i in range(3)
+    ]
+    assert exclude.tolist() == expected
+    assert any(any(row) for row in expected)  # the seed gives repeats to mask
+
+
 def test_duplicate_ids_bad_shapes():
     anchors = torch.randn(3, 4)
     ids = torch.zeros(3, 5, dtype=torch.long)
@@ -162,6 +176,8 @@ def test_duplicate_ids_bad_shapes():
         duplicate_candidates(ids, torch.zeros(2, 5, dtype=torch.long))
     with pytest.raises(ValueError, match="hard_negative_ids"):
         duplicate_candidates(ids, ids, torch.zeros(3, 4, dtype=torch.long))
+    with pytest.raises(ValueError, match="hard_negative_ids"):
+        duplicate_candidates(ids, ids, torch.zeros(3, 2, 4, dtype=torch.long))
     with pytest.raises(ValueError, match="exclude"):
         info_nce(anchors, anchors, anchors, exclude=torch.zeros(3, 3, dtype=torch.bool))
 

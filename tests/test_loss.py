@@ -239,3 +239,83 @@ def test_cosent_bad_shapes():
         cosent(embeddings, embeddings, torch.zeros(4))
     with pytest.raises(ValueError, match="embeddings1 and embeddings2"):
         cosent(embeddings, torch.randn(3, 5), torch.zeros(3))
+
+
+# ---------------------------------------------------------------------------------------------------
+# K hard negatives per anchor
+
+
+def naive_k_negative_loss(anchors, positives, negatives, temperature=0.05, hard_negative_weight=0.0):
+    """Each anchor's cross-entropy over every positive and every negative of the batch, in float64 with math; the
+    anchor's own K negatives get ``hard_negative_weight`` added. ``negatives[j]`` is the list of example j's."""
+
+    def cos(x, y):
+        x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+        return float(x @ y) / math.sqrt(float(x @ x) * float(y @ y))
+
+    losses = []
+    for i, anchor in enumerate(anchors):
+        logits = [cos(anchor, positive) / temperature for positive in positives]
+        for j, example_negatives in enumerate(negatives):
+            own = hard_negative_weight if j == i else 0.0
+            logits += [cos(anchor, negative) / temperature + own for negative in example_negatives]
+        losses.append(math.log(sum(math.exp(x) for x in logits)) - logits[i])
+    return sum(losses) / len(losses)
+
+
+@pytest.mark.parametrize("num_negatives", [0, 1, 3])
+@pytest.mark.parametrize("weight", [0.0, 0.7])
+def test_k_negatives_match_a_float64_loop(num_negatives, weight):
+    generator = torch.Generator().manual_seed(num_negatives)
+    anchors, positives = torch.randn(2, 5, 8, generator=generator, dtype=torch.float64)
+    negatives = torch.randn(5, num_negatives, 8, generator=generator, dtype=torch.float64)
+    got = info_nce(anchors, positives, negatives if num_negatives else None, hard_negative_weight=weight).item()
+    expected = naive_k_negative_loss(anchors.numpy(), positives.numpy(), negatives.numpy(), hard_negative_weight=weight)
+    assert got == pytest.approx(expected, abs=1e-10)
+
+
+def test_one_negative_per_anchor_is_the_triplet_path(embeddings):
+    anchors, positives, hard_negatives = embeddings
+    triplet = info_nce(anchors, positives, hard_negatives, hard_negative_weight=0.4)
+    k_one = info_nce(anchors, positives, hard_negatives[:, None], hard_negative_weight=0.4)
+    assert k_one.item() == triplet.item()
+
+
+def test_k_negatives_over_two_processes_are_gathered_slot_by_slot():
+    """Two "processes" of 3: each one's loss on its anchors against every process's positives and K = 2 negatives
+    equals the float64 loop's rows of the global batch (a gather hook like torch.distributed's)."""
+    generator = torch.Generator().manual_seed(5)
+    anchors, positives = torch.randn(2, 6, 8, generator=generator, dtype=torch.float64)
+    negatives = torch.randn(6, 2, 8, generator=generator, dtype=torch.float64)
+    normalize = torch.nn.functional.normalize
+    for rank in (0, 1):
+        rows = slice(3 * rank, 3 * rank + 3)
+        # What all_gather returns: every process's (normalised) rows, this process's own in place.
+        global_rows = iter([normalize(positives, dim=-1), normalize(negatives, dim=-1).reshape(6, -1)])
+
+        def gather(local_rows, rows=rows, rank=rank, global_rows=global_rows):
+            gathered = next(global_rows).clone()
+            gathered[rows] = local_rows
+            return gathered, 3 * rank
+
+        got = info_nce(anchors[rows], positives[rows], negatives[rows], gather=gather).item()
+        expected = naive_rows_against(anchors.numpy(), positives.numpy(), negatives.numpy(), rows)
+        assert got == pytest.approx(expected, abs=1e-10)
+
+
+def naive_rows_against(anchors, positives, negatives, rows):
+    """The mean float64 loss of the anchors in ``rows``, each labelled with its own global row."""
+
+    def logit(x, y):
+        return float(x @ y) / float(np.linalg.norm(x) * np.linalg.norm(y)) / 0.05
+
+    total = 0.0
+    for i in range(rows.start, rows.stop):
+        logits = [logit(anchors[i], p) for p in positives] + [logit(anchors[i], n) for ex in negatives for n in ex]
+        total += math.log(sum(math.exp(x) for x in logits)) - logits[i]
+    return total / (rows.stop - rows.start)
+
+
+def test_k_negatives_bad_shape_raises():
+    with pytest.raises(ValueError, match="hard_negatives shape"):
+        info_nce(torch.randn(4, 8), torch.randn(4, 8), torch.randn(4, 3, 7))

@@ -155,8 +155,13 @@ def test_a_bad_retrieval_file_is_one_error_line(corpus, queries, qrels, header, 
 class TableEncoder:
     """A stand-in for SimCSEModel.encode: each text's vector from a table (identical documents tie exactly)."""
 
+    document_max_length = 512
+
     def __init__(self, vectors: dict[str, list[float]]):
         self.vectors, self.calls = vectors, []
+
+    def prompt_for(self, role):
+        return ""
 
     def encode(self, texts, batch_size=None, max_length=None, prompt=None):
         self.calls.append((texts[0], max_length, prompt))

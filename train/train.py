@@ -4,8 +4,7 @@ r"""Train a SimCSE sentence encoder. Defaults are the reference recipe; see READ
         --valid_data korsts_dev --output_path outputs/sup-simcse-bert-base --amp
 """
 
-from simcse.cli import run_main
-from simcse.config import parse_args
+from simcse.cli import parse_args, run_main
 
 
 def main() -> None:

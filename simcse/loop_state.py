@@ -1,0 +1,57 @@
+"""Where a training loop stands (what a training checkpoint saves of it) and what a finished run returns."""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass, field, fields
+
+import numpy as np
+import torch
+
+from simcse.run_setup import ResumePoint
+
+
+@dataclass
+class LoopState:
+    """Where the loop stands: every counter the loop keeps, and what a training checkpoint saves of it."""
+
+    step: int = 0
+    best_step: int = -1
+    best_score: float = -math.inf
+    # Losses since the last evaluation, summed on the device: adding a loss needs no host sync.
+    window_loss_sum: torch.Tensor = field(default_factory=lambda: torch.zeros(()))
+    window_loss_count: int = 0
+    total_loss: float = 0.0  # losses up to the last evaluation
+    skipped_steps: int = 0  # steps whose gradient was not finite, so the optimizer did not step
+
+    def to_json(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self)} | {"window_loss_sum": self.window_loss_sum.item()}
+
+    @classmethod
+    def from_json(cls, saved: dict, device: torch.device) -> LoopState:
+        return cls(**saved | {"window_loss_sum": torch.tensor(saved["window_loss_sum"], device=device)})
+
+
+@dataclass
+class TrainResult:
+    best_step: int
+    best_score: float
+    mean_train_loss: float
+    total_seconds: float
+    steps: int
+    skipped_steps: int
+    history: list[dict] = field(default_factory=list)
+
+
+def set_seed(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def start_loop_state(resume: ResumePoint | None, device: torch.device) -> LoopState:
+    """A fresh loop state, or the checkpoint's."""
+    if resume:
+        return LoopState.from_json(resume.trainer_state["loop"], device)
+    return LoopState(window_loss_sum=torch.zeros((), device=device))

@@ -1,0 +1,247 @@
+"""Retrieval training: the query/pos/neg JSONL kind with K hard negatives (drawn with the seed, through the loss,
+resumed exactly, GradCache), query and document prompts saved for sentence-transformers' encode_query and
+encode_document, and a retrieval set as the dev set (selection by nDCG@10)."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import EVAL_SCRIPT, TRAIN_SCRIPT, assert_one_line_error
+from safetensors.torch import load_file
+from sentence_transformers import SentenceTransformer
+from test_checkpoint import cut_back_to, metrics_lines
+
+import simcse.loss
+from simcse.batching import QueryDocumentsDataset
+from simcse.data import DataFormatError, load_sts, load_train_data
+from simcse.model import SimCSEModel
+from simcse.retrieval import RETRIEVAL_KEYS
+from simcse.trainer import train
+
+
+def triplet_rows(demo_data):
+    lines = (demo_data / "train.tsv").read_text(encoding="utf-8").splitlines()[1:]
+    return [line.split("\t") for line in lines]
+
+
+def write_jsonl(path, rows):
+    path.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def query_file(demo_data, tmp_path):
+    """The demo triplets as retrieval data: query = anchor, pos = [entailment], neg = its contradiction and two
+    other examples' (3 negatives each)."""
+    rows = triplet_rows(demo_data)
+    examples = [
+        {"query": a, "pos": [p], "neg": [n, rows[(i + 1) % len(rows)][2], rows[(i + 2) % len(rows)][2]]}
+        for i, (a, p, n) in enumerate(rows)
+    ]
+    return write_jsonl(tmp_path / "train.jsonl", examples)
+
+
+@pytest.fixture
+def beir_dev(demo_data, tmp_path):
+    """The demo dev pairs as a retrieval set: sentence1 the queries, sentence2 the corpus, pairs scored 3 or more
+    relevant (qrels/dev.tsv)."""
+    dev = load_sts(demo_data / "dev.tsv")
+    folder = tmp_path / "beir"
+    (folder / "qrels").mkdir(parents=True)
+    write_jsonl(folder / "corpus.jsonl", [{"_id": f"d{i}", "text": s} for i, s in enumerate(dev.sentences2)])
+    write_jsonl(folder / "queries.jsonl", [{"_id": f"q{i}", "text": s} for i, s in enumerate(dev.sentences1)])
+    qrels = [f"q{i}\td{i}\t1" for i, score in enumerate(dev.scores) if score >= 3]
+    (folder / "qrels" / "dev.tsv").write_text("query-id\tcorpus-id\tscore\n" + "\n".join(qrels) + "\n")
+    return folder
+
+
+# ---------------------------------------------------------------------------------------------------
+# Drawing K negatives
+
+
+def test_negatives_are_drawn_with_the_seed_and_afresh_each_epoch(demo_bert, query_file, tmp_path):
+    data = load_train_data(query_file)
+    tokenizer = SimCSEModel(demo_bert).tokenizer
+    dataset = QueryDocumentsDataset(data, tokenizer, (24, 32), ("", ""), num_negatives=2, seed=7)
+    documents = {tuple(tokenizer(text, truncation=True, max_length=32)["input_ids"]): text for text in data.texts()}
+    first = [tuple(tuple(ids) for ids in dataset[i]) for i in range(len(dataset))]
+    assert first == [tuple(tuple(ids) for ids in dataset[i]) for i in range(len(dataset))]  # the seed fixes them
+    for i, (query, positive, *negatives) in enumerate(first):
+        assert query == tuple(tokenizer(data.columns[0][i], truncation=True, max_length=24)["input_ids"])
+        assert documents[positive] in data.positives[i]
+        drawn = [documents[negative] for negative in negatives]
+        assert len(set(drawn)) == 2 and set(drawn) <= set(data.negatives[i])  # 2 distinct of its own 3
+    dataset.set_epoch(1)
+    assert [tuple(tuple(ids) for ids in dataset[i]) for i in range(len(dataset))] != first
+
+
+def test_a_query_with_fewer_negatives_repeats_its_own_and_one_without_is_refused(demo_bert, tmp_path, caplog):
+    rows = [
+        {"query": "질문 하나", "pos": ["답 하나"], "neg": ["오답"]},
+        {"query": "질문 둘", "pos": ["답 둘"], "neg": []},
+    ]
+    tokenizer = SimCSEModel(demo_bert).tokenizer
+    few = load_train_data(write_jsonl(tmp_path / "few.jsonl", rows[:1] * 2))
+    query, positive, *negatives = QueryDocumentsDataset(few, tokenizer, (16, 16), ("", ""), 3, seed=0)[0]
+    assert len(negatives) == 3 and all(np.array_equal(n, negatives[0]) for n in negatives)
+    assert "2 queries hold fewer than 3 negatives" in caplog.text
+    none = load_train_data(write_jsonl(tmp_path / "none.jsonl", rows))
+    with pytest.raises(DataFormatError, match=r"none.jsonl, line 2: no 'neg' documents \(1 such queries\)"):
+        QueryDocumentsDataset(none, tokenizer, (16, 16), ("", ""), 1, seed=0)
+    QueryDocumentsDataset(none, tokenizer, (16, 16), ("", ""), 0, seed=0)  # K = 0: in-batch negatives only
+
+
+@pytest.mark.parametrize(
+    "line, problem",
+    [
+        ('{"query": "질문", "pos": []}', "'pos' is empty"),
+        ('{"query": "질문", "pos": "답"}', "'pos' must be a list of strings"),
+        ('{"query": "질문", "pos": ["답"], "neg": [1]}', "'neg' must be a list of strings"),
+        ('{"pos": ["답"]}', "missing or non-string 'query'"),
+        ('{"query": "질문", "pos": ["  "]}', "empty sentence in column 'pos'"),
+        ('["질문"]', "expected a JSON object"),
+        ('{"query": "질문", "pos": ["답"],', "not valid JSON"),
+    ],
+)
+def test_bad_query_lines_name_the_file_and_line(tmp_path, line, problem):
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"query": "좋은 질문", "pos": ["답"], "neg": ["오답"]}\n' + line + "\n", encoding="utf-8")
+    with pytest.raises(DataFormatError, match=f"bad.jsonl, line 2: {problem}"):
+        load_train_data(path)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Training on it
+
+
+def test_one_negative_per_query_trains_exactly_as_the_triplet_file(demo_config, demo_data, tmp_path):
+    """The same examples as JSONL (one pos, one neg each) with --num_negatives 1 and as the triplet TSV: the same
+    metrics at every evaluation and the same weights."""
+    rows = triplet_rows(demo_data)
+    jsonl = write_jsonl(tmp_path / "same.jsonl", [{"query": a, "pos": [p], "neg": [n]} for a, p, n in rows])
+    runs = {}
+    for name, data in (("triplets", demo_data / "train.tsv"), ("jsonl", jsonl)):
+        extra = {"num_negatives": 1, "document_max_length": 24} if name == "jsonl" else {}
+        runs[name] = tmp_path / name
+        train(demo_config(runs[name], train_data=str(data), max_steps=4, hard_negative_weight=0.5, **extra))
+    assert metrics_lines(runs["jsonl"]) == metrics_lines(runs["triplets"])
+    expected, got = (load_file(runs[name] / "model.safetensors") for name in ("triplets", "jsonl"))
+    for key in expected:
+        torch.testing.assert_close(got[key], expected[key], atol=0, rtol=0)
+
+
+def test_k_negatives_reach_the_loss_with_their_duplicates_masked(demo_config, query_file, tmp_path, monkeypatch):
+    real, seen = simcse.loss.info_nce, []
+
+    def recording(anchors, positives, hard_negatives=None, **kwargs):
+        seen.append((tuple(hard_negatives.shape), tuple(kwargs["exclude"].shape)))
+        return real(anchors, positives, hard_negatives, **kwargs)
+
+    monkeypatch.setattr(simcse.loss, "info_nce", recording)
+    train(demo_config(tmp_path / "run", train_data=str(query_file), num_negatives=3, max_steps=2, batch_size=8))
+    hidden = SimCSEModel(demo_config(tmp_path).model).config.hidden_size
+    assert seen == [((8, 3, hidden), (8, 32))] * 2  # candidates: 8 positives + 3 x 8 negatives
+    args = json.loads((tmp_path / "run" / "train_args.json").read_text())
+    assert args["negatives_per_anchor"] == 7 + 24
+
+
+def test_a_k_negative_run_resumes_exactly_across_an_epoch(demo_config, query_file, tmp_path):
+    """120 queries in batches of 40: an epoch is 3 steps; a run cut at step 2 and resumed draws the negatives the
+    uninterrupted run drew, into epoch 2 (dropout on)."""
+    settings = dict(train_data=str(query_file), num_negatives=3, batch_size=40, epochs=2, max_steps=5, save_steps=2)
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    train(demo_config(straight, **settings))
+    train(demo_config(split, **settings))
+    cut_back_to(split, 2)
+    train(demo_config(split, **settings, resume_from_checkpoint="latest"))
+    assert metrics_lines(split) == metrics_lines(straight)
+    expected, got = (load_file(run / "checkpoint-4" / "model.safetensors") for run in (straight, split))
+    for key in expected:
+        torch.testing.assert_close(got[key], expected[key], atol=1e-6, rtol=0)
+
+
+def test_grad_cache_gives_the_whole_batch_loss_with_k_negatives(demo_config, query_file, tmp_path):
+    losses = []
+    for chunk in (None, 2):
+        output = tmp_path / f"chunk{chunk}"
+        train(
+            demo_config(
+                output,
+                train_data=str(query_file),
+                num_negatives=3,
+                max_steps=1,
+                batch_size=8,
+                dropout=0.0,
+                grad_cache_chunk=chunk,
+            )
+        )
+        losses.append(json.loads(metrics_lines(output)[1])["train_loss"])
+    assert losses[1] == pytest.approx(losses[0], abs=1e-6)
+
+
+def test_num_negatives_on_data_without_negatives_is_refused(demo_data, demo_train_flags, run_here, tmp_path):
+    output = tmp_path / "run"
+    result = run_here(TRAIN_SCRIPT, *demo_train_flags(output, num_negatives=2))
+    assert_one_line_error(result, "--num_negatives reads the 'neg' lists", "triplets without scores: leave it out")
+    assert not (output / "train_args.json").exists()
+
+
+# ---------------------------------------------------------------------------------------------------
+# Prompts and the retrieval dev set
+
+
+def test_query_and_document_prompts_are_trained_saved_and_applied_by_sentence_transformers(
+    demo_config, query_file, beir_dev, tmp_path
+):
+    output = tmp_path / "run"
+    # Prompts of words the demo tokenizer knows (it maps Latin words such as "query" alike, to [UNK]).
+    prompts = dict(query_prompt="남자: ", document_prompt="공원: ")
+    train(demo_config(output, train_data=str(query_file), num_negatives=2, max_steps=2, batch_size=8, **prompts))
+    saved = json.loads((output / "simcse_config.json").read_text())
+    model = SimCSEModel(output)
+    capped = min(512, model.max_positions)  # the default, capped at the tiny encoder's positions
+    assert (saved["query_prompt"], saved["document_prompt"], saved["document_max_length"]) == (
+        "남자: ",
+        "공원: ",
+        capped,
+    )
+    assert capped == 128 and model.document_max_length == 128
+    sentences = [row["text"] for row in map(json.loads, (beir_dev / "queries.jsonl").read_text().splitlines()[:5])]
+    st_model = SentenceTransformer(str(output), device="cpu")
+    np.testing.assert_allclose(st_model.encode_query(sentences), model.encode_query(sentences), atol=1e-5)
+    np.testing.assert_allclose(st_model.encode_document(sentences), model.encode_document(sentences), atol=1e-5)
+    np.testing.assert_allclose(
+        model.encode_query(sentences), model.encode(["남자: " + s for s in sentences], prompt=""), atol=1e-6
+    )
+    np.testing.assert_allclose(
+        model.encode_document(sentences), model.encode(["공원: " + s for s in sentences], prompt=""), atol=1e-6
+    )
+    assert np.abs(model.encode_query(sentences) - model.encode_document(sentences)).max() > 1e-4
+    # The training batches carried them too: the queries' ids start with the query prompt's.
+    dataset = QueryDocumentsDataset(
+        load_train_data(query_file), model.tokenizer, (24, 512), ("남자: ", "공원: "), 2, 0
+    )
+    prompt_ids = model.tokenizer("남자: ", add_special_tokens=False)["input_ids"]
+    assert list(dataset[0][0][1 : 1 + len(prompt_ids)]) == prompt_ids
+
+
+def test_a_retrieval_dev_set_selects_by_ndcg_and_eval_py_agrees(
+    demo_data, demo_train_flags, query_file, beir_dev, run_here, tmp_path
+):
+    output = tmp_path / "run"
+    flags = demo_train_flags(output, train_data=query_file, valid_data=beir_dev, num_negatives=2, max_steps=4)
+    trained = run_here(TRAIN_SCRIPT, *flags, "--query_prompt", "질문: ")
+    assert trained.returncode == 0, trained.stderr
+    lines = [json.loads(line) for line in metrics_lines(output)]
+    assert all(line["selection_metric"] == "ndcg@10" and set(RETRIEVAL_KEYS) <= set(line) for line in lines)
+    assert "dev nDCG@10" in trained.stdout
+    best = max(lines, key=lambda line: line["ndcg@10"])
+    report = tmp_path / "eval.json"
+    evaluated = run_here(
+        EVAL_SCRIPT, "--model", output, "--test_data", beir_dev, "--split", "dev", "--output_json", report
+    )
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert "prompts '질문: ' / ''" in evaluated.stdout  # the saved query prompt, unasked
+    got = json.loads(report.read_text())["retrieval"][str(beir_dev)]
+    assert got["ndcg@10"] == pytest.approx(best["ndcg@10"], abs=1e-6)
