@@ -77,7 +77,7 @@ def set_files(name_or_path: str | os.PathLike, split: str, data_dir: str | os.Pa
     return [folder / CORPUS_NAME, folder / QUERIES_NAME, folder / QRELS_FOLDER / f"{split}.tsv"]
 
 
-def _texts_by_id(path: Path, with_title: bool) -> dict[str, str]:
+def texts_by_id(path: Path, with_title: bool) -> dict[str, str]:
     texts: dict[str, str] = {}
     for number, row in json_objects(path, read_lines(path), ("_id", "text")):
         where = f"line {number}"
@@ -123,8 +123,8 @@ def load_retrieval_set(
     for path in (corpus_path, queries_path, qrels_path):
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no such file (a retrieval set holds corpus.jsonl, queries.jsonl, qrels/)")
-    corpus = _texts_by_id(corpus_path, with_title=True)
-    queries = _texts_by_id(queries_path, with_title=False)
+    corpus = texts_by_id(corpus_path, with_title=True)
+    queries = texts_by_id(queries_path, with_title=False)
     qrels = _read_qrels(qrels_path, corpus, queries)
     relevant = {query: {d: s for d, s in docs.items() if s > 0} for query, docs in qrels.items()}
     evaluated = [query for query in queries if relevant.get(query)]

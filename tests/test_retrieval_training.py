@@ -219,9 +219,7 @@ def test_query_and_document_prompts_are_trained_saved_and_applied_by_sentence_tr
     )
     assert np.abs(model.encode_query(sentences) - model.encode_document(sentences)).max() > 1e-4
     # The training batches carried them too: the queries' ids start with the query prompt's.
-    dataset = QueryDocumentsDataset(
-        load_train_data(query_file), model.tokenizer, (24, 512), ("남자: ", "공원: "), 2, 0
-    )
+    dataset = QueryDocumentsDataset(load_train_data(query_file), model.tokenizer, (24, 512), ("남자: ", "공원: "), 2, 0)
     prompt_ids = model.tokenizer("남자: ", add_special_tokens=False)["input_ids"]
     assert list(dataset[0][0][1 : 1 + len(prompt_ids)]) == prompt_ids
 
