@@ -6,6 +6,8 @@ training pairs, split by article so that the two never share a paragraph.
     python data/build_korquad.py --input data/korquad/KorQuAD_v1.0_train.json --heldout_share 0 \
         --pairs data/korquad/korquad_train_pairs.tsv          # train articles -> pairs (sent0 = question)
     python data/build_korquad.py --heldout_share 0.5 --pairs dev_pairs.tsv --beir_dir dev_heldout  # one file, split
+    python data/build_korquad.py --heldout_share 0.3 --dev_share 0.1 --dev_dir dev_select --pairs pairs.tsv \
+        --beir_dir test_heldout     # a third set of articles for --valid_data (qrels/dev.tsv)
 """
 
 import argparse
@@ -31,9 +33,20 @@ def main() -> None:
     parser.add_argument(
         "--heldout_share", type=float, default=1.0, help="share of the articles held out (default: 1, all)"
     )
+    parser.add_argument(
+        "--dev_share",
+        type=float,
+        default=0.0,
+        help="share of the articles held out again as a dev retrieval set for train.py --valid_data (default: 0)",
+    )
+    parser.add_argument("--dev_dir", default=None, help="the dev retrieval set's folder (qrels/dev.tsv)")
     parser.add_argument("--seed", type=int, default=42, help="the draw of the held-out articles")
     args = parser.parse_args()
-    refuse_empty_paths(args, "input", "beir_dir", "pairs")
+    refuse_empty_paths(args, "input", "beir_dir", "pairs", "dev_dir")
+    if bool(args.dev_share) != bool(args.dev_dir):
+        raise ValueError("--dev_share and --dev_dir go together: give both or neither")
+    if not 0 <= args.dev_share <= 1 - args.heldout_share:
+        raise ValueError(f"--dev_share must lie in [0, 1 - --heldout_share], got {args.dev_share}")
     for path in map(Path, args.input):
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no such file; run `bash {KORQUAD_DEV.download_script}` or pass --input")
@@ -41,6 +54,10 @@ def main() -> None:
         check_writable_file(args.pairs, "--pairs")
     articles = [article for path in args.input for article in read_korquad(path)]
     training, heldout = split_articles(articles, args.heldout_share, args.seed)
+    if args.dev_share:  # of all the articles, drawn from those not held out
+        training, dev = split_articles(training, args.dev_share * len(articles) / len(training), args.seed)
+        counts = write_retrieval_set(dev, args.dev_dir, split="dev")
+        print(f"wrote {args.dev_dir}: {counts['articles']} articles, {counts['documents']} paragraphs (dev)")
     if heldout:
         counts = write_retrieval_set(heldout, args.beir_dir)
         print(

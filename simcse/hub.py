@@ -16,6 +16,7 @@ from simcse.config import CARD_SETTINGS, DEFAULT_MAX_LENGTH, upgrade_saved_setti
 from simcse.evaluate import METRIC_KEYS, format_sts_table, read_eval_report, write_eval_report
 from simcse.poolers import DEFAULT_POOLER, POOLERS
 from simcse.registry import KORNLI_HUB_ID, STS_DATASETS
+from simcse.retrieval import RETRIEVAL_KEYS, RETRIEVAL_SELECTION_METRIC, format_retrieval_table
 from simcse.run_folder import (
     CARD_MARKER,
     CHECKPOINT_PREFIX,
@@ -32,6 +33,13 @@ from simcse.run_folder import (
 
 # The sentences of the model card's usage snippets.
 USAGE_SENTENCES = ("한 남자가 기타를 치고 있다.", "남자가 악기를 연주하고 있다.")
+USAGE_QUERY = "누가 기타를 치고 있나?"
+# How the card names the training, by the kind of its data (simcse.data.DATA_KINDS); "supervised" otherwise.
+TRAINING_KINDS = {
+    "sentences": "unsupervised SimCSE",
+    "query_documents": "SimCSE's InfoNCE for retrieval (queries, positive documents, mined hard negatives)",
+    "scored_pairs": "CoSENT",
+}
 # What is not part of a published checkpoint: training states, unfinished saves, the run's lock.
 IGNORE_PATTERNS = [
     f"{CHECKPOINT_PREFIX}*",
@@ -106,6 +114,17 @@ embeddings = model.encode({list(USAGE_SENTENCES)!r})
 print(model.similarity(embeddings[0], embeddings[1]))
 ```
 """
+    if pooler.st_mode and (settings.get("query_prompt") is not None or settings.get("document_prompt") is not None):
+        text += f"""
+For search, queries and documents get their own prompts (`{settings.get("query_prompt")}` /
+`{settings.get("document_prompt")}`), which sentence-transformers applies unasked:
+
+```python
+queries = model.encode_query([{USAGE_QUERY!r}])
+documents = model.encode_document([{USAGE_SENTENCES[0]!r}, {USAGE_SENTENCES[1]!r}])
+print(model.similarity(queries, documents))
+```
+"""
     return text
 
 
@@ -114,7 +133,8 @@ def render_model_card(folder: str | os.PathLike, repo_id: str) -> str:
     eval_results.json, the training recipe from train_args.json, a results table and usage snippets."""
     folder = Path(folder)
     settings = read_json(folder / SIMCSE_CONFIG_NAME) or {}
-    args = upgrade_saved_settings((read_json(folder / TRAIN_ARGS_NAME) or {}).get("args", {}))
+    info = read_json(folder / TRAIN_ARGS_NAME) or {}
+    args = upgrade_saved_settings(info.get("args", {}))
     report = read_eval_report(folder / EVAL_RESULTS_NAME) or {"results": {}}
 
     eval_results = []
@@ -133,6 +153,19 @@ def render_model_card(folder: str | os.PathLike, repo_id: str) -> str:
             )
             for key in METRIC_KEYS
         ]
+    for name, metrics in report.get("retrieval", {}).items():
+        eval_results += [
+            EvalResult(
+                task_type="retrieval",
+                task_name="Retrieval",
+                dataset_type=Path(name).name,
+                dataset_name=Path(name).name,
+                metric_type=key,
+                metric_name=key,
+                metric_value=metrics[key],
+            )
+            for key in RETRIEVAL_KEYS
+        ]
     train_data = str(args.get("train_data", ""))
     datasets = [KORNLI_HUB_ID] if "kornli" in train_data.lower() else []
     datasets += sorted({_dataset(name)[0] for name in report["results"] if name in STS_DATASETS})
@@ -148,21 +181,29 @@ def render_model_card(folder: str | os.PathLike, repo_id: str) -> str:
         eval_results=eval_results or None,
     )
 
-    kind = "unsupervised" if train_data.endswith(".txt") else "supervised"
+    # train_args.json of earlier releases names no data kind: a .txt file is one sentence per line
+    data_kind = info.get("data_kind") or ("sentences" if train_data.endswith(".txt") else "triplets")
+    kind = TRAINING_KINDS.get(data_kind, "supervised SimCSE")
     lines = [
         f"---\n{data.to_yaml()}\n---",
         f"# {repo_id}",
-        f"A Korean sentence encoder trained with {kind} SimCSE"
+        f"A Korean sentence encoder trained with {kind}"
         + (f" from `{args['model']}`" if args.get("model") else "")
         + " with simcse-ko. Pooler: "
         f"`{settings.get('pooler', DEFAULT_POOLER)}`"
         + (" (MLP head in training only)" if settings.get("mlp_only_train") else "")
         + ".",
     ]
+    if info.get("selection_metric"):
+        dev = f"`{args.get('valid_data')}`"
+        lines.append(f"The checkpoint is the run's best by dev {info['selection_metric']} on {dev}.")
     if report["results"]:
         lines.append("## Results\n\nx100; AVG is the mean of the eight correlations.")
         for name, metrics in report["results"].items():
             lines.append(f"**{_dataset(name)[1]} ({name})**\n\n{format_sts_table({repo_id: metrics})}")
+    for name, metrics in report.get("retrieval", {}).items():
+        table = format_retrieval_table({repo_id: metrics})
+        lines.append(f"## Retrieval: {name}\n\nx100, exact search by cosine similarity.\n\n{table}")
     if args:
         recipe = "\n".join(f"| `{key}` | `{args[key]}` |" for key in CARD_SETTINGS if key in args)
         lines.append(f"## Training recipe\n\n| setting | value |\n|---|---|\n{recipe}")
@@ -217,6 +258,9 @@ def push_run(config, model, history: list[dict], best_step: int) -> None:
     output = Path(config.output_path)
     # The best evaluation's line, or the last one's when no dev score was finite (the final model).
     best = next((line for line in history if line["step"] == best_step), history[-1])
-    results = {config.valid_data: {key: best[key] for key in METRIC_KEYS}}
-    write_eval_report(output / EVAL_RESULTS_NAME, config.model, model, results, merge=True)
+    if best["selection_metric"] == RETRIEVAL_SELECTION_METRIC:
+        results, retrieval = {}, {config.valid_data: {key: best[key] for key in RETRIEVAL_KEYS}}
+    else:
+        results, retrieval = {config.valid_data: {key: best[key] for key in METRIC_KEYS}}, None
+    write_eval_report(output / EVAL_RESULTS_NAME, config.model, model, results, merge=True, retrieval=retrieval)
     print(f"pushed {output} to {push_checkpoint(output, config.push_to_hub, private=config.hub_private)}")

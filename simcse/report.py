@@ -30,6 +30,12 @@ def run_results(folder: Path) -> dict[str, dict[str, float]]:
     report = read_eval_report(folder / EVAL_RESULTS_NAME)
     if report is not None:
         return report["results"]
+    selected_by = {line.get("selection_metric", SELECTION_METRIC) for line in read_metrics(folder / METRICS_NAME)}
+    if selected_by - {SELECTION_METRIC}:
+        raise ValueError(
+            f"{folder / METRICS_NAME}: the run was selected on a retrieval set ({', '.join(sorted(selected_by))}), "
+            f"and summaries are of STS results: run eval.py --output_json {folder / EVAL_RESULTS_NAME} on STS sets"
+        )
     lines = read_metrics(folder / METRICS_NAME, required=(SELECTION_METRIC, *METRIC_KEYS))
     lines = [line for line in lines if not math.isnan(line[SELECTION_METRIC])]
     if not lines:
@@ -106,7 +112,8 @@ def plot_runs(runs: dict[str, list[dict]], path: str | os.PathLike) -> None:
         raise ImportError("plotting needs matplotlib: pip install matplotlib") from None
     figure, (loss_axis, score_axis) = plt.subplots(1, 2, figsize=(11, 4))
     for name, lines in runs.items():
-        for axis, key in ((loss_axis, "train_loss"), (score_axis, SELECTION_METRIC)):
+        dev_metric = lines[0].get("selection_metric", SELECTION_METRIC) if lines else SELECTION_METRIC
+        for axis, key in ((loss_axis, "train_loss"), (score_axis, dev_metric)):
             steps, values = curve(lines, key)
             if not steps:
                 continue
@@ -115,7 +122,7 @@ def plot_runs(runs: dict[str, list[dict]], path: str | os.PathLike) -> None:
             if broken:
                 axis.plot(broken, [0.0] * len(broken), "rx", markersize=9, transform=axis.get_xaxis_transform())
     loss_axis.set(title="training loss (mean since the previous evaluation)", xlabel="step", ylabel="loss")
-    score_axis.set(title="dev cosine Spearman", xlabel="step", ylabel="Spearman")
+    score_axis.set(title="dev score the checkpoint is selected by", xlabel="step", ylabel="cosine Spearman or nDCG@10")
     for axis in (loss_axis, score_axis):
         axis.grid(alpha=0.3)
         axis.legend(fontsize=8)

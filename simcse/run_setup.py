@@ -386,6 +386,8 @@ def prepare_output_folder(trainer) -> list[dict]:
         per_process_batch=batch // world_size,
         grad_cache_chunk=config.grad_cache_chunk,
         negatives_per_anchor=trainer.objective.negatives_per_anchor(batch, trainer.num_sent),
+        data_kind=trainer.data_kind,
+        selection_metric=trainer.selection_metric,
         dropped_examples_per_epoch=sampler.dropped_per_epoch,
         resumed_from=str(trainer.resume.path) if trainer.resume else None,
         forward=f"unpadded, {attention_kernel(trainer.device)} attention" if model.unpad else "padded",

@@ -110,6 +110,7 @@ class Trainer:
         self.amp_dtype = autocast_dtype(config.amp, self.device, quiet=not self.is_main)
         self.valid_data, train_data = read_inputs(config)
         self.selection_metric = selection_metric(self.valid_data)
+        self.data_kind = train_data.kind
         self.data_fingerprints = data_fingerprints(config)
         self.resume = find_resume_point(config, self.output, self.process, train_data, self.data_fingerprints)
         self.model = build_model(config, self.resume, self.device)

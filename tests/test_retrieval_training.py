@@ -15,7 +15,9 @@ from test_checkpoint import cut_back_to, metrics_lines
 import simcse.loss
 from simcse.batching import QueryDocumentsDataset
 from simcse.data import DataFormatError, load_sts, load_train_data
+from simcse.hub import render_model_card
 from simcse.model import SimCSEModel
+from simcse.report import summarize
 from simcse.retrieval import RETRIEVAL_KEYS
 from simcse.trainer import train
 
@@ -235,7 +237,9 @@ def test_a_retrieval_dev_set_selects_by_ndcg_and_eval_py_agrees(
     assert all(line["selection_metric"] == "ndcg@10" and set(RETRIEVAL_KEYS) <= set(line) for line in lines)
     assert "dev nDCG@10" in trained.stdout
     best = max(lines, key=lambda line: line["ndcg@10"])
-    report = tmp_path / "eval.json"
+    with pytest.raises(ValueError, match="selected on a retrieval set"):
+        summarize(output)  # its tables are of STS results
+    report = output / "eval_results.json"
     evaluated = run_here(
         EVAL_SCRIPT, "--model", output, "--test_data", beir_dev, "--split", "dev", "--output_json", report
     )
@@ -243,3 +247,6 @@ def test_a_retrieval_dev_set_selects_by_ndcg_and_eval_py_agrees(
     assert "prompts '질문: ' / ''" in evaluated.stdout  # the saved query prompt, unasked
     got = json.loads(report.read_text())["retrieval"][str(beir_dev)]
     assert got["ndcg@10"] == pytest.approx(best["ndcg@10"], abs=1e-6)
+    card = render_model_card(output, "user/ko-retrieval")
+    assert "best by dev ndcg@10 on" in card and "for retrieval (queries, positive documents" in card
+    assert "## Retrieval: " in card and "model.encode_query(" in card
