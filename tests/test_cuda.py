@@ -241,3 +241,49 @@ def test_exact_resume_on_cuda(demo_config, tmp_path):
     expected, got = (load_file(run / "checkpoint-6" / "model.safetensors") for run in (straight, split_run))
     for name in expected:
         torch.testing.assert_close(got[name], expected[name], atol=1e-5, rtol=1e-4)
+
+
+def test_k_negatives_train_under_amp(demo_config, demo_data, amp_dtype, tmp_path):
+    """Retrieval data with K = 3 negatives per query under AMP: (B, 5, L) batches, the float32 loss over the
+    gathered (1 + K) x B candidates, finite and lowering, and the saved model reloads to the logged dev score."""
+    rows = [line.split("\t") for line in (demo_data / "train.tsv").read_text(encoding="utf-8").splitlines()[1:]]
+    examples = [
+        {"query": a, "pos": [p], "neg": [n, rows[i - 1][2], rows[i - 2][2]]} for i, (a, p, n) in enumerate(rows)
+    ]
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(json.dumps(e, ensure_ascii=False) + "\n" for e in examples), encoding="utf-8")
+    output = tmp_path / "run"
+    settings = dict(device="cuda", amp=True, train_data=str(data), num_negatives=3, epochs=3, eval_steps=7)
+    result = train(demo_config(output, **settings))
+    info = json.loads((output / TRAIN_ARGS_NAME).read_text())
+    assert info["negatives_per_anchor"] == 15 + 3 * 16 and info["device"]["amp_dtype"] == str(amp_dtype)[6:]
+    losses = [json.loads(line)["train_loss"] for line in (output / METRICS_NAME).read_text().splitlines()[1:]]
+    assert all(np.isfinite(losses)) and losses[-1] < losses[0]
+    score = evaluate_sts(SimCSEModel(output).to(CUDA), load_sts(demo_data / "dev.tsv"))[SELECTION_METRIC]
+    assert score == pytest.approx(result.best_score, abs=1e-6)
+
+
+@pytest.mark.parametrize("kernel", ATTENTION_KERNELS)
+def test_512_token_documents_unpadded_equal_padded(tmp_path, korean_sentences, kernel):
+    """Documents of up to 512 tokens (a retrieval corpus), unpadded with variable-length attention: the states
+    equal the padded forward's in float32, and encode_document under autocast stays within bf16/fp16 of it."""
+    from simcse.random_encoder import build_random_encoder
+
+    folder = build_random_encoder(tmp_path / "long", korean_sentences * 20, max_length=512)
+    encoder = AutoModel.from_pretrained(folder, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    encoder = encoder.to(CUDA).eval()
+    lengths = (512, 3, 300, 77, 511, 128, 2, 450)
+    input_ids, attention_mask = padded_batch(encoder.config, lengths)
+    weights = torch.randn(sum(lengths), encoder.config.hidden_size, device=CUDA)
+    expected, expected_gradients = forward_and_gradients(encoder, input_ids, attention_mask, weights)
+    got, got_gradients = forward_and_gradients(encoder, input_ids, attention_mask, weights, kernel)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+    for name, error in gradient_errors(got_gradients, expected_gradients).items():
+        assert error < 1e-4, name
+    documents = [" ".join(korean_sentences[i:] * 12) for i in range(8)]  # long: cut at 512 tokens
+    model = SimCSEModel(folder, pooler="avg", document_max_length=512)
+    on_cpu = model.encode_document(documents)
+    on_gpu = model.to(CUDA).encode_document(documents)
+    assert max(len(ids) for ids in model.tokenizer(documents, truncation=True, max_length=512)["input_ids"]) == 512
+    cosines = (on_cpu * on_gpu).sum(1) / (np.linalg.norm(on_cpu, axis=1) * np.linalg.norm(on_gpu, axis=1))
+    assert cosines.min() > 0.999
