@@ -4,7 +4,7 @@ document is the paragraph holding its answer, the counts of the real dev file, t
 import json
 
 import pytest
-from conftest import EVAL_SCRIPT, REPO_ROOT
+from conftest import EVAL_SCRIPT, REPO_ROOT, assert_one_line_error
 
 from simcse.data import load_train_data
 from simcse.retrieval import load_retrieval_set
@@ -68,6 +68,30 @@ def test_a_split_by_article(run_here, tmp_path):
     assert result.returncode == 0, result.stderr
     data, pairs = check_split(source, tmp_path / "set", tmp_path / "pairs.tsv")
     assert len(data.query_ids) == len(pairs) == 9  # 3 articles of 3 questions each side
+
+
+def test_a_dev_set_of_further_articles(run_here, tmp_path):
+    """--dev_share: a third set of articles as a dev retrieval set (qrels/dev.tsv), sharing no article with the
+    held-out set or the pairs; the three together hold every question once."""
+    articles = [
+        (f"문서{a}", [(f"제{a}문서 {p}번째 문단: 답{a}{p}.", [(f"{a}{p} 질문?", f"답{a}{p}")]) for p in range(2)])
+        for a in range(10)
+    ]
+    source = korquad_file(tmp_path / "korquad.json", articles)
+    args = ["--input", source, "--beir_dir", tmp_path / "test", "--pairs", tmp_path / "pairs.tsv"]
+    result = run_here(BUILD, *args, "--heldout_share", "0.3", "--dev_share", "0.2", "--dev_dir", tmp_path / "dev")
+    assert result.returncode == 0, result.stderr
+    test, dev = load_retrieval_set(tmp_path / "test"), load_retrieval_set(tmp_path / "dev", split="dev")
+    pairs = load_train_data(tmp_path / "pairs.tsv")
+    assert (len(test.query_ids), len(dev.query_ids), len(pairs)) == (6, 4, 10)
+    assert not {q[0] for q in dev.query_texts} & {q[0] for q in test.query_texts}  # q[0]: the article's number
+    assert not {q[0] for q in pairs.columns[0]} & {q[0] for q in dev.query_texts + test.query_texts}
+    for flags, words in (
+        (["--dev_share", "0.2"], "--dev_share and --dev_dir go together"),
+        (["--dev_share", "0.8", "--dev_dir", tmp_path / "d2"], "--dev_share must lie in [0, 1 - --heldout_share]"),
+    ):
+        refused = run_here(BUILD, *args, "--heldout_share", "0.3", *flags)
+        assert_one_line_error(refused, words)
 
 
 def test_a_file_that_is_not_korquad_is_one_error_line(run_here, tmp_path):
