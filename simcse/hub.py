@@ -102,8 +102,15 @@ with torch.no_grad():
 print(torch.nn.functional.cosine_similarity(embeddings[0], embeddings[1], dim=0))
 ```
 """
-    if pooler.st_mode:
-        text += f"""
+    return text + _sentence_transformers_usage(repo_id, settings)
+
+
+def _sentence_transformers_usage(repo_id: str, settings: dict) -> str:
+    """The sentence-transformers snippets, for the poolers it has: encode, and for a model with query/document
+    prompts encode_query / encode_document."""
+    if not POOLERS[settings.get("pooler", DEFAULT_POOLER)].st_mode:
+        return ""
+    text = f"""
 With sentence-transformers:
 
 ```python
@@ -114,10 +121,15 @@ embeddings = model.encode({list(USAGE_SENTENCES)!r})
 print(model.similarity(embeddings[0], embeddings[1]))
 ```
 """
-    if pooler.st_mode and (settings.get("query_prompt") is not None or settings.get("document_prompt") is not None):
-        text += f"""
-For search, queries and documents get their own prompts (`{settings.get("query_prompt")}` /
-`{settings.get("document_prompt")}`), which sentence-transformers applies unasked:
+    own = {role: settings.get(f"{role}_prompt") for role in ("query", "document")}
+    if all(prompt is None for prompt in own.values()):
+        return text
+    shown = {role: settings.get("prompt") or "" if prompt is None else prompt for role, prompt in own.items()}
+    return (
+        text
+        + f"""
+For search, queries and documents get their own prompts ({shown["query"]!r} / {shown["document"]!r}), which
+sentence-transformers applies unasked:
 
 ```python
 queries = model.encode_query([{USAGE_QUERY!r}])
@@ -125,18 +137,11 @@ documents = model.encode_document([{USAGE_SENTENCES[0]!r}, {USAGE_SENTENCES[1]!r
 print(model.similarity(queries, documents))
 ```
 """
-    return text
+    )
 
 
-def render_model_card(folder: str | os.PathLike, repo_id: str) -> str:
-    """README.md for a checkpoint folder: YAML metadata with a model-index of the results in
-    eval_results.json, the training recipe from train_args.json, a results table and usage snippets."""
-    folder = Path(folder)
-    settings = read_json(folder / SIMCSE_CONFIG_NAME) or {}
-    info = read_json(folder / TRAIN_ARGS_NAME) or {}
-    args = upgrade_saved_settings(info.get("args", {}))
-    report = read_eval_report(folder / EVAL_RESULTS_NAME) or {"results": {}}
-
+def _eval_results(report: dict) -> list[EvalResult]:
+    """The model-index entries of eval_results.json: every STS metric per dataset, every retrieval metric per set."""
     eval_results = []
     for name, metrics in report["results"].items():
         hub_id, display, split = _dataset(name)
@@ -166,6 +171,32 @@ def render_model_card(folder: str | os.PathLike, repo_id: str) -> str:
             )
             for key in RETRIEVAL_KEYS
         ]
+    return eval_results
+
+
+def _results_sections(report: dict, repo_id: str) -> list[str]:
+    """The card's result tables: STS per dataset, then retrieval per set."""
+    sections = []
+    if report["results"]:
+        sections.append("## Results\n\nx100; AVG is the mean of the eight correlations.")
+        for name, metrics in report["results"].items():
+            sections.append(f"**{_dataset(name)[1]} ({name})**\n\n{format_sts_table({repo_id: metrics})}")
+    for name, metrics in report.get("retrieval", {}).items():
+        table = format_retrieval_table({repo_id: metrics})
+        sections.append(f"## Retrieval: {name}\n\nx100, exact search by cosine similarity.\n\n{table}")
+    return sections
+
+
+def render_model_card(folder: str | os.PathLike, repo_id: str) -> str:
+    """README.md for a checkpoint folder: YAML metadata with a model-index of the results in
+    eval_results.json, the training recipe from train_args.json, a results table and usage snippets."""
+    folder = Path(folder)
+    settings = read_json(folder / SIMCSE_CONFIG_NAME) or {}
+    info = read_json(folder / TRAIN_ARGS_NAME) or {}
+    args = upgrade_saved_settings(info.get("args", {}))
+    report = read_eval_report(folder / EVAL_RESULTS_NAME) or {"results": {}}
+
+    eval_results = _eval_results(report)
     train_data = str(args.get("train_data", ""))
     datasets = [KORNLI_HUB_ID] if "kornli" in train_data.lower() else []
     datasets += sorted({_dataset(name)[0] for name in report["results"] if name in STS_DATASETS})
@@ -197,13 +228,7 @@ def render_model_card(folder: str | os.PathLike, repo_id: str) -> str:
     if info.get("selection_metric"):
         dev = f"`{args.get('valid_data')}`"
         lines.append(f"The checkpoint is the run's best by dev {info['selection_metric']} on {dev}.")
-    if report["results"]:
-        lines.append("## Results\n\nx100; AVG is the mean of the eight correlations.")
-        for name, metrics in report["results"].items():
-            lines.append(f"**{_dataset(name)[1]} ({name})**\n\n{format_sts_table({repo_id: metrics})}")
-    for name, metrics in report.get("retrieval", {}).items():
-        table = format_retrieval_table({repo_id: metrics})
-        lines.append(f"## Retrieval: {name}\n\nx100, exact search by cosine similarity.\n\n{table}")
+    lines += _results_sections(report, repo_id)
     if args:
         recipe = "\n".join(f"| `{key}` | `{args[key]}` |" for key in CARD_SETTINGS if key in args)
         lines.append(f"## Training recipe\n\n| setting | value |\n|---|---|\n{recipe}")

@@ -58,15 +58,21 @@ def test_every_objective_resumes_exactly(objective, demo_config, demo_data, tmp_
     """Each objective of the table, on a file of its first data kind: a run cut at step 2 and resumed logs the
     same metrics and ends with the same weights as the run never interrupted (dropout on)."""
     data = demo_data / DEMO_FILE[OBJECTIVES[objective].data_kinds[0]]
-    straight, split = tmp_path / "straight", tmp_path / "split"
     settings = dict(objective=objective, train_data=str(data), valid_data=str(demo_data / "test.tsv"))
-    settings |= dict(batch_size=8, max_steps=4, save_steps=2, dropout=0.1)
+    assert_resumes_exactly(demo_config, tmp_path, **settings, batch_size=8, max_steps=4, save_steps=2, dropout=0.1)
+
+
+def assert_resumes_exactly(demo_config, tmp_path, **settings) -> None:
+    """A run cut at its first checkpoint (``save_steps``) and resumed logs the same metrics and holds the same
+    weights at its second as the run never interrupted."""
+    straight, split = tmp_path / "straight", tmp_path / "split"
     train(demo_config(straight, **settings))
     train(demo_config(split, **settings))
-    cut_back_to(split, 2)
+    cut_back_to(split, settings["save_steps"])
     train(demo_config(split, **settings, resume_from_checkpoint="latest"))
     assert metrics_lines(split) == metrics_lines(straight)
-    expected, got = (load_file(run / "checkpoint-4" / "model.safetensors") for run in (straight, split))
+    second = f"checkpoint-{2 * settings['save_steps']}"
+    expected, got = (load_file(run / second / "model.safetensors") for run in (straight, split))
     for name in expected:
         torch.testing.assert_close(got[name], expected[name], atol=1e-6, rtol=0)
 

@@ -10,7 +10,8 @@ import torch
 from conftest import EVAL_SCRIPT, TRAIN_SCRIPT, assert_one_line_error
 from safetensors.torch import load_file
 from sentence_transformers import SentenceTransformer
-from test_checkpoint import cut_back_to, metrics_lines
+from test_checkpoint import metrics_lines
+from test_objectives import assert_resumes_exactly
 
 import simcse.loss
 from simcse.batching import QueryDocumentsDataset
@@ -152,15 +153,7 @@ def test_a_k_negative_run_resumes_exactly_across_an_epoch(demo_config, query_fil
     """120 queries in batches of 40: an epoch is 3 steps; a run cut at step 2 and resumed draws the negatives the
     uninterrupted run drew, into epoch 2 (dropout on)."""
     settings = dict(train_data=str(query_file), num_negatives=3, batch_size=40, epochs=2, max_steps=5, save_steps=2)
-    straight, split = tmp_path / "straight", tmp_path / "split"
-    train(demo_config(straight, **settings))
-    train(demo_config(split, **settings))
-    cut_back_to(split, 2)
-    train(demo_config(split, **settings, resume_from_checkpoint="latest"))
-    assert metrics_lines(split) == metrics_lines(straight)
-    expected, got = (load_file(run / "checkpoint-4" / "model.safetensors") for run in (straight, split))
-    for key in expected:
-        torch.testing.assert_close(got[key], expected[key], atol=1e-6, rtol=0)
+    assert_resumes_exactly(demo_config, tmp_path, **settings, dropout=0.1)
 
 
 def test_grad_cache_gives_the_whole_batch_loss_with_k_negatives(demo_config, query_file, tmp_path):
