@@ -196,3 +196,39 @@ def cosent(
         ordered = scores[:, None] > scores[None, :]  # (N, N): pair i is scored above pair j
         terms = differences.masked_fill(~ordered, -math.inf).flatten()  # (N * N,)
         return torch.logsumexp(torch.cat([terms.new_zeros(1), terms]), dim=0)  # log(1 + sum exp)
+
+
+def cosine_mse(
+    embeddings1: torch.Tensor,
+    embeddings2: torch.Tensor,
+    scores: torch.Tensor,
+    *,
+    max_score: float = 5.0,
+    gather: Gather | None = None,
+) -> torch.Tensor:
+    """CosineSimilarityLoss (sentence-transformers'): the mean squared difference between each pair's cosine and its
+    gold score scaled to [0, 1] (``scores / max_score``).
+
+    Args:
+        embeddings1, embeddings2: (B, H); row i of each is pair i.
+        scores: (B,) gold scores in [0, max_score].
+        gather: as in ``cosent``: the mean is over every process's pairs, each process computes the same global
+            loss and the gather's backward sums the gradients.
+
+    Returns:
+        A scalar, in at least float32.
+    """
+    if embeddings1.ndim != 2 or embeddings1.shape != embeddings2.shape:
+        raise ValueError(
+            f"embeddings1 and embeddings2 must both be (batch, hidden), got {tuple(embeddings1.shape)} and "
+            f"{tuple(embeddings2.shape)}"
+        )
+    if scores.shape != embeddings1.shape[:1]:
+        raise ValueError(f"scores must be (batch,) = ({embeddings1.shape[0]},), got {tuple(scores.shape)}")
+    gather = gather or (lambda rows: (rows, 0))
+    dtype = torch.promote_types(embeddings1.dtype, torch.float32)
+    with torch.autocast(embeddings1.device.type, enabled=False):
+        cosines = F.cosine_similarity(embeddings1.to(dtype), embeddings2.to(dtype), dim=-1)  # (B,)
+        cosines = gather(cosines[:, None])[0][:, 0]  # (N,)
+        targets = gather(scores.to(dtype)[:, None])[0][:, 0] / max_score  # (N,)
+        return F.mse_loss(cosines, targets)

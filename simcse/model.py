@@ -72,8 +72,11 @@ class SimCSEModel(nn.Module):
     (``simcse_config.json``), else default to ``cls`` and False. ``max_length`` (tokens per sentence) is the
     default of ``encode`` and what ``save_pretrained`` records; left as None it is the checkpoint's training
     value, else ``DEFAULT_MAX_LENGTH``. ``prompt`` (e5's ``"query: "``) is put before every sentence ``encode``
-    embeds and saved; left as None it is the checkpoint's, else none. Code shipped with a hub model runs only with
-    ``trust_remote_code=True``.
+    embeds and saved; left as None it is the checkpoint's, else none. For retrieval, ``query_prompt`` and
+    ``document_prompt`` (e5's ``"query: "`` / ``"passage: "``; None: the checkpoint's, else ``prompt``) and
+    ``document_max_length`` (the checkpoint's, else 512, capped at the positions) are what ``encode_query`` and
+    ``encode_document`` use; they are saved too, also as sentence-transformers' named prompts. Code shipped with a
+    hub model runs only with ``trust_remote_code=True``.
     ``unpad`` runs BERT, RoBERTa and XLM-R encoders on their real tokens only (``simcse.unpad``); other encoders
     take the padded path, and so do those three when the transformers release fails ``unpadding_problem``'s check
     (with one warning).

@@ -49,6 +49,14 @@ def cosent_loss(embeddings, scores, exclude, settings, gather) -> Tensor:
     return loss.cosent(embeddings[:, 0], embeddings[:, 1], scores, scale=1 / settings.temp, gather=gather)
 
 
+def cosine_mse_loss(embeddings, scores, exclude, settings, gather) -> Tensor:
+    """sentence-transformers' CosineSimilarityLoss: MSE between each pair's cosine and its gold score / 5."""
+    from simcse import loss
+    from simcse.text_files import MAX_SCORE
+
+    return loss.cosine_mse(embeddings[:, 0], embeddings[:, 1], scores, max_score=MAX_SCORE, gather=gather)
+
+
 @dataclass(frozen=True)
 class Objective:
     name: str
@@ -106,6 +114,14 @@ OBJECTIVES: dict[str, Objective] = {
             "CoSENT on scored pairs, scale 1/--temp",
             ("scored_pairs",),
             cosent_loss,
+            in_batch_negatives=False,
+            hard_negatives=False,
+        ),
+        Objective(
+            "cosine_mse",
+            "CosineSimilarityLoss on scored pairs: MSE between the cosine and the gold score scaled to [0, 1]",
+            ("scored_pairs",),
+            cosine_mse_loss,
             in_batch_negatives=False,
             hard_negatives=False,
         ),

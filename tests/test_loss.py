@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from simcse.loss import cosent, info_nce
+from simcse.loss import cosent, cosine_mse, info_nce
 
 
 def naive_row_losses(anchors, positives, hard_negatives=None, temperature=0.05, hard_negative_weight=0.0):
@@ -319,3 +319,30 @@ def naive_rows_against(anchors, positives, negatives, rows):
 def test_k_negatives_bad_shape_raises():
     with pytest.raises(ValueError, match="hard_negatives shape"):
         info_nce(torch.randn(4, 8), torch.randn(4, 8), torch.randn(4, 3, 7))
+
+
+# ---------------------------------------------------------------------------------------------------
+# CosineSimilarityLoss
+
+
+def test_cosine_mse_is_sentence_transformers_cosine_similarity_loss():
+    from sentence_transformers.sentence_transformer.losses import CosineSimilarityLoss
+
+    generator = torch.Generator().manual_seed(4)
+    embeddings1, embeddings2 = torch.randn(2, 7, 16, generator=generator, dtype=torch.float64)
+    scores = torch.tensor([0.0, 5.0, 2.5, 3.2, 1.0, 4.8, 0.4], dtype=torch.float64)
+    theirs = CosineSimilarityLoss(model=None).compute_loss_from_embeddings([embeddings1, embeddings2], scores / 5)
+    ours = cosine_mse(embeddings1, embeddings2, scores)
+    assert ours.item() == pytest.approx(theirs.item(), abs=1e-7)  # it casts the labels to float32
+    loop = sum(
+        (float(a @ b) / math.sqrt(float(a @ a) * float(b @ b)) - s / 5) ** 2
+        for a, b, s in zip(embeddings1.numpy(), embeddings2.numpy(), scores.tolist())
+    )
+    assert ours.item() == pytest.approx(loop / 7, abs=1e-12)
+
+
+def test_cosine_mse_bad_shapes():
+    with pytest.raises(ValueError, match="both be"):
+        cosine_mse(torch.randn(3, 4), torch.randn(3, 5), torch.zeros(3))
+    with pytest.raises(ValueError, match="scores must be"):
+        cosine_mse(torch.randn(3, 4), torch.randn(3, 4), torch.zeros(2))
