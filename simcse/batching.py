@@ -1,5 +1,5 @@
-"""Batching for training and encoding: token ids stored once, the dataset, the epoch sampler, the collator, and a
-run's loader built from them."""
+"""Batching for training and encoding: token ids stored once, the training datasets, the epoch sampler and the
+collators (``simcse.loader`` builds a run's loader from them)."""
 
 from __future__ import annotations
 
@@ -9,15 +9,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
 if TYPE_CHECKING:
-    from simcse.config import TrainConfig
     from simcse.data import TrainData
-    from simcse.distributed import ProcessInfo
-    from simcse.model import SimCSEModel
 
 logger = logging.getLogger(__name__)
 
@@ -249,68 +245,3 @@ class SimCSECollator:
         if self.use_token_type_ids:
             batch["token_type_ids"] = torch.zeros_like(batch["input_ids"])
         return batch
-
-
-# ---------------------------------------------------------------------------------------------------
-# A run's loader
-
-
-def build_loader(
-    config: TrainConfig, train_data: TrainData, model: SimCSEModel, process: ProcessInfo, device: torch.device
-) -> tuple[EpochBatchSampler, DataLoader]:
-    """The training data tokenized once, and the loader of this process's slice of every batch."""
-    sampler = EpochBatchSampler(len(train_data), config.batch_size, config.seed, process.rank, process.world_size)
-    if sampler.dropped_per_epoch and process.is_main:
-        logger.warning(
-            "each epoch leaves out %d example(s) of its last batch: a batch holds 2 examples or more and splits "
-            "evenly over the %d process(es)",
-            sampler.dropped_per_epoch,
-            process.world_size,
-        )
-    prompt_tokens = len(model.tokenizer(model.prompt, add_special_tokens=False)["input_ids"]) if model.prompt else 0
-    if prompt_tokens > config.max_length / 4 and process.is_main:
-        logger.warning(
-            "the prompt takes %d of the %d tokens of --max_length; the sentences keep the rest",
-            prompt_tokens,
-            config.max_length,
-        )
-    if train_data.kind == "query_documents":
-        dataset = QueryDocumentsDataset(
-            train_data,
-            model.tokenizer,
-            (config.max_length, model.document_max_length),
-            (model.prompt_for("query"), model.prompt_for("document")),
-            1 if config.num_negatives is None else config.num_negatives,
-            config.seed,
-        )
-    else:
-        dataset = SimCSEDataset(train_data, model.tokenizer, config.max_length, prompt=model.prompt)
-    if tokenizes_alike(dataset):
-        if len(dataset.columns[0][0]) == config.max_length:
-            raise ValueError(
-                f"--max_length {config.max_length} leaves no room for the sentences: after the special tokens"
-                + (f" and the prompt's {prompt_tokens}" if prompt_tokens else "")
-                + " every sentence is cut to the same token ids; raise --max_length"
-            )
-        raise ValueError(
-            f"{config.train_data}: every sentence has the same token ids (they differ only in what the tokenizer "
-            "drops, such as spaces); in-batch negatives need different ones"
-        )
-    loader = DataLoader(
-        dataset,
-        batch_sampler=sampler,
-        collate_fn=model.collator if train_data.scores is None else ScoredCollator(model.collator),
-        num_workers=config.num_workers,
-        pin_memory=device.type == "cuda",
-        generator=torch.Generator(),  # its seed draw must not consume the global RNG that drives dropout
-    )
-    return sampler, loader
-
-
-def tokenizes_alike(dataset: SimCSEDataset | QueryDocumentsDataset) -> bool:
-    """Whether every sentence of every column has the token ids of the first one."""
-    first = dataset.columns[0][0]  # (L,)
-    return all(
-        (column.lengths == len(first)).all() and (column.ids.reshape(-1, len(first)) == first).all()
-        for column in dataset.columns
-    )

@@ -118,6 +118,8 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
             kwargs["action"] = argparse.BooleanOptionalAction if field.default else "store_true"
         else:
             kwargs |= {"type": _scalar_type(types[field.name]), "choices": meta["choices"], "metavar": meta["metavar"]}
+            if list in map(typing.get_origin, typing.get_args(types[field.name])):  # a mixture's list
+                kwargs["nargs"] = "+"
         groups[meta["group"]].add_argument(f"--{field.name}", **kwargs)
         if field.name in old_names:  # still accepted, no longer shown in --help or the README
             hidden = {key: value for key, value in kwargs.items() if key not in ("help", "default")}
@@ -147,6 +149,9 @@ def attach_negative_numbers(argv: list[str]) -> list[str]:
 def parse_args(argv: list[str] | None = None, description: str | None = None) -> TrainConfig:
     """train.py's flags as a validated ``TrainConfig`` (ConfigError names the first bad setting)."""
     argv = attach_negative_numbers(sys.argv[1:] if argv is None else list(argv))
-    config = TrainConfig(**vars(build_parser(description).parse_args(argv)))
+    flags = vars(build_parser(description).parse_args(argv))
+    # One value given to a list flag is that value: a run on one dataset is configured exactly as before mixtures.
+    flags = {name: value[0] if isinstance(value, list) and len(value) == 1 else value for name, value in flags.items()}
+    config = TrainConfig(**flags)
     config.validate()
     return config

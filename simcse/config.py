@@ -11,13 +11,11 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import typing
 from dataclasses import dataclass
 
 from simcse.objectives import DEFAULT_OBJECTIVE, OBJECTIVES
 from simcse.poolers import DEFAULT_POOLER, POOLERS, POOLERS_WITH_HEAD
 from simcse.rules import (
-    Rule,
     at_least,
     between,
     finite,
@@ -25,8 +23,8 @@ from simcse.rules import (
     in_unit_interval,
     non_empty_path,
     non_negative,
-    one_of,
     positive,
+    setting,
 )
 
 EVAL_STRATEGIES = ("steps", "epoch")
@@ -41,43 +39,13 @@ TEMPERATURE_RANGE = (1e-3, 10.0)
 # command line and in the trainer_state.json of checkpoints written before the rename.
 RENAMED_SETTINGS = {"eval_step": "eval_steps"}
 
+# How the batches of several training datasets follow each other (simcse.batching.MixtureBatchSampler).
+MIXTURES = ("round_robin", "proportional")
+# The settings a mixture lists, one value per training dataset (or one for all).
+MIXTURE_LISTS = ("train_data", "objective", "batch_size")
+
 # Seeds NumPy accepts.
 SEED_RANGE = (0, 2**32 - 1)
-
-
-def setting(
-    default: typing.Any,
-    help: str,
-    group: str,
-    *,
-    required: bool = False,
-    resume: bool = False,
-    card: bool = False,
-    rule: Rule | None = None,
-    choices: tuple[str, ...] | None = None,
-    none_means: str | None = None,
-    metavar: str | None = None,
-    path: bool = False,
-) -> typing.Any:
-    """A ``TrainConfig`` field with what its flag needs: ``none_means`` says what a default of None stands for;
-    ``path`` marks a value that may name a local file or folder (compared after resolving it on resume)."""
-    if choices and rule is None:
-        rule = one_of(choices)
-    if path and rule is None:
-        rule = non_empty_path
-    metadata = dict(
-        help=help,
-        group=group,
-        required=required,
-        resume=resume,
-        card=card,
-        rule=rule,
-        choices=choices,
-        none_means=none_means,
-        metavar=metavar,
-        path=path,
-    )
-    return dataclasses.field(default=default, metadata=metadata)
 
 
 @dataclass
@@ -143,10 +111,11 @@ class TrainConfig:
         metavar="TEXT",
     )
     # data
-    train_data: str = setting(
+    train_data: str | list[str] = setting(
         "",
         "data of a kind the objective takes: .txt (one sentence per line), .tsv with header sent0 sent1 [hard_neg], "
-        ".jsonl of {query, pos: [...], neg: [...]}, or scored pairs (an STS file or dataset name such as korsts_train)",
+        ".jsonl of {query, pos: [...], neg: [...]}, or scored pairs (an STS file or a name such as korsts_train); "
+        "several files: a mixture, one dataset per batch (--mixture), each with its --objective and --batch_size",
         "data",
         required=True,
         resume=True,
@@ -191,23 +160,35 @@ class TrainConfig:
     )
     num_workers: int = setting(0, "DataLoader worker processes", "data", rule=non_negative)
     # optimisation
-    objective: str = setting(
+    objective: str | list[str] = setting(
         DEFAULT_OBJECTIVE,
-        "; ".join(f"{name}: {objective.help}" for name, objective in OBJECTIVES.items()),
+        "; ".join(f"{name}: {objective.help}" for name, objective in OBJECTIVES.items())
+        + " (one per --train_data file, or one for all)",
         "optimisation",
         resume=True,
         card=True,
         choices=tuple(OBJECTIVES),
     )
-    batch_size: int = setting(
+    batch_size: int | list[int] = setting(
         256,
-        "examples per optimizer step over all processes (each of N torchrun processes takes batch/N)",
+        "examples per optimizer step over all processes (each of N torchrun processes takes batch/N); one per "
+        "--train_data file, or one for all",
         "optimisation",
         resume=True,
         card=True,
         rule=lambda name, value: (
             None if value >= 2 else (f"--batch_size {value}: each anchor needs in-batch negatives, use 2 or more")
         ),
+    )
+    mixture: str = setting(
+        MIXTURES[0],
+        "with several --train_data files: round_robin (each dataset in turn, the epoch ends with the smallest) or "
+        "proportional (every batch of every dataset once per epoch, the datasets' batches in an order drawn with the "
+        "seed)",
+        "optimisation",
+        resume=True,
+        card=True,
+        choices=MIXTURES,
     )
     epochs: int = setting(1, "passes over the training data", "optimisation", resume=True, card=True, rule=at_least(1))
     max_steps: int | None = setting(
@@ -356,11 +337,33 @@ class TrainConfig:
             value, rule = getattr(self, field.name), field.metadata["rule"]
             if field.metadata["required"] and not value:
                 raise ConfigError(f"--{field.name} is required")
-            message = rule(field.name, value) if rule else None
-            if message:
-                raise ConfigError(message)
-        if message := self.combination_problem():
+            for one in value if isinstance(value, list) else [value]:  # a mixture's list: each value
+                if rule and (message := rule(field.name, one)):
+                    raise ConfigError(message)
+        if message := self.mixture_problem() or self.combination_problem():
             raise ConfigError(message)
+
+    def mixture_problem(self) -> str | None:
+        """Why the parallel lists of a mixture do not go together, or None."""
+        datasets = len(as_list(self.train_data))
+        for name in MIXTURE_LISTS[1:]:
+            value = getattr(self, name)
+            if isinstance(value, list) and len(value) not in (1, datasets):
+                return (
+                    f"--{name} has {len(value)} values for {datasets} --train_data file(s): give one for all, or "
+                    "one per file"
+                )
+        return None
+
+    def parts(self) -> list[Part]:
+        """The training datasets with the objective and batch size of each (one value applies to all)."""
+        datasets = as_list(self.train_data)
+
+        def each(value) -> list:
+            values = as_list(value)
+            return values * len(datasets) if len(values) == 1 else values
+
+        return [Part(*row) for row in zip(datasets, each(self.objective), each(self.batch_size))]
 
     def combination_problem(self) -> str | None:
         """Why two settings do not go together, or None."""
@@ -369,14 +372,35 @@ class TrainConfig:
             return f"--mlp_only_train needs --pooler {' or '.join(POOLERS_WITH_HEAD)}"
         if self.resume_from_checkpoint and self.overwrite_output_path:
             return "--overwrite_output_path deletes the run that --resume_from_checkpoint continues: give one of them"
-        if message := OBJECTIVES[self.objective].unread_flag(self):
-            return message
-        if self.batch_size % world_size:
-            return f"--batch_size {self.batch_size} is not divisible by the {world_size} torchrun processes"
-        local_batch = self.batch_size // world_size
-        if self.grad_cache_chunk and local_batch % self.grad_cache_chunk:
-            return f"--grad_cache_chunk {self.grad_cache_chunk} does not divide the per-process batch {local_batch}"
+        for part in self.parts():
+            if message := OBJECTIVES[part.objective].unread_flag(self):
+                return message
+            if part.batch_size % world_size:
+                return f"--batch_size {part.batch_size} is not divisible by the {world_size} torchrun processes"
+            local_batch = part.batch_size // world_size
+            if self.grad_cache_chunk and local_batch % self.grad_cache_chunk:
+                return f"--grad_cache_chunk {self.grad_cache_chunk} does not divide the per-process batch {local_batch}"
         return None
+
+
+def as_list(value) -> list:
+    """A mixture setting's values: a list as it is, one value as a list of one."""
+    return value if isinstance(value, list) else [value]
+
+
+def one_or_list(values: list):
+    """Values per training dataset as the run files record them: one value for a run on one dataset (as before
+    mixtures), else the list."""
+    return values[0] if len(values) == 1 else values
+
+
+@dataclass(frozen=True)
+class Part:
+    """One dataset of a run's training mixture (a run on one file has one)."""
+
+    train_data: str
+    objective: str
+    batch_size: int
 
 
 class ConfigError(ValueError):

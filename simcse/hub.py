@@ -12,7 +12,7 @@ from pathlib import Path
 from huggingface_hub import EvalResult, ModelCardData, create_repo, get_token, upload_folder, whoami
 from huggingface_hub import constants as hub_constants
 
-from simcse.config import CARD_SETTINGS, DEFAULT_MAX_LENGTH, upgrade_saved_settings
+from simcse.config import CARD_SETTINGS, DEFAULT_MAX_LENGTH, as_list, upgrade_saved_settings
 from simcse.evaluate import METRIC_KEYS, format_sts_table, read_eval_report, write_eval_report
 from simcse.poolers import DEFAULT_POOLER, POOLERS
 from simcse.registry import KORNLI_HUB_ID, STS_DATASETS
@@ -187,6 +187,18 @@ def _results_sections(report: dict, repo_id: str) -> list[str]:
     return sections
 
 
+def _training_kind(info: dict, args: dict) -> str:
+    """How the card names the training: by the kind of its data, each dataset's for a mixture."""
+    files = as_list(args.get("train_data", ""))
+    # train_args.json of earlier releases names no data kind: a .txt file is one sentence per line
+    kinds = as_list(info.get("data_kind") or ("sentences" if str(files[0]).endswith(".txt") else "triplets"))
+    names = [TRAINING_KINDS.get(kind, "supervised SimCSE") for kind in kinds]
+    if len(names) == 1:
+        return names[0]
+    parts = " and ".join(f"{name} on `{Path(file).name}`" for name, file in zip(names, files))
+    return f"a mixture of {parts} (one dataset per batch, {args.get('mixture')})"
+
+
 def render_model_card(folder: str | os.PathLike, repo_id: str) -> str:
     """README.md for a checkpoint folder: YAML metadata with a model-index of the results in
     eval_results.json, the training recipe from train_args.json, a results table and usage snippets."""
@@ -212,9 +224,7 @@ def render_model_card(folder: str | os.PathLike, repo_id: str) -> str:
         eval_results=eval_results or None,
     )
 
-    # train_args.json of earlier releases names no data kind: a .txt file is one sentence per line
-    data_kind = info.get("data_kind") or ("sentences" if train_data.endswith(".txt") else "triplets")
-    kind = TRAINING_KINDS.get(data_kind, "supervised SimCSE")
+    kind = _training_kind(info, args)
     lines = [
         f"---\n{data.to_yaml()}\n---",
         f"# {repo_id}",

@@ -19,18 +19,29 @@ class LoopState:
     step: int = 0
     best_step: int = -1
     best_score: float = -math.inf
-    # Losses since the last evaluation, summed on the device: adding a loss needs no host sync.
-    window_loss_sum: torch.Tensor = field(default_factory=lambda: torch.zeros(()))
-    window_loss_count: int = 0
+    # Losses since the last evaluation per training dataset, summed on the device: adding a loss needs no host
+    # sync. (D,) and D counts, for the D datasets of the mixture.
+    window_loss_sum: torch.Tensor = field(default_factory=lambda: torch.zeros(1))
+    window_loss_count: list[int] = field(default_factory=lambda: [0])
     total_loss: float = 0.0  # losses up to the last evaluation
     skipped_steps: int = 0  # steps whose gradient was not finite, so the optimizer did not step
 
     def to_json(self) -> dict:
-        return {f.name: getattr(self, f.name) for f in fields(self)} | {"window_loss_sum": self.window_loss_sum.item()}
+        return {f.name: getattr(self, f.name) for f in fields(self)} | {
+            "window_loss_sum": self.window_loss_sum.tolist()
+        }
 
     @classmethod
     def from_json(cls, saved: dict, device: torch.device) -> LoopState:
-        return cls(**saved | {"window_loss_sum": torch.tensor(saved["window_loss_sum"], device=device)})
+        """A saved state; one of a release before mixtures holds one number for its one dataset."""
+        sums, counts = saved["window_loss_sum"], saved["window_loss_count"]
+        return cls(
+            **saved
+            | {
+                "window_loss_sum": torch.tensor(sums if isinstance(sums, list) else [sums], device=device),
+                "window_loss_count": counts if isinstance(counts, list) else [counts],
+            }
+        )
 
 
 @dataclass
@@ -50,8 +61,8 @@ def set_seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def start_loop_state(resume: ResumePoint | None, device: torch.device) -> LoopState:
-    """A fresh loop state, or the checkpoint's."""
+def start_loop_state(resume: ResumePoint | None, device: torch.device, datasets: int) -> LoopState:
+    """A fresh loop state for ``datasets`` training datasets, or the checkpoint's."""
     if resume:
         return LoopState.from_json(resume.trainer_state["loop"], device)
-    return LoopState(window_loss_sum=torch.zeros((), device=device))
+    return LoopState(window_loss_sum=torch.zeros(datasets, device=device), window_loss_count=[0] * datasets)

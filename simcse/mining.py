@@ -60,14 +60,18 @@ def mine_hard_negatives(
         raise ValueError(problem)
     query_vectors = unit_rows(model.encode_query(queries, batch_size=batch_size))  # (Q, H)
     document_vectors = unit_rows(model.encode_document(corpus, batch_size=batch_size))  # (D, H)
-    distinct_positives = list(dict.fromkeys(text for texts in positives for text in texts))
-    positive_row = {text: i for i, text in enumerate(distinct_positives)}
-    positive_vectors = unit_rows(model.encode_document(distinct_positives, batch_size=batch_size))  # (P, H)
+    # The positives' vectors: the corpus's where they are in it (by default the corpus is the positives).
+    row_of = {text: row for row, text in enumerate(corpus)}
+    missing = list(dict.fromkeys(text for texts in positives for text in texts if text not in row_of))
+    if missing:
+        row_of |= {text: len(corpus) + i for i, text in enumerate(missing)}
+        extra = unit_rows(model.encode_document(missing, batch_size=batch_size))  # (M, H)
+    positive_vectors = torch.cat([document_vectors, extra]) if missing else document_vectors  # (D + M, H)
     depth = min(settings.candidates + max(len(texts) for texts in positives), len(corpus))
     scores, rows = search(query_vectors, document_vectors, depth)  # each (Q, depth)
     mined = []
     for i, (query, own) in enumerate(zip(queries, positives)):
-        own_scores = [float(query_vectors[i] @ positive_vectors[positive_row[text]]) for text in own]
+        own_scores = [float(query_vectors[i] @ positive_vectors[row_of[text]]) for text in own]
         ranked = sorted(zip(scores[i].tolist(), rows[i].tolist()), key=lambda pair: (-pair[0], pair[1]))
         candidates = [(score, corpus[row]) for score, row in ranked if corpus[row] not in own]
         candidates = candidates[settings.skip_top : settings.candidates]

@@ -1,8 +1,10 @@
-"""The rules a setting's value must follow: each maps (flag name, value) to the one-line refusal, or None when
-the value is fine. ``simcse.config`` attaches one to each setting that needs it."""
+"""How a setting of ``TrainConfig`` is declared (``setting``: its flag's help, group, roles and rule) and the rules a
+setting's value must follow: each maps (flag name, value) to the one-line refusal, or None when the value is
+fine."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import typing
 from collections.abc import Callable
@@ -66,3 +68,38 @@ def hub_repo_id(name: str, value: str | None) -> str | None:
 
 def one_of(choices: tuple[str, ...]) -> Rule:
     return lambda name, value: None if value in choices else f"--{name} {value!r}: choose one of {', '.join(choices)}"
+
+
+def setting(
+    default: typing.Any,
+    help: str,
+    group: str,
+    *,
+    required: bool = False,
+    resume: bool = False,
+    card: bool = False,
+    rule: Rule | None = None,
+    choices: tuple[str, ...] | None = None,
+    none_means: str | None = None,
+    metavar: str | None = None,
+    path: bool = False,
+) -> typing.Any:
+    """A ``TrainConfig`` field with what its flag needs: ``none_means`` says what a default of None stands for;
+    ``path`` marks a value that may name a local file or folder (compared after resolving it on resume)."""
+    if choices and rule is None:
+        rule = one_of(choices)
+    if path and rule is None:
+        rule = non_empty_path
+    metadata = dict(
+        help=help,
+        group=group,
+        required=required,
+        resume=resume,
+        card=card,
+        rule=rule,
+        choices=choices,
+        none_means=none_means,
+        metavar=metavar,
+        path=path,
+    )
+    return dataclasses.field(default=default, metadata=metadata)

@@ -24,12 +24,8 @@ import transformers
 
 import simcse
 from simcse import checkpoint, distributed
-from simcse.config import PATH_SETTINGS, RESUME_MUST_MATCH, TrainConfig, upgrade_saved_settings
-from simcse.data import DATA_KINDS, STSData, TrainData, load_sts, resolve_sts_path
-from simcse.model import SimCSEModel
-from simcse.model_loading import unknown_token_share
-from simcse.objectives import OBJECTIVES
-from simcse.retrieval import RetrievalData, dev_split, is_retrieval_set, load_retrieval_set, set_files
+from simcse.config import PATH_SETTINGS, RESUME_MUST_MATCH, TrainConfig, one_or_list, upgrade_saved_settings
+from simcse.data import TrainData
 from simcse.run_folder import (
     METRICS_NAME,
     TRAIN_ARGS_NAME,
@@ -45,16 +41,10 @@ from simcse.run_folder import (
     write_json,
     write_metrics,
 )
-from simcse.text_files import file_fingerprint
+from simcse.run_inputs import example_counts
 from simcse.unpad import attention_kernel
 
 logger = logging.getLogger(__name__)
-
-DATA_SETTINGS = ("train_data", "valid_data")  # the files a resumed run must still read as they were
-# Sentences of the training data (and of the dev set) a tokenizer is probed with, and the share of unknown
-# tokens it may produce.
-TOKENIZER_PROBE_SIZE = 2000
-UNKNOWN_SHARE_LIMIT = 0.5
 
 
 @dataclass(frozen=True)
@@ -71,8 +61,11 @@ class ResumePoint:
         return self.path.parent
 
 
-def resolved_path(value: str | None) -> str | None:
-    """A local file or folder as its absolute path; a hub name, a dataset name or None unchanged."""
+def resolved_path(value: str | list[str] | None) -> str | list[str] | None:
+    """A local file or folder as its absolute path (each of a mixture's list); a hub name, a dataset name or None
+    unchanged."""
+    if isinstance(value, list):
+        return [resolved_path(one) for one in value]
     return str(Path(value).resolve()) if value and Path(value).exists() else value
 
 
@@ -99,20 +92,6 @@ def check_resumable(config: TrainConfig, trainer_state: dict) -> None:
             differences.append(f"--{name} {before!r} -> {now!r}")
     if differences:
         raise ValueError("cannot resume with settings that change the run: " + "; ".join(differences))
-
-
-def data_fingerprints(config: TrainConfig) -> dict[str, str]:
-    """A hash of the training file and of the dev file (either may be a dataset name; the dev set may be a
-    retrieval set, its three files hashed): what a resumed run must still read."""
-    fingerprints = {}
-    for name in DATA_SETTINGS:
-        value = getattr(config, name)
-        if name == "valid_data" and is_retrieval_set(value):
-            files = set_files(value, dev_split(value, config.data_dir), config.data_dir)
-            fingerprints[name] = "+".join(file_fingerprint(path) for path in files)
-        else:
-            fingerprints[name] = file_fingerprint(resolve_sts_path(value, config.data_dir))
-    return fingerprints
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -210,7 +189,7 @@ def trainer_state(trainer) -> dict:
         "step": step,
         "epoch": step // steps_per_epoch,
         "batch_in_epoch": step % steps_per_epoch,
-        "num_train_examples": trainer.sampler.num_examples,
+        "num_train_examples": example_counts(trainer.train_data),
         "world_size": trainer.process.world_size,
         "loop": trainer.state.to_json(),
         "config": asdict(trainer.config),
@@ -246,7 +225,7 @@ def find_resume_point(
     config: TrainConfig,
     output: Path,
     process: distributed.ProcessInfo,
-    train_data: TrainData,
+    train_data: list[TrainData],
     fingerprints: dict[str, str],
 ) -> ResumePoint | None:
     """The checkpoint ``--resume_from_checkpoint`` names, after checking that the run can go on from it: its
@@ -259,9 +238,9 @@ def find_resume_point(
     check_resumable(config, trainer_state)
     if trainer_state["world_size"] != process.world_size:
         raise ValueError(f"cannot resume a run of {trainer_state['world_size']} processes with {process.world_size}")
-    if trainer_state["num_train_examples"] != len(train_data):
+    if trainer_state["num_train_examples"] != example_counts(train_data):
         raise ValueError(
-            f"cannot resume: {config.train_data} now holds {len(train_data)} examples, "
+            f"cannot resume: {config.train_data} now holds {example_counts(train_data)} examples, "
             f"the run was started on {trainer_state['num_train_examples']}"
         )
     for name, fingerprint in trainer_state.get("data_fingerprints", {}).items():  # absent before this check
@@ -270,80 +249,6 @@ def find_resume_point(
     training_state = checkpoint.read_training_state(path)
     check_one_save(path, trainer_state, training_state)
     return ResumePoint(path, trainer_state, training_state)
-
-
-# ---------------------------------------------------------------------------------------------------
-# The inputs and the model
-
-
-def read_inputs(config: TrainConfig) -> tuple[STSData | RetrievalData, TrainData]:
-    """The dev set (STS, or a retrieval set: its qrels/dev.tsv, else test.tsv) and the training data (of a kind the
-    objective takes), read before anything is built so that a bad file fails in seconds."""
-    if is_retrieval_set(config.valid_data):
-        split = dev_split(config.valid_data, config.data_dir)
-        valid_data = load_retrieval_set(config.valid_data, split, config.data_dir)
-    else:
-        valid_data = load_sts(config.valid_data, config.data_dir)
-    train_data = OBJECTIVES[config.objective].read(config.train_data, config.data_dir)
-    if config.num_negatives is not None and train_data.kind != "query_documents":
-        raise ValueError(
-            f"--num_negatives reads the 'neg' lists of .jsonl retrieval data; {config.train_data} holds "
-            f"{DATA_KINDS[train_data.kind].description}: leave it out"
-        )
-    if len(train_data) < 2:
-        raise ValueError(f"{config.train_data}: {len(train_data)} training example; in-batch negatives need 2 or more")
-    if len(set(train_data.texts())) < 2:
-        raise ValueError(f"{config.train_data}: every sentence is the same; in-batch negatives need different ones")
-    return valid_data, train_data
-
-
-def build_model(config: TrainConfig, resume: ResumePoint | None, device: torch.device) -> SimCSEModel:
-    """The encoder of ``config.model``, or of the checkpoint being resumed (its trained head included)."""
-    return SimCSEModel(
-        resume.path if resume else config.model,
-        pooler=config.pooler,
-        mlp_only_train=config.mlp_only_train,
-        dropout=config.dropout,
-        tokenizer=None if resume else config.tokenizer,
-        trust_remote_code=config.trust_remote_code,
-        unpad=config.unpad,
-        max_length=config.max_length,
-        fresh_head=resume is None,
-        prompt=config.prompt,
-        query_prompt=config.query_prompt,
-        document_prompt=config.document_prompt,
-        document_max_length=config.document_max_length,
-    ).to(device)
-
-
-def evenly_spaced(sentences: list[str], count: int) -> list[str]:
-    """About ``count`` sentences spread over the whole list (all of them when there are fewer)."""
-    return sentences[:: max(1, len(sentences) // count)]
-
-
-def check_tokenizer_covers(
-    model: SimCSEModel, train_data: TrainData, valid_data: STSData | RetrievalData, config: TrainConfig
-) -> None:
-    """Refuse a tokenizer that maps most tokens of the training data or of the dev set to its unknown token: one
-    made for another language or script (a fitting one maps well under 1%). Sentences are probed from the whole
-    of each file, every column, so that a bad stretch past the first lines is found too."""
-    probes = {
-        config.train_data: evenly_spaced(train_data.texts(), TOKENIZER_PROBE_SIZE),
-        config.valid_data: evenly_spaced(
-            valid_data.query_texts + valid_data.corpus_texts
-            if isinstance(valid_data, RetrievalData)
-            else valid_data.sentences1 + valid_data.sentences2,
-            TOKENIZER_PROBE_SIZE,
-        ),
-    }
-    for source, probe in probes.items():
-        share = unknown_token_share(model.tokenizer, probe)
-        if share > UNKNOWN_SHARE_LIMIT:
-            raise ValueError(
-                f"{source}: the tokenizer of {model.tokenizer.name_or_path} maps {share:.0%} of the tokens of "
-                f"{len(probe)} sentences spread over the file to {model.tokenizer.unk_token}; it does not fit this "
-                "data (see --tokenizer)"
-            )
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -373,32 +278,38 @@ def prepare_output_folder(trainer) -> list[dict]:
     """Clear an earlier run (--overwrite_output_path, now that every check has passed), write train_args.json
     and start metrics.jsonl (or cut it back to the step being resumed) for a built ``Trainer``. Returns the run's
     history so far."""
-    config, world_size, sampler, model = trainer.config, trainer.process.world_size, trainer.sampler, trainer.model
-    batch = sampler.largest_batch  # the examples a step takes: --batch_size, or all when there are fewer
+    config, world_size, model = trainer.config, trainer.process.world_size, trainer.model
+    samplers, datasets = trainer.sampler.samplers, trainer.loader.dataset.datasets
+    # The examples a step of each dataset takes: its --batch_size, or all of them when there are fewer.
+    batches = [sampler.largest_batch for sampler in samplers]
     info = run_info(
         config,
         trainer.device,
         trainer.amp_dtype,
-        num_train_examples=sampler.num_examples,
+        num_train_examples=example_counts(trainer.train_data),
         steps_per_epoch=trainer.schedule.steps_per_epoch,
         total_steps=trainer.schedule.total_steps,
         world_size=world_size,
-        per_process_batch=batch // world_size,
+        per_process_batch=one_or_list([batch // world_size for batch in batches]),
         grad_cache_chunk=config.grad_cache_chunk,
-        negatives_per_anchor=trainer.objective.negatives_per_anchor(batch, trainer.num_sent),
-        data_kind=trainer.data_kind,
+        negatives_per_anchor=one_or_list(
+            [o.negatives_per_anchor(b, d.num_sent) for o, b, d in zip(trainer.objectives, batches, datasets)]
+        ),
+        data_kind=one_or_list([data.kind for data in trainer.train_data]),
         selection_metric=trainer.selection_metric,
-        dropped_examples_per_epoch=sampler.dropped_per_epoch,
+        dropped_examples_per_epoch=one_or_list([sampler.dropped_per_epoch for sampler in samplers]),
         resumed_from=str(trainer.resume.path) if trainer.resume else None,
         forward=f"unpadded, {attention_kernel(trainer.device)} attention" if model.unpad else "padded",
     )
-    if batch < config.batch_size:
-        logger.warning(
-            "--batch_size %d exceeds the %d training examples: each step takes %d",
-            config.batch_size,
-            sampler.num_examples,
-            batch,
-        )
+    for part, batch, sampler in zip(config.parts(), batches, samplers):
+        if batch < part.batch_size:
+            logger.warning(
+                "--batch_size %d exceeds the %d training examples of %s: each step takes %d",
+                part.batch_size,
+                sampler.num_examples,
+                part.train_data,
+                batch,
+            )
     clear_earlier_run(config, trainer.output)
     print(
         f"model {config.model} ({model.config.model_type}): {info['forward']} forward pass, pooler {model.pooler}"

@@ -14,26 +14,18 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from simcse import checkpoint, distributed
-from simcse.batching import build_loader
 from simcse.config import TrainConfig
 from simcse.device import autocast_dtype
 from simcse.evaluate import evaluate_dev, selection_metric
 from simcse.grad_cache import chunked_backward
+from simcse.loader import build_loader
 from simcse.loop_state import LoopState, TrainResult, set_seed, start_loop_state
 from simcse.loss import duplicate_candidates
 from simcse.objectives import OBJECTIVES
 from simcse.optim import Schedule, build_optimizer_and_scaler, build_schedule
 from simcse.run_folder import METRICS_NAME, append_metrics
-from simcse.run_setup import (
-    build_model,
-    check_tokenizer_covers,
-    claim_output_folder,
-    data_fingerprints,
-    find_resume_point,
-    prepare_output_folder,
-    read_inputs,
-    trainer_state,
-)
+from simcse.run_inputs import build_model, check_tokenizer_covers, data_fingerprints, read_inputs
+from simcse.run_setup import claim_output_folder, find_resume_point, prepare_output_folder, trainer_state
 
 logger = logging.getLogger(__name__)
 
@@ -106,35 +98,32 @@ class Trainer:
 
     def build(self, config: TrainConfig) -> None:
         set_seed(config.seed)
-        self.objective = OBJECTIVES[config.objective]
+        self.parts = config.parts()  # the training datasets, each with its objective and batch size
+        self.objectives = [OBJECTIVES[part.objective] for part in self.parts]
         self.amp_dtype = autocast_dtype(config.amp, self.device, quiet=not self.is_main)
-        self.valid_data, train_data = read_inputs(config)
+        self.valid_data, self.train_data = read_inputs(config)
         self.selection_metric = selection_metric(self.valid_data)
-        self.data_kind = train_data.kind
         self.data_fingerprints = data_fingerprints(config)
-        self.resume = find_resume_point(config, self.output, self.process, train_data, self.data_fingerprints)
+        self.resume = find_resume_point(config, self.output, self.process, self.train_data, self.data_fingerprints)
         self.model = build_model(config, self.resume, self.device)
-        check_tokenizer_covers(self.model, train_data, self.valid_data, config)
-        self.sampler, self.loader = build_loader(config, train_data, self.model, self.process, self.device)
+        check_tokenizer_covers(self.model, self.train_data, self.valid_data, config)
+        self.sampler, self.loader = build_loader(config, self.train_data, self.model, self.process, self.device)
         self.schedule = build_schedule(config, self.sampler.batches_per_epoch)
         self.train_model = distributed.wrap_for_processes(self.model, self.process, self.device)
         set_seed(config.seed + self.process.rank)  # each process its own dropout masks
         training_state = self.resume.training_state if self.resume else None
         self.optimizer, self.scaler = build_optimizer_and_scaler(self.model, config, self.amp_dtype, training_state)
         self.autocast = torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype else nullcontext()
-        self.state = start_loop_state(self.resume, self.device)
+        self.state = start_loop_state(self.resume, self.device, len(self.parts))
         self.history = prepare_output_folder(self) if self.is_main else []
         self.lr: float | None = None  # of the last step taken
         self.warned_about_duplicates = False
+        self.last_losses: dict[int, torch.Tensor] = {}  # each dataset's latest step loss, for the progress bar
         self.progress = progress_bar(self.schedule, self.state, self.is_main)
 
     @property
     def metrics_file(self) -> Path:
         return self.output / METRICS_NAME
-
-    @property
-    def num_sent(self) -> int:
-        return self.loader.dataset.num_sent
 
     # -----------------------------------------------------------------------------------------------
     # One step
@@ -143,21 +132,23 @@ class Trainer:
         with self.autocast:
             return self.train_model(**batch)  # (B, num_sent, H)
 
-    def loss(self, embeddings: torch.Tensor, input_ids: torch.Tensor, scores: torch.Tensor | None) -> torch.Tensor:
-        """The objective's loss on a batch's embeddings (B, num_sent, H), with the candidates that repeat an
-        anchor's or its positive's text masked when its negatives come from the batch."""
-        exclude = None
-        if self.objective.in_batch_negatives and self.config.mask_duplicate_negatives:
+    def loss(
+        self, part: int, embeddings: torch.Tensor, input_ids: torch.Tensor, scores: torch.Tensor | None
+    ) -> torch.Tensor:
+        """The loss of dataset ``part``'s objective on a batch's embeddings (B, num_sent, H), with the candidates
+        that repeat an anchor's or its positive's text masked when its negatives come from the batch."""
+        exclude, objective = None, self.objectives[part]
+        if objective.in_batch_negatives and self.config.mask_duplicate_negatives:
             # Every process pads to the same width, so that token ids can be gathered and compared.
             width = self.loader.dataset.longest if self.process.is_distributed else input_ids.shape[-1]
             ids = F.pad(input_ids, (0, width - input_ids.shape[-1]), value=self.model.collator.pad_token_id)
             exclude = duplicate_candidates(
-                ids[:, 0], ids[:, 1], ids[:, 2:] if self.num_sent > 2 else None, gather=distributed.gather
+                ids[:, 0], ids[:, 1], ids[:, 2:] if ids.shape[1] > 2 else None, gather=distributed.gather
             )  # (B, C)
-            self.warn_about_duplicates(exclude)
-        return self.objective.loss(embeddings, scores, exclude, self.config, distributed.gather)
+            self.warn_about_duplicates(exclude, self.parts[part].train_data)
+        return objective.loss(embeddings, scores, exclude, self.config, distributed.gather)
 
-    def warn_about_duplicates(self, exclude: torch.Tensor) -> None:
+    def warn_about_duplicates(self, exclude: torch.Tensor, train_data: str) -> None:
         """Warn once when more than ``MASKED_SHARE_WARNING`` of a batch's negatives repeat an anchor's text."""
         if self.warned_about_duplicates or not self.is_main or self.state.step % self.config.eval_steps:
             return  # checked at the first step of each evaluation window: a host sync
@@ -170,15 +161,16 @@ class Trainer:
                 "masked; %s repeats sentences (deduplicate it)",
                 self.state.step + 1,
                 100 * share,
-                self.config.train_data,
+                train_data,
             )
 
     def training_step(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """One optimizer step on a batch (of this process); returns its loss, detached."""
+        """One optimizer step on a batch (of this process, from one dataset); returns its loss, detached."""
         config, state, scaler = self.config, self.state, self.scaler
         self.lr = self.schedule.learning_rate(state.step)
         for group in self.optimizer.param_groups:
             group["lr"] = self.lr
+        part = int(batch.pop("part"))  # the dataset the batch is from (a CPU tensor: no sync)
         batch = {key: value.to(self.device, non_blocking=True) for key, value in batch.items()}
         scores = batch.pop("scores", None)  # (B,), scored pairs only
         self.optimizer.zero_grad(set_to_none=True)
@@ -186,13 +178,13 @@ class Trainer:
             loss = chunked_backward(
                 self.embed,
                 batch,
-                lambda embeddings: self.loss(embeddings, batch["input_ids"], scores),
+                lambda embeddings: self.loss(part, embeddings, batch["input_ids"], scores),
                 config.grad_cache_chunk,
                 scale=scaler.scale,
                 no_sync=self.train_model.no_sync if self.process.is_distributed else nullcontext,
             )
         else:
-            loss = self.loss(self.embed(batch), batch["input_ids"], scores)
+            loss = self.loss(part, self.embed(batch), batch["input_ids"], scores)
             scaler.scale(loss).backward()
         # With fp16 loss scaling an overflow is expected now and then: the scaler skips that step.
         if not scaler.is_enabled() and not distributed.all_true(bool(torch.isfinite(loss)), self.device):
@@ -206,9 +198,16 @@ class Trainer:
                 f"the gradient was not finite at each of the {state.step} steps so far, so none updated the model: "
                 f"check --learning_rate, --temp and the data; {self.last_good_save()}"
             )
-        state.window_loss_sum += loss.detach()
-        state.window_loss_count += 1
+        state.window_loss_sum[part] += loss.detach()
+        state.window_loss_count[part] += 1
+        self.last_losses[part] = loss.detach()
         return loss.detach()
+
+    def shown_losses(self, loss: torch.Tensor) -> dict[str, str]:
+        """The progress bar's losses: the last step's, and with several datasets each one's latest (loss_1, ...)."""
+        if len(self.parts) == 1:
+            return {"loss": f"{loss.item():.4f}"}
+        return {f"loss_{part + 1}": f"{value.item():.4f}" for part, value in sorted(self.last_losses.items())}
 
     def update_weights(self) -> bool:
         """Clip and apply the gradient; returns whether the step was skipped (a gradient that is not finite)."""
@@ -240,17 +239,22 @@ class Trainer:
         evaluation (over all processes), the learning rate and the dev metrics. The first process returns
         it; the others only take part in the mean and return None."""
         state = self.state
-        window = distributed.mean_over_processes(state.window_loss_sum).item()
-        state.total_loss += window
+        sums, counts = distributed.mean_over_processes(state.window_loss_sum).tolist(), state.window_loss_count
+        state.total_loss += sum(sums)
         line = {
             "step": state.step,
             "epoch": round(state.step / self.schedule.steps_per_epoch, 4),
-            "train_loss": window / state.window_loss_count if state.window_loss_count else None,
+            "train_loss": sum(sums) / sum(counts) if sum(counts) else None,
             "learning_rate": self.lr,
             "skipped_steps": state.skipped_steps,
         }
+        if len(self.parts) > 1:  # each dataset's mean loss since the last evaluation
+            line["train_loss_by_dataset"] = {
+                part.train_data: total / count if count else None
+                for part, total, count in zip(self.parts, sums, counts)
+            }
         state.window_loss_sum.zero_()
-        state.window_loss_count = 0
+        state.window_loss_count = [0] * len(self.parts)
         if not self.is_main:
             return None
         line |= evaluate_dev(self.model, self.valid_data, batch_size=self.config.eval_batch_size)
@@ -314,8 +318,7 @@ class Trainer:
         for epoch in range(start_epoch, self.config.epochs):
             skip = self.state.step - epoch * steps_per_epoch if epoch == start_epoch else 0
             self.sampler.set_epoch(epoch, start_batch=skip)
-            if hasattr(self.loader.dataset, "set_epoch"):  # a dataset that draws its examples' documents each epoch
-                self.loader.dataset.set_epoch(epoch)
+            self.loader.dataset.set_epoch(epoch)  # retrieval data draws its examples' documents each epoch
             yield from self.loader
 
     def evaluation_due(self) -> bool:
@@ -348,7 +351,7 @@ class Trainer:
             if self.is_main and (state.step % 10 == 0 or state.step == self.schedule.total_steps):
                 elapsed = time.perf_counter() - window_start
                 self.progress.set_postfix(
-                    loss=f"{loss.item():.4f}", lr=f"{self.lr:.2e}", sent_per_s=f"{window_sentences / elapsed:.1f}"
+                    self.shown_losses(loss), lr=f"{self.lr:.2e}", sent_per_s=f"{window_sentences / elapsed:.1f}"
                 )
                 window_start, window_sentences = time.perf_counter(), 0
             if self.evaluation_due():

@@ -82,6 +82,13 @@ def test_mining_equals_a_brute_force_loop(pairs_file):
         assert all(score <= settings.max_score_ratio * min(own_scores) + 1e-6 for score in row["neg_scores"])
     assert [row["neg"] for row in got] != [negatives for negatives, _ in plain]  # the ratio removed some
     assert any(not row["neg"] for row in got) and any(len(row["neg"]) == 3 for row in got)
+    # A corpus without the positives: their scores come from their own vectors.
+    others = [text for text in corpus if all(text not in own for own in positives)]
+    without = mine_hard_negatives(model, queries, positives, others, settings)
+    expected = brute_force(model, queries, positives, others, settings)
+    assert [row["neg"] for row in without] == [negatives for negatives, _ in expected]
+    for row, (_, own_scores) in zip(without, expected):
+        assert row["pos_scores"] == pytest.approx(own_scores, abs=1e-5)
 
 
 def test_the_script_writes_training_data(demo_bert, pairs_file, run_here, tmp_path):

@@ -1,0 +1,184 @@
+"""A run's loader: each training dataset tokenized once, and the batches of a mixture of datasets, one dataset per
+batch, in an order that depends only on (seed, epoch), so that a resumed run sees the batches the uninterrupted
+run saw, and every torchrun process takes the same dataset at each step (its own slice of that batch)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import torch
+from torch.utils.data import DataLoader
+
+from simcse.batching import EpochBatchSampler, QueryDocumentsDataset, ScoredCollator, SimCSEDataset
+
+if TYPE_CHECKING:
+    from simcse.config import Part, TrainConfig
+    from simcse.data import TrainData
+    from simcse.distributed import ProcessInfo
+    from simcse.model import SimCSEModel
+
+logger = logging.getLogger("simcse.batching")
+
+
+class MixtureBatchSampler:
+    """The batches of several datasets' ``EpochBatchSampler``s, one dataset per batch: ``round_robin`` takes each
+    dataset in turn and ends the epoch when the smallest runs out (sentence-transformers' round-robin sampler);
+    ``proportional`` takes every batch of every dataset once, the order of the datasets' batches drawn with
+    (seed, epoch). Yields lists of (dataset, example) pairs; a single dataset gives its own sampler's batches."""
+
+    def __init__(self, samplers: Sequence[EpochBatchSampler], mixture: str, seed: int):
+        self.samplers, self.mixture, self.seed = list(samplers), mixture, seed
+        self.epoch, self.start_batch = 0, 0
+
+    @property
+    def batches_per_epoch(self) -> int:
+        counts = [sampler.batches_per_epoch for sampler in self.samplers]
+        return len(counts) * min(counts) if self.mixture == "round_robin" else sum(counts)
+
+    def dataset_order(self, epoch: int) -> list[int]:
+        """The dataset of each batch of ``epoch``."""
+        counts = [sampler.batches_per_epoch for sampler in self.samplers]
+        if self.mixture == "round_robin":
+            return list(range(len(counts))) * min(counts)
+        order = [part for part, count in enumerate(counts) for _ in range(count)]
+        if len(counts) == 1:
+            return order
+        shuffle = torch.randperm(len(order), generator=torch.Generator().manual_seed(self.seed + epoch)).tolist()
+        return [order[i] for i in shuffle]
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        self.epoch, self.start_batch = epoch, start_batch
+
+    def __len__(self) -> int:
+        return self.batches_per_epoch - self.start_batch
+
+    def __iter__(self):
+        batches = []
+        for sampler in self.samplers:
+            sampler.set_epoch(self.epoch)
+            batches.append(iter(sampler))
+        for step, part in enumerate(self.dataset_order(self.epoch)):
+            batch = next(batches[part])  # every dataset's batches in its own order, consumed in turn
+            if step >= self.start_batch:
+                yield [(part, index) for index in batch]
+
+
+class MixtureDataset(torch.utils.data.Dataset):
+    """The training datasets of a run, indexed by (dataset, example)."""
+
+    def __init__(self, datasets: Sequence[SimCSEDataset | QueryDocumentsDataset]):
+        self.datasets = list(datasets)
+        self.longest = max(dataset.longest for dataset in self.datasets)  # tokens of the longest text, at most
+
+    def set_epoch(self, epoch: int) -> None:
+        for dataset in self.datasets:
+            if hasattr(dataset, "set_epoch"):  # a dataset that draws its examples' documents each epoch
+                dataset.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return sum(len(dataset) for dataset in self.datasets)
+
+    def __getitem__(self, key: tuple[int, int]) -> tuple:
+        part, index = key
+        return part, self.datasets[part][index]
+
+
+class MixtureCollator:
+    """A batch of one dataset through that dataset's collator, with ``part`` (a 0-dim tensor) naming the dataset."""
+
+    def __init__(self, collators: Sequence):
+        self.collators = list(collators)
+
+    def __call__(self, examples: Sequence[tuple[int, tuple]]) -> dict[str, torch.Tensor]:
+        part = examples[0][0]
+        batch = self.collators[part]([example for _, example in examples])
+        batch["part"] = torch.tensor(part)
+        return batch
+
+
+def build_loader(
+    config: TrainConfig,
+    train_data: Sequence[TrainData],
+    model: SimCSEModel,
+    process: ProcessInfo,
+    device: torch.device,
+) -> tuple[MixtureBatchSampler, DataLoader]:
+    """Every training dataset tokenized once, and the loader of this process's slice of every batch."""
+    warn_about_prompt(config, model, process)
+    samplers, datasets = [], []
+    for part, data in zip(config.parts(), train_data):
+        sampler = EpochBatchSampler(len(data), part.batch_size, config.seed, process.rank, process.world_size)
+        if sampler.dropped_per_epoch and process.is_main:
+            logger.warning(
+                "%s: each epoch leaves out %d example(s) of its last batch: a batch holds 2 examples or more and "
+                "splits evenly over the %d process(es)",
+                part.train_data,
+                sampler.dropped_per_epoch,
+                process.world_size,
+            )
+        samplers.append(sampler)
+        datasets.append(tokenized_dataset(config, part, data, model))
+    collators = [model.collator if data.scores is None else ScoredCollator(model.collator) for data in train_data]
+    sampler = MixtureBatchSampler(samplers, config.mixture, config.seed)
+    loader = DataLoader(
+        MixtureDataset(datasets),
+        batch_sampler=sampler,
+        collate_fn=MixtureCollator(collators),
+        num_workers=config.num_workers,
+        pin_memory=device.type == "cuda",
+        generator=torch.Generator(),  # its seed draw must not consume the global RNG that drives dropout
+    )
+    return sampler, loader
+
+
+def warn_about_prompt(config: TrainConfig, model: SimCSEModel, process: ProcessInfo) -> None:
+    if model.prompt and process.is_main and prompt_tokens(model) > config.max_length / 4:
+        logger.warning(
+            "the prompt takes %d of the %d tokens of --max_length; the sentences keep the rest",
+            prompt_tokens(model),
+            config.max_length,
+        )
+
+
+def prompt_tokens(model: SimCSEModel) -> int:
+    return len(model.tokenizer(model.prompt, add_special_tokens=False)["input_ids"]) if model.prompt else 0
+
+
+def tokenized_dataset(
+    config: TrainConfig, part: Part, data: TrainData, model: SimCSEModel
+) -> SimCSEDataset | QueryDocumentsDataset:
+    """One training dataset as token ids, refused when every sentence comes out the same."""
+    if data.kind == "query_documents":
+        dataset = QueryDocumentsDataset(
+            data,
+            model.tokenizer,
+            (config.max_length, model.document_max_length),
+            (model.prompt_for("query"), model.prompt_for("document")),
+            1 if config.num_negatives is None else config.num_negatives,
+            config.seed,
+        )
+    else:
+        dataset = SimCSEDataset(data, model.tokenizer, config.max_length, prompt=model.prompt)
+    if tokenizes_alike(dataset):
+        if len(dataset.columns[0][0]) == config.max_length:
+            raise ValueError(
+                f"--max_length {config.max_length} leaves no room for the sentences: after the special tokens"
+                + (f" and the prompt's {prompt_tokens(model)}" if model.prompt else "")
+                + " every sentence is cut to the same token ids; raise --max_length"
+            )
+        raise ValueError(
+            f"{part.train_data}: every sentence has the same token ids (they differ only in what the tokenizer "
+            "drops, such as spaces); in-batch negatives need different ones"
+        )
+    return dataset
+
+
+def tokenizes_alike(dataset: SimCSEDataset | QueryDocumentsDataset) -> bool:
+    """Whether every sentence of every column has the token ids of the first one."""
+    first = dataset.columns[0][0]  # (L,)
+    return all(
+        (column.lengths == len(first)).all() and (column.ids.reshape(-1, len(first)) == first).all()
+        for column in dataset.columns
+    )
