@@ -41,7 +41,7 @@ evaluate sts_recipe "$OUT/sts_recipe/stage2"
 # The retrieval recipe: negatives mined with the start model, then InfoNCE with 3 of them per query.
 python "$ROOT/data/mine_hard_negatives.py" --model "$E5" --query_prompt "query: " --document_prompt "passage: " \
   --pairs "$OUT/korquad_train_pairs.tsv" --output "$OUT/korquad_train_mined.jsonl" --num_negatives 7 \
-  --skip_top 2 --max_score_ratio 0.95 --candidates 50
+  --skip_top 1 --max_score_ratio 0.98 --candidates 50
 python "$ROOT/train/train.py" --model "$E5" "${E5_PROMPTS[@]}" --train_data "$OUT/korquad_train_mined.jsonl" \
   --num_negatives 3 --valid_data "$OUT/korquad_dev_select" --batch_size 16 --max_length 64 \
   --document_max_length 128 --learning_rate 3e-5 --warmup_ratio 0.1 --max_steps "$RETRIEVAL_STEPS" \

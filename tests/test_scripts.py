@@ -361,3 +361,41 @@ def test_multitask_script_trains_stage_2_from_stage_1_s_best(demo_data, demo_ber
     assert first["step"] == 0 and first["cosine_spearman"] == pytest.approx(best["cosine_spearman"], abs=1e-6)
     report = json.loads((stage2 / "eval_results.json").read_text())
     assert str(demo_data / "test.tsv") in report["results"]
+
+
+def test_the_joint_multitask_recipe_is_one_mixture_run(tmp_path):
+    """MODE=joint, with a stand-in for python that records its arguments: one train.py run over the triplets and
+    the scored pairs (InfoNCE batch 64, cosine_mse batch 8, round robin, mean pooling), then eval.py on it."""
+    bin_dir, log = tmp_path / "bin", tmp_path / "calls.log"
+    bin_dir.mkdir()
+    (bin_dir / "python").write_text(f'#!/usr/bin/env bash\necho "$*" >> {log}\n')
+    (bin_dir / "python").chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "MODE": "joint", "TRIPLETS": "t.tsv"}
+    script = REPO_ROOT / "train" / "run_train_multitask.sh"
+    subprocess.run(["bash", script, "--output_path", str(tmp_path / "X"), "--seed", "7"], env=env, check=True)
+    joint, evaluation = log.read_text().splitlines()
+    assert "--train_data t.tsv korsts_train --objective simcse cosine_mse --batch_size 64 8" in joint
+    assert "--mixture round_robin --pooler avg --epochs 5" in joint and joint.endswith("--seed 7")
+    assert f"--output_path {tmp_path}/X/joint" in joint and f"--model {tmp_path}/X/joint" in evaluation
+    bad = subprocess.run(["bash", script], env=env | {"MODE": "both"}, capture_output=True, text=True)
+    assert bad.returncode == 2 and "MODE must be joint or sequential" in bad.stderr
+
+
+@pytest.mark.slow
+def test_the_joint_multitask_recipe_trains(demo_data, demo_bert, tmp_path):
+    output = tmp_path / "multitask"
+    env = {
+        "MODE": "joint",
+        "MODEL": str(demo_bert),
+        "OUTPUT": str(output),
+        "TRIPLETS": str(demo_data / "train.tsv"),
+        "SCORED": str(demo_data / "dev.tsv"),
+        "EVAL_DATA": str(demo_data / "test.tsv"),
+    }
+    flags = ["--valid_data", demo_data / "test.tsv", "--max_steps", 4, "--learning_rate", 1e-3]
+    run_script(REPO_ROOT / "train" / "run_train_multitask.sh", *flags, env=env)
+    info = json.loads((output / "joint" / TRAIN_ARGS_NAME).read_text())
+    assert info["args"]["objective"] == ["simcse", "cosine_mse"] and info["num_train_examples"] == [120, 40]
+    lines = [json.loads(line) for line in (output / "joint" / METRICS_NAME).read_text().splitlines()]
+    assert set(lines[-1]["train_loss_by_dataset"]) == {str(demo_data / "train.tsv"), str(demo_data / "dev.tsv")}
+    assert str(demo_data / "test.tsv") in json.loads((output / "joint" / "eval_results.json").read_text())["results"]
