@@ -76,3 +76,10 @@ def test_retrieval_speed_runs(shared_data, tmp_path):
         *("--documents", 3000, "--queries", 50, "--hidden", 32),
     )
     assert "docs/s, ratio" in output and "exact top-1 on a sample: True" in output
+
+
+def test_joint_check_runs(shared_data):
+    output = run_benchmark("joint_check.py", "--smoke", "--seeds", 1)
+    assert "64 triplets, 64 scored pairs; 1 batches of each" in output
+    for arm in ("(a) simcse-ko, joint round-robin", "(b) simcse-ko, sequential", "(c) sentence-transformers losses"):
+        assert f"| {arm}" in output
