@@ -4,6 +4,7 @@ the concatenated global batch; GradCache under DDP too; and a torchrun run of tr
 import gc
 import json
 import os
+import subprocess
 
 import pytest
 import torch
@@ -208,3 +209,41 @@ def test_torchrun_train_then_eval(tmp_path, demo_data):
         REPO_ROOT / "evaluation" / "eval.py", "--model", output, "--test_data", demo_data / "test.tsv"
     )
     assert "Cosine Spearman" in evaluated.stdout
+
+
+@pytest.mark.slow
+def test_two_processes_train_a_mixture_as_one_process(tmp_path, demo_data):
+    """A two-dataset mixture (InfoNCE on triplets, cosine_mse on scored pairs, round robin) under torchrun with two
+    processes logs the losses and dev scores of the same run in one process (dropout off: only the order of
+    floating-point sums differs)."""
+    import sys
+
+    model = tmp_path / "bert"
+    run_script(
+        REPO_ROOT / "train" / "build_random_model.py",
+        *("--corpus", demo_data / "corpus.txt", "--output_path", model, "--hidden_size", 32),
+        *("--num_attention_heads", 2, "--intermediate_size", 64),
+    )
+    flags = [
+        *("--model", model, "--train_data", demo_data / "train.tsv", demo_data / "dev.tsv"),
+        *("--objective", "simcse", "cosine_mse", "--batch_size", 16, 8, "--valid_data", demo_data / "test.tsv"),
+        *("--max_length", 24, "--max_steps", 6, "--eval_steps", 3, "--dropout", 0.0, "--learning_rate", 1e-3),
+    ]
+    one, two = tmp_path / "one", tmp_path / "two"
+    run_script(REPO_ROOT / "train" / "train.py", *flags, "--output_path", one)
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    subprocess.run(
+        [*torchrun, str(REPO_ROOT / "train" / "train.py"), *map(str, flags), "--output_path", str(two)],
+        check=True,
+        capture_output=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"},
+    )
+    lines = [[json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()] for run in (one, two)]
+    assert [line["step"] for line in lines[1]] == [line["step"] for line in lines[0]] == [0, 3, 6]
+    for expected, got in zip(*lines):
+        for key in ("train_loss", "cosine_spearman", "cosine_pearson"):
+            if expected[key] is not None:
+                assert got[key] == pytest.approx(expected[key], abs=1e-4), (expected["step"], key)
+        if "train_loss_by_dataset" in expected:
+            assert got["train_loss_by_dataset"] == pytest.approx(expected["train_loss_by_dataset"], abs=1e-4)
+    assert json.loads((two / "train_args.json").read_text())["per_process_batch"] == [8, 4]
