@@ -63,3 +63,32 @@ def forward_flops(config, lengths: list[int]) -> float:
     weights_per_layer = 4 * hidden * hidden + 2 * hidden * inner
     tokens = sum(lengths)
     return layers * (2 * weights_per_layer * tokens + 4 * hidden * sum(length * length for length in lengths))
+
+
+def train_sentence_transformer(model, steps, total: int, learning_rate: float, warmup_ratio: float) -> None:
+    """The package's optimizer, schedule and clipping around sentence-transformers' losses: ``steps`` yields
+    (loss function, features, labels) per optimizer step, ``total`` of them."""
+    from simcse.optim import learning_rate_at, parameter_groups
+
+    optimizer = torch.optim.AdamW(parameter_groups(model, 0.01), lr=learning_rate)
+    warmup = int(warmup_ratio * total)
+    model.train()
+    for step, (loss_fn, features, labels) in enumerate(steps):
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate_at(step, total, warmup, learning_rate)
+        loss = loss_fn(features, labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+    model.eval()
+
+
+def dev_spearman(model, dev_file) -> float:
+    """A sentence-transformers model's cosine Spearman on an STS file, computed by the package's metrics."""
+    from simcse.data import load_sts
+    from simcse.evaluate import SELECTION_METRIC, sts_metrics
+
+    dev = load_sts(dev_file)
+    vectors = model.encode(dev.sentences1 + dev.sentences2, batch_size=32, convert_to_numpy=True)
+    return sts_metrics(vectors[: len(dev)], vectors[len(dev) :], dev.scores)[SELECTION_METRIC]

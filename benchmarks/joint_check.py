@@ -26,14 +26,13 @@ import time
 from pathlib import Path
 
 import torch
-from common import REPO_ROOT, SHARED_DATA, minilm_path
+from common import REPO_ROOT, SHARED_DATA, dev_spearman, minilm_path, train_sentence_transformer
 
 from simcse.batching import EpochBatchSampler
-from simcse.data import TrainData, load_sts, load_train_data, write_train_tsv
-from simcse.evaluate import SELECTION_METRIC, sts_metrics
+from simcse.data import TrainData, load_train_data, write_train_tsv
+from simcse.evaluate import SELECTION_METRIC
 from simcse.loader import MixtureBatchSampler
 from simcse.nli import nli_triplets
-from simcse.optim import learning_rate_at, parameter_groups
 from simcse.run_folder import METRICS_NAME, read_metrics
 
 COMMON = {"learning_rate": 2e-5, "warmup_ratio": 0.1, "max_length": 64, "pooler": "avg", "eval_steps": 100_000}
@@ -58,31 +57,22 @@ def with_sentence_transformers(model_path, triplets: TrainData, pairs: TrainData
     model = SentenceTransformer(str(model_path), device="cpu")
     model.max_seq_length = COMMON["max_length"]
     losses = [MultipleNegativesRankingLoss(model, scale=20.0), CosineSimilarityLoss(model)]
-    optimizer = torch.optim.AdamW(parameter_groups(model, 0.01), lr=COMMON["learning_rate"])
     samplers = [EpochBatchSampler(len(data), size, seed) for data, size in zip((triplets, pairs), BATCHES)]
     mixed = MixtureBatchSampler(samplers, "round_robin", seed)
+
+    def steps():
+        for epoch in range(epochs):
+            mixed.set_epoch(epoch)
+            for batch in mixed:
+                part, indices = batch[0][0], [index for _, index in batch]
+                data = (triplets, pairs)[part]
+                features = [model.preprocess([column[i] for i in indices]) for column in data.columns]
+                labels = torch.tensor([data.scores[i] / 5 for i in indices]) if part else torch.zeros(len(indices))
+                yield losses[part], features, labels
+
     total = epochs * mixed.batches_per_epoch
-    warmup, step = int(COMMON["warmup_ratio"] * total), 0
-    model.train()
-    for epoch in range(epochs):
-        mixed.set_epoch(epoch)
-        for batch in mixed:
-            part, indices = batch[0][0], [index for _, index in batch]
-            data = (triplets, pairs)[part]
-            for group in optimizer.param_groups:
-                group["lr"] = learning_rate_at(step, total, warmup, COMMON["learning_rate"])
-            features = [model.preprocess([column[i] for i in indices]) for column in data.columns]
-            labels = torch.tensor([data.scores[i] / 5 for i in indices]) if part else torch.zeros(len(indices))
-            loss = losses[part](features, labels)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            step += 1
-    model.eval()
-    dev = load_sts(dev_file)
-    vectors = model.encode(dev.sentences1 + dev.sentences2, batch_size=32, convert_to_numpy=True)
-    return sts_metrics(vectors[: len(dev)], vectors[len(dev) :], dev.scores)[SELECTION_METRIC]
+    train_sentence_transformer(model, steps(), total, COMMON["learning_rate"], COMMON["warmup_ratio"])
+    return dev_spearman(model, dev_file)
 
 
 def mean_std(values: list[float]) -> str:

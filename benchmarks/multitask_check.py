@@ -30,13 +30,12 @@ import time
 from pathlib import Path
 
 import torch
-from common import REPO_ROOT, SHARED_DATA, minilm_path
+from common import REPO_ROOT, SHARED_DATA, dev_spearman, minilm_path, train_sentence_transformer
 
 from simcse.batching import EpochBatchSampler
-from simcse.data import TrainData, load_sts, load_train_data, write_train_tsv
-from simcse.evaluate import SELECTION_METRIC, sts_metrics
+from simcse.data import TrainData, load_train_data, write_train_tsv
+from simcse.evaluate import SELECTION_METRIC
 from simcse.nli import nli_triplets
-from simcse.optim import learning_rate_at
 from simcse.run_folder import METRICS_NAME, read_metrics
 
 STAGE1 = {"batch_size": 64, "learning_rate": 5e-5, "epochs": 1, "max_length": 64}
@@ -56,35 +55,22 @@ def stage2_with_sentence_transformers(start: Path, pairs: TrainData, dev_file: P
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.losses import CoSENTLoss
 
-    from simcse.optim import parameter_groups
-
     torch.manual_seed(seed)
     model = SentenceTransformer(str(start), device="cpu")
     model.max_seq_length = STAGE2["max_length"]
     loss_fn = CoSENTLoss(model, scale=SCALE)
-    optimizer = torch.optim.AdamW(parameter_groups(model, STAGE2["weight_decay"]), lr=STAGE2["learning_rate"])
     sampler = EpochBatchSampler(len(pairs), STAGE2["batch_size"], seed)
+
+    def steps():
+        for epoch in range(epochs):
+            sampler.set_epoch(epoch)
+            for indices in sampler:
+                features = [model.preprocess([column[i] for i in indices]) for column in pairs.columns]
+                yield loss_fn, features, torch.tensor([pairs.scores[i] for i in indices])
+
     total = epochs * sampler.batches_per_epoch
-    warmup = int(STAGE2["warmup_ratio"] * total)
-    step = 0
-    model.train()
-    for epoch in range(epochs):
-        sampler.set_epoch(epoch)
-        for indices in sampler:
-            for group in optimizer.param_groups:
-                group["lr"] = learning_rate_at(step, total, warmup, STAGE2["learning_rate"])
-            features = [model.preprocess([column[i] for i in indices]) for column in pairs.columns]
-            labels = torch.tensor([pairs.scores[i] for i in indices])
-            loss = loss_fn(features, labels)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            step += 1
-    model.eval()
-    dev = load_sts(dev_file)
-    vectors = model.encode(dev.sentences1 + dev.sentences2, batch_size=32, convert_to_numpy=True)
-    return sts_metrics(vectors[: len(dev)], vectors[len(dev) :], dev.scores)[SELECTION_METRIC]
+    train_sentence_transformer(model, steps(), total, STAGE2["learning_rate"], STAGE2["warmup_ratio"])
+    return dev_spearman(model, dev_file)
 
 
 def mean_std(values: list[float]) -> str:

@@ -179,19 +179,8 @@ def cosent(
         log(1 + sum over pairs (i, j) with scores[i] > scores[j] of exp(scale * (cos_j - cos_i))), a scalar, in
         at least float32. Equal scores give no term; a batch with no ordered pair gives 0.
     """
-    if embeddings1.ndim != 2 or embeddings1.shape != embeddings2.shape:
-        raise ValueError(
-            f"embeddings1 and embeddings2 must both be (batch, hidden), got {tuple(embeddings1.shape)} and "
-            f"{tuple(embeddings2.shape)}"
-        )
-    if scores.shape != embeddings1.shape[:1]:
-        raise ValueError(f"scores must be (batch,) = ({embeddings1.shape[0]},), got {tuple(scores.shape)}")
-    gather = gather or (lambda rows: (rows, 0))
-    dtype = torch.promote_types(embeddings1.dtype, torch.float32)
     with torch.autocast(embeddings1.device.type, enabled=False):
-        cosines = F.cosine_similarity(embeddings1.to(dtype), embeddings2.to(dtype), dim=-1)  # (B,)
-        cosines = gather(cosines[:, None])[0][:, 0]  # (N,)
-        scores = gather(scores.to(dtype)[:, None])[0][:, 0]  # (N,)
+        cosines, scores = _gathered_pairs(embeddings1, embeddings2, scores, gather)  # (N,), (N,)
         differences = scale * (cosines[None, :] - cosines[:, None])  # (N, N): (i, j) is scale * (cos_j - cos_i)
         ordered = scores[:, None] > scores[None, :]  # (N, N): pair i is scored above pair j
         terms = differences.masked_fill(~ordered, -math.inf).flatten()  # (N * N,)
@@ -218,6 +207,15 @@ def cosine_mse(
     Returns:
         A scalar, in at least float32.
     """
+    with torch.autocast(embeddings1.device.type, enabled=False):
+        cosines, scores = _gathered_pairs(embeddings1, embeddings2, scores, gather)  # (N,), (N,)
+        return F.mse_loss(cosines, scores / max_score)
+
+
+def _gathered_pairs(
+    embeddings1: torch.Tensor, embeddings2: torch.Tensor, scores: torch.Tensor, gather: Gather | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every process's pairs: their cosines and gold scores (N,), in at least float32 (call outside autocast)."""
     if embeddings1.ndim != 2 or embeddings1.shape != embeddings2.shape:
         raise ValueError(
             f"embeddings1 and embeddings2 must both be (batch, hidden), got {tuple(embeddings1.shape)} and "
@@ -227,8 +225,5 @@ def cosine_mse(
         raise ValueError(f"scores must be (batch,) = ({embeddings1.shape[0]},), got {tuple(scores.shape)}")
     gather = gather or (lambda rows: (rows, 0))
     dtype = torch.promote_types(embeddings1.dtype, torch.float32)
-    with torch.autocast(embeddings1.device.type, enabled=False):
-        cosines = F.cosine_similarity(embeddings1.to(dtype), embeddings2.to(dtype), dim=-1)  # (B,)
-        cosines = gather(cosines[:, None])[0][:, 0]  # (N,)
-        targets = gather(scores.to(dtype)[:, None])[0][:, 0] / max_score  # (N,)
-        return F.mse_loss(cosines, targets)
+    cosines = F.cosine_similarity(embeddings1.to(dtype), embeddings2.to(dtype), dim=-1)  # (B,)
+    return gather(cosines[:, None])[0][:, 0], gather(scores.to(dtype)[:, None])[0][:, 0]  # (N,), (N,)
