@@ -18,7 +18,11 @@ _HOMES = {
     "format_sts_table": "simcse.evaluate",
     "sts_metrics": "simcse.evaluate",
     "info_nce": "simcse.loss",
+    "mine_hard_negatives": "simcse.mining",
     "SimCSEModel": "simcse.model",
+    "evaluate_retrieval": "simcse.retrieval",
+    "format_retrieval_table": "simcse.retrieval",
+    "load_retrieval_set": "simcse.retrieval",
 }
 __all__ = sorted(_HOMES)
 

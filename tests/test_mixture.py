@@ -155,7 +155,7 @@ def test_each_dataset_trains_with_its_objective_and_logs_its_loss(demo_config, d
 
 @pytest.mark.parametrize("kind", ["round_robin", "proportional"])
 def test_a_mixture_resumes_exactly_across_a_dataset_switch(demo_config, demo_data, tmp_path, kind):
-    """Cut after step 3 (a triplet batch; the next is the other dataset's) and resumed: the same metrics and
+    """Cut after step 2 and resumed (round robin: the next batch is the other dataset's): the same metrics and
     weights as the run never interrupted (dropout on)."""
-    settings = mixture(demo_data, mixture=kind, max_steps=6, save_steps=3, eval_steps=2, dropout=0.1)
+    settings = mixture(demo_data, mixture=kind, max_steps=4, save_steps=2, eval_steps=2, dropout=0.1)
     assert_resumes_exactly(demo_config, tmp_path, **settings)
