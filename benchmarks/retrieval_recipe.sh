@@ -15,7 +15,7 @@ E5=${E5:?set E5 to the multilingual-e5-small folder (../shared/tools/e5_small_fr
 SHARED=${SHARED:-$ROOT/../shared/data}
 OUT=${OUT:-/tmp/retrieval-recipe}
 STS_STEPS=${STS_STEPS:-60}
-RETRIEVAL_STEPS=${RETRIEVAL_STEPS:-48}
+RETRIEVAL_STEPS=${RETRIEVAL_STEPS:-36}
 E5_PROMPTS=(--pooler avg --prompt "query: " --query_prompt "query: " --document_prompt "passage: ")
 mkdir -p "$OUT"
 
@@ -41,10 +41,10 @@ evaluate sts_recipe "$OUT/sts_recipe/stage2"
 # The retrieval recipe: negatives mined with the start model, then InfoNCE with 3 of them per query.
 python "$ROOT/data/mine_hard_negatives.py" --model "$E5" --query_prompt "query: " --document_prompt "passage: " \
   --pairs "$OUT/korquad_train_pairs.tsv" --output "$OUT/korquad_train_mined.jsonl" --num_negatives 7 \
-  --skip_top 1 --max_score_ratio 0.98 --candidates 50
+  --skip_top 1 --candidates 50 --document_max_length 256
 python "$ROOT/train/train.py" --model "$E5" "${E5_PROMPTS[@]}" --train_data "$OUT/korquad_train_mined.jsonl" \
   --num_negatives 3 --valid_data "$OUT/korquad_dev_select" --batch_size 16 --max_length 64 \
-  --document_max_length 128 --learning_rate 3e-5 --warmup_ratio 0.1 --max_steps "$RETRIEVAL_STEPS" \
+  --document_max_length 256 --temp 0.01 --learning_rate 2e-5 --warmup_ratio 0.1 --max_steps "$RETRIEVAL_STEPS" \
   --eval_steps 12 --output_path "$OUT/retrieval_recipe" --overwrite_output_path
 evaluate retrieval_recipe "$OUT/retrieval_recipe"
 
