@@ -240,8 +240,9 @@ def test_two_processes_train_a_mixture_as_one_process(tmp_path, demo_data):
     )
     lines = [[json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()] for run in (one, two)]
     assert [line["step"] for line in lines[1]] == [line["step"] for line in lines[0]] == [0, 3, 6]
+    # Continuous quantities only: a rank correlation over 40 pairs jumps by ~1e-3 when float noise swaps two ranks.
     for expected, got in zip(*lines):
-        for key in ("train_loss", "cosine_spearman", "cosine_pearson"):
+        for key in ("train_loss", "cosine_pearson"):
             if expected[key] is not None:
                 assert got[key] == pytest.approx(expected[key], abs=1e-4), (expected["step"], key)
         if "train_loss_by_dataset" in expected:
