@@ -132,23 +132,38 @@ class RunFolderLock:
 
     ``flock`` on ``LOCK_NAME``: the OS releases it when the holder exits, however it ends, so a crashed
     run never leaves the folder locked. The holder writes its pid into the file for the refusal to name.
+    ``release`` deletes the file, and the folders the lock created if they are still empty (a run refused before
+    writing anything leaves no trace); a killed process leaves the file, with a dead pid that locks nothing.
     """
 
     def __init__(self, folder: str | os.PathLike):
         folder = Path(folder)
+        self.path = folder / LOCK_NAME
+        self.created = [path for path in [folder, *folder.parents] if not path.exists()]
         folder.mkdir(parents=True, exist_ok=True)
-        self.file = open(folder / LOCK_NAME, "a+", encoding="utf-8")  # held until release
-        try:
-            fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self.file.seek(0)
-            holder = self.file.read().strip() or "unknown"
-            self.file.close()
-            raise RunFolderError(self.refusal(folder, holder)) from None
+        while True:
+            self.file = open(self.path, "a+", encoding="utf-8")  # held until release
+            try:
+                fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                self.file.seek(0)
+                holder = self.file.read().strip() or "unknown"
+                self.file.close()
+                raise RunFolderError(self.refusal(folder, holder)) from None
+            if self._still_linked():
+                break
+            self.file.close()  # the holder deleted the file as it released it: lock the new one
         self.file.seek(0)
         self.file.truncate()
         self.file.write(f"{os.getpid()}\n")
         self.file.flush()
+
+    def _still_linked(self) -> bool:
+        """Whether the locked file is still ``self.path`` (not one a releasing holder just deleted)."""
+        try:
+            return os.stat(self.path).st_ino == os.fstat(self.file.fileno()).st_ino
+        except FileNotFoundError:
+            return False
 
     @staticmethod
     def refusal(folder: Path, holder: str) -> str:
@@ -159,8 +174,14 @@ class RunFolderLock:
 
     def release(self) -> None:
         if not self.file.closed:
+            self.path.unlink(missing_ok=True)  # while still held: no other run can have taken it
             fcntl.flock(self.file, fcntl.LOCK_UN)
             self.file.close()
+            for path in self.created:  # innermost first; a folder holding anything stays
+                try:
+                    path.rmdir()
+                except OSError:
+                    break
 
 
 class RunFolderError(ValueError):

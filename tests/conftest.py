@@ -71,6 +71,31 @@ KOREAN_SENTENCES = [
 TINY_ENCODER = dict(hidden_size=32, num_hidden_layers=3, num_attention_heads=2, intermediate_size=64)
 
 
+# What running the tests may add to the checkout: caches. Anything else (a run folder, a lock) is a bug.
+CACHES = (".venv/", ".pytest_cache/", ".ruff_cache/", "__pycache__/", ".egg-info/")
+
+
+def checkout_changes() -> set[str]:
+    """The checkout's changed, untracked and ignored entries (caches aside), as ``git status`` lists them; empty
+    outside a git checkout."""
+    command = ["git", "status", "--porcelain", "--ignored", "--untracked-files=all"]
+    result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True)
+    lines = result.stdout.splitlines() if result.returncode == 0 else []
+    return {line for line in lines if not any(cache in line for cache in CACHES)}
+
+
+def pytest_sessionstart(session):
+    session.config.checkout_before = checkout_changes()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """The suite leaves the checkout as it found it: a test that writes into it fails the run."""
+    written = checkout_changes() - session.config.checkout_before
+    if written:
+        print(f"\nerror: the tests wrote into the checkout: {', '.join(sorted(written))}", file=sys.stderr)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
 def run_script(*args, env: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
     """Run a repo script (python file or bash script) as a user would, from a neutral directory, offline.
 

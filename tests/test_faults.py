@@ -3,6 +3,7 @@ scores, resuming a finished run, what a resume must keep, non-finite gradients, 
 pooler of a plain transformers export, and failures that still end in one line."""
 
 import errno
+import fcntl
 import json
 import logging
 import os
@@ -23,7 +24,7 @@ import simcse.trainer
 from simcse import checkpoint
 from simcse.batching import EpochBatchSampler
 from simcse.model import SimCSEModel
-from simcse.run_folder import LOCK_NAME, METRICS_NAME, TRAIN_ARGS_NAME
+from simcse.run_folder import LOCK_NAME, METRICS_NAME, TRAIN_ARGS_NAME, RunFolderError, RunFolderLock
 from simcse.trainer import NonFiniteGradientError, train
 
 
@@ -74,6 +75,45 @@ def test_an_earlier_run_is_refused_then_replaced_with_overwrite(config, tmp_path
     assert steps_logged(tmp_path) == [0, 2] and result.steps == 2
     assert json.loads((tmp_path / TRAIN_ARGS_NAME).read_text())["args"]["max_steps"] == 2
     train(config(tmp_path / "new" / "folder", max_steps=1))  # a new folder, or an empty one, needs nothing
+
+
+def test_a_run_removes_its_lock_and_a_refused_run_the_folders_it_created(config, demo_data, tmp_path):
+    """A finished run leaves no lock file; a run refused before writing anything leaves no folder behind (its
+    parents included, when it created them), but never removes a folder that held something before."""
+    train(config(tmp_path / "done", max_steps=1))
+    assert (tmp_path / "done" / METRICS_NAME).is_file() and not (tmp_path / "done" / LOCK_NAME).exists()
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("sent0\tsent1\n한 문장\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="bad.tsv"):
+        train(config(tmp_path / "new" / "run", max_steps=1, train_data=str(bad)))
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "kept").mkdir()
+    with pytest.raises(ValueError, match="bad.tsv"):
+        train(config(tmp_path / "kept" / "run", max_steps=1, train_data=str(bad)))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.tsv", "done", "kept"]
+    assert list((tmp_path / "kept").iterdir()) == []
+
+
+def test_a_lock_taken_as_its_holder_releases_it_is_the_only_one(tmp_path, monkeypatch):
+    """A run that opens the lock file just before its holder deletes it on release then locks a file no longer in
+    the folder: it must take the folder's new lock file instead, so that a third run is refused, not let in."""
+    first = RunFolderLock(tmp_path)
+    real_flock, released = fcntl.flock, []
+
+    def flock_after_the_holder_ends(file, operation):
+        if not released:  # the holder releases between the newcomer's open and its flock
+            released.append(True)
+            first.release()
+        return real_flock(file, operation)
+
+    monkeypatch.setattr(fcntl, "flock", flock_after_the_holder_ends)
+    second = RunFolderLock(tmp_path)
+    monkeypatch.setattr(fcntl, "flock", real_flock)
+    assert released and (tmp_path / LOCK_NAME).read_text().strip() == str(os.getpid())
+    with pytest.raises(RunFolderError, match="another run"):
+        RunFolderLock(tmp_path)
+    second.release()
+    assert not (tmp_path / LOCK_NAME).exists() and tmp_path.is_dir()
 
 
 @pytest.fixture

@@ -180,8 +180,11 @@ def test_train_errors(demo_data, demo_bert, run_here, tmp_path):
         "korsts_dev",
         "--data_dir",
         tmp_path,
+        "--output_path",
+        tmp_path / "no-dev",
     )
     assert_one_line_error(no_dev, "sts-dev.tsv", "download_korsts.sh")
+    assert not (tmp_path / "no-dev").exists()  # refused before writing anything: no folder left behind
 
     bad_flag = run_here(TRAIN_SCRIPT, *common, "--train_data", bad, "--pooler", "no such pooler!")
     assert bad_flag.returncode == 2 and "invalid choice: 'no such pooler!'" in bad_flag.stderr
