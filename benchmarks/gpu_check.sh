@@ -13,6 +13,7 @@
 #   bash benchmarks/gpu_check.sh                          # results in outputs/gpu-check/
 #   bash benchmarks/gpu_check.sh --out "$OUT/gpu-check"   # on the lent machine: the folder that comes back
 #   bash benchmarks/gpu_check.sh --smoke --device cpu     # its plumbing on any machine, in seconds
+source "$(dirname "${BASH_SOURCE[0]}")/../train/help.sh"
 set -uo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 

@@ -1,4 +1,4 @@
-"""Retrieval metrics of simcse-ko against sentence-transformers' InformationRetrievalEvaluator, same model and prompts.
+r"""Retrieval metrics of simcse-ko against sentence-transformers' InformationRetrievalEvaluator, same model and prompts.
 
 The set is KorQuAD 1.0 dev as a retrieval set (question -> its paragraph), built from ../shared/data/korquad with
 data/build_korquad.py. simcse-ko: SimCSEModel.encode (length-sorted, unpadded) and the exact block search of

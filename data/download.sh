@@ -1,7 +1,12 @@
 # Sourced by the download scripts of this folder: `download URL DEST`.
 # Fetches into DEST.part and moves it into place only when the transfer succeeded and the file is not
 # empty, so a failed download never leaves a file that looks complete. Exits non-zero on any failure.
+source "$(dirname "${BASH_SOURCE[0]}")/../train/help.sh"
 set -euo pipefail
+if [[ $# -gt 0 ]]; then
+  echo "error: $(basename "$0") takes no arguments, got: $* (DATA_DIR=FOLDER chooses where the files go; --help)" >&2
+  exit 2
+fi
 
 # Where the files go: the repo's data/ folder unless DATA_DIR is set.
 DATA_DIR=${DATA_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)}

@@ -105,10 +105,10 @@ def write_tsv(path: Path, header: tuple[str, ...], rows) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--output_dir", required=True)
+    parser.add_argument("--output_dir", required=True, help="folder the demo files are written to")
     parser.add_argument("--num_train", type=int, default=4000, help="training triplets")
     parser.add_argument("--num_eval", type=int, default=500, help="pairs in each of dev and test")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the templates drawn")
     args = parser.parse_args()
     refuse_empty_paths(args, "output_dir")
 

@@ -1,4 +1,4 @@
-"""Mine hard negatives for retrieval training: each query's nearest corpus documents that are not its positives,
+r"""Mine hard negatives for retrieval training: each query's nearest corpus documents that are not its positives,
 written as the JSONL that train.py's --num_negatives reads ({"query", "pos", "neg", "pos_scores", "neg_scores"}).
 
     python data/mine_hard_negatives.py --model intfloat/multilingual-e5-small --query_prompt "query: " \

@@ -1,4 +1,4 @@
-"""Push a finished checkpoint folder to the Hugging Face Hub, with a model card.
+r"""Push a finished checkpoint folder to the Hugging Face Hub, with a model card.
 
     python evaluation/eval.py --model outputs/sup-simcse-bert-base --test_data korsts_dev korsts_test \
         --output_json outputs/sup-simcse-bert-base/eval_results.json

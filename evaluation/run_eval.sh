@@ -5,6 +5,7 @@
 #   bash evaluation/run_eval.sh                                       # outputs/sup-simcse-bert-base
 #   MODEL=outputs/unsup-simcse-roberta-base bash evaluation/run_eval.sh
 #   bash evaluation/run_eval.sh --test_data korsts_test               # any eval.py flag overrides
+source "$(dirname "${BASH_SOURCE[0]}")/../train/help.sh"
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 MODEL=${MODEL:-$ROOT/outputs/sup-simcse-bert-base}

@@ -16,15 +16,17 @@ from simcse.random_encoder import ARCHITECTURES, build_random_encoder
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--corpus", required=True, help=".txt file, one sentence per line")
-    parser.add_argument("--output_path", required=True)
-    parser.add_argument("--model_type", choices=tuple(ARCHITECTURES), default="bert")
-    parser.add_argument("--vocab_size", type=int, default=2000)
-    parser.add_argument("--hidden_size", type=int, default=128)
-    parser.add_argument("--num_hidden_layers", type=int, default=2)
-    parser.add_argument("--num_attention_heads", type=int, default=4)
-    parser.add_argument("--intermediate_size", type=int, default=512)
+    parser.add_argument("--output_path", required=True, help="folder the model and tokenizer are written to")
+    parser.add_argument(
+        "--model_type", choices=tuple(ARCHITECTURES), default="bert", help="architecture (default: bert)"
+    )
+    parser.add_argument("--vocab_size", type=int, default=2000, help="WordPiece vocabulary trained on --corpus")
+    parser.add_argument("--hidden_size", type=int, default=128, help="width of the encoder")
+    parser.add_argument("--num_hidden_layers", type=int, default=2, help="transformer layers")
+    parser.add_argument("--num_attention_heads", type=int, default=4, help="heads per layer")
+    parser.add_argument("--intermediate_size", type=int, default=512, help="width of the feed-forward block")
     parser.add_argument("--max_length", type=int, default=128, help="position embeddings")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random weights")
     args = parser.parse_args()
     refuse_empty_paths(args, "corpus", "output_path")
     (sentences,) = load_train_data(args.corpus).columns

@@ -8,6 +8,7 @@
 #
 #   bash train/run_demo.sh                  # outputs/demo/
 #   DEMO_DIR=/tmp/demo bash train/run_demo.sh --epochs 3
+source "$(dirname "${BASH_SOURCE[0]}")/help.sh"
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 DEMO_DIR=${DEMO_DIR:-$ROOT/outputs/demo}

@@ -8,6 +8,7 @@
 # Each seed trains into OUTPUT/seed-N/ (OUTPUT: the --output_path among the flags). With EVAL_DATA set
 # (e.g. EVAL_DATA="korsts_dev korsts_test klue_sts_dev") each best checkpoint is also evaluated on those sets.
 # Then evaluation/summarize.py prints the table with mean ± std and writes OUTPUT/summary.json.
+source "$(dirname "${BASH_SOURCE[0]}")/help.sh"
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
