@@ -16,7 +16,7 @@ from pathlib import Path
 from simcse.cli import check_writable_file, refuse_empty_paths, run_main
 from simcse.data import write_train_tsv
 from simcse.korquad import question_paragraph_pairs, read_korquad, split_articles, write_retrieval_set
-from simcse.registry import DEFAULT_DATA_DIR, RETRIEVAL_SETS
+from simcse.registry import RETRIEVAL_SETS, default_data_dir
 
 KORQUAD_DEV = RETRIEVAL_SETS["korquad_dev"]
 
@@ -24,10 +24,10 @@ KORQUAD_DEV = RETRIEVAL_SETS["korquad_dev"]
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
-        "--input", nargs="+", default=[str(DEFAULT_DATA_DIR / KORQUAD_DEV.source)], help="KorQuAD 1.0 JSON files"
+        "--input", nargs="+", default=[str(default_data_dir() / KORQUAD_DEV.source)], help="KorQuAD 1.0 JSON files"
     )
     parser.add_argument(
-        "--beir_dir", default=str(DEFAULT_DATA_DIR / KORQUAD_DEV.folder), help="the held-out retrieval set"
+        "--beir_dir", default=str(default_data_dir() / KORQUAD_DEV.folder), help="the held-out retrieval set"
     )
     parser.add_argument("--pairs", default=None, help="TSV of (question, paragraph) pairs of the other articles")
     parser.add_argument(

@@ -8,8 +8,8 @@ if [[ $# -gt 0 ]]; then
   exit 2
 fi
 
-# Where the files go: the repo's data/ folder unless DATA_DIR is set.
-DATA_DIR=${DATA_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)}
+# Where the files go: DATA_DIR, else SIMCSE_KO_DATA_DIR (where the package looks), else the repo's data/.
+DATA_DIR=${DATA_DIR:-${SIMCSE_KO_DATA_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)}}
 
 download() {
   local url=$1 dest=$2

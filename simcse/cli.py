@@ -23,6 +23,14 @@ MESSAGE_LIMIT = 1000  # characters of an error line
 DEBUG_HINT = "SIMCSE_DEBUG=1 for the traceback"
 
 
+TRAIN_DESCRIPTION = r"""Train a SimCSE sentence encoder. Defaults are the reference recipe; see README.md for every
+flag.
+
+    python train/train.py --model klue/bert-base --train_data data/kornli/kornli_triplets.tsv \
+        --valid_data korsts_dev --output_path outputs/sup-simcse-bert-base --amp
+"""
+
+
 def error_line(err: BaseException) -> str:
     """The one line a script prints for ``err``."""
     if isinstance(err, OSError) and err.errno == errno.ENOSPC:
@@ -155,3 +163,19 @@ def parse_args(argv: list[str] | None = None, description: str | None = None) ->
     config = TrainConfig(**flags)
     config.validate()
     return config
+
+
+def train_main() -> None:
+    config = parse_args(description=TRAIN_DESCRIPTION)
+    from simcse.distributed import cleanup  # torch loads after the flags are read: --help answers at once
+    from simcse.trainer import train
+
+    try:
+        train(config)
+    finally:
+        cleanup()
+
+
+def train_command() -> None:
+    """The ``simcse-train`` entry point (train/train.py in a checkout)."""
+    run_main(train_main)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from simcse.objectives import DEFAULT_OBJECTIVE, OBJECTIVES
 from simcse.poolers import DEFAULT_POOLER, POOLERS, POOLERS_WITH_HEAD
+from simcse.registry import DATA_DIR_DEFAULT
 from simcse.rules import (
     at_least,
     between,
@@ -131,7 +132,7 @@ class TrainConfig:
         path=True,
     )
     data_dir: str | None = setting(
-        None, "folder the dataset names resolve in", "data", resume=True, none_means="repo data/", path=True
+        None, "folder the dataset names resolve in", "data", resume=True, none_means=DATA_DIR_DEFAULT, path=True
     )
     max_length: int = setting(
         DEFAULT_MAX_LENGTH,

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from simcse.registry import DEFAULT_DATA_DIR, STS_DATASETS
+from simcse.registry import STS_DATASETS, default_data_dir
 from simcse.text_files import (
     DataFormatError,
     check_is_file,
@@ -40,7 +40,6 @@ from simcse.text_files import (
 )
 
 __all__ = [
-    "DEFAULT_DATA_DIR",
     "STS_DATASETS",
     "DATA_KINDS",
     "DataFormatError",
@@ -122,7 +121,7 @@ def resolve_sts_path(name_or_path: str | os.PathLike, data_dir: str | os.PathLik
     name = str(name_or_path)
     if name in STS_DATASETS:
         dataset = STS_DATASETS[name]
-        path = Path(data_dir if data_dir is not None else DEFAULT_DATA_DIR) / dataset.file
+        path = Path(data_dir if data_dir is not None else default_data_dir()) / dataset.file
         if not path.is_file():
             raise FileNotFoundError(
                 f"{path}: no such file for dataset {name!r}; run `bash {dataset.download_script}` or pass the "

@@ -3,11 +3,25 @@ on the Hugging Face Hub (for model cards). The loader, eval.py and the model car
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
-# The repo's data/ folder, where the download scripts write (works for an editable install).
-DEFAULT_DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+DATA_DIR_VARIABLE = "SIMCSE_KO_DATA_DIR"
+DATA_DIR_DEFAULT = f"${DATA_DIR_VARIABLE}, else the checkout's data/ (a source checkout), else ./data"
+DATA_DIR_HELP = f"folder the dataset names resolve in (default: {DATA_DIR_DEFAULT})"
+_CHECKOUT = Path(__file__).resolve().parent.parent
+
+
+def default_data_dir() -> Path:
+    """Where dataset names resolve when no data folder is given: ``$SIMCSE_KO_DATA_DIR`` if set; else, for the
+    package of a source checkout (``pip install -e .``), the checkout's data/, where its download scripts write;
+    else (an installed package, whose parent folder is site-packages) data/ in the current directory."""
+    if os.environ.get(DATA_DIR_VARIABLE):
+        return Path(os.environ[DATA_DIR_VARIABLE])
+    if (_CHECKOUT / "data" / "download.sh").is_file():
+        return _CHECKOUT / "data"
+    return Path("data")
 
 
 @dataclass(frozen=True)

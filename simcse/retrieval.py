@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from simcse.registry import CORPUS_NAME, DEFAULT_DATA_DIR, QRELS_FOLDER, QRELS_HEADER, QUERIES_NAME, RETRIEVAL_SETS
+from simcse.registry import CORPUS_NAME, QRELS_FOLDER, QRELS_HEADER, QUERIES_NAME, RETRIEVAL_SETS, default_data_dir
 from simcse.text_files import DataFormatError, drop_blank_lines, json_objects, quoted, read_lines, split_row
 
 METRIC_CUTOFFS = {"ndcg": (10,), "mrr": (10,), "map": (100,), "recall": (1, 5, 10, 100)}
@@ -51,12 +51,12 @@ def is_retrieval_set(name_or_path: str | os.PathLike) -> bool:
 
 
 def resolve_retrieval_set(name_or_path: str | os.PathLike, data_dir: str | os.PathLike | None = None) -> Path:
-    """The folder of a registered name (under ``data_dir``, default the repo's data/) or the folder given."""
+    """The folder of a registered name (under ``data_dir``, default ``default_data_dir()``) or the folder given."""
     name = str(name_or_path)
     if name not in RETRIEVAL_SETS:
         return Path(name)
     dataset = RETRIEVAL_SETS[name]
-    folder = Path(data_dir if data_dir is not None else DEFAULT_DATA_DIR) / dataset.folder
+    folder = Path(data_dir if data_dir is not None else default_data_dir()) / dataset.folder
     if not (folder / CORPUS_NAME).is_file():
         raise FileNotFoundError(
             f"{folder}: no retrieval set {name!r} there; run `bash {dataset.download_script} && "

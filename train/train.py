@@ -1,22 +1,7 @@
-r"""Train a SimCSE sentence encoder. Defaults are the reference recipe; see README.md for every flag.
+"""Train a SimCSE sentence encoder: ``python train/train.py --help`` (the same as ``simcse-train --help`` once the
+package is installed). The command lives in ``simcse/cli.py``; the loop in ``simcse/trainer.py``."""
 
-    python train/train.py --model klue/bert-base --train_data data/kornli/kornli_triplets.tsv \
-        --valid_data korsts_dev --output_path outputs/sup-simcse-bert-base --amp
-"""
-
-from simcse.cli import parse_args, run_main
-
-
-def main() -> None:
-    config = parse_args(description=__doc__)
-    from simcse.distributed import cleanup  # torch loads after the flags are read: --help answers at once
-    from simcse.trainer import train
-
-    try:
-        train(config)
-    finally:
-        cleanup()
-
+from simcse.cli import train_command
 
 if __name__ == "__main__":
-    run_main(main)
+    train_command()

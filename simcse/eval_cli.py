@@ -1,0 +1,154 @@
+"""eval.py's command (``simcse-eval`` once installed; ``evaluation/eval.py`` in a checkout): its flags, and the
+evaluation of one model on STS and retrieval sets, printed as tables."""
+
+import argparse
+
+from simcse.cli import check_writable_file, refuse_empty_paths, run_main
+from simcse.config import DEFAULT_DOCUMENT_MAX_LENGTH, DEFAULT_MAX_LENGTH
+from simcse.poolers import DEFAULT_POOLER, POOLERS
+from simcse.registry import DATA_DIR_HELP, RETRIEVAL_SETS, STS_DATASETS
+from simcse.run_folder import EVAL_RESULTS_NAME
+
+EVAL_DESCRIPTION = """Evaluate a sentence encoder on STS sets (cosine, euclidean, manhattan and dot, Pearson and
+Spearman) and on retrieval sets in the BEIR layout (nDCG@10, MRR@10, MAP@100, Recall@1/5/10/100).
+
+    python evaluation/eval.py --model outputs/sup-simcse-bert-base --test_data korsts_dev korsts_test klue_sts_dev
+    python evaluation/eval.py --model outputs/sup-simcse-bert-base --test_data korsts_test data/my_beir_set
+
+Prints the original project's README table (x100) per dataset; --output_json writes every metric as JSON.
+"""
+
+
+def add_retrieval_flags(parser: argparse.ArgumentParser) -> None:
+    """The flags of retrieval sets: the qrels split, documents' length, the query and document prompts."""
+    parser.add_argument("--split", default="test", help="the qrels/<split>.tsv of a retrieval set (default: test)")
+    parser.add_argument(
+        "--document_max_length",
+        type=int,
+        default=None,
+        help="tokens per document of a retrieval set, capped at the model's positions (default: the checkpoint's, "
+        f"else {DEFAULT_DOCUMENT_MAX_LENGTH})",
+    )
+    parser.add_argument(
+        "--query_prompt",
+        default=None,
+        metavar="TEXT",
+        help="before each query of a retrieval set (default: the checkpoint's query prompt, else --prompt)",
+    )
+    parser.add_argument(
+        "--document_prompt",
+        default=None,
+        metavar="TEXT",
+        help="before each document of a retrieval set (default: the checkpoint's document prompt, else --prompt; "
+        "e5: 'passage: ')",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=EVAL_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True, help="checkpoint folder or hub name")
+    parser.add_argument(
+        "--test_data",
+        nargs="+",
+        default=["korsts_test"],
+        help=f"STS dataset names ({', '.join(STS_DATASETS)}) or files, retrieval set names "
+        f"({', '.join(RETRIEVAL_SETS)}) or folders in the BEIR layout (corpus.jsonl, queries.jsonl, qrels/) "
+        "(default: korsts_test)",
+    )
+    add_retrieval_flags(parser)
+    parser.add_argument("--data_dir", default=None, help=DATA_DIR_HELP)
+    parser.add_argument(
+        "--pooler", choices=tuple(POOLERS), default=None, help=f"default: the checkpoint's, else {DEFAULT_POOLER}"
+    )
+    parser.add_argument(
+        "--prompt",
+        default=None,
+        metavar="TEXT",
+        help="text put before every sentence (default: the checkpoint's, else none)",
+    )
+    parser.add_argument("--batch_size", type=int, default=None, help="default: 32 on a CPU, 256 on a GPU")
+    parser.add_argument(
+        "--max_length",
+        type=int,
+        default=None,
+        help=f"tokens per sentence (default: the checkpoint's training value, else {DEFAULT_MAX_LENGTH})",
+    )
+    parser.add_argument(
+        "--output_json",
+        "--output_path",
+        default=None,
+        metavar="FILE",
+        help=f"JSON file for every metric per dataset, e.g. MODEL/{EVAL_RESULTS_NAME} (--output_path: old name)",
+    )
+    parser.add_argument("--device", default="auto", help="auto (CUDA if available, else CPU), cpu, cuda, cuda:1, ...")
+    parser.add_argument(
+        "--unpad", action=argparse.BooleanOptionalAction, default=True, help="skip compute on padding (default: on)"
+    )
+    parser.add_argument("--trust_remote_code", action="store_true", help="allow code shipped with a hub model to run")
+    return parser
+
+
+def evaluate_main() -> None:
+    args = build_parser().parse_args()
+    refuse_empty_paths(args, "model", "test_data", "data_dir", "output_json")
+    if args.document_max_length is not None and args.document_max_length < 2:
+        raise ValueError(
+            f"--document_max_length must be at least 2 (room for [CLS] and [SEP]), got {args.document_max_length}"
+        )
+    if args.output_json:
+        check_writable_file(args.output_json, "--output_json")  # before minutes of evaluation, not after
+    # torch loads after the flags are read: --help and flag errors answer at once.
+    from simcse.data import load_sts
+    from simcse.device import resolve_device
+    from simcse.evaluate import evaluate_sts, format_sts_table, write_eval_report
+    from simcse.model import SimCSEModel
+    from simcse.retrieval import evaluate_retrieval, format_retrieval_table, is_retrieval_set, load_retrieval_set
+
+    device = resolve_device(args.device)
+    # Read everything first: a bad file fails in seconds, not after the sets before it were evaluated.
+    retrieval_sets = {
+        name: load_retrieval_set(name, args.split, args.data_dir) for name in args.test_data if is_retrieval_set(name)
+    }
+    datasets = {name: load_sts(name, args.data_dir) for name in args.test_data if name not in retrieval_sets}
+    model = SimCSEModel(
+        args.model,
+        pooler=args.pooler,
+        prompt=args.prompt,
+        trust_remote_code=args.trust_remote_code,
+        unpad=args.unpad,
+        max_length=args.max_length,
+        query_prompt=args.query_prompt,
+        document_prompt=args.document_prompt,
+        document_max_length=args.document_max_length,
+    ).to(device)
+    print(
+        f"model {args.model}: pooler {model.pooler}{' (mlp_only_train)' if model.mlp_only_train else ''}, "
+        f"max_length {model.max_length}"
+        + (f", prompt {model.prompt!r}" if model.prompt else "")
+        + (", unit-length embeddings" if model.normalize else "")
+        + f" (from {model.settings_source}; flags given override it)"
+    )
+
+    results = {}
+    for name, data in datasets.items():
+        results[name] = evaluate_sts(model, data, batch_size=args.batch_size)
+        print(f"\n{name} ({len(data)} pairs)\n{format_sts_table({args.model: results[name]})}")
+
+    retrieval = {}
+    for name, data in retrieval_sets.items():
+        retrieval[name] = evaluate_retrieval(model, data, args.batch_size)
+        counts = f"{len(data.query_ids)} queries ({data.skipped_queries} without a relevant document, skipped)"
+        print(
+            f"\n{name}: {counts} over {len(data.corpus_ids)} documents, documents up to {model.document_max_length} "
+            f"tokens, prompts {model.prompt_for('query')!r} / {model.prompt_for('document')!r}"
+            f"\n{format_retrieval_table({args.model: retrieval[name]})}"
+        )
+
+    if args.output_json:
+        write_eval_report(args.output_json, args.model, model, results, retrieval=retrieval)
+        print(f"\nwrote {args.output_json}")
+
+
+def eval_command() -> None:
+    """The ``simcse-eval`` entry point."""
+    run_main(evaluate_main)
