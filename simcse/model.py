@@ -28,6 +28,7 @@ from simcse.model_loading import (
     saved_file,
     saved_settings,
     tokenizer_problem,
+    without_transformers_bars,
 )
 from simcse.poolers import DEFAULT_POOLER, POOLERS, POOLERS_WITH_HEAD
 from simcse.run_folder import SIMCSE_CONFIG_NAME, SIMCSE_HEAD_NAME, write_json
@@ -161,9 +162,10 @@ class SimCSEModel(nn.Module):
         for name in DROPOUT_SETTINGS:
             if hasattr(encoder_config, name):
                 setattr(encoder_config, name, dropout)
-        self.encoder, loading = AutoModel.from_pretrained(
-            name_or_path, config=encoder_config, trust_remote_code=trust_remote_code, output_loading_info=True
-        )
+        with without_transformers_bars():
+            self.encoder, loading = AutoModel.from_pretrained(
+                name_or_path, config=encoder_config, trust_remote_code=trust_remote_code, output_loading_info=True
+            )
         check_weights_loaded(name_or_path, self.encoder, loading)
         checkpoint_pooler = getattr(self.encoder, "pooler", None)
         self.owns_head = checkpoint_pooler is None
@@ -242,19 +244,8 @@ class SimCSEModel(nn.Module):
         ``simcse.checkpoint.save_model`` for a save that a crash cannot leave half-written.
         """
         folder = Path(folder)
-        if self.owns_head:
-            self.encoder.save_pretrained(folder)
-            if self.head is not None:
-                save_file(
-                    {name: t.detach().cpu().contiguous() for name, t in self.head.state_dict().items()},
-                    folder / SIMCSE_HEAD_NAME,
-                )
-        else:
-            self.encoder.pooler = self.head if self.head is not None else self.frozen_pooler
-            try:
-                self.encoder.save_pretrained(folder)
-            finally:
-                self.encoder.pooler = None
+        with without_transformers_bars():
+            self._save_encoder(folder)
         self.tokenizer.save_pretrained(folder)
         settings = {
             "pooler": self.pooler,
@@ -283,6 +274,22 @@ class SimCSEModel(nn.Module):
                 self.normalize,
                 roles if self.is_asymmetric else {},
             )
+
+    def _save_encoder(self, folder: Path) -> None:
+        """The encoder's weights, the head among them: as the encoder's pooler, or beside it when it has none."""
+        if self.owns_head:
+            self.encoder.save_pretrained(folder)
+            if self.head is not None:
+                save_file(
+                    {name: t.detach().cpu().contiguous() for name, t in self.head.state_dict().items()},
+                    folder / SIMCSE_HEAD_NAME,
+                )
+        else:
+            self.encoder.pooler = self.head if self.head is not None else self.frozen_pooler
+            try:
+                self.encoder.save_pretrained(folder)
+            finally:
+                self.encoder.pooler = None
 
     @property
     def config(self):

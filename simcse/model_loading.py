@@ -4,12 +4,15 @@ refuse a folder, weights or tokenizer that cannot be what the run needs, in one 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
+import huggingface_hub.utils
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 from transformers.utils import cached_file
+from transformers.utils import logging as transformers_logging
 
 from simcse import st_format
 from simcse.checkpoint import finish_interrupted_move, interrupted_move, verify_folder
@@ -18,6 +21,25 @@ from simcse.run_folder import CONFIG_NAME, SIMCSE_CONFIG_NAME, is_run_folder, lo
 # A real tokenizer has thousands of tokens; transformers builds one of a few special tokens for a model folder
 # that has no tokenizer files, and it maps every word to the unknown token.
 MIN_VOCABULARY = 100
+
+
+@contextmanager
+def without_transformers_bars() -> Iterator[None]:
+    """transformers' own progress bars ("Loading weights", "Writing model shards") off for the package's loads and
+    saves, which would print them on every save, interleaved with the training bar; the Hub's download bars stay
+    as they were (a first download is a long wait), and everything is restored after."""
+    was_enabled = transformers_logging.is_progress_bar_enabled()
+    hub_bars_off = huggingface_hub.utils.are_progress_bars_disabled()
+    transformers_logging.disable_progress_bar()  # turns the Hub's off too
+    if not hub_bars_off:
+        huggingface_hub.utils.enable_progress_bars()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            transformers_logging.enable_progress_bar()
+        if hub_bars_off:
+            huggingface_hub.utils.disable_progress_bars()
 
 
 def saved_file(model_name_or_path: str | os.PathLike, name: str) -> str | None:

@@ -15,6 +15,8 @@ import torch
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import AutoConfig, AutoModel, PreTrainedTokenizerFast
 
+from simcse.model_loading import without_transformers_bars
+
 # Special-token order of BERT checkpoints ([PAD] = 0) and of klue/roberta-base ([PAD] = 1), whose
 # tokenizer is also WordPiece; RoBERTa's position ids depend on the pad id.
 SPECIAL_TOKENS = {
@@ -104,7 +106,8 @@ def build_random_encoder(
     torch.manual_seed(seed)
     model = AutoModel.from_config(config)
     output_dir = Path(output_dir)
-    model.save_pretrained(output_dir)
+    with without_transformers_bars():
+        model.save_pretrained(output_dir)
     tokenizer.model_max_length = max_length
     tokenizer.save_pretrained(output_dir)
     return output_dir

@@ -178,3 +178,19 @@ def test_the_training_max_length_is_the_default_after_reloading(tiny_bert_dir, k
     default = reloaded.encode([long_sentence])
     np.testing.assert_allclose(default, reloaded.encode([long_sentence], max_length=8), atol=1e-6)
     assert np.abs(default - reloaded.encode([long_sentence], max_length=DEFAULT_MAX_LENGTH)).max() > 1e-3
+
+
+def test_the_packages_loads_and_saves_print_no_transformers_progress_bars(tiny_bert_dir, tmp_path, capfd):
+    """transformers' "Loading weights" and "Writing model shards" bars would interleave with the training bar on
+    every save: off inside the package, and on again (the Hub's download bars too) everywhere else."""
+    import huggingface_hub.utils
+    from transformers.utils import logging as transformers_logging
+
+    capfd.readouterr()
+    SimCSEModel(tiny_bert_dir).save_pretrained(tmp_path / "saved")
+    SimCSEModel(tmp_path / "saved")
+    printed = capfd.readouterr().err
+    assert "Loading weights" not in printed and "Writing model shards" not in printed
+    assert transformers_logging.is_progress_bar_enabled() and not huggingface_hub.utils.are_progress_bars_disabled()
+    AutoModel.from_pretrained(tmp_path / "saved")  # outside the package, transformers' own bar as before
+    assert "Loading weights" in capfd.readouterr().err
