@@ -100,9 +100,9 @@ def evaluate_main() -> None:
     # torch loads after the flags are read: --help and flag errors answer at once.
     from simcse.data import load_sts
     from simcse.device import resolve_device
-    from simcse.evaluate import evaluate_sts, format_sts_table, write_eval_report
+    from simcse.evaluate import write_eval_report
     from simcse.model import SimCSEModel
-    from simcse.retrieval import evaluate_retrieval, format_retrieval_table, is_retrieval_set, load_retrieval_set
+    from simcse.retrieval import is_retrieval_set, load_retrieval_set
 
     device = resolve_device(args.device)
     # Read everything first: a bad file fails in seconds, not after the sets before it were evaluated.
@@ -129,24 +129,42 @@ def evaluate_main() -> None:
         + f" (from {model.settings_source}; flags given override it)"
     )
 
-    results = {}
-    for name, data in datasets.items():
-        results[name] = evaluate_sts(model, data, batch_size=args.batch_size)
-        print(f"\n{name} ({len(data)} pairs)\n{format_sts_table({args.model: results[name]})}")
-
-    retrieval = {}
-    for name, data in retrieval_sets.items():
-        retrieval[name] = evaluate_retrieval(model, data, args.batch_size)
-        counts = f"{len(data.query_ids)} queries ({data.skipped_queries} without a relevant document, skipped)"
-        print(
-            f"\n{name}: {counts} over {len(data.corpus_ids)} documents, documents up to {model.document_max_length} "
-            f"tokens, prompts {model.prompt_for('query')!r} / {model.prompt_for('document')!r}"
-            f"\n{format_retrieval_table({args.model: retrieval[name]})}"
-        )
+    results = evaluate_sts_sets(model, datasets, args)
+    retrieval = evaluate_retrieval_sets(model, retrieval_sets, args)
 
     if args.output_json:
         write_eval_report(args.output_json, args.model, model, results, retrieval=retrieval)
         print(f"\nwrote {args.output_json}")
+
+
+# Each set's line is printed before its (long) encoding and its table after: a wait never passes in silence.
+
+
+def evaluate_sts_sets(model, datasets: dict, args: argparse.Namespace) -> dict[str, dict]:
+    from simcse.evaluate import evaluate_sts, format_sts_table
+
+    results = {}
+    for name, data in datasets.items():
+        print(f"\n{name} ({len(data)} pairs)", flush=True)
+        results[name] = evaluate_sts(model, data, batch_size=args.batch_size, description=name)
+        print(format_sts_table({args.model: results[name]}))
+    return results
+
+
+def evaluate_retrieval_sets(model, retrieval_sets: dict, args: argparse.Namespace) -> dict[str, dict]:
+    from simcse.retrieval import evaluate_retrieval, format_retrieval_table
+
+    retrieval = {}
+    for name, data in retrieval_sets.items():
+        counts = f"{len(data.query_ids)} queries ({data.skipped_queries} without a relevant document, skipped)"
+        print(
+            f"\n{name}: {counts} over {len(data.corpus_ids)} documents, documents up to {model.document_max_length} "
+            f"tokens, prompts {model.prompt_for('query')!r} / {model.prompt_for('document')!r}",
+            flush=True,
+        )
+        retrieval[name] = evaluate_retrieval(model, data, args.batch_size, description=name)
+        print(format_retrieval_table({args.model: retrieval[name]}))
+    return retrieval
 
 
 def eval_command() -> None:

@@ -83,15 +83,16 @@ def sts_metrics(embeddings1, embeddings2, scores) -> dict[str, float]:
 
 
 def evaluate_sts(
-    model, sts_data: STSData, batch_size: int | None = None, max_length: int | None = None
+    model, sts_data: STSData, batch_size: int | None = None, max_length: int | None = None, description: str = "STS"
 ) -> dict[str, float]:
     """``sts_metrics`` of ``model.encode`` on the pairs; a sentence that appears twice is encoded once.
 
-    ``batch_size`` and ``max_length`` left as None are ``encode``'s defaults (the model's max length).
+    ``batch_size`` and ``max_length`` left as None are ``encode``'s defaults (the model's max length);
+    ``description`` labels encode's progress bar (shown on long inputs in a terminal).
     """
     unique = list(dict.fromkeys([*sts_data.sentences1, *sts_data.sentences2]))
     row_of = {sentence: row for row, sentence in enumerate(unique)}
-    embeddings = model.encode(unique, batch_size=batch_size, max_length=max_length)  # (U, H)
+    embeddings = model.encode(unique, batch_size=batch_size, max_length=max_length, description=description)  # (U, H)
     embeddings1 = embeddings[[row_of[s] for s in sts_data.sentences1]]  # (N, H)
     embeddings2 = embeddings[[row_of[s] for s in sts_data.sentences2]]  # (N, H)
     return sts_metrics(embeddings1, embeddings2, sts_data.scores)
@@ -100,13 +101,13 @@ def evaluate_sts(
 def evaluate_dev(model, valid_data, batch_size: int | None = None) -> dict[str, float | str]:
     """A training run's dev metrics, with the name of the one it selects its best checkpoint by under
     ``selection_metric``: cosine Spearman on an STS set, nDCG@10 on a retrieval set (``RetrievalData``: the
-    model's query and document prompts and document length)."""
+    model's query and document prompts and document length). Its progress bar is labelled "dev"."""
     from simcse.retrieval import RetrievalData, evaluate_retrieval
 
     if isinstance(valid_data, RetrievalData):
-        metrics = evaluate_retrieval(model, valid_data, batch_size)
+        metrics = evaluate_retrieval(model, valid_data, batch_size, description="dev")
     else:
-        metrics = evaluate_sts(model, valid_data, batch_size=batch_size)
+        metrics = evaluate_sts(model, valid_data, batch_size=batch_size, description="dev")
     return metrics | {"selection_metric": selection_metric(valid_data)}
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections.abc import Sequence
 from contextlib import nullcontext
 from pathlib import Path
@@ -35,6 +36,8 @@ from simcse.run_folder import SIMCSE_CONFIG_NAME, SIMCSE_HEAD_NAME, write_json
 from simcse.unpad import supports_unpadding, unpadded_forward, unpadding_problem
 
 logger = logging.getLogger(__name__)
+# encode's progress bar, when shown by default: inputs this long take seconds or more on a CPU.
+PROGRESS_MIN_SENTENCES = 512
 
 # The encoders this package trains and tests. BERT, RoBERTa and XLM-R bring a pooling layer (dense + tanh on the
 # first token), which becomes the head; for the others the package creates that head.
@@ -346,13 +349,16 @@ class SimCSEModel(nn.Module):
         sentences: Sequence[str],
         batch_size: int | None = None,
         max_length: int | None = None,
-        show_progress_bar: bool = False,
+        show_progress_bar: bool | None = None,
         prompt: str | None = None,
+        description: str = "encoding",
     ) -> np.ndarray:
         """Embeddings (len(sentences), hidden) as float32, in the order of ``sentences``.
 
         ``batch_size`` defaults to 32 sentences on a CPU and 256 on a GPU; ``max_length`` to the model's
         (the checkpoint's training value); ``prompt`` to the model's (e5's ``"passage: "`` for documents).
+        ``show_progress_bar`` None: a bar (labelled ``description``, cleared when done) on inputs of
+        ``PROGRESS_MIN_SENTENCES`` or more when stderr is a terminal.
 
         Runs in eval mode under ``torch.inference_mode`` (autocast to bf16/fp16 on a GPU); batches are
         formed longest-first so that each batch holds sentences of similar length (less padding, and an
@@ -373,13 +379,14 @@ class SimCSEModel(nn.Module):
         embeddings = np.zeros((len(tokenized), self.config.hidden_size), dtype=np.float32)
         # Half precision on GPUs (fast and accurate enough for ranking); the CPU stays in float32.
         autocast = torch.autocast("cuda", dtype=gpu_half_dtype()) if device.type == "cuda" else nullcontext()
+        if show_progress_bar is None:
+            show_progress_bar = len(order) >= PROGRESS_MIN_SENTENCES and sys.stderr.isatty()
+        bar = tqdm(total=len(order), desc=description, unit="sentence", leave=False, disable=not show_progress_bar)
         was_training = self.training
         self.eval()
         try:
-            with torch.inference_mode(), autocast:
-                for start in tqdm(
-                    range(0, len(order), batch_size), desc="encoding", unit="batch", disable=not show_progress_bar
-                ):
+            with torch.inference_mode(), autocast, bar:
+                for start in range(0, len(order), batch_size):
                     indices = order[start : start + batch_size]
                     batch = self.collator([(tokenized[i],) for i in indices])  # each (B, 1, L)
                     batch = {key: value.to(device) for key, value in batch.items()}
@@ -387,6 +394,7 @@ class SimCSEModel(nn.Module):
                     if self.normalize:  # the model declares unit-length embeddings (sentence-transformers' Normalize)
                         vectors = torch.nn.functional.normalize(vectors, dim=-1)
                     embeddings[indices] = vectors.cpu().numpy()
+                    bar.update(len(indices))
         finally:
             self.train(was_training)
         return embeddings

@@ -191,17 +191,25 @@ def evaluate_retrieval(
     document_max_length: int | None = None,
     query_prompt: str | None = None,
     document_prompt: str | None = None,
+    description: str = "retrieval",
 ) -> dict[str, float]:
     """The metrics of ``model.encode``'s embeddings on a retrieval set: the corpus embedded once (length-sorted,
     as ``encode`` does), cosine similarity, exact search. The prompts and the document length default to the
-    model's (``prompt_for``, ``document_max_length``). Returns the mean of every metric and the counts."""
+    model's (``prompt_for``, ``document_max_length``); ``description`` labels encode's progress bars. Returns the
+    mean of every metric and the counts."""
     query_prompt = model.prompt_for("query") if query_prompt is None else query_prompt
     document_prompt = model.prompt_for("document") if document_prompt is None else document_prompt
     document_max_length = document_max_length or model.document_max_length
     documents = model.encode(
-        data.corpus_texts, batch_size=batch_size, max_length=document_max_length, prompt=document_prompt
+        data.corpus_texts,
+        batch_size=batch_size,
+        max_length=document_max_length,
+        prompt=document_prompt,
+        description=f"{description}: documents",
     )
-    queries = model.encode(data.query_texts, batch_size=batch_size, prompt=query_prompt)
+    queries = model.encode(
+        data.query_texts, batch_size=batch_size, prompt=query_prompt, description=f"{description}: queries"
+    )
     normalized = [torch.nn.functional.normalize(torch.from_numpy(e), dim=-1) for e in (queries, documents)]
     scores, rows = search(*normalized, SEARCH_DEPTH)
     per_query = []

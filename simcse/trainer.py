@@ -257,6 +257,7 @@ class Trainer:
         state.window_loss_count = [0] * len(self.parts)
         if not self.is_main:
             return None
+        self.progress.set_postfix_str("evaluating on the dev set")  # until the next step's loss replaces it
         line |= evaluate_dev(self.model, self.valid_data, batch_size=self.config.eval_batch_size)
         self.history.append(line)
         append_metrics(self.metrics_file, line)

@@ -90,7 +90,7 @@ class LookupModel:
         self.vectors = vectors
         self.calls = []
 
-    def encode(self, sentences, batch_size, max_length):
+    def encode(self, sentences, batch_size, max_length, description):
         self.calls.append(list(sentences))
         return np.stack([self.vectors[s] for s in sentences])
 

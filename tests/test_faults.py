@@ -125,7 +125,7 @@ def config(demo_config):
 # Dev scores and the final model
 
 
-def nan_metrics(model, data, batch_size=None, max_length=None):
+def nan_metrics(model, data, batch_size=None, max_length=None, description=None):
     from simcse.evaluate import METRIC_KEYS
 
     return dict.fromkeys(METRIC_KEYS, float("nan"))

@@ -1,3 +1,5 @@
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -194,3 +196,22 @@ def test_the_packages_loads_and_saves_print_no_transformers_progress_bars(tiny_b
     assert transformers_logging.is_progress_bar_enabled() and not huggingface_hub.utils.are_progress_bars_disabled()
     AutoModel.from_pretrained(tmp_path / "saved")  # outside the package, transformers' own bar as before
     assert "Loading weights" in capfd.readouterr().err
+
+
+def test_encode_shows_a_progress_bar_on_long_inputs_in_a_terminal_only(tiny_bert_dir, monkeypatch, capsys):
+    """A bar labelled with the description, cleared when done; by default only on long inputs when stderr is a
+    terminal, so logs and pipes stay clean; the embeddings are the same either way."""
+    import simcse.model
+
+    model = SimCSEModel(tiny_bert_dir)
+    sentences = [f"문장 {i}" for i in range(10)]
+    plain = model.encode(sentences)
+    assert capsys.readouterr().err == ""  # not a terminal
+    monkeypatch.setattr(simcse.model, "PROGRESS_MIN_SENTENCES", 10)
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    shown = model.encode(sentences, batch_size=4, description="korsts_dev")
+    assert "korsts_dev" in capsys.readouterr().err and np.array_equal(shown, plain)
+    model.encode(sentences[:9], batch_size=4, description="short")
+    assert "short" not in capsys.readouterr().err
+    model.encode(sentences[:2], show_progress_bar=True, description="asked")
+    assert "asked" in capsys.readouterr().err

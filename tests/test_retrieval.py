@@ -163,7 +163,7 @@ class TableEncoder:
     def prompt_for(self, role):
         return ""
 
-    def encode(self, texts, batch_size=None, max_length=None, prompt=None):
+    def encode(self, texts, batch_size=None, max_length=None, prompt=None, description=None):
         self.calls.append((texts[0], max_length, prompt))
         return np.array([self.vectors[text] for text in texts], dtype=np.float32)
 

@@ -402,3 +402,26 @@ def test_the_joint_multitask_recipe_trains(demo_data, demo_bert, tmp_path):
     lines = [json.loads(line) for line in (output / "joint" / METRICS_NAME).read_text().splitlines()]
     assert set(lines[-1]["train_loss_by_dataset"]) == {str(demo_data / "train.tsv"), str(demo_data / "dev.tsv")}
     assert str(demo_data / "test.tsv") in json.loads((output / "joint" / "eval_results.json").read_text())["results"]
+
+
+def test_eval_names_each_set_before_its_encoding_and_prints_its_table_after(
+    demo_data, demo_bert, run_here, monkeypatch
+):
+    """eval.py is never silent for the minutes a large set takes: the set's line is out before it is encoded, its
+    table after, and encode's bar is labelled with the set."""
+    import simcse.evaluate
+
+    printed_before, real = [], simcse.evaluate.evaluate_sts
+
+    def recording(model, data, **kwargs):
+        printed_before.append((kwargs["description"], sys.stdout.getvalue()))  # capsys's buffer so far
+        return real(model, data, **kwargs)
+
+    monkeypatch.setattr(simcse.evaluate, "evaluate_sts", recording)
+    dev = demo_data / "dev.tsv"
+    result = run_here(EVAL_SCRIPT, "--model", demo_bert, "--test_data", dev)
+    assert result.returncode == 0, result.stderr
+    ((description, so_far),) = printed_before
+    header = f"{dev} ({len(load_sts(dev))} pairs)"
+    assert description == str(dev) and header in so_far and "| Model | AVG |" not in so_far
+    assert result.stdout.index(header) < result.stdout.index("| Model | AVG |")

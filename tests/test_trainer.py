@@ -91,3 +91,23 @@ def test_amp_is_ignored_on_cpu_with_a_warning(caplog):
         "--amp is ignored on the CPU (bf16 matmuls are slow there); training in float32"
     ]
     assert autocast_dtype(False, torch.device("cpu")) is None
+
+
+def test_the_training_bar_says_when_it_waits_for_the_dev_evaluation(demo_config, tmp_path, monkeypatch):
+    """The bar stops moving while the dev set is encoded: its postfix says why."""
+    import simcse.trainer
+
+    postfixes = []
+
+    def recording(model, valid_data, batch_size=None):
+        postfixes.append(trainer.progress.postfix)
+        return real(model, valid_data, batch_size)
+
+    real = simcse.trainer.evaluate_dev
+    monkeypatch.setattr(simcse.trainer, "evaluate_dev", recording)
+    trainer = simcse.trainer.Trainer(demo_config(tmp_path, max_steps=2, eval_steps=1))
+    try:
+        trainer.fit()
+    finally:
+        trainer.close()
+    assert len(postfixes) == 3 and all(postfix == "evaluating on the dev set" for postfix in postfixes)
