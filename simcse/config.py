@@ -27,6 +27,7 @@ from simcse.rules import (
     positive,
     setting,
 )
+from simcse.tracking import NO_REPORTER, REPORTERS
 
 EVAL_STRATEGIES = ("steps", "epoch")
 # Tokens per sentence when nothing else says: the reference recipe's value, and what evaluation falls back to
@@ -267,6 +268,13 @@ class TrainConfig:
         "start afresh in a folder that holds an earlier run, deleting that run (else such a folder is refused)",
         "evaluation and output",
     )
+    report_to: str | list[str] = setting(
+        NO_REPORTER,
+        "experiment trackers that get every metrics.jsonl line at its step and the settings (first process; files "
+        "under --output_path): none, tensorboard, wandb (several allowed)",
+        "evaluation and output",
+        choices=(NO_REPORTER, *REPORTERS),
+    )
     eval_strategy: str = setting(
         "steps",
         "evaluate every --eval_steps steps, or at each epoch's end",
@@ -371,6 +379,8 @@ class TrainConfig:
         world_size = int(os.environ.get("WORLD_SIZE", "1"))  # torchrun's, known before any process group
         if self.mlp_only_train and not POOLERS[self.pooler].head:
             return f"--mlp_only_train needs --pooler {' or '.join(POOLERS_WITH_HEAD)}"
+        if isinstance(self.report_to, list) and NO_REPORTER in self.report_to:
+            return f"--report_to {NO_REPORTER} names no tracker: give it alone, or the trackers only"
         if self.resume_from_checkpoint and self.overwrite_output_path:
             return "--overwrite_output_path deletes the run that --resume_from_checkpoint continues: give one of them"
         for part in self.parts():

@@ -26,7 +26,10 @@ from simcse.run_folder import (
     MODEL_CARD_NAME,
     SIMCSE_CONFIG_NAME,
     STAGING_PREFIX,
+    TENSORBOARD_FOLDER,
     TRAIN_ARGS_NAME,
+    WANDB_FOLDER,
+    WANDB_RUN_ID_NAME,
     read_json,
     written_by_a_run,
 )
@@ -47,6 +50,9 @@ IGNORE_PATTERNS = [
     f"{STAGING_PREFIX}*",
     f"{STAGING_PREFIX}*/**",
     LOCK_NAME,
+    f"{TENSORBOARD_FOLDER}/**",  # the training logs stay with the run
+    f"{WANDB_FOLDER}/**",
+    WANDB_RUN_ID_NAME,
 ]
 
 

@@ -20,6 +20,9 @@ CHECKPOINT_PREFIX = "checkpoint-"  # training checkpoints: checkpoint-STEP/
 STAGING_PREFIX = ".staging-"  # a save being written: .staging-model/, .staging-checkpoint-STEP/
 TRAINER_STATE_NAME = "trainer_state.json"  # in a training checkpoint: the run's settings and loop state, readable
 TRAINING_STATE_NAME = "training_state.pt"  # in a training checkpoint: optimizer, grad scaler, RNG states
+TENSORBOARD_FOLDER = "tensorboard"  # --report_to tensorboard: the event files
+WANDB_FOLDER = "wandb"  # --report_to wandb: wandb's own run folders
+WANDB_RUN_ID_NAME = "wandb_run_id.txt"  # the wandb run a resumed run continues
 LOCK_NAME = ".lock"  # locked by the run writing to the folder, which writes its pid into it
 CONFIG_NAME = "config.json"  # transformers' model config: a folder without it holds no model
 WEIGHTS_NAME = "model.safetensors"  # the weights (of the encoder, and of a sentence-transformers Dense module)
@@ -65,6 +68,9 @@ RUN_WRITTEN = (
     EVAL_RESULTS_NAME,
     SUMMARY_NAME,
     CURVES_NAME,
+    TENSORBOARD_FOLDER,
+    WANDB_FOLDER,
+    WANDB_RUN_ID_NAME,
     LOCK_NAME,
     CHECKPOINT_PREFIX + "*",
     STAGING_PREFIX + "*",

@@ -26,6 +26,7 @@ from simcse.optim import Schedule, build_optimizer_and_scaler, build_schedule
 from simcse.run_folder import METRICS_NAME, append_metrics
 from simcse.run_inputs import build_model, check_tokenizer_covers, data_fingerprints, read_inputs
 from simcse.run_setup import claim_output_folder, find_resume_point, prepare_output_folder, trainer_state
+from simcse.tracking import check_installed, open_reporters
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +73,7 @@ class Trainer:
 
     def __init__(self, config: TrainConfig):
         config.validate()
+        check_installed(config.report_to)
         self.config = config
         self.started = time.perf_counter()
         self.process, self.device = distributed.setup(config.device)
@@ -93,6 +95,8 @@ class Trainer:
         ends)."""
         if hasattr(self, "progress"):
             self.progress.close()
+        for reporter in getattr(self, "reporters", []):
+            reporter.close()
         if self.lock:
             self.lock.release()
 
@@ -116,6 +120,8 @@ class Trainer:
         self.autocast = torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype else nullcontext()
         self.state = start_loop_state(self.resume, self.device, len(self.parts))
         self.history = prepare_output_folder(self) if self.is_main else []
+        resumed_step = self.resume.trainer_state["step"] if self.resume else None
+        self.reporters = open_reporters(config.report_to, self.output, config, resumed_step) if self.is_main else []
         self.lr: float | None = None  # of the last step taken
         self.warned_about_duplicates = False
         self.last_losses: dict[int, torch.Tensor] = {}  # each dataset's latest step loss, for the progress bar
@@ -257,10 +263,14 @@ class Trainer:
         state.window_loss_count = [0] * len(self.parts)
         if not self.is_main:
             return None
-        self.progress.set_postfix_str("evaluating on the dev set")  # until the next step's loss replaces it
+        shown = self.progress.postfix
+        self.progress.set_postfix_str("evaluating on the dev set")
         line |= evaluate_dev(self.model, self.valid_data, batch_size=self.config.eval_batch_size)
+        self.progress.set_postfix_str(shown or "", refresh=False)
         self.history.append(line)
         append_metrics(self.metrics_file, line)
+        for reporter in self.reporters:
+            reporter.log(line)
         return line
 
     def last_good_save(self) -> str:
