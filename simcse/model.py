@@ -41,7 +41,16 @@ PROGRESS_MIN_SENTENCES = 512
 
 # The encoders this package trains and tests. BERT, RoBERTa and XLM-R bring a pooling layer (dense + tanh on the
 # first token), which becomes the head; for the others the package creates that head.
-SUPPORTED_MODEL_TYPES = ("bert", "roberta", "xlm-roberta", "electra", "deberta-v2", "modernbert")
+# The encoders this package trains, by transformers' model_type, with the names the README and errors use.
+ENCODER_NAMES = {
+    "bert": "BERT",
+    "roberta": "RoBERTa",
+    "xlm-roberta": "XLM-R",
+    "electra": "ELECTRA",
+    "deberta-v2": "DeBERTa-v2",
+    "modernbert": "ModernBERT",
+}
+SUPPORTED_MODEL_TYPES = tuple(ENCODER_NAMES)
 # The config attributes that hold an encoder's dropout probabilities, by architecture (ModernBERT: the last three).
 DROPOUT_SETTINGS = (
     "hidden_dropout_prob",

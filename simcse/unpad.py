@@ -139,9 +139,14 @@ def attention_kernel(device: torch.device) -> str:
     return "varlen" if device.type == "cuda" else "grouped"
 
 
+# The architectures this pass is written for, by model_type.
+UNPADDED_MODEL_TYPES = ("bert", "roberta", "xlm-roberta")
+
+
 def supports_unpadding(encoder: torch.nn.Module) -> bool:
-    """BERT, RoBERTa and XLM-RoBERTa encoders (not decoders): the architectures this pass is written for."""
-    return isinstance(encoder, (BertModel, RobertaModel, XLMRobertaModel)) and not encoder.config.is_decoder
+    """BERT, RoBERTa and XLM-RoBERTa encoders (not decoders): ``UNPADDED_MODEL_TYPES``."""
+    unpadded = isinstance(encoder, (BertModel, RobertaModel, XLMRobertaModel))
+    return unpadded and encoder.config.model_type in UNPADDED_MODEL_TYPES and not encoder.config.is_decoder
 
 
 # What this pass reads of a transformers BERT/RoBERTa. Nothing pins the transformers release, so a model load

@@ -6,6 +6,7 @@ they cost no interpreter start."""
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -18,7 +19,7 @@ from transformers import AutoModel, AutoTokenizer
 from simcse.config import DEFAULT_MAX_LENGTH
 from simcse.data import load_sts, load_train_data
 from simcse.evaluate import sts_metrics
-from simcse.run_folder import EVAL_RESULTS_NAME, METRICS_NAME, SIMCSE_CONFIG_NAME, TRAIN_ARGS_NAME
+from simcse.run_folder import CURVES_NAME, EVAL_RESULTS_NAME, METRICS_NAME, SIMCSE_CONFIG_NAME, TRAIN_ARGS_NAME
 
 
 def train_run(demo_train_flags, tmp_path, train_data, *extra, **changes):
@@ -117,6 +118,29 @@ def test_demo_script_learns(tmp_path):
     report = json.loads((tmp_path / "model" / EVAL_RESULTS_NAME).read_text())
     assert report["results"][str(tmp_path / "data" / "dev.tsv")]["cosine_spearman"] == pytest.approx(best, abs=1e-4)
     assert "Cosine Spearman" in result.stdout
+    check_the_readmes_demo_output(result.stdout, tmp_path / "model")
+
+
+def check_the_readmes_demo_output(stdout: str, model_folder) -> None:
+    """The demo output the README quotes is what the demo prints (numbers to 2e-3: the demo is deterministic on
+    a machine, and CPUs differ in the last digits of float sums), and docs/demo_curves.png is what
+    plot_metrics.py draws of the run."""
+    import matplotlib.image
+
+    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8").split("## Demo", 1)[1]
+    quoted = re.search(r"```\n(step 0 .+?)\n```", readme, re.S).group(1).splitlines()
+    printed = stdout.splitlines()
+    number = r"-?\d+\.\d+"
+    for line in (line for line in quoted if line != "..."):
+        line = line.removesuffix("; ...")  # the README cuts the summary line short
+        (match,) = [out for out in printed if out.startswith(line.split(":")[0] + ":")]
+        assert re.sub(number, "#", match).startswith(re.sub(number, "#", line)), (line, match)
+        expected, got = (list(map(float, re.findall(number, text))) for text in (line, match))
+        assert got[: len(expected)] == pytest.approx(expected, abs=2e-3), (line, match)
+    run_script(REPO_ROOT / "evaluation" / "plot_metrics.py", model_folder)
+    drawn = matplotlib.image.imread(model_folder / CURVES_NAME)
+    shown = matplotlib.image.imread(REPO_ROOT / "docs" / "demo_curves.png")
+    assert drawn.shape == shown.shape and abs(drawn - shown).mean() < 0.01
 
 
 # ---------------------------------------------------------------------------------------------------
