@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# usage: bash benchmarks/gpu_check.sh [--out DIR] [--device cuda|cpu] [--smoke]
 # The GPU check, for the rare session that is lent a GPU: one command, sized for under 8 minutes on one H100
 # (not yet run on one).
 #  1. the machine: GPU, driver, torch / transformers versions;
@@ -17,7 +18,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/../train/help.sh"
 set -uo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
-usage="usage: bash benchmarks/gpu_check.sh [--out DIR] [--device cuda|cpu] [--smoke]"
+usage=$(sed -n "s/^# \(usage: .*\)/\1/p" "$0")  # the header's usage line
 out=$ROOT/outputs/gpu-check
 device=cuda
 smoke=0

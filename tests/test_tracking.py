@@ -37,6 +37,7 @@ def two_runs_with_a_resume(config, tmp_path, report_to):
     return read_metrics(tmp_path / METRICS_NAME)
 
 
+@pytest.mark.slow  # two runs: the fast suite stays under 3 minutes
 def test_tensorboard_holds_every_line_once_at_its_step_and_the_settings(demo_config, tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     from tensorboard.plugins.hparams import plugin_data_pb2

@@ -105,9 +105,9 @@ def test_the_training_bar_says_when_it_waits_for_the_dev_evaluation(demo_config,
 
     real = simcse.trainer.evaluate_dev
     monkeypatch.setattr(simcse.trainer, "evaluate_dev", recording)
-    trainer = simcse.trainer.Trainer(demo_config(tmp_path, max_steps=2, eval_steps=1))
+    trainer = simcse.trainer.Trainer(demo_config(tmp_path, max_steps=1, eval_steps=1))
     try:
         trainer.fit()
     finally:
         trainer.close()
-    assert len(postfixes) == 3 and all(postfix == "evaluating on the dev set" for postfix in postfixes)
+    assert len(postfixes) == 2 and all(postfix == "evaluating on the dev set" for postfix in postfixes)
