@@ -57,3 +57,13 @@ def test_package_imports_from_anywhere(tmp_path):
         check=True,
     )
     assert result.stdout.strip() == str(REPO_ROOT / "simcse" / "__init__.py")
+
+
+def test_every_console_command_names_a_function_of_the_package():
+    import importlib
+
+    commands = PYPROJECT["project"]["scripts"]
+    assert set(commands) == {"simcse-train", "simcse-eval"}
+    for target in commands.values():
+        module, function = target.split(":")
+        assert module.startswith("simcse.") and callable(getattr(importlib.import_module(module), function))

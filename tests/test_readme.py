@@ -102,3 +102,11 @@ def test_every_stated_time_says_idle():
     assert timed
     for sentence in timed:
         assert "idle" in sentence, sentence
+
+
+def test_the_eval_section_names_every_flag_of_eval_py():
+    from simcse.eval_cli import build_parser
+
+    flags = [a.option_strings[0] for a in build_parser()._actions if a.option_strings and a.dest != "help"]
+    text = section("evaluation/eval.py")
+    assert [flag for flag in flags if f"`{flag}" not in text] == []
