@@ -34,7 +34,7 @@ evaluate start "$E5"
 # The STS recipe, as the package ships it (stage 2 cut to STS_STEPS steps).
 python "$ROOT/data/build_nli_triplets.py" --input "$SHARED/kornli/xnli.dev.ko.tsv" "$SHARED/kornli/xnli.test.ko.tsv" \
   --output "$OUT/xnli_triplets.tsv"
-MODEL=$E5 TRIPLETS=$OUT/xnli_triplets.tsv SCORED=$SHARED/korsts/sts-train.tsv EVAL_DATA=$SHARED/korsts/sts-dev.tsv \
+MODE=sequential MODEL=$E5 TRIPLETS=$OUT/xnli_triplets.tsv SCORED=$SHARED/korsts/sts-train.tsv EVAL_DATA=$SHARED/korsts/sts-dev.tsv \
   bash "$ROOT/train/run_train_multitask.sh" --output_path "$OUT/sts_recipe" --data_dir "$SHARED" \
   --pooler avg --prompt "query: " --max_steps "$STS_STEPS" --overwrite_output_path
 evaluate sts_recipe "$OUT/sts_recipe/stage2"

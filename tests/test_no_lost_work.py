@@ -869,7 +869,7 @@ def test_the_multitask_recipe_gives_each_stage_its_own_folder(tmp_path):
     bin_dir.mkdir()
     (bin_dir / "python").write_text(f'#!/usr/bin/env bash\necho "$*" >> {log}\n')
     (bin_dir / "python").chmod(0o755)
-    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "MODE": "sequential"}
     script = REPO_ROOT / "train" / "run_train_multitask.sh"
     out = tmp_path / "X"
     subprocess.run(["bash", script, "--output_path", str(out), "--overwrite_output_path"], env=env, check=True)

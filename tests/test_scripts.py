@@ -366,6 +366,7 @@ def test_run_scripts_pass_the_recipe_and_extra_flags(demo_data, demo_bert, tmp_p
 def test_multitask_script_trains_stage_2_from_stage_1_s_best(demo_data, demo_bert, tmp_path):
     output = tmp_path / "multitask"
     env = {
+        "MODE": "sequential",
         "MODEL": str(demo_bert),
         "OUTPUT": str(output),
         "TRIPLETS": str(demo_data / "train.tsv"),
@@ -391,13 +392,15 @@ def test_multitask_script_trains_stage_2_from_stage_1_s_best(demo_data, demo_ber
 
 
 def test_the_joint_multitask_recipe_is_one_mixture_run(tmp_path):
-    """MODE=joint, with a stand-in for python that records its arguments: one train.py run over the triplets and
-    the scored pairs (InfoNCE batch 64, cosine_mse batch 8, round robin, mean pooling), then eval.py on it."""
+    """MODE=joint, the default, with a stand-in for python that records its arguments: one train.py run over the
+    triplets and the scored pairs (InfoNCE batch 64, cosine_mse batch 8, round robin, mean pooling), then eval.py
+    on it."""
     bin_dir, log = tmp_path / "bin", tmp_path / "calls.log"
     bin_dir.mkdir()
     (bin_dir / "python").write_text(f'#!/usr/bin/env bash\necho "$*" >> {log}\n')
     (bin_dir / "python").chmod(0o755)
-    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "MODE": "joint", "TRIPLETS": "t.tsv"}
+    env = {key: value for key, value in os.environ.items() if key != "MODE"}  # the default
+    env |= {"PATH": f"{bin_dir}:{os.environ['PATH']}", "TRIPLETS": "t.tsv"}
     script = REPO_ROOT / "train" / "run_train_multitask.sh"
     subprocess.run(["bash", script, "--output_path", str(tmp_path / "X"), "--seed", "7"], env=env, check=True)
     joint, evaluation = log.read_text().splitlines()

@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # The multitask recipe: supervised SimCSE on KorNLI triplets and scored pairs of KorSTS train, in one of two ways.
 #
-#   MODE=sequential (default): stage 1 is supervised SimCSE on the triplets (train/recipe.sh's reference recipe);
-#     stage 2 starts from stage 1's best checkpoint and trains CoSENT on KorSTS train (4 epochs, batch 32, lr 2e-5),
+#   MODE=joint (default): one run over both datasets at once, batches alternating round-robin between the
+#     triplets (InfoNCE, batch 64) and KorSTS train (cosine_mse, sentence-transformers' CosineSimilarityLoss,
+#     batch 8), mean pooling, 5 epochs each as long as twice the smaller dataset's batches, lr 2e-5, 10% warmup:
+#     the published training_multi_task.py of jhgan/ko-sroberta-multitask and upskyy/kf-deberta-multitask, on this
+#     package's reference encoders. Folder OUTPUT/joint. The default because it beat sequential on the same budget
+#     (benchmarks/RESULTS.md, "Joint or sequential").
+#   MODE=sequential: stage 1 is supervised SimCSE on the triplets (train/recipe.sh's reference recipe); stage 2
+#     starts from stage 1's best checkpoint and trains CoSENT on KorSTS train (4 epochs, batch 32, lr 2e-5),
 #     selected on KorSTS dev. Folders OUTPUT/stage1 and OUTPUT/stage2.
-#   MODE=joint: one run over both datasets at once, batches alternating round-robin between the triplets (InfoNCE,
-#     batch 64) and KorSTS train (cosine_mse, sentence-transformers' CosineSimilarityLoss, batch 8), mean pooling,
-#     5 epochs each as long as twice the smaller dataset's batches, lr 2e-5, 10% warmup: the published
-#     training_multi_task.py of jhgan/ko-sroberta-multitask and upskyy/kf-deberta-multitask, on this package's
-#     reference encoders. Folder OUTPUT/joint.
 # KorSTS train is then part of the model's training data: report KorSTS test and KLUE-STS dev, never KorSTS
 # train, and say that the model saw KorSTS train.
 #
@@ -17,10 +18,10 @@
 #   bash data/download_korsts.sh && bash data/download_klue_sts.sh      # KorSTS train/dev/test, KLUE-STS dev
 #
 #   bash train/run_train_multitask.sh                               # klue/bert-base -> outputs/multitask-bert-base
-#   MODE=joint bash train/run_train_multitask.sh                    # the joint recipe
+#   MODE=sequential bash train/run_train_multitask.sh               # the two-stage recipe
 #   MODEL=klue/roberta-base bash train/run_train_multitask.sh       # another encoder
 #   bash train/run_train_multitask.sh --seed 7                      # flags go to every run
-#   bash train/run_train_multitask.sh --output_path X               # X/stage1 and X/stage2 (or OUTPUT=X)
+#   bash train/run_train_multitask.sh --output_path X               # X/joint, or X/stage1 and X/stage2 (or OUTPUT=X)
 # TRIPLETS, SCORED (a file or dataset name) and EVAL_DATA replace the triplets, the scored pairs and the final
 # evaluation's sets. --output_path is never passed on as it is: each run writes its own folder under it, so that
 # --overwrite_output_path clears only that run's earlier one, never stage 1's model that stage 2 reads.
@@ -41,7 +42,7 @@ TRIPLETS=${TRIPLETS:-$ROOT/data/kornli/kornli_triplets.tsv}
 SCORED=${SCORED:-korsts_train}
 read -r -a EVAL_DATA <<< "${EVAL_DATA:-korsts_dev korsts_test klue_sts_dev}"
 
-MODE=${MODE:-sequential}
+MODE=${MODE:-joint}
 case "$MODE" in
   joint)
     echo "joint: InfoNCE on $TRIPLETS and cosine_mse on $SCORED, round-robin -> $OUTPUT/joint"
