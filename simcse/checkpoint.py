@@ -9,6 +9,7 @@ by a crash is finished the next time the run starts (``recover``).
 
 from __future__ import annotations
 
+import atexit
 import errno
 import json
 import logging
@@ -18,6 +19,7 @@ import random
 import re
 import shutil
 import sys
+import tempfile
 import time
 import zipfile
 from pathlib import Path
@@ -27,12 +29,12 @@ import torch
 
 from simcse.run_folder import (
     CHECKPOINT_PREFIX,
+    LOCK_NAME,
     MODEL_FILE_NAMES,
     STAGING_PREFIX,
     TRAINER_STATE_NAME,
     TRAINING_STATE_NAME,
     WEIGHTS_NAME,
-    RunFolderLock,
     read_json,
     write_json,
 )
@@ -49,6 +51,7 @@ CHECKPOINT_PATTERN = re.compile(re.escape(CHECKPOINT_PREFIX) + r"(\d+)")
 COMPLETE_MARKER = ".complete"
 WEIGHTS_LAST = (WEIGHTS_NAME,)  # moved last: a folder without them does not load
 BEST_MODEL_STAGING = STAGING_PREFIX + "model"
+SKIPPED_IN_VIEW = (STAGING_PREFIX, CHECKPOINT_PREFIX, LOCK_NAME)  # not part of a saved model
 # What a training_state.pt and a trainer_state.json hold, whatever else they carry.
 TRAINING_STATE_KEYS = ("optimizer", "grad_scaler", "rng")
 TRAINER_STATE_KEYS = ("step", "config", "loop", "world_size", "num_train_examples")
@@ -157,6 +160,7 @@ def recover(output: str | os.PathLike) -> None:
         if staging.name == BEST_MODEL_STAGING and (staging / COMPLETE_MARKER).exists():
             verify_folder(staging, f"the best-model save {staging} that a crash cut short")
             _move_files_into(staging, output)
+            logger.warning("%s: finished moving in the best model whose save a crash cut short", output)
         else:
             shutil.rmtree(staging)
 
@@ -188,15 +192,23 @@ def _nearly_full(path: Path) -> bool:
     return shutil.disk_usage(folder).free < 1 << 20
 
 
-def finish_interrupted_move(folder: str | os.PathLike) -> None:
-    """Finish a best-model save into ``folder`` that a crash cut short while moving its files in (see
-    ``interrupted_move``), under the folder's lock: refused while a run is writing there."""
-    lock = RunFolderLock(folder)
-    try:
-        recover(folder)
-    finally:
-        lock.release()
-    logger.warning("%s: finished moving in the best model whose save a crash cut short", folder)
+def finished_move_view(folder: str | os.PathLike) -> Path:
+    """The model a best-model save cut short while moving in (``interrupted_move``) would leave in ``folder``
+    once ``recover`` finished it, as a temporary folder of links: each file from the staging folder where it still
+    lies, else the folder's own (moved in already). Nothing in ``folder`` changes."""
+    folder = Path(folder)
+    view = Path(tempfile.mkdtemp(prefix="simcse-interrupted-save-"))
+    atexit.register(shutil.rmtree, view, True)
+    for root in (folder, folder / BEST_MODEL_STAGING):  # the staging folder last: its files win
+        for path in root.rglob("*"):
+            relative = path.relative_to(root)
+            if path.is_dir() or path.name == COMPLETE_MARKER or relative.parts[0].startswith(SKIPPED_IN_VIEW):
+                continue
+            link = view / relative
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.unlink(missing_ok=True)
+            link.symlink_to(path.resolve())
+    return view
 
 
 def _stage(model, staging: Path) -> None:

@@ -13,7 +13,7 @@ import dataclasses
 import os
 from dataclasses import dataclass
 
-from simcse.objectives import DEFAULT_OBJECTIVE, OBJECTIVES
+from simcse.objectives import DEFAULT_OBJECTIVE, OBJECTIVES, LossSettings
 from simcse.poolers import DEFAULT_POOLER, POOLERS, POOLERS_WITH_HEAD
 from simcse.registry import DATA_DIR_DEFAULT
 from simcse.rules import (
@@ -27,6 +27,7 @@ from simcse.rules import (
     positive,
     setting,
 )
+from simcse.tasks import SETS_HELP
 from simcse.tracking import NO_REPORTER, REPORTERS
 
 EVAL_STRATEGIES = ("steps", "epoch")
@@ -126,8 +127,7 @@ class TrainConfig:
     )
     valid_data: str = setting(
         "korsts_dev",
-        "dev set: an STS dataset name or file (selection by cosine Spearman), or a retrieval set's name or BEIR "
-        "folder (selection by nDCG@10 on its qrels/dev.tsv, else qrels/test.tsv)",
+        f"dev set, of any evaluation task: {SETS_HELP}; a retrieval set's qrels/dev.tsv, else qrels/test.tsv",
         "data",
         resume=True,
         path=True,
@@ -373,6 +373,10 @@ class TrainConfig:
             return values * len(datasets) if len(values) == 1 else values
 
         return [Part(*row) for row in zip(datasets, each(self.objective), each(self.batch_size))]
+
+    def loss_settings(self) -> LossSettings:
+        """What the objectives' losses read of the settings."""
+        return LossSettings(self.temp, self.hard_negative_weight, self.mask_duplicate_negatives)
 
     def combination_problem(self) -> str | None:
         """Why two settings do not go together, or None."""

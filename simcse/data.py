@@ -279,15 +279,35 @@ def _read_query_documents(path: Path, lines: list[tuple[int, str]]) -> TrainData
     return data
 
 
+def _grouped_pairs(data: TrainData) -> tuple[list[str], list[list[str]]]:
+    """The distinct queries of (query, positive) rows, in order, each with its positives."""
+    grouped: dict[str, list[str]] = {}
+    for query, positive in zip(*data.columns):
+        if positive not in grouped.setdefault(query, []):
+            grouped[query].append(positive)
+    return list(grouped), list(grouped.values())
+
+
 @dataclass(frozen=True)
 class DataKind:
     """A kind of training data: what a refusal calls it, how a file of it is recognised (from its path and its
-    first line's tab-separated fields) and read (from its non-blank lines)."""
+    first line's tab-separated fields) and read (from its non-blank lines), what a model card calls it, the texts
+    the encoder sees per example, and whether it holds queries with documents (their own prompts and length, K
+    negatives drawn from each query's list every epoch)."""
 
     name: str
     description: str
     matches: Callable[[Path, tuple[str, ...]], bool]
     read: Callable[[Path, list[tuple[int, str]]], TrainData]
+    card_name: str
+    texts_per_example: int  # with documents: the query and a positive, before the K negatives
+    documents: bool = False
+    # (queries, each query's positives) for mining hard negatives; None: mining does not read this kind
+    query_positives: Callable[[TrainData], tuple[list[str], list[list[str]]]] | None = None
+
+    def num_texts(self, num_negatives: int = 0) -> int:
+        """Texts per example: with documents, the query, a positive and ``num_negatives`` negatives."""
+        return self.texts_per_example + (num_negatives if self.documents else 0)
 
 
 # Every kind of training data, tried in this order; an objective (simcse.objectives) names the kinds it takes.
@@ -295,21 +315,47 @@ DATA_KINDS: dict[str, DataKind] = {
     kind.name: kind
     for kind in (
         DataKind(
-            "sentences", "one sentence per line", lambda path, first: path.suffix.lower() == ".txt", _read_sentences
+            "sentences",
+            "one sentence per line",
+            lambda path, first: path.suffix.lower() == ".txt",
+            _read_sentences,
+            "unlabelled sentences (unsupervised: dropout makes each sentence's positive)",
+            2,  # each sentence twice
         ),
-        DataKind("pairs", "pairs without scores", lambda path, first: first == TRAIN_HEADERS[0], _read_columns),
-        DataKind("triplets", "triplets without scores", lambda path, first: first == TRAIN_HEADERS[1], _read_columns),
+        DataKind(
+            "pairs",
+            "pairs without scores",
+            lambda path, first: first == TRAIN_HEADERS[0],
+            _read_columns,
+            "sentence pairs",
+            2,
+            query_positives=_grouped_pairs,
+        ),
+        DataKind(
+            "triplets",
+            "triplets without scores",
+            lambda path, first: first == TRAIN_HEADERS[1],
+            _read_columns,
+            "triplets with a hard negative each",
+            3,
+        ),
         DataKind(
             "query_documents",
             "queries with positive and negative documents (JSONL)",
             lambda path, first: path.suffix.lower() == ".jsonl",
             _read_query_documents,
+            "queries with positive documents and mined hard negatives",
+            2,
+            documents=True,
+            query_positives=lambda data: (data.columns[0], data.positives),
         ),
         DataKind(
             "scored_pairs",
             "an STS file of scored pairs",
             lambda path, first: path.suffix.lower() == ".json" or _sts_layout(first) is not None,
             _read_scored_pairs,
+            "scored sentence pairs",
+            2,
         ),
     )
 }

@@ -10,7 +10,8 @@ from simcse.registry import DATA_DIR_HELP, RETRIEVAL_SETS, STS_DATASETS
 from simcse.run_folder import EVAL_RESULTS_NAME
 
 EVAL_DESCRIPTION = """Evaluate a sentence encoder on STS sets (cosine, euclidean, manhattan and dot, Pearson and
-Spearman) and on retrieval sets in the BEIR layout (nDCG@10, MRR@10, MAP@100, Recall@1/5/10/100).
+Spearman), on retrieval sets in the BEIR layout (nDCG@10, MRR@10, MAP@100, Recall@1/5/10/100) and on pair
+classification sets (labelled pairs: accuracy, F1, precision, recall, AP and MCC of the best cosine threshold).
 
     python evaluation/eval.py --model outputs/sup-simcse-bert-base --test_data korsts_dev korsts_test klue_sts_dev
     python evaluation/eval.py --model outputs/sup-simcse-bert-base --test_data korsts_test data/my_beir_set
@@ -51,8 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--test_data",
         nargs="+",
         default=["korsts_test"],
-        help=f"STS dataset names ({', '.join(STS_DATASETS)}) or files, retrieval set names "
-        f"({', '.join(RETRIEVAL_SETS)}) or folders in the BEIR layout (corpus.jsonl, queries.jsonl, qrels/) "
+        help=f"sets of any evaluation task, in any order: STS dataset names ({', '.join(STS_DATASETS)}) or files, "
+        f"retrieval set names ({', '.join(RETRIEVAL_SETS)}) or folders in the BEIR layout (corpus.jsonl, "
+        "queries.jsonl, qrels/), pair classification TSVs (sentence1, sentence2, label or gold_label) "
         "(default: korsts_test)",
     )
     add_retrieval_flags(parser)
@@ -98,18 +100,13 @@ def evaluate_main() -> None:
     if args.output_json:
         check_writable_file(args.output_json, "--output_json")  # before minutes of evaluation, not after
     # torch loads after the flags are read: --help and flag errors answer at once.
-    from simcse.data import load_sts
     from simcse.device import resolve_device
-    from simcse.evaluate import write_eval_report
     from simcse.model import SimCSEModel
-    from simcse.retrieval import is_retrieval_set, load_retrieval_set
+    from simcse.tasks import load_set, write_eval_report
 
     device = resolve_device(args.device)
     # Read everything first: a bad file fails in seconds, not after the sets before it were evaluated.
-    retrieval_sets = {
-        name: load_retrieval_set(name, args.split, args.data_dir) for name in args.test_data if is_retrieval_set(name)
-    }
-    datasets = {name: load_sts(name, args.data_dir) for name in args.test_data if name not in retrieval_sets}
+    sets = [load_set(name, args.split, args.data_dir) for name in args.test_data]
     model = SimCSEModel(
         args.model,
         pooler=args.pooler,
@@ -129,42 +126,24 @@ def evaluate_main() -> None:
         + f" (from {model.settings_source}; flags given override it)"
     )
 
-    results = evaluate_sts_sets(model, datasets, args)
-    retrieval = evaluate_retrieval_sets(model, retrieval_sets, args)
-
+    results = evaluate_sets(model, sets, args)
     if args.output_json:
-        write_eval_report(args.output_json, args.model, model, results, retrieval=retrieval)
+        write_eval_report(args.output_json, args.model, model, results)
         print(f"\nwrote {args.output_json}")
 
 
 # Each set's line is printed before its (long) encoding and its table after: a wait never passes in silence.
 
 
-def evaluate_sts_sets(model, datasets: dict, args: argparse.Namespace) -> dict[str, dict]:
-    from simcse.evaluate import evaluate_sts, format_sts_table
-
-    results = {}
-    for name, data in datasets.items():
-        print(f"\n{name} ({len(data)} pairs)", flush=True)
-        results[name] = evaluate_sts(model, data, batch_size=args.batch_size, description=name)
-        print(format_sts_table({args.model: results[name]}))
+def evaluate_sets(model, sets: list, args: argparse.Namespace) -> dict[str, dict[str, dict]]:
+    """Each set's metrics (``simcse.tasks.EvalSet``), by task then set name, each set's table printed."""
+    results: dict[str, dict[str, dict]] = {}
+    for one in sets:
+        print(f"\n{one.task.code.describe(one.name, one.data, model)}", flush=True)
+        metrics = one.evaluate(model, args.batch_size)
+        print(one.task.code.format_table({args.model: metrics}))
+        results.setdefault(one.task.name, {})[one.name] = metrics
     return results
-
-
-def evaluate_retrieval_sets(model, retrieval_sets: dict, args: argparse.Namespace) -> dict[str, dict]:
-    from simcse.retrieval import evaluate_retrieval, format_retrieval_table
-
-    retrieval = {}
-    for name, data in retrieval_sets.items():
-        counts = f"{len(data.query_ids)} queries ({data.skipped_queries} without a relevant document, skipped)"
-        print(
-            f"\n{name}: {counts} over {len(data.corpus_ids)} documents, documents up to {model.document_max_length} "
-            f"tokens, prompts {model.prompt_for('query')!r} / {model.prompt_for('document')!r}",
-            flush=True,
-        )
-        retrieval[name] = evaluate_retrieval(model, data, args.batch_size, description=name)
-        print(format_retrieval_table({args.model: retrieval[name]}))
-    return retrieval
 
 
 def eval_command() -> None:

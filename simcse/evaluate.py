@@ -1,9 +1,11 @@
-"""STS evaluation: correlations between gold scores and four embedding similarities."""
+"""STS evaluation: correlations between gold scores and four embedding similarities (the ``sts`` entry of
+``simcse.tasks``)."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -14,8 +16,9 @@ from sklearn.metrics.pairwise import (
     paired_manhattan_distances,
 )
 
-from simcse.data import STSData
-from simcse.run_folder import read_json, write_json
+from simcse.data import STSData, load_sts, resolve_sts_path
+from simcse.registry import STS_DATASETS
+from simcse.tasks import TASKS
 
 SIMILARITIES = ("cosine", "euclidean", "manhattan", "dot")
 METRIC_KEYS = (
@@ -25,7 +28,7 @@ METRIC_KEYS = (
     "avg",
 )
 # The metric that picks the best checkpoint and that reports lead with (what MTEB reports for STS).
-SELECTION_METRIC = "cosine_spearman"
+SELECTION_METRIC = TASKS["sts"].selection_metric
 # The original project's README table: (column title, metric key).
 TABLE_COLUMNS = (
     ("AVG", "avg"),
@@ -98,26 +101,6 @@ def evaluate_sts(
     return sts_metrics(embeddings1, embeddings2, sts_data.scores)
 
 
-def evaluate_dev(model, valid_data, batch_size: int | None = None) -> dict[str, float | str]:
-    """A training run's dev metrics, with the name of the one it selects its best checkpoint by under
-    ``selection_metric``: cosine Spearman on an STS set, nDCG@10 on a retrieval set (``RetrievalData``: the
-    model's query and document prompts and document length). Its progress bar is labelled "dev"."""
-    from simcse.retrieval import RetrievalData, evaluate_retrieval
-
-    if isinstance(valid_data, RetrievalData):
-        metrics = evaluate_retrieval(model, valid_data, batch_size, description="dev")
-    else:
-        metrics = evaluate_sts(model, valid_data, batch_size=batch_size, description="dev")
-    return metrics | {"selection_metric": selection_metric(valid_data)}
-
-
-def selection_metric(valid_data) -> str:
-    """What a run selects its best checkpoint by on this dev set (STSData or RetrievalData)."""
-    from simcse.retrieval import RETRIEVAL_SELECTION_METRIC, RetrievalData
-
-    return RETRIEVAL_SELECTION_METRIC if isinstance(valid_data, RetrievalData) else SELECTION_METRIC
-
-
 def format_sts_table(results: Mapping[str, Mapping[str, float]]) -> str:
     """A Markdown table of results (row name -> metrics), as in the original README: x100, 2 decimals."""
     lines = [
@@ -130,43 +113,43 @@ def format_sts_table(results: Mapping[str, Mapping[str, float]]) -> str:
     return "\n".join(lines)
 
 
-def read_eval_report(path: str | os.PathLike) -> dict | None:
-    """An eval_results.json (what ``write_eval_report`` writes), or None when there is none; a file without its
-    results per dataset and metric raises ValueError naming it and what is missing."""
-    report = read_json(path)
-    if report is None:
-        return None
-    results = report.get("results") if isinstance(report, dict) else None
-    if not isinstance(results, dict):
-        raise ValueError(f"{path}: not an eval.py report (no 'results' object)")
+# ---------------------------------------------------------------------------------------------------
+# The STS task's entry points (simcse.tasks)
+
+
+def recognises(name_or_path: str | os.PathLike, data_dir: str | os.PathLike | None = None) -> bool:
+    return True  # the last task tried: any set no other task takes is read as STS (and refused there if not)
+
+
+def files(name_or_path: str | os.PathLike, split: str | None = None, data_dir=None) -> list[Path]:
+    return [resolve_sts_path(name_or_path, data_dir)]
+
+
+def load(name_or_path: str | os.PathLike, split: str | None = None, data_dir=None) -> STSData:
+    return load_sts(name_or_path, data_dir)
+
+
+def texts(data: STSData) -> list[str]:
+    return data.sentences1 + data.sentences2
+
+
+def evaluate(model, data: STSData, batch_size: int | None = None, description: str = "STS") -> dict[str, float]:
+    return evaluate_sts(model, data, batch_size=batch_size, description=description)
+
+
+def describe(name: str, data: STSData, model) -> str:
+    return f"{name} ({len(data)} pairs)"
+
+
+format_table = format_sts_table
+
+
+def card_sections(results: Mapping[str, Mapping[str, float]], row_name: str) -> list[str]:
+    """The model card's sections: a heading, then one table per dataset."""
+    if not results:
+        return []
+    sections = ["## Results\n\nx100; AVG is the mean of the eight correlations."]
     for name, metrics in results.items():
-        missing = [key for key in METRIC_KEYS if not isinstance(metrics, dict) or key not in metrics]
-        if missing:
-            raise ValueError(f"{path}: the results of {name!r} have no {', '.join(missing)}")
-    return report
-
-
-def write_eval_report(
-    path: str | os.PathLike,
-    model_name: str,
-    model,
-    results: Mapping[str, Mapping[str, float]],
-    merge: bool = False,
-    retrieval: Mapping[str, Mapping[str, float]] | None = None,
-) -> dict:
-    """Write (and return) the JSON eval.py produces: the model, its pooler settings and max length, the STS
-    metrics per dataset under ``results`` and the retrieval metrics per set under ``retrieval``. With ``merge``
-    the datasets of a report already there are kept (its results win: the trainer adds its dev result to what
-    eval.py measured, never replaces it)."""
-    earlier = (read_eval_report(path) or {}) if merge else {}
-    report = {
-        "model": str(model_name),
-        "pooler": model.pooler,
-        "mlp_only_train": model.mlp_only_train,
-        "max_length": model.max_length,
-        "results": {name: dict(metrics) for name, metrics in results.items()} | earlier.get("results", {}),
-    }
-    if retrieval or "retrieval" in earlier:
-        report["retrieval"] = {name: dict(m) for name, m in (retrieval or {}).items()} | earlier.get("retrieval", {})
-    write_json(path, report)
-    return report
+        display = STS_DATASETS[name].display_name if name in STS_DATASETS else Path(name).stem
+        sections.append(f"**{display} ({name})**\n\n{format_sts_table({row_name: metrics})}")
+    return sections

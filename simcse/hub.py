@@ -13,10 +13,10 @@ from huggingface_hub import EvalResult, ModelCardData, create_repo, get_token, u
 from huggingface_hub import constants as hub_constants
 
 from simcse.config import CARD_SETTINGS, DEFAULT_MAX_LENGTH, as_list, upgrade_saved_settings
-from simcse.evaluate import METRIC_KEYS, format_sts_table, read_eval_report, write_eval_report
+from simcse.data import DATA_KINDS
+from simcse.objectives import DEFAULT_OBJECTIVE, OBJECTIVES
 from simcse.poolers import DEFAULT_POOLER, POOLERS
 from simcse.registry import KORNLI_HUB_ID, STS_DATASETS
-from simcse.retrieval import RETRIEVAL_KEYS, RETRIEVAL_SELECTION_METRIC, format_retrieval_table
 from simcse.run_folder import (
     CARD_MARKER,
     CHECKPOINT_PREFIX,
@@ -33,16 +33,11 @@ from simcse.run_folder import (
     read_json,
     written_by_a_run,
 )
+from simcse.tasks import TASKS, read_eval_report, task_selecting_by, write_eval_report
 
 # The sentences of the model card's usage snippets.
 USAGE_SENTENCES = ("한 남자가 기타를 치고 있다.", "남자가 악기를 연주하고 있다.")
 USAGE_QUERY = "누가 기타를 치고 있나?"
-# How the card names the training, by the kind of its data (simcse.data.DATA_KINDS); "supervised" otherwise.
-TRAINING_KINDS = {
-    "sentences": "unsupervised SimCSE",
-    "query_documents": "SimCSE's InfoNCE for retrieval (queries, positive documents, mined hard negatives)",
-    "scored_pairs": "CoSENT",
-}
 # What is not part of a published checkpoint: training states, unfinished saves, the run's lock.
 IGNORE_PATTERNS = [
     f"{CHECKPOINT_PREFIX}*",
@@ -57,11 +52,12 @@ IGNORE_PATTERNS = [
 
 
 def _dataset(name: str) -> tuple[str, str, str]:
-    """(hub id, display name, split) of a dataset name or file."""
+    """(hub id, display name, split) of a dataset name, file or folder."""
     if name in STS_DATASETS:
         dataset = STS_DATASETS[name]
         return dataset.hub_id, dataset.display_name, dataset.hub_split
-    return Path(name).stem, Path(name).stem, "test"
+    shown = Path(name).stem if Path(name).suffix.lower() in (".tsv", ".json", ".jsonl", ".txt") else Path(name).name
+    return shown, shown, "test"
 
 
 def _usage(repo_id: str, settings: dict) -> str:
@@ -147,61 +143,54 @@ print(model.similarity(queries, documents))
 
 
 def _eval_results(report: dict) -> list[EvalResult]:
-    """The model-index entries of eval_results.json: every STS metric per dataset, every retrieval metric per set."""
+    """The model-index entries of eval_results.json: every metric of every set of each task."""
     eval_results = []
-    for name, metrics in report["results"].items():
-        hub_id, display, split = _dataset(name)
-        eval_results += [
-            EvalResult(
-                task_type="sentence-similarity",
-                task_name="Semantic Textual Similarity",
-                dataset_type=hub_id,
-                dataset_name=display,
-                dataset_split=split,
-                metric_type=key,
-                metric_name=key,
-                metric_value=metrics[key],
-            )
-            for key in METRIC_KEYS
-        ]
-    for name, metrics in report.get("retrieval", {}).items():
-        eval_results += [
-            EvalResult(
-                task_type="retrieval",
-                task_name="Retrieval",
-                dataset_type=Path(name).name,
-                dataset_name=Path(name).name,
-                metric_type=key,
-                metric_name=key,
-                metric_value=metrics[key],
-            )
-            for key in RETRIEVAL_KEYS
-        ]
+    for task in TASKS.values():
+        task_type, task_name = task.card_task
+        for name, metrics in report.get(task.report_key, {}).items():
+            hub_id, display, split = _dataset(name)
+            eval_results += [
+                EvalResult(
+                    task_type=task_type,
+                    task_name=task_name,
+                    dataset_type=hub_id,
+                    dataset_name=display,
+                    dataset_split=split,
+                    metric_type=key,
+                    metric_name=key,
+                    metric_value=metrics[key],
+                )
+                for key in task.metric_keys
+            ]
     return eval_results
 
 
 def _results_sections(report: dict, repo_id: str) -> list[str]:
-    """The card's result tables: STS per dataset, then retrieval per set."""
-    sections = []
-    if report["results"]:
-        sections.append("## Results\n\nx100; AVG is the mean of the eight correlations.")
-        for name, metrics in report["results"].items():
-            sections.append(f"**{_dataset(name)[1]} ({name})**\n\n{format_sts_table({repo_id: metrics})}")
-    for name, metrics in report.get("retrieval", {}).items():
-        table = format_retrieval_table({repo_id: metrics})
-        sections.append(f"## Retrieval: {name}\n\nx100, exact search by cosine similarity.\n\n{table}")
-    return sections
+    """The card's result tables, each task's in table order, STS first."""
+    tasks = sorted(TASKS.values(), key=lambda task: task.name != "sts")
+    return [section for task in tasks for section in task.code.card_sections(report.get(task.report_key, {}), repo_id)]
+
+
+def _objectives(args: dict, kinds: list[str]) -> list[str]:
+    """Each dataset's objective; train_args.json of releases before --objective trained scored pairs with CoSENT."""
+    if "objective" in args:
+        objectives = as_list(args["objective"])
+        return objectives * len(kinds) if len(objectives) == 1 else objectives
+    return ["cosent" if kind == "scored_pairs" else DEFAULT_OBJECTIVE for kind in kinds]
 
 
 def _training_kind(info: dict, args: dict) -> str:
-    """How the card names the training: by the kind of its data, each dataset's for a mixture."""
+    """How the card names the training: each dataset's objective and kind of data (their table entries' names)."""
     files = as_list(args.get("train_data", ""))
     # train_args.json of earlier releases names no data kind: a .txt file is one sentence per line
     kinds = as_list(info.get("data_kind") or ("sentences" if str(files[0]).endswith(".txt") else "triplets"))
-    names = [TRAINING_KINDS.get(kind, "supervised SimCSE") for kind in kinds]
+    names = [
+        f"{OBJECTIVES[objective].card_name} on {DATA_KINDS[kind].card_name}"
+        for objective, kind in zip(_objectives(args, kinds), kinds)
+    ]
     if len(names) == 1:
         return names[0]
-    parts = " and ".join(f"{name} on `{Path(file).name}`" for name, file in zip(names, files))
+    parts = " and ".join(f"{name} (`{Path(file).name}`)" for name, file in zip(names, files))
     return f"a mixture of {parts} (one dataset per batch, {args.get('mixture')})"
 
 
@@ -293,15 +282,10 @@ def push_checkpoint(folder: str | os.PathLike, repo_id: str, private: bool = Fal
     return str(repo_url)
 
 
-def push_run(config, model, history: list[dict], best_step: int) -> None:
-    """After training: add the best evaluation's dev results to the run's eval_results.json (what eval.py wrote
-    there is kept) and push the run folder with its model card. ``config`` is the run's TrainConfig."""
-    output = Path(config.output_path)
-    # The best evaluation's line, or the last one's when no dev score was finite (the final model).
-    best = next((line for line in history if line["step"] == best_step), history[-1])
-    if best["selection_metric"] == RETRIEVAL_SELECTION_METRIC:
-        results, retrieval = {}, {config.valid_data: {key: best[key] for key in RETRIEVAL_KEYS}}
-    else:
-        results, retrieval = {config.valid_data: {key: best[key] for key in METRIC_KEYS}}, None
-    write_eval_report(output / EVAL_RESULTS_NAME, config.model, model, results, merge=True, retrieval=retrieval)
-    print(f"pushed {output} to {push_checkpoint(output, config.push_to_hub, private=config.hub_private)}")
+def push_run(output: Path, repo_id: str, private: bool, model_name: str, valid_data: str, model, best: dict) -> None:
+    """After training: add the best evaluation's dev results (``best``, its metrics.jsonl line) to the run's
+    eval_results.json in ``output`` (what eval.py wrote there is kept) and push the folder with its model card."""
+    task = task_selecting_by(best["selection_metric"])
+    results = {task.name: {valid_data: {key: best[key] for key in task.metric_keys}}}
+    write_eval_report(output / EVAL_RESULTS_NAME, model_name, model, results, merge=True)
+    print(f"pushed {output} to {push_checkpoint(output, repo_id, private=private)}")

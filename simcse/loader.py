@@ -6,20 +6,34 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
 from torch.utils.data import DataLoader
 
 from simcse.batching import EpochBatchSampler, QueryDocumentsDataset, ScoredCollator, SimCSEDataset
+from simcse.config import one_or_list
+from simcse.data import DATA_KINDS, TrainData
 
 if TYPE_CHECKING:
-    from simcse.config import Part, TrainConfig
-    from simcse.data import TrainData
+    from simcse.config import Part
     from simcse.distributed import ProcessInfo
     from simcse.model import SimCSEModel
 
 logger = logging.getLogger("simcse.batching")
+
+
+@dataclass(frozen=True)
+class LoaderSettings:
+    """What the loader reads of a run's settings."""
+
+    parts: list[Part]  # the training datasets, each with its objective and batch size
+    max_length: int
+    num_negatives: int | None
+    seed: int
+    mixture: str
+    num_workers: int
 
 
 class MixtureBatchSampler:
@@ -99,17 +113,17 @@ class MixtureCollator:
 
 
 def build_loader(
-    config: TrainConfig,
+    settings: LoaderSettings,
     train_data: Sequence[TrainData],
     model: SimCSEModel,
     process: ProcessInfo,
     device: torch.device,
 ) -> tuple[MixtureBatchSampler, DataLoader]:
     """Every training dataset tokenized once, and the loader of this process's slice of every batch."""
-    warn_about_prompt(config, model, process)
+    warn_about_prompt(settings, model, process)
     samplers, datasets = [], []
-    for part, data in zip(config.parts(), train_data):
-        sampler = EpochBatchSampler(len(data), part.batch_size, config.seed, process.rank, process.world_size)
+    for part, data in zip(settings.parts, train_data):
+        sampler = EpochBatchSampler(len(data), part.batch_size, settings.seed, process.rank, process.world_size)
         if sampler.dropped_per_epoch and process.is_main:
             logger.warning(
                 "%s: each epoch leaves out %d example(s) of its last batch: a batch holds 2 examples or more and "
@@ -118,27 +132,49 @@ def build_loader(
                 sampler.dropped_per_epoch,
                 process.world_size,
             )
+        if sampler.largest_batch < part.batch_size and process.is_main:
+            logger.warning(
+                "--batch_size %d exceeds the %d training examples of %s: each step takes %d",
+                part.batch_size,
+                sampler.num_examples,
+                part.train_data,
+                sampler.largest_batch,
+            )
         samplers.append(sampler)
-        datasets.append(tokenized_dataset(config, part, data, model))
+        datasets.append(tokenized_dataset(settings, part, data, model))
     collators = [model.collator if data.scores is None else ScoredCollator(model.collator) for data in train_data]
-    sampler = MixtureBatchSampler(samplers, config.mixture, config.seed)
+    sampler = MixtureBatchSampler(samplers, settings.mixture, settings.seed)
     loader = DataLoader(
         MixtureDataset(datasets),
         batch_sampler=sampler,
         collate_fn=MixtureCollator(collators),
-        num_workers=config.num_workers,
+        num_workers=settings.num_workers,
         pin_memory=device.type == "cuda",
         generator=torch.Generator(),  # its seed draw must not consume the global RNG that drives dropout
     )
     return sampler, loader
 
 
-def warn_about_prompt(config: TrainConfig, model: SimCSEModel, process: ProcessInfo) -> None:
-    if model.prompt and process.is_main and prompt_tokens(model) > config.max_length / 4:
+def batch_facts(sampler: MixtureBatchSampler, datasets: Sequence, objectives: Sequence, world_size: int) -> dict:
+    """What train_args.json records of each dataset's batches: the examples a step takes per process (its
+    --batch_size, or all of them when there are fewer), the negatives each anchor is contrasted with, and the
+    examples each epoch leaves out."""
+    batches = [one.largest_batch for one in sampler.samplers]
+    return {
+        "per_process_batch": one_or_list([batch // world_size for batch in batches]),
+        "negatives_per_anchor": one_or_list(
+            [o.negatives_per_anchor(b, d.num_sent) for o, b, d in zip(objectives, batches, datasets)]
+        ),
+        "dropped_examples_per_epoch": one_or_list([one.dropped_per_epoch for one in sampler.samplers]),
+    }
+
+
+def warn_about_prompt(settings: LoaderSettings, model: SimCSEModel, process: ProcessInfo) -> None:
+    if model.prompt and process.is_main and prompt_tokens(model) > settings.max_length / 4:
         logger.warning(
             "the prompt takes %d of the %d tokens of --max_length; the sentences keep the rest",
             prompt_tokens(model),
-            config.max_length,
+            settings.max_length,
         )
 
 
@@ -147,24 +183,24 @@ def prompt_tokens(model: SimCSEModel) -> int:
 
 
 def tokenized_dataset(
-    config: TrainConfig, part: Part, data: TrainData, model: SimCSEModel
+    settings: LoaderSettings, part: Part, data: TrainData, model: SimCSEModel
 ) -> SimCSEDataset | QueryDocumentsDataset:
     """One training dataset as token ids, refused when every sentence comes out the same."""
-    if data.kind == "query_documents":
+    if DATA_KINDS[data.kind].documents:
         dataset = QueryDocumentsDataset(
             data,
             model.tokenizer,
-            (config.max_length, model.document_max_length),
+            (settings.max_length, model.document_max_length),
             (model.prompt_for("query"), model.prompt_for("document")),
-            1 if config.num_negatives is None else config.num_negatives,
-            config.seed,
+            1 if settings.num_negatives is None else settings.num_negatives,
+            settings.seed,
         )
     else:
-        dataset = SimCSEDataset(data, model.tokenizer, config.max_length, prompt=model.prompt)
+        dataset = SimCSEDataset(data, model.tokenizer, settings.max_length, prompt=model.prompt)
     if tokenizes_alike(dataset):
-        if len(dataset.columns[0][0]) == config.max_length:
+        if len(dataset.columns[0][0]) == settings.max_length:
             raise ValueError(
-                f"--max_length {config.max_length} leaves no room for the sentences: after the special tokens"
+                f"--max_length {settings.max_length} leaves no room for the sentences: after the special tokens"
                 + (f" and the prompt's {prompt_tokens(model)}" if model.prompt else "")
                 + " every sentence is cut to the same token ids; raise --max_length"
             )

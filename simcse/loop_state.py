@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import math
 import random
+import sys
 from dataclasses import dataclass, field, fields
 
 import numpy as np
 import torch
-
-from simcse.run_setup import ResumePoint
+from tqdm.auto import tqdm
 
 
 @dataclass
@@ -61,8 +61,22 @@ def set_seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def start_loop_state(resume: ResumePoint | None, device: torch.device, datasets: int) -> LoopState:
-    """A fresh loop state for ``datasets`` training datasets, or the checkpoint's."""
-    if resume:
-        return LoopState.from_json(resume.trainer_state["loop"], device)
+def start_loop_state(saved: dict | None, device: torch.device, datasets: int) -> LoopState:
+    """A fresh loop state for ``datasets`` training datasets, or a checkpoint's (``saved``, as ``to_json`` wrote
+    it)."""
+    if saved:
+        return LoopState.from_json(saved, device)
     return LoopState(window_loss_sum=torch.zeros(datasets, device=device), window_loss_count=[0] * datasets)
+
+
+def progress_bar(total_steps: int, state: LoopState, is_main: bool) -> tqdm:
+    """The training bar, from the step the loop stands at; shown by the first process only."""
+    return tqdm(
+        total=total_steps,
+        initial=state.step,
+        desc="training",
+        unit="step",
+        dynamic_ncols=True,
+        disable=not is_main,
+        mininterval=0.1 if sys.stderr.isatty() else 1.0,  # a log file gets a line a second at most
+    )

@@ -95,20 +95,15 @@ def read_pairs(path: str | os.PathLike) -> tuple[list[str], list[list[str]]]:
     """The distinct queries of a (query, positive) file, in order, and each one's positives: a sent0/sent1 TSV (a
     query on several lines has several positives) or a query/pos JSONL."""
     data = load_train_data(path)
-    if data.kind == "query_documents":
-        return data.columns[0], data.positives
-    if data.kind != "pairs":
+    kind = DATA_KINDS[data.kind]
+    if kind.query_positives is None:
         raise DataFormatError(
             data.path,
             None,
-            f"{DATA_KINDS[data.kind].description}: mining needs (query, positive) pairs, a "
-            "sent0<TAB>sent1 TSV or a .jsonl of {query, pos}",
+            f"{kind.description}: mining needs (query, positive) pairs, a sent0<TAB>sent1 TSV or a .jsonl of "
+            "{query, pos}",
         )
-    grouped: dict[str, list[str]] = {}
-    for query, positive in zip(*data.columns):
-        if positive not in grouped.setdefault(query, []):
-            grouped[query].append(positive)
-    return list(grouped), list(grouped.values())
+    return kind.query_positives(data)
 
 
 def read_corpus(path: str | os.PathLike) -> list[str]:

@@ -123,7 +123,7 @@ class SimCSEModel(nn.Module):
         document_max_length: int | None = None,
     ):
         super().__init__()
-        check_location(model_name_or_path)
+        model_name_or_path = check_location(model_name_or_path)
         saved = read_simcse_config(model_name_or_path)
         defaults, self.settings_source = saved_settings(model_name_or_path, saved)
         self.max_length = defaults.get("max_length", DEFAULT_MAX_LENGTH) if max_length is None else max_length

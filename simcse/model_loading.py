@@ -3,6 +3,7 @@ refuse a folder, weights or tokenizer that cannot be what the run needs, in one 
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -15,8 +16,10 @@ from transformers.utils import cached_file
 from transformers.utils import logging as transformers_logging
 
 from simcse import st_format
-from simcse.checkpoint import finish_interrupted_move, interrupted_move, verify_folder
+from simcse.checkpoint import finished_move_view, interrupted_move, verify_folder
 from simcse.run_folder import CONFIG_NAME, SIMCSE_CONFIG_NAME, is_run_folder, lock_holder, read_json
+
+logger = logging.getLogger(__name__)
 
 # A real tokenizer has thousands of tokens; transformers builds one of a few special tokens for a model folder
 # that has no tokenizer files, and it maps every word to the unknown token.
@@ -70,20 +73,23 @@ def saved_settings(model_name_or_path: str | os.PathLike, saved: dict | None) ->
     return declared, source
 
 
-def check_location(name_or_path: str | os.PathLike, what: str = "model") -> None:
+def check_location(name_or_path: str | os.PathLike, what: str = "model") -> str | os.PathLike:
     """A local folder (its saved files checked for damage) or a well-formed Hub repo id; else one clear error
-    at once, rather than a Hub lookup of a mistyped path that ends in a network error after retries."""
+    at once, rather than a Hub lookup of a mistyped path that ends in a network error after retries. Returns
+    where to load from: the folder given, or a view of the complete save a crash cut short while moving it into
+    that folder (nothing on disk changes: the run that claims the folder finishes the move)."""
     text = str(name_or_path)
     if not text.strip():
         raise ValueError(f"the {what} path is empty: give a folder or a Hub name (an unset variable in a script?)")
     path = Path(text).expanduser()
     if path.is_dir():
         if interrupted_move(path):
-            finish_interrupted_move(path)
+            logger.warning("%s: a best-model save was cut short while moving in; loading the model it saved", path)
+            path = name_or_path = finished_move_view(path)
         if what == "model" and not (path / CONFIG_NAME).is_file():
             raise FileNotFoundError(f"{text}: {_why_no_model(path)}")
         verify_folder(path, f"the {what} folder {path}")
-        return
+        return name_or_path
     if path.exists():
         raise ValueError(f"{text}: a file, not a {what} folder")
     first = Path(path.parts[0]) if path.parts else path
@@ -100,6 +106,7 @@ def check_location(name_or_path: str | os.PathLike, what: str = "model") -> None
         validate_repo_id(text)
     except HFValidationError:
         raise FileNotFoundError(f"{text}: no such folder, and not a Hub repo id") from None
+    return name_or_path
 
 
 def _why_no_model(folder: Path) -> str:

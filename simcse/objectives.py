@@ -1,11 +1,11 @@
 """The training objectives: one entry each in ``OBJECTIVES``, chosen by ``--objective``.
 
 An entry declares the training data it takes (kinds of ``simcse.data.DATA_KINDS``; any other is refused in one
-line that names the objective taking it), its loss as a pure function of the batch's embeddings, whether the
-batch's other examples are its negatives (then duplicate masking applies and ``train_args.json`` counts the
-negatives per anchor) and whether it reads a triplet's hard negative. The trainer calls ``objective.loss``; the
-tests of every objective (two processes, GradCache, resume) call the same function. A new objective is one
-entry here (its loss, if new, in ``simcse.loss``).
+line that names the objective taking it), its whole loss (masks included) as a function of the batch's embeddings,
+token ids and scores and of a small settings record (``LossSettings``), whether the batch's other examples are its
+negatives (``train_args.json`` counts the negatives per anchor) and whether it reads a triplet's hard negative. The
+trainer calls ``objective.loss`` and nothing else; the tests of every objective (two processes, GradCache,
+resume) call the same function. A new objective is one entry here (its loss, if new, in ``simcse.loss``).
 
 This module imports no torch (``simcse.loss`` is imported when a loss runs): ``simcse.config`` reads the names
 for train.py's flags, and ``--help`` answers at once.
@@ -21,48 +21,91 @@ from typing import Any
 from simcse.data import DATA_KINDS, DataFormatError, TrainData, load_train_data
 
 Tensor = Any  # torch.Tensor, not imported here
-# (embeddings (B, S, H): the S sentences of each example; scores (B,) or None; exclude (B, C) or None: candidates
-# removed from each anchor's softmax; settings: the run's TrainConfig (temp, hard_negative_weight); gather: the
-# loss's gather hook, see simcse.loss.Gather) -> a scalar
-Loss = Callable[[Tensor, Tensor | None, Tensor | None, Any, Callable], Tensor]
 
 
-def contrastive_loss(embeddings, scores, exclude, settings, gather) -> Tensor:
-    """InfoNCE: each anchor picks its positive among every positive (and hard negatives) of the global batch."""
+@dataclass(frozen=True)
+class LossSettings:
+    """What a loss reads of the run's settings (``simcse.config`` builds it: ``loss_settings``)."""
+
+    temperature: float = 0.05
+    hard_negative_weight: float = 0.0
+    mask_duplicate_negatives: bool = True
+
+
+@dataclass
+class LossInputs:
+    """A batch as a loss sees it."""
+
+    embeddings: Tensor  # (B, S, H): the S texts of each example
+    token_ids: Tensor  # (B, S, L): their token ids, padded to one width on every process (duplicates compare them)
+    scores: Tensor | None = None  # (B,) gold scores, scored pairs only
+
+
+@dataclass
+class LossOutput:
+    loss: Tensor  # a scalar
+    masked: Tensor | None = None  # (B, C): the candidates removed from each anchor's softmax (repeated texts)
+
+
+# (inputs, settings, gather: simcse.loss.Gather, every process's rows) -> LossOutput
+Loss = Callable[[LossInputs, LossSettings, Callable], LossOutput]
+
+
+def repeated_texts(token_ids, gather) -> Tensor:
+    """(B, C): the candidates (positives, then hard negatives) whose text is the anchor's or its positive's."""
     from simcse import loss
 
-    return loss.info_nce(
+    negatives = token_ids[:, 2:] if token_ids.shape[1] > 2 else None  # (B, K, L)
+    return loss.duplicate_candidates(token_ids[:, 0], token_ids[:, 1], negatives, gather=gather)
+
+
+def contrastive_loss(inputs: LossInputs, settings: LossSettings, gather) -> LossOutput:
+    """InfoNCE: each anchor picks its positive among every positive (and hard negatives) of the global batch; a
+    candidate repeating the anchor's or the positive's text is masked (unless the settings say not to)."""
+    from simcse import loss
+
+    embeddings = inputs.embeddings
+    exclude = repeated_texts(inputs.token_ids, gather) if settings.mask_duplicate_negatives else None
+    value = loss.info_nce(
         embeddings[:, 0],
         embeddings[:, 1],
         embeddings[:, 2:] if embeddings.shape[1] > 2 else None,  # (B, K, H): K hard negatives per anchor
-        temperature=settings.temp,
+        temperature=settings.temperature,
         hard_negative_weight=settings.hard_negative_weight,
         gather=gather,
         exclude=exclude,
     )
+    return LossOutput(value, exclude)
 
 
-def cosent_loss(embeddings, scores, exclude, settings, gather) -> Tensor:
+def cosent_loss(inputs: LossInputs, settings: LossSettings, gather) -> LossOutput:
     """CoSENT: the global batch's pairs ranked by cosine as their gold scores rank them, scale 1/temp."""
     from simcse import loss
 
-    return loss.cosent(embeddings[:, 0], embeddings[:, 1], scores, scale=1 / settings.temp, gather=gather)
+    embeddings = inputs.embeddings
+    return LossOutput(
+        loss.cosent(embeddings[:, 0], embeddings[:, 1], inputs.scores, scale=1 / settings.temperature, gather=gather)
+    )
 
 
-def cosine_mse_loss(embeddings, scores, exclude, settings, gather) -> Tensor:
+def cosine_mse_loss(inputs: LossInputs, settings: LossSettings, gather) -> LossOutput:
     """sentence-transformers' CosineSimilarityLoss: MSE between each pair's cosine and its gold score / 5."""
     from simcse import loss
     from simcse.text_files import MAX_SCORE
 
-    return loss.cosine_mse(embeddings[:, 0], embeddings[:, 1], scores, max_score=MAX_SCORE, gather=gather)
+    embeddings = inputs.embeddings
+    return LossOutput(
+        loss.cosine_mse(embeddings[:, 0], embeddings[:, 1], inputs.scores, max_score=MAX_SCORE, gather=gather)
+    )
 
 
 @dataclass(frozen=True)
 class Objective:
     name: str
     help: str
+    card_name: str  # what the model card says the model was trained with
     data_kinds: tuple[str, ...]  # the training data it takes, by DATA_KINDS name
-    loss: Loss
+    loss: Loss  # the whole loss, masks included: the trainer calls it and nothing else
     in_batch_negatives: bool  # the batch's other examples are negatives: duplicate masking applies
     hard_negatives: bool  # reads a triplet's third sentence, a query's negatives (--hard_negative_weight)
 
@@ -104,6 +147,7 @@ OBJECTIVES: dict[str, Objective] = {
         Objective(
             "simcse",
             "InfoNCE with in-batch negatives, on sentences, pairs, triplets or queries with K hard negatives",
+            "SimCSE's InfoNCE with in-batch negatives",
             ("sentences", "pairs", "triplets", "query_documents"),
             contrastive_loss,
             in_batch_negatives=True,
@@ -112,6 +156,7 @@ OBJECTIVES: dict[str, Objective] = {
         Objective(
             "cosent",
             "CoSENT on scored pairs, scale 1/--temp",
+            "CoSENT",
             ("scored_pairs",),
             cosent_loss,
             in_batch_negatives=False,
@@ -120,6 +165,7 @@ OBJECTIVES: dict[str, Objective] = {
         Objective(
             "cosine_mse",
             "CosineSimilarityLoss on scored pairs: MSE between the cosine and the gold score scaled to [0, 1]",
+            "cosine-similarity regression (sentence-transformers' CosineSimilarityLoss)",
             ("scored_pairs",),
             cosine_mse_loss,
             in_batch_negatives=False,

@@ -8,7 +8,6 @@ from dataclasses import dataclass
 
 import torch
 
-from simcse.config import TrainConfig
 from simcse.device import fused_adamw
 
 
@@ -36,12 +35,14 @@ def learning_rate_at(step: int, total_steps: int, warmup_steps: int, peak: float
     return peak * max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
 
 
-def build_schedule(config: TrainConfig, steps_per_epoch: int) -> Schedule:
-    total_steps = config.epochs * steps_per_epoch
-    if config.max_steps is not None:
-        total_steps = min(total_steps, config.max_steps)
-    warmup_steps = math.floor(config.warmup_ratio * total_steps)
-    return Schedule(steps_per_epoch, total_steps, warmup_steps, config.learning_rate)
+def build_schedule(
+    steps_per_epoch: int, epochs: int, max_steps: int | None, warmup_ratio: float, learning_rate: float
+) -> Schedule:
+    total_steps = epochs * steps_per_epoch
+    if max_steps is not None:
+        total_steps = min(total_steps, max_steps)
+    warmup_steps = math.floor(warmup_ratio * total_steps)
+    return Schedule(steps_per_epoch, total_steps, warmup_steps, learning_rate)
 
 
 def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
@@ -54,14 +55,42 @@ def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
 
 
 def build_optimizer_and_scaler(
-    model: torch.nn.Module, config: TrainConfig, amp_dtype: torch.dtype | None, training_state: dict | None
+    model: torch.nn.Module,
+    learning_rate: float,
+    weight_decay: float,
+    amp_dtype: torch.dtype | None,
+    training_state: dict | None,
 ) -> tuple[torch.optim.AdamW, torch.amp.GradScaler]:
     """AdamW and the fp16 grad scaler (disabled unless fp16), restored from a checkpoint's ``training_state``."""
     device = next(model.parameters()).device
-    groups = parameter_groups(model, config.weight_decay)
-    optimizer = torch.optim.AdamW(groups, lr=config.learning_rate, fused=fused_adamw(device))
+    groups = parameter_groups(model, weight_decay)
+    optimizer = torch.optim.AdamW(groups, lr=learning_rate, fused=fused_adamw(device))
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     if training_state:
         optimizer.load_state_dict(training_state["optimizer"])
         scaler.load_state_dict(training_state["grad_scaler"])
     return optimizer, scaler
+
+
+def apply_gradient(
+    optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, model: torch.nn.Module, max_norm: float
+) -> bool:
+    """Clip and apply the gradient; returns whether the step was skipped (a gradient that is not finite)."""
+    if scaler.is_enabled():
+        if max_norm > 0:
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+        scale_before = scaler.get_scale()
+        scaler.step(optimizer)  # skipped by the scaler when the gradient overflowed
+        scaler.update()
+        return scaler.get_scale() < scale_before
+    # Every process holds the same averaged gradient, so all take the same decision.
+    parameters = [p for p in model.parameters() if p.grad is not None]
+    if max_norm > 0:
+        norm = torch.nn.utils.clip_grad_norm_(parameters, max_norm)
+    else:
+        norm = torch.nn.utils.get_total_norm([p.grad for p in parameters])
+    if not torch.isfinite(norm):
+        return True
+    optimizer.step()
+    return False

@@ -7,8 +7,9 @@ import os
 import statistics
 from pathlib import Path
 
-from simcse.evaluate import METRIC_KEYS, SELECTION_METRIC, TABLE_COLUMNS, read_eval_report
+from simcse.evaluate import METRIC_KEYS, SELECTION_METRIC, TABLE_COLUMNS
 from simcse.run_folder import EVAL_RESULTS_NAME, METRICS_NAME, read_metrics
+from simcse.tasks import read_eval_report
 
 BEST_DEV = "dev (best step)"
 

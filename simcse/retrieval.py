@@ -27,10 +27,8 @@ from simcse.registry import CORPUS_NAME, QRELS_FOLDER, QRELS_HEADER, QUERIES_NAM
 from simcse.text_files import DataFormatError, drop_blank_lines, json_objects, quoted, read_lines, split_row
 
 METRIC_CUTOFFS = {"ndcg": (10,), "mrr": (10,), "map": (100,), "recall": (1, 5, 10, 100)}
-RETRIEVAL_KEYS = tuple(f"{name}@{k}" for name, cutoffs in METRIC_CUTOFFS.items() for k in cutoffs)
+METRIC_KEYS = RETRIEVAL_KEYS = tuple(f"{name}@{k}" for name, cutoffs in METRIC_CUTOFFS.items() for k in cutoffs)
 SEARCH_DEPTH = max(k for cutoffs in METRIC_CUTOFFS.values() for k in cutoffs)  # documents kept per query
-# What a run with a retrieval dev set selects its best checkpoint by.
-RETRIEVAL_SELECTION_METRIC = "ndcg@10"
 SEARCH_BLOCK = 1024  # queries scored at once: memory is a block of queries x the corpus block, never Q x corpus
 
 
@@ -230,3 +228,51 @@ def format_retrieval_table(results: Mapping[str, Mapping[str, float]]) -> str:
     for name, metrics in results.items():
         lines.append(f"| {name} | " + " | ".join(f"{100 * metrics[key]:.2f}" for key in RETRIEVAL_KEYS) + " |")
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The retrieval task's entry points (simcse.tasks)
+
+
+def recognises(name_or_path: str | os.PathLike, data_dir: str | os.PathLike | None = None) -> bool:
+    return is_retrieval_set(name_or_path)
+
+
+def files(name_or_path: str | os.PathLike, split: str | None, data_dir: str | os.PathLike | None = None) -> list[Path]:
+    """The set's corpus, queries and qrels of ``split`` (None: a training run's, ``dev_split``)."""
+    return set_files(name_or_path, split or dev_split(name_or_path, data_dir), data_dir)
+
+
+def load(
+    name_or_path: str | os.PathLike, split: str | None, data_dir: str | os.PathLike | None = None
+) -> RetrievalData:
+    """The set with the qrels of ``split`` (None: a training run's, ``dev_split``)."""
+    return load_retrieval_set(name_or_path, split or dev_split(name_or_path, data_dir), data_dir)
+
+
+def texts(data: RetrievalData) -> list[str]:
+    return data.query_texts + data.corpus_texts
+
+
+def evaluate(model, data: RetrievalData, batch_size: int | None = None, description: str = "retrieval") -> dict:
+    return evaluate_retrieval(model, data, batch_size, description=description)
+
+
+def describe(name: str, data: RetrievalData, model) -> str:
+    """eval.py's line before a set is encoded: its size, the document length and the prompts."""
+    counts = f"{len(data.query_ids)} queries ({data.skipped_queries} without a relevant document, skipped)"
+    return (
+        f"{name}: {counts} over {len(data.corpus_ids)} documents, documents up to {model.document_max_length} "
+        f"tokens, prompts {model.prompt_for('query')!r} / {model.prompt_for('document')!r}"
+    )
+
+
+format_table = format_retrieval_table
+
+
+def card_sections(results: Mapping[str, Mapping[str, float]], row_name: str) -> list[str]:
+    """The model card's sections: one table per set."""
+    return [
+        f"## Retrieval: {name}\n\nx100, exact search by cosine similarity.\n\n{format_table({row_name: metrics})}"
+        for name, metrics in results.items()
+    ]

@@ -6,11 +6,11 @@ from __future__ import annotations
 import torch
 
 from simcse.config import TrainConfig, as_list, one_or_list
-from simcse.data import DATA_KINDS, STSData, TrainData, load_sts, resolve_sts_path
+from simcse.data import DATA_KINDS, TrainData, resolve_sts_path
 from simcse.model import SimCSEModel
 from simcse.model_loading import unknown_token_share
 from simcse.objectives import OBJECTIVES
-from simcse.retrieval import RetrievalData, dev_split, is_retrieval_set, load_retrieval_set, set_files
+from simcse.tasks import EvalSet, load_set, set_files
 from simcse.text_files import file_fingerprint
 
 # Sentences of each training dataset (and of the dev set) a tokenizer is probed with, and the share of unknown
@@ -19,16 +19,13 @@ TOKENIZER_PROBE_SIZE = 2000
 UNKNOWN_SHARE_LIMIT = 0.5
 
 
-def read_inputs(config: TrainConfig) -> tuple[STSData | RetrievalData, list[TrainData]]:
-    """The dev set (STS, or a retrieval set: its qrels/dev.tsv, else test.tsv) and every training dataset (of a
-    kind its objective takes), read before anything is built so that a bad file fails in seconds."""
-    if is_retrieval_set(config.valid_data):
-        split = dev_split(config.valid_data, config.data_dir)
-        valid_data = load_retrieval_set(config.valid_data, split, config.data_dir)
-    else:
-        valid_data = load_sts(config.valid_data, config.data_dir)
+def read_inputs(config: TrainConfig) -> tuple[EvalSet, list[TrainData]]:
+    """The dev set (of any task in ``simcse.tasks``; a retrieval set's qrels/dev.tsv, else test.tsv) and every
+    training dataset (of a kind its objective takes), read before anything is built so that a bad file fails in
+    seconds."""
+    valid_data = load_set(config.valid_data, None, config.data_dir)
     train_data = [OBJECTIVES[part.objective].read(part.train_data, config.data_dir) for part in config.parts()]
-    if config.num_negatives is not None and all(data.kind != "query_documents" for data in train_data):
+    if config.num_negatives is not None and not any(DATA_KINDS[data.kind].documents for data in train_data):
         raise ValueError(
             f"--num_negatives reads the 'neg' lists of .jsonl retrieval data; {config.train_data} holds "
             f"{', '.join(DATA_KINDS[data.kind].description for data in train_data)}: leave it out"
@@ -51,11 +48,7 @@ def data_fingerprints(config: TrainConfig) -> dict[str, str]:
     """A hash of the training files and of the dev file (dataset names resolved; a retrieval dev set's three
     files): what a resumed run must still read."""
     train = [file_fingerprint(resolve_sts_path(path, config.data_dir)) for path in as_list(config.train_data)]
-    if is_retrieval_set(config.valid_data):
-        files = set_files(config.valid_data, dev_split(config.valid_data, config.data_dir), config.data_dir)
-        valid = "+".join(file_fingerprint(path) for path in files)
-    else:
-        valid = file_fingerprint(resolve_sts_path(config.valid_data, config.data_dir))
+    valid = "+".join(file_fingerprint(path) for path in set_files(config.valid_data, None, config.data_dir))
     return {"train_data": "+".join(train), "valid_data": valid}
 
 
@@ -85,18 +78,13 @@ def evenly_spaced(sentences: list[str], count: int) -> list[str]:
 
 
 def check_tokenizer_covers(
-    model: SimCSEModel, train_data: list[TrainData], valid_data: STSData | RetrievalData, config: TrainConfig
+    model: SimCSEModel, train_data: list[TrainData], valid_data: EvalSet, config: TrainConfig
 ) -> None:
     """Refuse a tokenizer that maps most tokens of a training dataset or of the dev set to its unknown token: one
     made for another language or script (a fitting one maps well under 1%). Sentences are probed from the whole
     of each file, every column, so that a bad stretch past the first lines is found too."""
     probes = {data.path: evenly_spaced(data.texts(), TOKENIZER_PROBE_SIZE) for data in train_data}
-    probes[config.valid_data] = evenly_spaced(
-        valid_data.query_texts + valid_data.corpus_texts
-        if isinstance(valid_data, RetrievalData)
-        else valid_data.sentences1 + valid_data.sentences2,
-        TOKENIZER_PROBE_SIZE,
-    )
+    probes[config.valid_data] = evenly_spaced(valid_data.texts(), TOKENIZER_PROBE_SIZE)
     for source, probe in probes.items():
         share = unknown_token_share(model.tokenizer, probe)
         if share > UNKNOWN_SHARE_LIMIT:

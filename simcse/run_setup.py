@@ -24,8 +24,9 @@ import transformers
 
 import simcse
 from simcse import checkpoint, distributed
-from simcse.config import PATH_SETTINGS, RESUME_MUST_MATCH, TrainConfig, one_or_list, upgrade_saved_settings
+from simcse.config import PATH_SETTINGS, RESUME_MUST_MATCH, TrainConfig, upgrade_saved_settings
 from simcse.data import TrainData
+from simcse.loop_state import LoopState
 from simcse.run_folder import (
     METRICS_NAME,
     TRAIN_ARGS_NAME,
@@ -42,7 +43,6 @@ from simcse.run_folder import (
     write_metrics,
 )
 from simcse.run_inputs import example_counts
-from simcse.unpad import attention_kernel
 
 logger = logging.getLogger(__name__)
 
@@ -181,20 +181,26 @@ def clear_earlier_run(config: TrainConfig, output: Path) -> None:
 # Resuming
 
 
-def trainer_state(trainer) -> dict:
-    """What a training checkpoint's trainer_state.json holds of a ``Trainer``: where the loop stands, and what
+def trainer_state(
+    config: TrainConfig,
+    loop: LoopState,
+    steps_per_epoch: int,
+    train_data: list[TrainData],
+    world_size: int,
+    data_fingerprints: dict[str, str],
+) -> dict:
+    """What a training checkpoint's trainer_state.json holds: where the loop stands, and what
     ``find_resume_point`` checks a resume against (the settings, resolved paths, data fingerprints)."""
-    step, steps_per_epoch = trainer.state.step, trainer.schedule.steps_per_epoch
     return {
-        "step": step,
-        "epoch": step // steps_per_epoch,
-        "batch_in_epoch": step % steps_per_epoch,
-        "num_train_examples": example_counts(trainer.train_data),
-        "world_size": trainer.process.world_size,
-        "loop": trainer.state.to_json(),
-        "config": asdict(trainer.config),
-        "resolved_paths": resolved_paths(trainer.config),
-        "data_fingerprints": trainer.data_fingerprints,
+        "step": loop.step,
+        "epoch": loop.step // steps_per_epoch,
+        "batch_in_epoch": loop.step % steps_per_epoch,
+        "num_train_examples": example_counts(train_data),
+        "world_size": world_size,
+        "loop": loop.to_json(),
+        "config": asdict(config),
+        "resolved_paths": resolved_paths(config),
+        "data_fingerprints": data_fingerprints,
     }
 
 
@@ -274,50 +280,20 @@ def run_info(config: TrainConfig, device: torch.device, amp_dtype: torch.dtype |
     }
 
 
-def prepare_output_folder(trainer) -> list[dict]:
-    """Clear an earlier run (--overwrite_output_path, now that every check has passed), write train_args.json
-    and start metrics.jsonl (or cut it back to the step being resumed) for a built ``Trainer``. Returns the run's
-    history so far."""
-    config, world_size, model = trainer.config, trainer.process.world_size, trainer.model
-    samplers, datasets = trainer.sampler.samplers, trainer.loader.dataset.datasets
-    # The examples a step of each dataset takes: its --batch_size, or all of them when there are fewer.
-    batches = [sampler.largest_batch for sampler in samplers]
-    info = run_info(
-        config,
-        trainer.device,
-        trainer.amp_dtype,
-        num_train_examples=example_counts(trainer.train_data),
-        steps_per_epoch=trainer.schedule.steps_per_epoch,
-        total_steps=trainer.schedule.total_steps,
-        world_size=world_size,
-        per_process_batch=one_or_list([batch // world_size for batch in batches]),
-        grad_cache_chunk=config.grad_cache_chunk,
-        negatives_per_anchor=one_or_list(
-            [o.negatives_per_anchor(b, d.num_sent) for o, b, d in zip(trainer.objectives, batches, datasets)]
-        ),
-        data_kind=one_or_list([data.kind for data in trainer.train_data]),
-        selection_metric=trainer.selection_metric,
-        dropped_examples_per_epoch=one_or_list([sampler.dropped_per_epoch for sampler in samplers]),
-        resumed_from=str(trainer.resume.path) if trainer.resume else None,
-        forward=f"unpadded, {attention_kernel(trainer.device)} attention" if model.unpad else "padded",
-    )
-    for part, batch, sampler in zip(config.parts(), batches, samplers):
-        if batch < part.batch_size:
-            logger.warning(
-                "--batch_size %d exceeds the %d training examples of %s: each step takes %d",
-                part.batch_size,
-                sampler.num_examples,
-                part.train_data,
-                batch,
-            )
-    clear_earlier_run(config, trainer.output)
+def prepare_output_folder(
+    config: TrainConfig, output: Path, info: dict, model, resume: ResumePoint | None, loop: LoopState
+) -> list[dict]:
+    """Clear an earlier run (--overwrite_output_path, now that every check has passed), write ``info`` as
+    train_args.json and start metrics.jsonl (or cut it back to the step being resumed). Returns the run's history
+    so far."""
+    clear_earlier_run(config, output)
     print(
         f"model {config.model} ({model.config.model_type}): {info['forward']} forward pass, pooler {model.pooler}"
         + (" with the package's head" if model.owns_head and model.head else "")
     )
-    history = start_logs(trainer.output, info, trainer.resume, trainer.state.step)
-    if trainer.resume:
-        forget_lost_best_model(trainer.output, trainer.state)
+    history = start_logs(output, info, resume, loop.step)
+    if resume:
+        forget_lost_best_model(output, loop)
     return history
 
 

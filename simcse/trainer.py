@@ -4,7 +4,6 @@ checkpoint, training-state checkpoints and exact resume."""
 from __future__ import annotations
 
 import logging
-import sys
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -14,19 +13,25 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from simcse import checkpoint, distributed
-from simcse.config import TrainConfig
+from simcse.config import TrainConfig, one_or_list
 from simcse.device import autocast_dtype
-from simcse.evaluate import evaluate_dev, selection_metric
 from simcse.grad_cache import chunked_backward
-from simcse.loader import build_loader
-from simcse.loop_state import LoopState, TrainResult, set_seed, start_loop_state
-from simcse.loss import duplicate_candidates
-from simcse.objectives import OBJECTIVES
-from simcse.optim import Schedule, build_optimizer_and_scaler, build_schedule
+from simcse.loader import LoaderSettings, batch_facts, build_loader
+from simcse.loop_state import TrainResult, progress_bar, set_seed, start_loop_state
+from simcse.objectives import OBJECTIVES, LossInputs
+from simcse.optim import apply_gradient, build_optimizer_and_scaler, build_schedule
 from simcse.run_folder import METRICS_NAME, append_metrics
-from simcse.run_inputs import build_model, check_tokenizer_covers, data_fingerprints, read_inputs
-from simcse.run_setup import claim_output_folder, find_resume_point, prepare_output_folder, trainer_state
+from simcse.run_inputs import build_model, check_tokenizer_covers, data_fingerprints, example_counts, read_inputs
+from simcse.run_setup import (
+    claim_output_folder,
+    find_resume_point,
+    prepare_output_folder,
+    run_info,
+    trainer_state,
+)
+from simcse.tasks import evaluate_dev
 from simcse.tracking import check_installed, open_reporters
+from simcse.unpad import attention_kernel
 
 logger = logging.getLogger(__name__)
 
@@ -37,33 +42,12 @@ ALL_SKIPPED_LIMIT = 20
 MASKED_SHARE_WARNING = 0.1
 
 
-# The dev metrics the console shows, as people write them.
-SHOWN_NAMES = {
-    "cosine_pearson": "cosine Pearson",
-    "cosine_spearman": "cosine Spearman",
-    "ndcg@10": "nDCG@10",
-    "recall@1": "Recall@1",
-}
-
-
 class NonFiniteLossError(ValueError):
     """Training produced a NaN or infinite loss."""
 
 
 class NonFiniteGradientError(ValueError):
     """Every step so far had a NaN or infinite gradient, so none updated the model."""
-
-
-def progress_bar(schedule: Schedule, state: LoopState, is_main: bool) -> tqdm:
-    return tqdm(
-        total=schedule.total_steps,
-        initial=state.step,
-        desc="training",
-        unit="step",
-        dynamic_ncols=True,
-        disable=not is_main,
-        mininterval=0.1 if sys.stderr.isatty() else 1.0,  # a log file gets a line a second at most
-    )
 
 
 class Trainer:
@@ -106,26 +90,57 @@ class Trainer:
         self.objectives = [OBJECTIVES[part.objective] for part in self.parts]
         self.amp_dtype = autocast_dtype(config.amp, self.device, quiet=not self.is_main)
         self.valid_data, self.train_data = read_inputs(config)
-        self.selection_metric = selection_metric(self.valid_data)
+        self.selection_metric = self.valid_data.task.selection_metric
+        self.loss_settings = config.loss_settings()
         self.data_fingerprints = data_fingerprints(config)
         self.resume = find_resume_point(config, self.output, self.process, self.train_data, self.data_fingerprints)
         self.model = build_model(config, self.resume, self.device)
         check_tokenizer_covers(self.model, self.train_data, self.valid_data, config)
-        self.sampler, self.loader = build_loader(config, self.train_data, self.model, self.process, self.device)
-        self.schedule = build_schedule(config, self.sampler.batches_per_epoch)
+        settings = LoaderSettings(
+            self.parts, config.max_length, config.num_negatives, config.seed, config.mixture, config.num_workers
+        )
+        self.sampler, self.loader = build_loader(settings, self.train_data, self.model, self.process, self.device)
+        self.schedule = build_schedule(
+            self.sampler.batches_per_epoch, config.epochs, config.max_steps, config.warmup_ratio, config.learning_rate
+        )
         self.train_model = distributed.wrap_for_processes(self.model, self.process, self.device)
         set_seed(config.seed + self.process.rank)  # each process its own dropout masks
         training_state = self.resume.training_state if self.resume else None
-        self.optimizer, self.scaler = build_optimizer_and_scaler(self.model, config, self.amp_dtype, training_state)
+        self.optimizer, self.scaler = build_optimizer_and_scaler(
+            self.model, config.learning_rate, config.weight_decay, self.amp_dtype, training_state
+        )
         self.autocast = torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype else nullcontext()
-        self.state = start_loop_state(self.resume, self.device, len(self.parts))
-        self.history = prepare_output_folder(self) if self.is_main else []
+        self.state = start_loop_state(self.resume and self.resume.trainer_state["loop"], self.device, len(self.parts))
+        self.history = (
+            prepare_output_folder(config, self.output, self.run_info(), self.model, self.resume, self.state)
+            if self.is_main
+            else []
+        )
         resumed_step = self.resume.trainer_state["step"] if self.resume else None
         self.reporters = open_reporters(config.report_to, self.output, config, resumed_step) if self.is_main else []
         self.lr: float | None = None  # of the last step taken
         self.warned_about_duplicates = False
         self.last_losses: dict[int, torch.Tensor] = {}  # each dataset's latest step loss, for the progress bar
-        self.progress = progress_bar(self.schedule, self.state, self.is_main)
+        self.progress = progress_bar(self.schedule.total_steps, self.state, self.is_main)
+
+    def run_info(self) -> dict:
+        """train_args.json: the settings, the versions, the device and what the run is made of."""
+        model, world_size = self.model, self.process.world_size
+        return run_info(
+            self.config,
+            self.device,
+            self.amp_dtype,
+            num_train_examples=example_counts(self.train_data),
+            steps_per_epoch=self.schedule.steps_per_epoch,
+            total_steps=self.schedule.total_steps,
+            world_size=world_size,
+            grad_cache_chunk=self.config.grad_cache_chunk,
+            data_kind=one_or_list([data.kind for data in self.train_data]),
+            selection_metric=self.selection_metric,
+            resumed_from=str(self.resume.path) if self.resume else None,
+            forward=f"unpadded, {attention_kernel(self.device)} attention" if model.unpad else "padded",
+            **batch_facts(self.sampler, self.loader.dataset.datasets, self.objectives, world_size),
+        )
 
     @property
     def metrics_file(self) -> Path:
@@ -141,18 +156,15 @@ class Trainer:
     def loss(
         self, part: int, embeddings: torch.Tensor, input_ids: torch.Tensor, scores: torch.Tensor | None
     ) -> torch.Tensor:
-        """The loss of dataset ``part``'s objective on a batch's embeddings (B, num_sent, H), with the candidates
-        that repeat an anchor's or its positive's text masked when its negatives come from the batch."""
-        exclude, objective = None, self.objectives[part]
-        if objective.in_batch_negatives and self.config.mask_duplicate_negatives:
-            # Every process pads to the same width, so that token ids can be gathered and compared.
-            width = self.loader.dataset.longest if self.process.is_distributed else input_ids.shape[-1]
-            ids = F.pad(input_ids, (0, width - input_ids.shape[-1]), value=self.model.collator.pad_token_id)
-            exclude = duplicate_candidates(
-                ids[:, 0], ids[:, 1], ids[:, 2:] if ids.shape[1] > 2 else None, gather=distributed.gather
-            )  # (B, C)
-            self.warn_about_duplicates(exclude, self.parts[part].train_data)
-        return objective.loss(embeddings, scores, exclude, self.config, distributed.gather)
+        """The loss of dataset ``part``'s objective on a batch's embeddings (B, num_sent, H): the objective's own
+        function, masks included."""
+        # Every process pads to the same width, so that token ids can be gathered and compared.
+        width = self.loader.dataset.longest if self.process.is_distributed else input_ids.shape[-1]
+        ids = F.pad(input_ids, (0, width - input_ids.shape[-1]), value=self.model.collator.pad_token_id)
+        output = self.objectives[part].loss(LossInputs(embeddings, ids, scores), self.loss_settings, distributed.gather)
+        if output.masked is not None:
+            self.warn_about_duplicates(output.masked, self.parts[part].train_data)
+        return output.loss
 
     def warn_about_duplicates(self, exclude: torch.Tensor, train_data: str) -> None:
         """Warn once when more than ``MASKED_SHARE_WARNING`` of a batch's negatives repeat an anchor's text."""
@@ -197,7 +209,7 @@ class Trainer:
             raise NonFiniteLossError(
                 f"training loss is {loss.item()} at step {state.step + 1}; {self.last_good_save()}"
             )
-        state.skipped_steps += self.update_weights()
+        state.skipped_steps += apply_gradient(self.optimizer, scaler, self.model, config.max_grad_norm)
         state.step += 1
         if state.skipped_steps == state.step and state.step >= min(ALL_SKIPPED_LIMIT, self.schedule.total_steps):
             raise NonFiniteGradientError(
@@ -214,28 +226,6 @@ class Trainer:
         if len(self.parts) == 1:
             return {"loss": f"{loss.item():.4f}"}
         return {f"loss_{part + 1}": f"{value.item():.4f}" for part, value in sorted(self.last_losses.items())}
-
-    def update_weights(self) -> bool:
-        """Clip and apply the gradient; returns whether the step was skipped (a gradient that is not finite)."""
-        scaler, max_norm = self.scaler, self.config.max_grad_norm
-        if scaler.is_enabled():
-            if max_norm > 0:
-                scaler.unscale_(self.optimizer)
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
-            scale_before = scaler.get_scale()
-            scaler.step(self.optimizer)  # skipped by the scaler when the gradient overflowed
-            scaler.update()
-            return scaler.get_scale() < scale_before
-        # Every process holds the same averaged gradient, so all take the same decision.
-        parameters = [p for p in self.model.parameters() if p.grad is not None]
-        if max_norm > 0:
-            norm = torch.nn.utils.clip_grad_norm_(parameters, max_norm)
-        else:
-            norm = torch.nn.utils.get_total_norm([p.grad for p in parameters])
-        if not torch.isfinite(norm):
-            return True
-        self.optimizer.step()
-        return False
 
     # -----------------------------------------------------------------------------------------------
     # Evaluation and saves
@@ -294,10 +284,9 @@ class Trainer:
         if line is not None:
             saved = self.save_model_if_best(line)
             state = self.state
-            shown = ("cosine_pearson", "cosine_spearman") if "cosine_pearson" in line else ("ndcg@10", "recall@1")
             tqdm.write(
                 f"step {state.step} (epoch {line['epoch']:.2f}): dev "
-                + ", ".join(f"{SHOWN_NAMES[key]} {line[key]:.4f}" for key in shown)
+                + self.valid_data.task.short_line(line)
                 + (" (best, saved)" if saved else f" (best {state.best_score:.4f} at step {state.best_step})")
             )
         distributed.barrier()
@@ -314,7 +303,15 @@ class Trainer:
                 "grad_scaler": self.scaler.state_dict(),
                 "rng": rng_states,  # one per process
             }
-            path = checkpoint.save_training_checkpoint(self.model, self.output, training_state, trainer_state(self))
+            saved = trainer_state(
+                self.config,
+                state,
+                self.schedule.steps_per_epoch,
+                self.train_data,
+                self.process.world_size,
+                self.data_fingerprints,
+            )
+            path = checkpoint.save_training_checkpoint(self.model, self.output, training_state, saved)
             checkpoint.rotate_checkpoints(self.output, self.config.save_total_limit)
             tqdm.write(f"step {state.step}: saved {path}")
         distributed.barrier()
@@ -393,14 +390,14 @@ class Trainer:
             history=self.history,
         )
         if self.is_main:
-            metric = self.selection_metric
+            metric, task = self.selection_metric, self.valid_data.task
             best = (
                 f"best {result.best_score:.4f} at step {result.best_step}"
                 if result.best_step >= 0
                 else "no finite dev score (the final model is saved)"
             )
             print(
-                f"done: dev {SHOWN_NAMES[metric]} {self.history[0][metric]:.4f} before training, {best}; "
+                f"done: dev {task.selection_label} {self.history[0][metric]:.4f} before training, {best}; "
                 f"mean training loss {result.mean_train_loss:.4f} over {state.step} steps"
                 + (f" ({state.skipped_steps} skipped: gradient not finite)" if state.skipped_steps else "")
                 + f"; total time {result.total_seconds:.1f} s; model in {self.output}"
@@ -423,7 +420,18 @@ def train(config: TrainConfig) -> TrainResult:
         if config.push_to_hub and trainer.is_main:
             from simcse.hub import push_run  # huggingface_hub is imported only by runs that push
 
-            push_run(config, trainer.model, trainer.history, trainer.state.best_step)
+            # The best evaluation's line, or the last one's when no dev score was finite (the final model).
+            history, best_step = trainer.history, trainer.state.best_step
+            best = next((line for line in history if line["step"] == best_step), history[-1])
+            push_run(
+                trainer.output,
+                config.push_to_hub,
+                config.hub_private,
+                config.model,
+                config.valid_data,
+                trainer.model,
+                best,
+            )
         distributed.barrier()
     finally:
         trainer.close()

@@ -14,11 +14,10 @@ from conftest import KOREAN_SENTENCES, REPO_ROOT, run_script
 from torch.nn.parallel import DistributedDataParallel
 
 from simcse import distributed
-from simcse.config import TrainConfig
+from simcse.data import DATA_KINDS
 from simcse.grad_cache import chunked_backward
-from simcse.loss import duplicate_candidates
 from simcse.model import SimCSEModel
-from simcse.objectives import OBJECTIVES
+from simcse.objectives import OBJECTIVES, LossInputs, LossSettings
 
 WORLD = 2
 GLOBAL_BATCH = 8
@@ -40,20 +39,16 @@ GLOBAL_SCORES = torch.tensor([4.5, 0.5, 3.0, 3.0, 1.0, 5.0, 2.0, 0.0])
 
 
 # The settings the objectives read: a hard-negative weight that the interleaving mistake below makes count.
-SETTINGS = TrainConfig(hard_negative_weight=0.7)
-# Sentences per example of each kind of training data.
-NUM_SENT = {"sentences": 2, "pairs": 2, "triplets": 3, "scored_pairs": 2, "query_documents": 5}  # K = 3 negatives
-# Every objective, with every example width its data kinds give.
-CASES = sorted({(name, NUM_SENT[kind]) for name, objective in OBJECTIVES.items() for kind in objective.data_kinds})
+SETTINGS = LossSettings(hard_negative_weight=0.7)
+# Every objective, with every example width its data kinds give (K = 3 negatives for queries with documents).
+CASES = sorted(
+    {(name, DATA_KINDS[kind].num_texts(3)) for name, objective in OBJECTIVES.items() for kind in objective.data_kinds}
+)
 
 
 def loss_of(objective, embeddings, input_ids, gather, scores=None):
-    """The trainer's loss: the objective's own function, with duplicate masking when it has in-batch negatives."""
-    exclude = None
-    if OBJECTIVES[objective].in_batch_negatives:
-        negatives = input_ids[:, 2:] if embeddings.shape[1] > 2 else None  # (B, K, L)
-        exclude = duplicate_candidates(input_ids[:, 0], input_ids[:, 1], negatives, gather=gather)
-    return OBJECTIVES[objective].loss(embeddings, scores, exclude, SETTINGS, gather)
+    """The trainer's loss: the objective's own function, masks included."""
+    return OBJECTIVES[objective].loss(LossInputs(embeddings, input_ids, scores), SETTINGS, gather).loss
 
 
 def interleaved_gather_loss(embeddings):

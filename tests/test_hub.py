@@ -12,9 +12,10 @@ from conftest import REPO_ROOT
 from huggingface_hub.utils import filter_repo_objects
 
 import simcse.hub
-from simcse.evaluate import METRIC_KEYS, write_eval_report
+from simcse.evaluate import METRIC_KEYS
 from simcse.model import SimCSEModel
 from simcse.poolers import POOLERS
+from simcse.tasks import write_eval_report
 
 SECRET = "hf_thisIsNotARealTokenButMustNeverBeWritten"
 
@@ -39,7 +40,7 @@ def checkpoint_folder(tiny_bert_dir, tmp_path):
         "korsts_test": {key: 0.7 + i / 1000 for i, key in enumerate(METRIC_KEYS)},
         "klue_sts_dev": {key: 0.6 + i / 1000 for i, key in enumerate(METRIC_KEYS)},
     }
-    write_eval_report(tmp_path / "eval_results.json", "outputs/x", model, results)
+    write_eval_report(tmp_path / "eval_results.json", "outputs/x", model, {"sts": results})
     # What must stay local: a training checkpoint (nested files too), a save cut short by a crash, the lock.
     for unpublished in (
         "checkpoint-100/training_state.pt",

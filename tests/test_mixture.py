@@ -129,10 +129,10 @@ def test_each_dataset_trains_with_its_objective_and_logs_its_loss(demo_config, d
     for key in ("simcse", "cosent"):
         objective = simcse.objectives.OBJECTIVES[key]
 
-        def recording(embeddings, scores, *args, real=objective.loss, key=key):
-            loss = real(embeddings, scores, *args)
-            seen.append((key, embeddings.shape[0], loss.item()))
-            return loss
+        def recording(inputs, *args, real=objective.loss, key=key):
+            output = real(inputs, *args)
+            seen.append((key, inputs.embeddings.shape[0], output.loss.item()))
+            return output
 
         monkeypatch.setitem(simcse.objectives.OBJECTIVES, key, dataclasses.replace(objective, loss=recording))
     output = tmp_path / "run"

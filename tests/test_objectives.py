@@ -13,7 +13,7 @@ from test_checkpoint import cut_back_to, metrics_lines
 
 import simcse.loss
 import simcse.trainer
-from simcse.data import load_sts
+from simcse.data import load_sts, load_train_data
 from simcse.model import SimCSEModel
 from simcse.objectives import OBJECTIVES
 from simcse.trainer import train
@@ -49,15 +49,12 @@ def test_cosent_runs_the_loss_on_the_batch_s_scores(cosent_config, demo_data, tm
     assert one_epoch == sorted(gold.scores)  # 5 batches of 8: every pair once, with its own score
 
 
-# A demo file of each kind of training data.
-DEMO_FILE = {"sentences": "corpus.txt", "pairs": "pairs.tsv", "triplets": "train.tsv", "scored_pairs": "dev.tsv"}
-
-
 @pytest.mark.parametrize("objective", OBJECTIVES)
 def test_every_objective_resumes_exactly(objective, demo_config, demo_data, tmp_path):
     """Each objective of the table, on a file of its first data kind: a run cut at step 2 and resumed logs the
     same metrics and ends with the same weights as the run never interrupted (dropout on)."""
-    data = demo_data / DEMO_FILE[OBJECTIVES[objective].data_kinds[0]]
+    kinds = OBJECTIVES[objective].data_kinds
+    data = next(path for path in sorted(demo_data.glob("*.t*")) if load_train_data(path).kind in kinds)
     settings = dict(objective=objective, train_data=str(data), valid_data=str(demo_data / "test.tsv"))
     assert_resumes_exactly(demo_config, tmp_path, **settings, batch_size=8, max_steps=4, save_steps=2, dropout=0.1)
 

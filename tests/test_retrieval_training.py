@@ -15,7 +15,7 @@ from test_objectives import assert_resumes_exactly
 
 import simcse.loss
 from simcse.batching import QueryDocumentsDataset
-from simcse.data import DataFormatError, load_sts, load_train_data
+from simcse.data import DATA_KINDS, DataFormatError, load_sts, load_train_data
 from simcse.hub import render_model_card
 from simcse.model import SimCSEModel
 from simcse.report import summarize
@@ -241,5 +241,5 @@ def test_a_retrieval_dev_set_selects_by_ndcg_and_eval_py_agrees(
     got = json.loads(report.read_text())["retrieval"][str(beir_dev)]
     assert got["ndcg@10"] == pytest.approx(best["ndcg@10"], abs=1e-6)
     card = render_model_card(output, "user/ko-retrieval")
-    assert "best by dev ndcg@10 on" in card and "for retrieval (queries, positive documents" in card
+    assert "best by dev ndcg@10 on" in card and f"on {DATA_KINDS['query_documents'].card_name}" in card
     assert "## Retrieval: " in card and "model.encode_query(" in card

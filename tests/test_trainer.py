@@ -66,7 +66,7 @@ def test_the_trainers_optimizer_steps_like_the_reference_adamw(tiny_bert_dir, de
     config = demo_config(tmp_path)
     models = [SimCSEModel(tiny_bert_dir) for _ in range(2)]
     models[1].load_state_dict(models[0].state_dict())
-    trainers_optimizer, _ = build_optimizer_and_scaler(models[0], config, None, None)
+    trainers_optimizer, _ = build_optimizer_and_scaler(models[0], config.learning_rate, config.weight_decay, None, None)
     assert trainers_optimizer.defaults["fused"] and fused_adamw(torch.device("cpu"))
     assert not fused_adamw(torch.device("mps"))
     reference = torch.optim.AdamW(
