@@ -118,7 +118,7 @@ def format_sts_table(results: Mapping[str, Mapping[str, float]]) -> str:
 
 
 def recognises(name_or_path: str | os.PathLike, data_dir: str | os.PathLike | None = None) -> bool:
-    return True  # the last task tried: any set no other task takes is read as STS (and refused there if not)
+    return True  # the fallback task: any set no other task takes is read as STS (and refused there if not one)
 
 
 def files(name_or_path: str | os.PathLike, split: str | None = None, data_dir=None) -> list[Path]:

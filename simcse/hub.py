@@ -14,7 +14,7 @@ from huggingface_hub import constants as hub_constants
 
 from simcse.config import CARD_SETTINGS, DEFAULT_MAX_LENGTH, as_list, upgrade_saved_settings
 from simcse.data import DATA_KINDS
-from simcse.objectives import DEFAULT_OBJECTIVE, OBJECTIVES
+from simcse.objectives import OBJECTIVES
 from simcse.poolers import DEFAULT_POOLER, POOLERS
 from simcse.registry import KORNLI_HUB_ID, STS_DATASETS
 from simcse.run_folder import (
@@ -66,12 +66,7 @@ def _usage(repo_id: str, settings: dict) -> str:
     pooler = POOLERS[settings.get("pooler", DEFAULT_POOLER)]
     head_file = settings.get("head_file")
     head_used = pooler.head and not settings.get("mlp_only_train")
-    lines = [pooler.usage]
-    if "mean(" in pooler.usage:
-        lines.insert(
-            0,
-            "mask = batch['attention_mask'].unsqueeze(-1)\nmean = lambda states: (states * mask).sum(1) / mask.sum(1)",
-        )
+    lines = [pooler.usage_helper, pooler.usage] if pooler.usage_helper else [pooler.usage]
     if head_used and head_file:
         lines += [
             f'head = load_file(hf_hub_download("{repo_id}", "{head_file}"))  # the SimCSE head, beside the encoder',
@@ -166,24 +161,35 @@ def _eval_results(report: dict) -> list[EvalResult]:
 
 
 def _results_sections(report: dict, repo_id: str) -> list[str]:
-    """The card's result tables, each task's in table order, STS first."""
-    tasks = sorted(TASKS.values(), key=lambda task: task.name != "sts")
-    return [section for task in tasks for section in task.code.card_sections(report.get(task.report_key, {}), repo_id)]
+    """The card's result tables, each task's in table order."""
+    return [
+        section
+        for task in TASKS.values()
+        for section in task.code.card_sections(report.get(task.report_key, {}), repo_id)
+    ]
+
+
+def _kind_of_earlier_release(train_data: str) -> str:
+    """The data kind of a run whose train_args.json names none (releases before data kinds): its file's kind by
+    the file name (a .txt file is one sentence per line), else triplets, the supervised recipe's."""
+    found = (kind.name for kind in DATA_KINDS.values() if kind.matches(Path(str(train_data)), ()))
+    return next(found, DATA_KINDS["triplets"].name)
 
 
 def _objectives(args: dict, kinds: list[str]) -> list[str]:
-    """Each dataset's objective; train_args.json of releases before --objective trained scored pairs with CoSENT."""
+    """Each dataset's objective; train_args.json of releases before --objective named none: each kind was trained
+    with the first objective that takes it (CoSENT for scored pairs)."""
     if "objective" in args:
         objectives = as_list(args["objective"])
         return objectives * len(kinds) if len(objectives) == 1 else objectives
-    return ["cosent" if kind == "scored_pairs" else DEFAULT_OBJECTIVE for kind in kinds]
+    return [next(name for name, objective in OBJECTIVES.items() if kind in objective.data_kinds) for kind in kinds]
 
 
 def _training_kind(info: dict, args: dict) -> str:
     """How the card names the training: each dataset's objective and kind of data (their table entries' names)."""
     files = as_list(args.get("train_data", ""))
     # train_args.json of earlier releases names no data kind: a .txt file is one sentence per line
-    kinds = as_list(info.get("data_kind") or ("sentences" if str(files[0]).endswith(".txt") else "triplets"))
+    kinds = as_list(info.get("data_kind") or _kind_of_earlier_release(files[0]))
     names = [
         f"{OBJECTIVES[objective].card_name} on {DATA_KINDS[kind].card_name}"
         for objective, kind in zip(_objectives(args, kinds), kinds)

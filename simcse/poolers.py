@@ -32,13 +32,14 @@ class Pooler:
     # (attention_mask (N, L), last_hidden_state (N, L, H), hidden_states: embeddings output, then each layer's)
     # -> (N, H)
     padded: Callable[[Tensor, Tensor, Sequence[Tensor] | None], Tensor]
-    usage: str  # the snippet line computing `pooled` from `outputs` (and `mean`, a masked mean)
+    usage: str  # the snippet line computing `pooled` from `outputs`
     # (packing, last_hidden_state (T, H), hidden_states (T, H) each) -> (N, H); None: pad, then ``padded``
     packed: Callable[[Any, Tensor, Sequence[Tensor] | None], Tensor] | None = None
     first_token_only: bool = False  # reads the last layer's first token alone: the unpadded pass computes only it
     hidden_states: bool = False  # reads inner layers' states
     head: bool = False  # SimCSE's MLP head (dense + tanh) follows it
     st_mode: str | None = None  # sentence-transformers' pooling mode, when it has this pooler
+    usage_helper: str = ""  # the snippet lines defining what ``usage`` calls, before it
 
     def pool_packed(self, packing, attention_mask: Tensor, last: Tensor, hidden_states) -> Tensor:
         """The pooled vectors (N, H) from the unpadded pass's packed states (T, H)."""
@@ -64,6 +65,8 @@ def mean_of_layers(first: int, second: int) -> tuple[Callable, Callable]:
     return padded, packed
 
 
+# The snippets' masked mean over real tokens, for the poolers that call ``mean``.
+MEAN_HELPER = "mask = batch['attention_mask'].unsqueeze(-1)\nmean = lambda states: (states * mask).sum(1) / mask.sum(1)"
 _first_last, _first_last_packed = mean_of_layers(1, -1)
 _top2, _top2_packed = mean_of_layers(-2, -1)
 
@@ -94,6 +97,7 @@ POOLERS: dict[str, Pooler] = {
             "pooled = mean(outputs.last_hidden_state)  # mean over real tokens",
             packed=lambda packing, last, hidden_states: packing.mean(last),
             st_mode="mean_tokens",
+            usage_helper=MEAN_HELPER,
         ),
         Pooler(
             "avg_first_last",
@@ -102,6 +106,7 @@ POOLERS: dict[str, Pooler] = {
             "pooled = mean((outputs.hidden_states[1] + outputs.hidden_states[-1]) / 2)  # first and last layers",
             packed=_first_last_packed,
             hidden_states=True,
+            usage_helper=MEAN_HELPER,
         ),
         Pooler(
             "avg_top2",
@@ -110,6 +115,7 @@ POOLERS: dict[str, Pooler] = {
             "pooled = mean((outputs.hidden_states[-2] + outputs.hidden_states[-1]) / 2)  # last two layers",
             packed=_top2_packed,
             hidden_states=True,
+            usage_helper=MEAN_HELPER,
         ),
     )
 }

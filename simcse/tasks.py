@@ -6,8 +6,8 @@ An entry holds the task's facts (how its sets are given, the metric a run select
 its key in eval_results.json, its model-index task); its code is a module (``EvalTask.code``) that provides
 ``METRIC_KEYS`` and these functions:
 
-* ``recognises(name_or_path, data_dir) -> bool``: the set is of this task (tasks are tried in table order; STS,
-  last, takes any other file);
+* ``recognises(name_or_path, data_dir) -> bool``: the set is of this task (the fallback entry, STS, takes any set
+  no other task recognises);
 * ``files(name_or_path, split, data_dir)`` and ``load(name_or_path, split, data_dir)``: the set's files (what a
   resume fingerprints) and the set read and checked; a ``split`` of None is a training run's dev split;
 * ``texts(data)``: every text of the set, to probe the tokenizer with;
@@ -30,6 +30,9 @@ from typing import Any
 
 from simcse.run_folder import read_json, write_json
 
+# eval_results.json's key of STS results: the package's first releases wrote only those, and it is always there.
+STS_REPORT_KEY = "results"
+
 
 @dataclass(frozen=True)
 class EvalTask:
@@ -40,6 +43,7 @@ class EvalTask:
     shown: tuple[tuple[str, str], ...]  # the console's short line: (metric key, as people write it)
     report_key: str  # its results' key in eval_results.json
     card_task: tuple[str, str]  # the model-index task type and name
+    fallback: bool = False  # takes every set no other task recognises (its module refuses what it cannot read)
 
     @property
     def code(self) -> ModuleType:
@@ -58,10 +62,21 @@ class EvalTask:
         return dict(self.shown)[self.selection_metric]
 
 
-# Tried in this order: the first that recognises a set takes it.
+# In the order of the reports and cards; a set is the first non-fallback task's that recognises it, else the
+# fallback's.
 TASKS: dict[str, EvalTask] = {
     task.name: task
     for task in (
+        EvalTask(
+            "sts",
+            "simcse.evaluate",
+            "an STS dataset name or file",
+            "cosine_spearman",
+            (("cosine_pearson", "cosine Pearson"), ("cosine_spearman", "cosine Spearman")),
+            STS_REPORT_KEY,
+            ("sentence-similarity", "Semantic Textual Similarity"),
+            fallback=True,
+        ),
         EvalTask(
             "retrieval",
             "simcse.retrieval",
@@ -79,15 +94,6 @@ TASKS: dict[str, EvalTask] = {
             (("cosine_accuracy", "cosine accuracy"), ("cosine_ap", "cosine AP")),
             "pair_classification",
             ("pair-classification", "Pair Classification"),
-        ),
-        EvalTask(
-            "sts",
-            "simcse.evaluate",
-            "an STS dataset name or file",
-            "cosine_spearman",
-            (("cosine_pearson", "cosine Pearson"), ("cosine_spearman", "cosine Spearman")),
-            "results",  # the key of the package's first releases
-            ("sentence-similarity", "Semantic Textual Similarity"),
         ),
     )
 }
@@ -110,8 +116,9 @@ class EvalSet:
 
 
 def task_of(name_or_path: str | os.PathLike, data_dir: str | os.PathLike | None = None) -> EvalTask:
-    """The task of a set: the first entry whose code recognises it."""
-    return next(task for task in TASKS.values() if task.code.recognises(name_or_path, data_dir))
+    """The task of a set: the first entry whose code recognises it, else the fallback."""
+    tried = sorted(TASKS.values(), key=lambda task: task.fallback)
+    return next(task for task in tried if task.fallback or task.code.recognises(name_or_path, data_dir))
 
 
 def load_set(name_or_path: str | os.PathLike, split: str | None = None, data_dir=None) -> EvalSet:
@@ -146,7 +153,7 @@ def read_eval_report(path: str | os.PathLike) -> dict | None:
     report = read_json(path)
     if report is None:
         return None
-    results = report.get("results") if isinstance(report, dict) else None
+    results = report.get(STS_REPORT_KEY) if isinstance(report, dict) else None
     if not isinstance(results, dict):
         raise ValueError(f"{path}: not an eval.py report (no 'results' object)")
     for task in TASKS.values():
@@ -175,9 +182,9 @@ def write_eval_report(
         "mlp_only_train": model.mlp_only_train,
         "max_length": model.max_length,
     }
-    for task in sorted(TASKS.values(), key=lambda task: task.report_key != "results"):  # STS first, as before
+    for task in TASKS.values():
         now, before = results.get(task.name, {}), earlier.get(task.report_key, {})
-        if now or before or task.report_key == "results":  # STS's key is always there, as it always was
+        if now or before or task.report_key == STS_REPORT_KEY:
             report[task.report_key] = {name: dict(metrics) for name, metrics in now.items()} | before
     write_json(path, report)
     return report

@@ -75,6 +75,19 @@ TINY_ENCODER = dict(hidden_size=32, num_hidden_layers=3, num_attention_heads=2, 
 CACHES = (".venv/", ".pytest_cache/", ".ruff_cache/", "__pycache__/", ".egg-info/")
 
 
+# The README and the reference pages under docs/: what the tests hold against the code.
+DOC_FILES = [REPO_ROOT / "README.md", *sorted((REPO_ROOT / "docs").glob("*.md"))]
+
+
+def doc_section(title: str) -> str:
+    """The text under ``## title`` in the README or a page of docs/ (the one section of that title), up to the
+    next section."""
+    found = [text.split(f"\n## {title}\n", 1)[1] for text in (path.read_text(encoding="utf-8") for path in DOC_FILES)
+             if f"\n## {title}\n" in text]  # fmt: skip
+    assert len(found) == 1, f"{len(found)} sections titled {title!r} in the README and docs/"
+    return found[0].split("\n## ", 1)[0]
+
+
 def checkout_changes() -> set[str]:
     """The checkout's changed, untracked and ignored entries (caches aside), as ``git status`` lists them; empty
     outside a git checkout."""

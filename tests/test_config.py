@@ -6,7 +6,7 @@ import dataclasses
 import re
 
 import pytest
-from conftest import REPO_ROOT
+from conftest import doc_section
 
 from simcse.cli import build_parser, parse_args
 from simcse.config import (
@@ -24,10 +24,9 @@ FIELDS = {field.name: field for field in dataclasses.fields(TrainConfig)}
 
 def readme_flag_table() -> dict[str, str]:
     """flag -> default cell of the README's train.py table, backticks removed."""
-    section = (REPO_ROOT / "README.md").read_text(encoding="utf-8").split("## train/train.py", 1)[1]
-    section = section.split("\n## ", 1)[0]
+    section = doc_section("train/train.py")
     rows = re.findall(r"^\| `(--[a-z_]+)` \| ([^|]*) \|", section, re.M)
-    assert rows, "no flag table under ## train/train.py"
+    assert rows, "no flag table under ## train/train.py (docs/training.md)"
     return {flag: cell.replace("`", "").strip() for flag, cell in rows}
 
 
@@ -49,7 +48,7 @@ def test_readme_flag_table_lists_exactly_the_generated_flags():
 
 
 def readme_meaning(flag: str) -> str:
-    section = (REPO_ROOT / "README.md").read_text(encoding="utf-8").split("## train/train.py", 1)[1]
+    section = doc_section("train/train.py")
     return re.search(rf"^\| `{flag}` \| [^|]* \| ([^\n]*) \|$", section, re.M).group(1)
 
 

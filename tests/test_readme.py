@@ -5,7 +5,7 @@ and every time it states says on what machine state it was measured."""
 import re
 
 import pytest
-from conftest import REPO_ROOT
+from conftest import DOC_FILES, REPO_ROOT, doc_section
 from transformers import AutoModel
 
 from simcse.data import DATA_KINDS, load_train_data
@@ -16,17 +16,16 @@ from simcse.run_folder import METRICS_NAME, read_metrics
 from simcse.unpad import UNPADDED_MODEL_TYPES
 
 README = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
-
-
-def section(title: str) -> str:
-    return README.split(f"\n## {title}\n", 1)[1].split("\n## ", 1)[0]
+# The README and every page of docs/: the lists, tables and times below are checked wherever they are written.
+DOCS = "\n".join(path.read_text(encoding="utf-8") for path in DOC_FILES)
+section = doc_section
 
 
 def encoder_lists() -> list[list[str]]:
     """Every run of two or more encoder names in the README ("BERT, RoBERTa and XLM-R"), as written."""
     name = "|".join(re.escape(n) for n in sorted(ENCODER_NAMES.values(), key=len, reverse=True))
     run = rf"(?<![\w-])(?:{name})(?![\w-])(?:(?:, | or | and |, and |/)(?<![\w-])(?:{name})(?![\w-]))+"
-    return [re.findall(rf"(?<![\w-])(?:{name})(?![\w-])", found) for found in re.findall(run, README)]
+    return [re.findall(rf"(?<![\w-])(?:{name})(?![\w-])", found) for found in re.findall(run, DOCS)]
 
 
 def test_every_list_of_encoders_is_one_of_the_packages():
@@ -51,14 +50,14 @@ def test_the_encoders_said_to_have_no_pooling_layer_have_none(tmp_path, korean_s
 
 
 def test_the_embedding_table_has_a_row_for_every_pooler():
-    rows = re.findall(r"^\| `([a-z_0-9]+)`[^|]* \|", section("Use the model"), re.M)
+    rows = re.findall(r"^\| `([a-z_0-9]+)`[^|]* \|", section("Using a trained model"), re.M)
     assert list(dict.fromkeys(rows)) == list(POOLERS)
 
 
 def own_data_examples() -> list[tuple[str, str, str]]:
     """(kind, file name, content) of each example in "Train on your own data"."""
     found = re.findall(r"^`([a-z_]+)`: [^`]*?(?:`[^`]*`[^`]*?)*?`([\w.]+)`:\n\n```text\n(.+?)```", section(
-        "Train on your own data"), re.M | re.S)  # fmt: skip
+        "Training data, one file per kind"), re.M | re.S)  # fmt: skip
     return found
 
 
@@ -97,7 +96,7 @@ def test_the_python_example_trains_as_train_py(demo_settings, tmp_path):
 
 def test_every_stated_time_says_idle():
     """A measured time holds only on an idle machine: each sentence stating one says so."""
-    prose = re.sub(r"```.*?```", "", README, flags=re.S).replace("\n", " ")
+    prose = re.sub(r"```.*?```", "", DOCS, flags=re.S).replace("\n", " ")
     timed = [s for s in re.split(r"(?<=\.)\s", prose) if re.search(r"\d(?:[\d.,]*) ?(?:s|ms|min)\b", s)]
     assert timed
     for sentence in timed:
@@ -110,3 +109,29 @@ def test_the_eval_section_names_every_flag_of_eval_py():
     flags = [a.option_strings[0] for a in build_parser()._actions if a.option_strings and a.dest != "help"]
     text = section("evaluation/eval.py")
     assert [flag for flag in flags if f"`{flag}" not in text] == []
+
+
+def test_the_readme_is_a_map_of_at_most_300_lines():
+    assert len(README.splitlines()) <= 300
+
+
+def test_the_package_map_has_one_line_per_module():
+    listed = re.findall(r"^\| `simcse/([a-z_0-9]+\.py)` \| [^|]+ \|$", section("The package"), re.M)
+    assert sorted(listed) == sorted(path.name for path in (REPO_ROOT / "simcse").glob("*.py"))
+
+
+def test_every_page_of_docs_is_linked_and_every_link_leads_somewhere():
+    pages = sorted(path.relative_to(REPO_ROOT).as_posix() for path in (REPO_ROOT / "docs").glob("*.md"))
+    assert pages and all(f"]({page})" in README for page in pages)
+    for path in DOC_FILES:
+        for target in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", path.read_text(encoding="utf-8")):
+            assert (path.parent / target).exists(), (path.name, target)
+
+
+def test_the_task_table_in_docs_is_the_packages():
+    from simcse.tasks import TASKS
+
+    rows = re.findall(
+        r"^\| `([a-z_]+)` \| .+? \| `([a-z_@0-9]+)` \| `([a-z_]+)` \|$", section("Evaluation tasks"), re.M
+    )
+    assert rows == [(task.name, task.selection_metric, task.report_key) for task in TASKS.values()]
