@@ -23,7 +23,6 @@ _HOMES = {
     "evaluate_retrieval": "simcse.retrieval",
     "format_retrieval_table": "simcse.retrieval",
     "load_retrieval_set": "simcse.retrieval",
-    "best_threshold_metrics": "simcse.pair_classification",
     "TASKS": "simcse.tasks",
     "load_set": "simcse.tasks",
 }

@@ -27,7 +27,7 @@ from simcse.rules import (
     positive,
     setting,
 )
-from simcse.tasks import SETS_HELP
+from simcse.tasks import DEV_SETS_HELP
 from simcse.tracking import NO_REPORTER, REPORTERS
 
 EVAL_STRATEGIES = ("steps", "epoch")
@@ -127,7 +127,7 @@ class TrainConfig:
     )
     valid_data: str = setting(
         "korsts_dev",
-        f"dev set, of any evaluation task: {SETS_HELP}; a retrieval set's qrels/dev.tsv, else qrels/test.tsv",
+        f"dev set, of any evaluation task: {DEV_SETS_HELP}; a retrieval set's qrels/dev.tsv, else qrels/test.tsv",
         "data",
         resume=True,
         path=True,

@@ -1,5 +1,5 @@
 """eval.py's command (``simcse-eval`` once installed; ``evaluation/eval.py`` in a checkout): its flags, and the
-evaluation of one model on STS and retrieval sets, printed as tables."""
+evaluation of one model on sets of every task of ``simcse.tasks``, printed as tables."""
 
 import argparse
 
@@ -8,15 +8,16 @@ from simcse.config import DEFAULT_DOCUMENT_MAX_LENGTH, DEFAULT_MAX_LENGTH
 from simcse.poolers import DEFAULT_POOLER, POOLERS
 from simcse.registry import DATA_DIR_HELP, RETRIEVAL_SETS, STS_DATASETS
 from simcse.run_folder import EVAL_RESULTS_NAME
+from simcse.tasks import REPORTS_HELP, SETS_HELP
 
-EVAL_DESCRIPTION = """Evaluate a sentence encoder on STS sets (cosine, euclidean, manhattan and dot, Pearson and
-Spearman), on retrieval sets in the BEIR layout (nDCG@10, MRR@10, MAP@100, Recall@1/5/10/100) and on pair
-classification sets (labelled pairs: accuracy, F1, precision, recall, AP and MCC of the best cosine threshold).
+EVAL_DESCRIPTION = f"""Evaluate a sentence encoder on sets of every evaluation task, each recognised from its name, file
+or folder:
+{REPORTS_HELP}
 
     python evaluation/eval.py --model outputs/sup-simcse-bert-base --test_data korsts_dev korsts_test klue_sts_dev
     python evaluation/eval.py --model outputs/sup-simcse-bert-base --test_data korsts_test data/my_beir_set
 
-Prints the original project's README table (x100) per dataset; --output_json writes every metric as JSON.
+Prints a table (x100) per set; --output_json writes every metric as JSON.
 """
 
 
@@ -52,10 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--test_data",
         nargs="+",
         default=["korsts_test"],
-        help=f"sets of any evaluation task, in any order: STS dataset names ({', '.join(STS_DATASETS)}) or files, "
-        f"retrieval set names ({', '.join(RETRIEVAL_SETS)}) or folders in the BEIR layout (corpus.jsonl, "
-        "queries.jsonl, qrels/), pair classification TSVs (sentence1, sentence2, label or gold_label) "
-        "(default: korsts_test)",
+        help=f"sets of any evaluation task, in any order: {SETS_HELP}; names: {', '.join(STS_DATASETS)}, "
+        f"{', '.join(RETRIEVAL_SETS)} (default: korsts_test)",
     )
     add_retrieval_flags(parser)
     parser.add_argument("--data_dir", default=None, help=DATA_DIR_HELP)

@@ -39,6 +39,7 @@ class EvalTask:
     name: str
     module: str  # the task's code
     sets: str  # how a set of this task is given, for the flags' help
+    reports: str  # what eval.py reports of a set, for its help
     selection_metric: str  # what a run with a dev set of this task selects its best checkpoint by
     shown: tuple[tuple[str, str], ...]  # the console's short line: (metric key, as people write it)
     report_key: str  # its results' key in eval_results.json
@@ -71,6 +72,7 @@ TASKS: dict[str, EvalTask] = {
             "sts",
             "simcse.evaluate",
             "an STS dataset name or file",
+            "cosine, euclidean, manhattan and dot similarity, Pearson and Spearman",
             "cosine_spearman",
             (("cosine_pearson", "cosine Pearson"), ("cosine_spearman", "cosine Spearman")),
             STS_REPORT_KEY,
@@ -81,6 +83,7 @@ TASKS: dict[str, EvalTask] = {
             "retrieval",
             "simcse.retrieval",
             "a retrieval set's name or folder in the BEIR layout (corpus.jsonl, queries.jsonl, qrels/)",
+            "nDCG@10, MRR@10, MAP@100, Recall@1/5/10/100 of exact search",
             "ndcg@10",
             (("ndcg@10", "nDCG@10"), ("recall@1", "Recall@1")),
             "retrieval",
@@ -90,6 +93,7 @@ TASKS: dict[str, EvalTask] = {
             "pair_classification",
             "simcse.pair_classification",
             "a TSV of labelled pairs (sentence1, sentence2, label 0/1, or KorNLI's gold_label)",
+            "accuracy, F1, precision, recall, AP and MCC of the best cosine threshold",
             "cosine_ap",
             (("cosine_accuracy", "cosine accuracy"), ("cosine_ap", "cosine AP")),
             "pair_classification",
@@ -97,7 +101,10 @@ TASKS: dict[str, EvalTask] = {
         ),
     )
 }
-SETS_HELP = "; ".join(f"{task.sets} (selection by {task.selection_metric})" for task in TASKS.values())
+# The help texts of the flags that take sets: eval.py's --test_data and description, train.py's --valid_data.
+SETS_HELP = "; ".join(task.sets for task in TASKS.values())
+REPORTS_HELP = "\n".join(f"- {task.sets}: {task.reports}" for task in TASKS.values())
+DEV_SETS_HELP = "; ".join(f"{task.sets} (selection by {task.selection_metric})" for task in TASKS.values())
 
 
 @dataclass
