@@ -9,7 +9,7 @@ from pathlib import Path
 
 from simcse.evaluate import METRIC_KEYS, SELECTION_METRIC, TABLE_COLUMNS
 from simcse.run_folder import EVAL_RESULTS_NAME, METRICS_NAME, read_metrics
-from simcse.tasks import read_eval_report
+from simcse.tasks import read_eval_report, task_selecting_by
 
 BEST_DEV = "dev (best step)"
 
@@ -34,8 +34,10 @@ def run_results(folder: Path) -> dict[str, dict[str, float]]:
     selected_by = {line.get("selection_metric", SELECTION_METRIC) for line in read_metrics(folder / METRICS_NAME)}
     if selected_by - {SELECTION_METRIC}:
         raise ValueError(
-            f"{folder / METRICS_NAME}: the run was selected on a retrieval set ({', '.join(sorted(selected_by))}), "
-            f"and summaries are of STS results: run eval.py --output_json {folder / EVAL_RESULTS_NAME} on STS sets"
+            f"{folder / METRICS_NAME}: the run was selected on a "
+            f"{' or '.join(sorted(task_selecting_by(metric).name for metric in selected_by))} set "
+            f"({', '.join(sorted(selected_by))}), and summaries are of STS results: run eval.py --output_json "
+            f"{folder / EVAL_RESULTS_NAME} on STS sets"
         )
     lines = read_metrics(folder / METRICS_NAME, required=(SELECTION_METRIC, *METRIC_KEYS))
     lines = [line for line in lines if not math.isnan(line[SELECTION_METRIC])]

@@ -110,7 +110,8 @@ class Trainer:
             self.model, config.learning_rate, config.weight_decay, self.amp_dtype, training_state
         )
         self.autocast = torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype else nullcontext()
-        self.state = start_loop_state(self.resume and self.resume.trainer_state["loop"], self.device, len(self.parts))
+        saved_loop = self.resume.trainer_state["loop"] if self.resume else None
+        self.state = start_loop_state(saved_loop, self.device, len(self.parts))
         self.history = (
             prepare_output_folder(config, self.output, self.run_info(), self.model, self.resume, self.state)
             if self.is_main

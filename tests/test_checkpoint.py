@@ -217,16 +217,32 @@ def test_best_model_save_killed_before_completion_leaves_nothing_that_loads(demo
     assert not list(tmp_path.glob(".staging-*"))
 
 
-def test_recover_finishes_a_move_cut_short(tiny_bert_dir, tmp_path):
+def move_cut_short(tiny_bert_dir, folder):
+    """An old model saved in ``folder``, a new one staged complete, and a crash after one file was moved in."""
     old = SimCSEModel(tiny_bert_dir, max_length=24)
-    checkpoint.save_model(old, tmp_path)
+    checkpoint.save_model(old, folder)
     new = SimCSEModel(tiny_bert_dir, max_length=24)
     torch.nn.init.normal_(new.head.dense.weight, std=0.5)
-    staging = tmp_path / ".staging-model"
+    staging = folder / ".staging-model"
     new.save_pretrained(staging)
     (staging / ".complete").touch()
-    os.replace(staging / "2_Dense" / "model.safetensors", tmp_path / "2_Dense" / "model.safetensors")  # crash here
+    os.replace(staging / "2_Dense" / "model.safetensors", folder / "2_Dense" / "model.safetensors")  # crash here
+    return old, new
+
+
+def test_loading_a_folder_whose_move_was_cut_short_gives_the_new_model_and_changes_nothing(tiny_bert_dir, tmp_path):
+    old, new = move_cut_short(tiny_bert_dir, tmp_path)
+    before = {path: path.read_bytes() for path in tmp_path.rglob("*") if path.is_file()}
+    loaded = SimCSEModel(tmp_path)
+    torch.testing.assert_close(loaded.head.dense.weight, new.head.dense.weight)
+    assert not torch.equal(loaded.head.dense.weight, old.head.dense.weight)  # the comparison can fail
+    assert {path: path.read_bytes() for path in tmp_path.rglob("*") if path.is_file()} == before
+
+
+def test_recover_finishes_a_move_cut_short(tiny_bert_dir, tmp_path, caplog):
+    _, new = move_cut_short(tiny_bert_dir, tmp_path)
     checkpoint.recover(tmp_path)
+    assert "finished moving in the best model" in caplog.text
     reloaded = SimCSEModel(tmp_path)
     torch.testing.assert_close(reloaded.head.dense.weight, new.head.dense.weight)
     st_head = load_file(tmp_path / "2_Dense" / "model.safetensors")["linear.weight"]

@@ -2,6 +2,7 @@
 thin. A change that breaks one fixes the structure in the same change."""
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -80,3 +81,13 @@ def test_the_trainer_and_train_py_stay_thin():
     docstring_lines = body[0].end_lineno if isinstance(body[0], ast.Expr) else 0
     code = [line for line in script.splitlines()[docstring_lines:] if line.strip() and not line.strip().startswith("#")]
     assert len(code) < TRAIN_SCRIPT_CODE_LINES
+
+
+def test_the_settings_reach_few_modules_and_no_module_reads_a_trainer():
+    """Functions below the trainer take records (what they use), not the whole TrainConfig or the Trainer."""
+    mentioning = [path.name for path in MODULES if "TrainConfig" in path.read_text(encoding="utf-8")]
+    assert len(mentioning) <= 6, mentioning
+    assert [path.name for path in MODULES if re.search(r"\bTrainer\b", path.read_text(encoding="utf-8"))] == [
+        "trainer.py"
+    ]
+    assert "simcse.run_setup" not in module_imports(PACKAGE / "loop_state.py")
