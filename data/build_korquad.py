@@ -21,6 +21,23 @@ from simcse.registry import RETRIEVAL_SETS, default_data_dir
 KORQUAD_DEV = RETRIEVAL_SETS["korquad_dev"]
 
 
+def check_distinct_paths(args: argparse.Namespace) -> None:
+    """Refuse a file read twice, or an output that is an input or another output: one would replace the other."""
+    inputs = [Path(path).resolve() for path in args.input]
+    if len(set(inputs)) < len(inputs):
+        raise ValueError(f"--input names a file twice ({' '.join(args.input)}): its articles would be counted twice")
+    if args.pairs and Path(args.pairs).resolve() in inputs:
+        raise ValueError(f"--pairs {args.pairs} is also an --input: writing it would replace the KorQuAD file")
+    folders = {"--beir_dir": args.beir_dir, "--dev_dir": args.dev_dir}
+    for flag, folder in folders.items():
+        if folder and any(path.is_relative_to(Path(folder).resolve()) for path in inputs):
+            raise ValueError(f"{flag} {folder} holds an --input file: writing the set there could replace it")
+    if args.dev_dir and Path(args.dev_dir).resolve() == Path(args.beir_dir).resolve() and args.heldout_share > 0:
+        raise ValueError(
+            f"--dev_dir and --beir_dir are the same folder ({args.dev_dir}): one set would replace the other"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
@@ -50,13 +67,14 @@ def main() -> None:
     for path in map(Path, args.input):
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no such file; run `bash {KORQUAD_DEV.download_script}` or pass --input")
+    check_distinct_paths(args)
     if args.pairs:
         check_writable_file(args.pairs, "--pairs")
     articles = [article for path in args.input for article in read_korquad(path)]
     training, heldout = split_articles(articles, args.heldout_share, args.seed)
     if args.dev_share:  # of all the articles, drawn from those not held out
         training, dev = split_articles(training, args.dev_share * len(articles) / len(training), args.seed)
-        counts = write_retrieval_set(dev, args.dev_dir, split="dev")
+        counts = write_retrieval_set(dev, args.dev_dir, split="dev", flag="--dev_dir")
         print(f"wrote {args.dev_dir}: {counts['articles']} articles, {counts['documents']} paragraphs (dev)")
     if heldout:
         counts = write_retrieval_set(heldout, args.beir_dir)
@@ -66,7 +84,7 @@ def main() -> None:
         )
     if training and args.pairs:
         pairs = question_paragraph_pairs(training)
-        write_train_tsv(pairs, args.pairs)
+        write_train_tsv(pairs, args.pairs, "--pairs")
         print(f"wrote {args.pairs}: {len(pairs)} (question, paragraph) pairs from {len(training)} articles")
     elif training:
         print(f"{len(training)} articles not held out and no --pairs: nothing written for them")

@@ -50,13 +50,14 @@ def main() -> None:
     settings = MiningSettings(args.num_negatives, args.skip_top, args.max_score_ratio, args.candidates)
     if problem := settings.problem():
         raise ValueError(problem)
+    from simcse.mining import corpus_file, mine_hard_negatives, read_corpus, read_pairs, write_mined
+
     output = Path(args.output)
-    for source in (args.pairs, args.corpus):
+    for flag, source in (("--pairs", args.pairs), ("--corpus", args.corpus and corpus_file(args.corpus))):
         if source and output.exists() and output.resolve() == Path(source).resolve():
-            raise ValueError(f"--output {output} is also an input: writing it would replace {source}")
+            raise ValueError(f"--output {output} is also an input ({flag}): writing it would replace {source}")
     check_writable_file(output, "--output")
     from simcse.device import resolve_device
-    from simcse.mining import mine_hard_negatives, read_corpus, read_pairs, write_mined
     from simcse.model import SimCSEModel
 
     queries, positives = read_pairs(args.pairs)

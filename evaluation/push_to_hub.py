@@ -11,7 +11,7 @@ The token is read by huggingface_hub from HF_TOKEN or `hf auth login`; it is nev
 import argparse
 
 from simcse.cli import refuse_empty_paths, run_main
-from simcse.hub import push_checkpoint
+from simcse.hub import check_push_access, push_checkpoint
 
 
 def main() -> None:
@@ -21,6 +21,7 @@ def main() -> None:
     parser.add_argument("--private", action="store_true", help="create the repository as private")
     args = parser.parse_args()
     refuse_empty_paths(args, "folder")
+    check_push_access(args.repo_id)  # offline, no token, no network: one line before anything is written
     print(f"pushed {args.folder} to {push_checkpoint(args.folder, args.repo_id, private=args.private)}")
 
 

@@ -35,7 +35,7 @@ def error_line(err: BaseException) -> str:
     """The one line a script prints for ``err``."""
     if isinstance(err, OSError) and err.errno == errno.ENOSPC:
         where = err.filename or "the device"
-        message = f"no space left on {where}: free some space or choose another --output_path"
+        message = f"no space left on {where}: free some space or choose another {getattr(err, 'flag', '--output_path')}"
     elif isinstance(err, USER_ERRORS):
         message = str(err) or type(err).__name__
     elif isinstance(err, RecursionError):

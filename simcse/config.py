@@ -385,6 +385,10 @@ class TrainConfig:
             return f"--mlp_only_train needs --pooler {' or '.join(POOLERS_WITH_HEAD)}"
         if isinstance(self.report_to, list) and NO_REPORTER in self.report_to:
             return f"--report_to {NO_REPORTER} names no tracker: give it alone, or the trackers only"
+        if isinstance(self.report_to, list) and len(set(self.report_to)) < len(self.report_to):
+            return f"--report_to {' '.join(self.report_to)} names a tracker twice: it would log every value twice"
+        if self.num_negatives == 0 and self.hard_negative_weight != 0:
+            return "--num_negatives 0 draws no hard negatives: --hard_negative_weight does nothing there, leave it 0"
         if self.resume_from_checkpoint and self.overwrite_output_path:
             return "--overwrite_output_path deletes the run that --resume_from_checkpoint continues: give one of them"
         for part in self.parts():

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from simcse.registry import STS_DATASETS, default_data_dir
+from simcse.run_folder import write_together
 from simcse.text_files import (
     DataFormatError,
     check_is_file,
@@ -383,10 +384,11 @@ def load_train_data(name_or_path: str | os.PathLike, data_dir: str | os.PathLike
     return dataclasses.replace(data, kind=kind.name)
 
 
-def write_train_tsv(data: TrainData, path: str | os.PathLike) -> None:
-    """Write pairs or triplets as a training TSV with its header (the format ``load_train_data`` reads)."""
+def write_train_tsv(data: TrainData, path: str | os.PathLike, flag: str = "--output") -> None:
+    """Write pairs or triplets as a training TSV with its header (the format ``load_train_data`` reads), whole or
+    not at all (``flag``: the option naming the file, for a full disk's error)."""
     if len(data.columns) not in (2, 3):
         raise ValueError(f"a training TSV holds pairs or triplets, got {len(data.columns)} column(s)")
     header = TRAIN_HEADERS[len(data.columns) - 2]
     lines = ["\t".join(header)] + ["\t".join(row) for row in zip(*data.columns)]
-    Path(path).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    write_together({Path(path): "\n".join(lines) + "\n"}, flag)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from simcse.data import TrainData
 from simcse.registry import CORPUS_NAME, QRELS_FOLDER, QRELS_HEADER, QUERIES_NAME
-from simcse.run_folder import write_json
+from simcse.run_folder import json_text, write_together
 from simcse.text_files import DataFormatError, read_text
 
 
@@ -41,6 +41,8 @@ def read_korquad(path: str | os.PathLike) -> list[Article]:
         raise DataFormatError(path, f"line {err.lineno}", f"not valid JSON ({err.msg})") from None
     except (KeyError, TypeError, AttributeError) as err:
         raise DataFormatError(path, None, f"not a KorQuAD 1.0 file (data[].paragraphs[].qas[]: {err!r})") from None
+    if not any(article.questions for article in articles):
+        raise DataFormatError(path, None, "no article with a question: nothing to build a set or pairs from")
     return articles
 
 
@@ -58,7 +60,9 @@ def _paragraph_id(article_index: int, paragraph_index: int) -> str:
     return f"{article_index}-{paragraph_index}"
 
 
-def write_retrieval_set(articles: list[Article], folder: str | os.PathLike, split: str = "test") -> dict[str, int]:
+def write_retrieval_set(
+    articles: list[Article], folder: str | os.PathLike, split: str = "test", flag: str = "--beir_dir"
+) -> dict[str, int]:
     """A BEIR-layout folder: every paragraph a document (titled with its article), every question a query whose
     one relevant document is its paragraph. Returns the counts."""
     folder = Path(folder)
@@ -70,13 +74,13 @@ def write_retrieval_set(articles: list[Article], folder: str | os.PathLike, spli
         ]
         queries += [{"_id": qid, "text": question} for qid, question, _ in article.questions]
         qrels += [f"{qid}\t{_paragraph_id(a, p)}\t1" for qid, _, p in article.questions]
-    (folder / QRELS_FOLDER).mkdir(parents=True, exist_ok=True)
-    for name, rows in ((CORPUS_NAME, corpus), (QUERIES_NAME, queries)):
-        (folder / name).write_text(
-            "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8"
-        )
-    (folder / QRELS_FOLDER / f"{split}.tsv").write_text("\t".join(QRELS_HEADER) + "\n" + "\n".join(qrels) + "\n")
-    write_json(folder / "source.json", {"articles": [article.title for article in articles]})
+    jsonl = {name: "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows) for name, rows in (
+        (CORPUS_NAME, corpus), (QUERIES_NAME, queries))}  # fmt: skip
+    files = {folder / name: text for name, text in jsonl.items()} | {
+        folder / QRELS_FOLDER / f"{split}.tsv": "\t".join(QRELS_HEADER) + "\n" + "\n".join(qrels) + "\n",
+        folder / "source.json": json_text({"articles": [article.title for article in articles]}),
+    }
+    write_together(files, flag)  # the set's files together: never a new corpus beside old qrels
     return {"articles": len(articles), "documents": len(corpus), "queries": len(queries)}
 
 

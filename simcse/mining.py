@@ -19,6 +19,7 @@ import torch
 from simcse.data import DATA_KINDS, load_train_data
 from simcse.registry import CORPUS_NAME
 from simcse.retrieval import search, texts_by_id
+from simcse.run_folder import write_together
 from simcse.text_files import DataFormatError, drop_blank_lines, read_lines
 
 
@@ -106,11 +107,15 @@ def read_pairs(path: str | os.PathLike) -> tuple[list[str], list[list[str]]]:
     return kind.query_positives(data)
 
 
+def corpus_file(path: str | os.PathLike) -> Path:
+    """The file a corpus is read from: a BEIR folder's corpus.jsonl, else the file given."""
+    path = Path(path)
+    return path / CORPUS_NAME if path.is_dir() else path
+
+
 def read_corpus(path: str | os.PathLike) -> list[str]:
     """The distinct documents of a corpus: a BEIR folder or corpus.jsonl (title and text), else one per line."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / CORPUS_NAME
+    path = corpus_file(path)
     if path.suffix.lower() == ".jsonl":
         return list(dict.fromkeys(texts_by_id(path, with_title=True).values()))
     documents = [line for _, line in drop_blank_lines(path, read_lines(path))]
@@ -123,7 +128,7 @@ def write_mined(rows: list[dict], path: str | os.PathLike, num_negatives: int) -
     """Write the rows that got a negative as JSONL; returns the summary line, counting the rows left out (no
     candidate survived the filters) and those with fewer than ``num_negatives``."""
     kept = [row for row in rows if row["neg"]]
-    Path(path).write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in kept), encoding="utf-8")
+    write_together({Path(path): "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in kept)}, "--output")
     fewer = sum(len(row["neg"]) < num_negatives for row in kept)
     left_out = len(rows) - len(kept)
     return f"wrote {path}: {len(kept)} queries, {num_negatives} negatives each ({fewer} with fewer)" + (

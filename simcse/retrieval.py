@@ -139,10 +139,19 @@ def load_retrieval_set(
     )
 
 
-def search(queries: torch.Tensor, corpus: torch.Tensor, depth: int, block: int = SEARCH_BLOCK):
+def search(
+    queries: torch.Tensor,
+    corpus: torch.Tensor,
+    depth: int,
+    block: int = SEARCH_BLOCK,
+    tie_order: torch.Tensor | None = None,
+):
     """Exact top-``depth`` of every query (Q, H) against the corpus (D, H) by dot product, block by block of
-    queries and of documents with a running top-k; returns scores and document rows, each (Q, min(depth, D))."""
+    queries and of documents with a running top-k; returns scores and document rows, each (Q, min(depth, D)),
+    ranked by score. Documents tying in score rank by ``tie_order`` (D,), lower first (default: corpus order), at
+    the cut too: of the documents tying at the last score kept, the first in that order are kept."""
     depth = min(depth, corpus.shape[0])
+    tie_order = torch.arange(corpus.shape[0]) if tie_order is None else tie_order
     best_scores, best_rows = [], []
     for start in range(0, queries.shape[0], block):
         query_block = queries[start : start + block]  # (b, H)
@@ -151,13 +160,36 @@ def search(queries: torch.Tensor, corpus: torch.Tensor, depth: int, block: int =
         for first in range(0, corpus.shape[0], block):
             block_scores = query_block @ corpus[first : first + block].T  # (b, c)
             block_rows = torch.arange(first, first + block_scores.shape[1]).expand_as(block_scores)
-            scores, keep = torch.cat([scores, block_scores], 1).topk(
-                min(depth, scores.shape[1] + block_scores.shape[1])
-            )
-            rows = torch.cat([rows, block_rows], 1).gather(1, keep)
+            candidates = torch.cat([scores, block_scores], 1), torch.cat([rows, block_rows], 1)
+            scores, rows = _best(*candidates, depth, tie_order)
+        scores, rows = _ranked(scores, rows, tie_order)
         best_scores.append(scores)
         best_rows.append(rows)
     return torch.cat(best_scores), torch.cat(best_rows)
+
+
+def _best(scores: torch.Tensor, rows: torch.Tensor, depth: int, tie_order: torch.Tensor):
+    """The ``depth`` best of each query's candidates (b, n) by score, then ``tie_order``, in no particular order."""
+    if scores.shape[1] <= depth:
+        return scores, rows
+    values, keep = scores.topk(depth + 1)  # (b, depth + 1), by score: the one past the cut shows a tie across it
+    cut, keep = values[:, depth - 1 : depth], keep[:, :depth]  # (b, 1): the last score kept
+    # Where the first left out ties with the last kept, topk chose among the tying ones at random: choose again.
+    split = (cut[:, 0] == values[:, depth]).nonzero()[:, 0]
+    if len(split):
+        order = tie_order[rows[split]]  # (s, n)
+        at_cut = torch.where(scores[split] == cut[split], order, torch.iinfo(order.dtype).max)
+        keys = torch.where(scores[split] > cut[split], -1, at_cut)  # above the cut always, then by order
+        keep[split] = keys.topk(depth, largest=False).indices
+    return scores.gather(1, keep), rows.gather(1, keep)
+
+
+def _ranked(scores: torch.Tensor, rows: torch.Tensor, tie_order: torch.Tensor):
+    """Each query's kept documents (b, k) by score, ties by ``tie_order``."""
+    by_order = tie_order[rows].argsort(dim=1, stable=True)
+    scores, rows = scores.gather(1, by_order), rows.gather(1, by_order)
+    by_score = scores.argsort(dim=1, descending=True, stable=True)
+    return scores.gather(1, by_score), rows.gather(1, by_score)
 
 
 def ranking_metrics(ranked: list[str], relevance: Mapping[str, int]) -> dict[str, float]:
@@ -209,7 +241,10 @@ def evaluate_retrieval(
         data.query_texts, batch_size=batch_size, prompt=query_prompt, description=f"{description}: queries"
     )
     normalized = [torch.nn.functional.normalize(torch.from_numpy(e), dim=-1) for e in (queries, documents)]
-    scores, rows = search(*normalized, SEARCH_DEPTH)
+    by_id = sorted(range(len(data.corpus_ids)), key=data.corpus_ids.__getitem__)
+    id_order = torch.empty(len(by_id), dtype=torch.long)
+    id_order[by_id] = torch.arange(len(by_id))  # each document's place in ascending id order
+    scores, rows = search(*normalized, SEARCH_DEPTH, tie_order=id_order)
     per_query = []
     for query, query_scores, query_rows in zip(data.query_ids, scores.tolist(), rows.tolist()):
         ranked = sorted(zip(query_scores, (data.corpus_ids[row] for row in query_rows)), key=lambda x: (-x[0], x[1]))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import fnmatch
 import json
@@ -100,7 +101,36 @@ def _json_problem(err: Exception) -> str:
 def write_json(path: str | os.PathLike, content: dict | list) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(content, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    path.write_text(json_text(content), encoding="utf-8")
+
+
+def json_text(content: dict | list) -> str:
+    """A JSON file's text as the package writes it."""
+    return json.dumps(content, indent=2, ensure_ascii=False) + "\n"
+
+
+def write_together(files: dict[Path, str], flag: str) -> None:
+    """Write text files so that a kill or a full disk never leaves one cut, nor a set of files half replaced:
+    each is written and synced under a temporary name beside it, and all are renamed into place once every one is
+    whole. On failure the temporary files are removed and what was there before stays; a full disk's error names
+    ``flag``, the option that chose where to write."""
+    temporary: dict[Path, Path] = {}
+    try:
+        for path, text in files.items():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            temporary[path] = path.with_name(f".{path.name}.partial-{os.getpid()}")
+            with open(temporary[path], "w", encoding="utf-8") as file:
+                file.write(text)
+                file.flush()
+                os.fsync(file.fileno())
+    except BaseException as err:
+        for partial in temporary.values():
+            partial.unlink(missing_ok=True)
+        if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+            err.flag = flag  # read by simcse.cli.error_line
+        raise
+    for path, partial in temporary.items():
+        os.replace(partial, path)
 
 
 def read_metrics(path: str | os.PathLike, required: tuple[str, ...] = ()) -> list[dict]:

@@ -111,6 +111,8 @@ def test_parser_defaults_are_the_config_defaults_and_old_names_still_parse():
         (["--max_grad_norm", "nan"], "--max_grad_norm must be non-negative and finite"),
         (["--push_to_hub", "me/bad name!"], "--push_to_hub 'me/bad name!' is not a valid Hub repo id"),
         (["--push_to_hub", "a/b/c"], "--push_to_hub 'a/b/c' is not a valid Hub repo id"),
+        (["--report_to", "tensorboard", "tensorboard"], "names a tracker twice"),
+        (["--num_negatives", "0", "--hard_negative_weight", "1"], "--hard_negative_weight does nothing there"),
     ],
 )
 def test_bad_values_are_refused_by_name(flags, message):

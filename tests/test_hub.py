@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, assert_one_line_error, run_script
 from huggingface_hub.utils import filter_repo_objects
 
 import simcse.hub
@@ -201,3 +201,12 @@ def test_the_card_snippet_computes_encodes_embedding(pooler, model_type, demo_en
     model = SimCSEModel(tmp_path)
     expected = torch.from_numpy(model.encode(list(simcse.hub.USAGE_SENTENCES)))
     torch.testing.assert_close(run_card_snippet(tmp_path, monkeypatch), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_push_to_hub_script_offline_is_one_line(checkpoint_folder):
+    """With the Hub offline (as in these tests) the script says so in one line, before anything is written."""
+    before = sorted(path.name for path in checkpoint_folder.iterdir())
+    result = run_script(REPO_ROOT / "evaluation" / "push_to_hub.py", checkpoint_folder, "me/model", check=False,
+                        env={"HF_HUB_OFFLINE": "1"})  # fmt: skip
+    assert_one_line_error(result, "HF_HUB_OFFLINE is set")
+    assert sorted(path.name for path in checkpoint_folder.iterdir()) == before

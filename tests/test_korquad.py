@@ -2,6 +2,7 @@
 document is the paragraph holding its answer, the counts of the real dev file, the registered name korquad_dev."""
 
 import json
+import subprocess
 
 import pytest
 from conftest import EVAL_SCRIPT, REPO_ROOT, assert_one_line_error
@@ -125,3 +126,57 @@ def test_the_real_dev_file_and_the_registered_name(shared_data, run_here, demo_b
     check_split(source, tmp_path / "half", tmp_path / "p.tsv")
     missing = run_here(EVAL_SCRIPT, "--model", demo_bert, "--test_data", "korquad_dev", "--data_dir", tmp_path)
     assert missing.returncode == 1 and "download_korquad.sh" in missing.stderr
+
+
+def small_korquad(path):
+    articles = [(f"문서{a}", [(f"제{a}문서의 문단: 답{a}.", [(f"{a} 질문?", f"답{a}")])]) for a in range(4)]
+    return korquad_file(path, articles)
+
+
+@pytest.mark.parametrize(
+    "flags, words",
+    [
+        (["--pairs", "SOURCE", "--heldout_share", "0.5"], "--pairs"),
+        (["--input", "SOURCE", "SOURCE", "--heldout_share", "0.5"], "names a file twice"),
+        (["--beir_dir", "HERE", "--heldout_share", "0.5"], "holds an --input file"),
+        (["--dev_dir", "SET", "--dev_share", "0.2", "--heldout_share", "0.5"], "are the same folder"),
+    ],
+)
+def test_an_output_that_would_replace_an_input_or_another_output_is_refused(run_here, tmp_path, flags, words):
+    source = small_korquad(tmp_path / "korquad.json")
+    before = source.read_bytes()
+    names = {"SOURCE": source, "HERE": tmp_path, "SET": tmp_path / "set"}
+    result = run_here(BUILD, "--input", source, "--beir_dir", tmp_path / "set", *[names.get(f, f) for f in flags])
+    assert_one_line_error(result, words)
+    assert source.read_bytes() == before and not (tmp_path / "set").exists()
+
+
+@pytest.fixture
+def full_disk(tmp_path):
+    """A real tmpfs of 64 KiB (root only; skipped where it cannot be mounted)."""
+    folder = tmp_path / "small-disk"
+    folder.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(folder)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    yield folder
+    subprocess.run(["umount", str(folder)], check=True)
+
+
+def test_a_full_disk_leaves_the_previous_set_whole_and_names_the_flag(run_here, tmp_path, full_disk):
+    small = small_korquad(tmp_path / "small.json")
+    target = full_disk / "set"
+    assert run_here(BUILD, "--input", small, "--beir_dir", target).returncode == 0
+    before = {path: path.read_bytes() for path in target.rglob("*") if path.is_file()}
+    articles = [(f"문서{a}", [("긴 문단 " * 2000 + f"답{a}.", [(f"{a} 질문?", f"답{a}")])]) for a in range(8)]
+    large = korquad_file(tmp_path / "large.json", articles)  # about 240 KiB of corpus: more than the disk holds
+    result = run_here(BUILD, "--input", large, "--beir_dir", target)
+    assert_one_line_error(result, "no space left", "--beir_dir")
+    assert {path: path.read_bytes() for path in target.rglob("*") if path.is_file()} == before  # no partial file
+
+
+def test_a_file_without_articles_is_refused(run_here, tmp_path):
+    source = korquad_file(tmp_path / "empty.json", [])
+    assert_one_line_error(
+        run_here(BUILD, "--input", source, "--beir_dir", tmp_path / "set"), "no article with a question"
+    )
+    assert not (tmp_path / "set").exists()

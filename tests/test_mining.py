@@ -131,3 +131,19 @@ def test_bad_mining_input_is_one_line(demo_bert, demo_data, pairs_file, run_here
     result = run_here(MINE_SCRIPT, *[str(x) for item in flags.items() for x in item])
     assert_one_line_error(result, words)
     assert pairs.read_bytes() == before and not (tmp_path / "out.jsonl").exists()
+
+
+def test_an_output_that_is_the_corpus_folders_file_is_refused(demo_bert, pairs_file, run_here, tmp_path):
+    """--corpus FOLDER reads FOLDER/corpus.jsonl: an --output naming that file would replace the corpus."""
+    pairs, corpus = pairs_file
+    beir = tmp_path / "beir"
+    beir.mkdir()
+    lines = corpus.read_text(encoding="utf-8").splitlines()
+    (beir / "corpus.jsonl").write_text(
+        "".join(json.dumps({"_id": str(i), "text": text}, ensure_ascii=False) + "\n" for i, text in enumerate(lines)),
+        encoding="utf-8",
+    )
+    before = (beir / "corpus.jsonl").read_bytes()
+    flags = ["--model", demo_bert, "--pairs", pairs, "--corpus", beir, "--output", beir / "corpus.jsonl"]
+    assert_one_line_error(run_here(MINE_SCRIPT, *flags), "is also an input (--corpus)")
+    assert (beir / "corpus.jsonl").read_bytes() == before

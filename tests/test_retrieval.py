@@ -217,3 +217,58 @@ def test_a_document_length_too_short_is_refused_before_anything_loads(demo_bert,
     result = run_here(EVAL_SCRIPT, "--model", demo_bert, "--test_data", folder, "--document_max_length", 0)
     assert_one_line_error(result, "--document_max_length must be at least 2")
     assert result.stdout == ""
+
+
+# ---------------------------------------------------------------------------------------------------
+# Ties at the search cut
+
+
+@pytest.mark.parametrize("block", [1, 3, 64])
+def test_block_search_breaks_ties_by_the_tie_order_at_the_cut_too(block):
+    generator = torch.Generator().manual_seed(1)
+    queries = torch.randint(-1, 2, (10, 4), generator=generator).float()
+    corpus = torch.randint(-1, 2, (60, 4), generator=generator).float()  # many documents share a score
+    tie_order = torch.randperm(60, generator=generator)
+    scores, rows = search(queries, corpus, depth=7, block=block, tie_order=tie_order)
+    full = queries @ corpus.T
+    for query in range(10):
+        expected = sorted(range(60), key=lambda row: (-full[query, row].item(), tie_order[row].item()))[:7]
+        assert rows[query].tolist() == expected
+    default = search(queries, corpus, depth=7, block=block)[1]  # corpus order
+    assert default[0].tolist() == sorted(range(60), key=lambda row: (-full[0, row].item(), row))[:7]
+
+
+class SameVectorForEveryText:
+    """An encoder that gives every text the same vector: every document ties with every other."""
+
+    document_max_length = 16
+
+    def prompt_for(self, role):
+        return ""
+
+    def encode(self, texts, **kwargs):
+        return np.ones((len(texts), 4), dtype=np.float32)
+
+    encode_query = encode_document = encode
+
+
+def test_documents_tying_at_the_cut_rank_by_ascending_id():
+    from simcse.retrieval import RetrievalData, evaluate_retrieval
+
+    ids = [f"doc{i:04d}" for i in range(2000)]
+    random.Random(0).shuffle(ids)  # corpus order is not id order
+    data = RetrievalData(
+        "copies", ids, ["같은 문서"] * 2000, ["q"], ["질문"], {"q": {f"doc{i:04d}": 1 for i in range(5)}}
+    )
+    metrics = evaluate_retrieval(SameVectorForEveryText(), data)
+    assert metrics["ndcg@10"] == metrics["mrr@10"] == metrics["recall@100"] == pytest.approx(1.0)
+
+
+def test_mining_keeps_the_first_tying_documents_in_corpus_order():
+    from simcse.mining import MiningSettings, mine_hard_negatives
+
+    corpus = [f"문서 {i}" for i in range(300)]
+    (row,) = mine_hard_negatives(
+        SameVectorForEveryText(), ["질문"], [[corpus[0]]], corpus, MiningSettings(3, 0, None, 10)
+    )
+    assert row["neg"] == corpus[1:4]
