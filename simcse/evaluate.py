@@ -70,7 +70,7 @@ def sts_metrics(embeddings1, embeddings2, scores) -> dict[str, float]:
         raise ValueError("correlations need at least 2 pairs")
 
     similarities = {
-        "cosine": 1.0 - paired_cosine_distances(embeddings1, embeddings2),
+        "cosine": paired_cosines(embeddings1, embeddings2),
         "euclidean": -paired_euclidean_distances(embeddings1, embeddings2),
         "manhattan": -paired_manhattan_distances(embeddings1, embeddings2),
         "dot": np.einsum("nh,nh->n", embeddings1, embeddings2),
@@ -93,12 +93,33 @@ def evaluate_sts(
     ``batch_size`` and ``max_length`` left as None are ``encode``'s defaults (the model's max length);
     ``description`` labels encode's progress bar (shown on long inputs in a terminal).
     """
-    unique = list(dict.fromkeys([*sts_data.sentences1, *sts_data.sentences2]))
+    embeddings1, embeddings2 = embed_pairs(
+        model, sts_data.sentences1, sts_data.sentences2, batch_size, max_length, description
+    )
+    return sts_metrics(embeddings1, embeddings2, sts_data.scores)
+
+
+def embed_pairs(
+    model,
+    sentences1: list[str],
+    sentences2: list[str],
+    batch_size: int | None = None,
+    max_length: int | None = None,
+    description: str = "pairs",
+) -> tuple[np.ndarray, np.ndarray]:
+    """``model.encode``'s embeddings (N, H) of each side of the pairs; a sentence that appears twice is encoded
+    once."""
+    unique = list(dict.fromkeys([*sentences1, *sentences2]))
     row_of = {sentence: row for row, sentence in enumerate(unique)}
     embeddings = model.encode(unique, batch_size=batch_size, max_length=max_length, description=description)  # (U, H)
-    embeddings1 = embeddings[[row_of[s] for s in sts_data.sentences1]]  # (N, H)
-    embeddings2 = embeddings[[row_of[s] for s in sts_data.sentences2]]  # (N, H)
-    return sts_metrics(embeddings1, embeddings2, sts_data.scores)
+    return embeddings[[row_of[s] for s in sentences1]], embeddings[[row_of[s] for s in sentences2]]
+
+
+def paired_cosines(embeddings1, embeddings2) -> np.ndarray:
+    """The cosine of each pair of rows, in float64; NaN or infinite embeddings are refused."""
+    return 1.0 - paired_cosine_distances(
+        _as_float64("embeddings1", embeddings1), _as_float64("embeddings2", embeddings2)
+    )
 
 
 def format_sts_table(results: Mapping[str, Mapping[str, float]]) -> str:

@@ -135,18 +135,11 @@ def best_threshold_metrics(scores, labels) -> dict[str, float]:
 
 
 def evaluate(model, data: PairData, batch_size: int | None = None, description: str = "pairs") -> dict[str, float]:
-    """``best_threshold_metrics`` of the cosines of ``model.encode``'s embeddings; a sentence that appears twice
-    is encoded once."""
-    unique = list(dict.fromkeys([*data.sentences1, *data.sentences2]))
-    row_of = {sentence: row for row, sentence in enumerate(unique)}
-    embeddings = np.asarray(model.encode(unique, batch_size=batch_size, description=description), np.float64)
-    first = embeddings[[row_of[s] for s in data.sentences1]]  # (N, H)
-    second = embeddings[[row_of[s] for s in data.sentences2]]  # (N, H)
-    norms = np.linalg.norm(first, axis=1) * np.linalg.norm(second, axis=1)
-    cosines = np.einsum("nh,nh->n", first, second) / np.maximum(norms, 1e-12)
-    if not np.all(np.isfinite(cosines)):
-        raise ValueError(f"{data.name}: the embeddings hold NaN or infinite values")
-    return best_threshold_metrics(cosines, data.labels)
+    """``best_threshold_metrics`` of the cosines of ``model.encode``'s embeddings of each pair."""
+    from simcse.evaluate import embed_pairs, paired_cosines
+
+    embeddings = embed_pairs(model, data.sentences1, data.sentences2, batch_size, description=description)
+    return best_threshold_metrics(paired_cosines(*embeddings), data.labels)
 
 
 def describe(name: str, data: PairData, model) -> str:

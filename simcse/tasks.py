@@ -147,7 +147,11 @@ def evaluate_dev(model, dev: EvalSet, batch_size: int | None = None) -> dict[str
 
 def task_selecting_by(metric: str) -> EvalTask:
     """The task whose runs select by ``metric`` (a metrics.jsonl line's ``selection_metric``)."""
-    return next(task for task in TASKS.values() if task.selection_metric == metric)
+    task = next((task for task in TASKS.values() if task.selection_metric == metric), None)
+    if task is None:
+        known = ", ".join(task.selection_metric for task in TASKS.values())
+        raise ValueError(f"selection metric {metric!r} is none of the evaluation tasks' ({known})")
+    return task
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -164,6 +168,8 @@ def read_eval_report(path: str | os.PathLike) -> dict | None:
     if not isinstance(results, dict):
         raise ValueError(f"{path}: not an eval.py report (no 'results' object)")
     for task in TASKS.values():
+        if not isinstance(report.get(task.report_key, {}), dict):
+            raise ValueError(f"{path}: its {task.report_key!r} is not an object of results per set")
         for name, metrics in report.get(task.report_key, {}).items():
             missing = [key for key in task.metric_keys if not isinstance(metrics, dict) or key not in metrics]
             if missing:

@@ -161,7 +161,9 @@ class Trainer:
         function, masks included."""
         # Every process pads to the same width, so that token ids can be gathered and compared.
         width = self.loader.dataset.longest if self.process.is_distributed else input_ids.shape[-1]
-        ids = F.pad(input_ids, (0, width - input_ids.shape[-1]), value=self.model.collator.pad_token_id)
+        ids = input_ids
+        if width > input_ids.shape[-1]:
+            ids = F.pad(input_ids, (0, width - input_ids.shape[-1]), value=self.model.collator.pad_token_id)
         output = self.objectives[part].loss(LossInputs(embeddings, ids, scores), self.loss_settings, distributed.gather)
         if output.masked is not None:
             self.warn_about_duplicates(output.masked, self.parts[part].train_data)
