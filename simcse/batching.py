@@ -93,8 +93,9 @@ class SimCSEDataset(torch.utils.data.Dataset):
 class QueryDocumentsDataset(torch.utils.data.Dataset):
     """Retrieval examples as token ids: each item is a query's ids, one of its positive documents and
     ``num_negatives`` of its negative documents, drawn afresh each epoch from (seed, epoch, example), so that a
-    resumed run draws what the uninterrupted run drew. A query with fewer negatives than that repeats its own
-    within the step (as FlagEmbedding does); one with none is refused. Every distinct document is tokenized once."""
+    resumed run draws what the uninterrupted run drew. A query with fewer negatives than that takes every one of
+    its own, repeated as evenly as they go (each ``num_negatives // n`` or one more times), so that none is left out
+    of a step (FlagEmbedding's rule); one with none is refused. Every distinct document is tokenized once."""
 
     def __init__(
         self,
@@ -124,7 +125,7 @@ class QueryDocumentsDataset(torch.utils.data.Dataset):
             )
         if few := sum(len(rows) < num_negatives for rows in self.negative_rows):
             logger.warning(
-                "%s: %d queries hold fewer than %d negatives; theirs repeat within a step",
+                "%s: %d queries hold fewer than %d negatives; each takes all of its own, repeated evenly",
                 data.path,
                 few,
                 num_negatives,
@@ -146,9 +147,18 @@ class QueryDocumentsDataset(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> tuple[np.ndarray, ...]:
         draw = np.random.default_rng((self.seed, self.epoch, index))
         positive = draw.choice(self.positive_rows[index])
-        negatives = self.negative_rows[index]
-        chosen = draw.choice(negatives, self.num_negatives, replace=len(negatives) < self.num_negatives)
+        chosen = draw_negatives(draw, self.negative_rows[index], self.num_negatives)
         return (self.queries[index], self.documents[positive], *(self.documents[row] for row in chosen))
+
+
+def draw_negatives(draw: np.random.Generator, negatives: np.ndarray, count: int) -> np.ndarray:
+    """``count`` of ``negatives`` in a random order: without repeats when there are enough, otherwise every one
+    ``count // len(negatives)`` times and the remainder drawn without replacement (no negative left out)."""
+    copies, remainder = divmod(count, len(negatives)) if len(negatives) else (0, 0)
+    if not copies:
+        return draw.choice(negatives, count, replace=False)
+    chosen = np.concatenate([np.tile(negatives, copies), draw.choice(negatives, remainder, replace=False)])
+    return draw.permutation(chosen)
 
 
 class EpochBatchSampler:

@@ -88,11 +88,33 @@ def test_a_query_with_fewer_negatives_repeats_its_own_and_one_without_is_refused
     few = load_train_data(write_jsonl(tmp_path / "few.jsonl", rows[:1] * 2))
     query, positive, *negatives = QueryDocumentsDataset(few, tokenizer, (16, 16), ("", ""), 3, seed=0)[0]
     assert len(negatives) == 3 and all(np.array_equal(n, negatives[0]) for n in negatives)
-    assert "2 queries hold fewer than 3 negatives" in caplog.text
+    assert "2 queries hold fewer than 3 negatives; each takes all of its own" in caplog.text
     none = load_train_data(write_jsonl(tmp_path / "none.jsonl", rows))
     with pytest.raises(DataFormatError, match=r"none.jsonl, line 2: no 'neg' documents \(1 such queries\)"):
         QueryDocumentsDataset(none, tokenizer, (16, 16), ("", ""), 1, seed=0)
     QueryDocumentsDataset(none, tokenizer, (16, 16), ("", ""), 0, seed=0)  # K = 0: in-batch negatives only
+
+
+@pytest.mark.parametrize("held, num_negatives", [(2, 3), (2, 5), (3, 7), (4, 4), (5, 2)])
+def test_a_query_with_fewer_negatives_uses_every_one_in_every_epoch(
+    demo_bert, demo_data, tmp_path, held, num_negatives
+):
+    """FlagEmbedding's rule: none of a query's own negatives is left out of a step, and none repeats more than
+    once beyond another (drawn with replacement, one of 2 negatives was left out in about a quarter of epochs)."""
+    own = list(dict.fromkeys(negative for *_, negative in triplet_rows(demo_data)))[:held]
+    data = load_train_data(write_jsonl(tmp_path / "q.jsonl", [{"query": "질문", "pos": ["답"], "neg": own}] * 2))
+    tokenizer = SimCSEModel(demo_bert).tokenizer
+    text_of = {tuple(tokenizer(t, truncation=True, max_length=16)["input_ids"]): t for t in own}
+    dataset = QueryDocumentsDataset(data, tokenizer, (16, 16), ("", ""), num_negatives, seed=3)
+    orders = set()
+    for epoch in range(40):
+        dataset.set_epoch(epoch)
+        drawn = [text_of[tuple(ids)] for ids in dataset[0][2:]]
+        counts = [drawn.count(text) for text in own]
+        expected = sorted(num_negatives // held + (i < num_negatives % held) for i in range(held))
+        assert sorted(counts) == expected and len(drawn) == num_negatives, (epoch, drawn)
+        orders.add(tuple(drawn))
+    assert len(orders) > 1  # still drawn afresh each epoch
 
 
 @pytest.mark.parametrize(
