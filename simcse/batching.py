@@ -106,8 +106,6 @@ class QueryDocumentsDataset(torch.utils.data.Dataset):
         num_negatives: int,
         seed: int,
     ):
-        from simcse.data import DataFormatError
-
         (query_length, document_length), (query_prompt, document_prompt) = lengths, prompts
         self.num_sent, self.num_negatives, self.seed, self.epoch = 2 + num_negatives, num_negatives, seed, 0
         self.longest = max(lengths)  # tokens of its longest text, at most
@@ -116,13 +114,7 @@ class QueryDocumentsDataset(torch.utils.data.Dataset):
             [np.array([row[text] for text in texts], dtype=np.int64) for texts in lists]
             for lists in (data.positives, data.negatives)
         )
-        if num_negatives and (empty := [i for i, rows in enumerate(self.negative_rows) if not len(rows)]):
-            raise DataFormatError(
-                data.path,
-                f"line {data.line_numbers[empty[0]]}",
-                f"no 'neg' documents ({len(empty)} such queries), and --num_negatives {num_negatives} takes "
-                f"{num_negatives} per query: mine them (data/mine_hard_negatives.py) or pass --num_negatives 0",
-            )
+        data.check_negatives(num_negatives)
         if few := sum(len(rows) < num_negatives for rows in self.negative_rows):
             logger.warning(
                 "%s: %d queries hold fewer than %d negatives; each takes all of its own, repeated evenly",

@@ -108,6 +108,29 @@ class TrainData:
     def __len__(self) -> int:
         return len(self.columns[0])
 
+    def check_negatives(self, num_negatives: int) -> None:
+        """Refuse ``--num_negatives`` that retrieval data cannot give, before a model loads: a query without
+        negatives, or more than any query holds (every query would only repeat its own)."""
+        if not num_negatives or self.negatives is None:
+            return
+        if empty := [i for i, texts in enumerate(self.negatives) if not texts]:
+            raise DataFormatError(
+                self.path,
+                f"line {self.line_numbers[empty[0]]}",
+                f"no 'neg' documents ({len(empty)} such queries), and --num_negatives {num_negatives} takes "
+                f"{num_negatives} per query: mine them (data/mine_hard_negatives.py) or pass --num_negatives 0",
+            )
+        if num_negatives > (most := max(len(texts) for texts in self.negatives)):
+            raise ValueError(
+                f"--num_negatives {num_negatives} is more than any query of {self.path} holds (at most {most} "
+                f"'neg' documents): pass --num_negatives {most} or fewer"
+            )
+
+
+def negatives_per_query(num_negatives: int | None) -> int:
+    """``--num_negatives`` as retrieval training uses it: 1 when not given."""
+    return 1 if num_negatives is None else num_negatives
+
 
 # ---------------------------------------------------------------------------------------------------
 # Reading lines

@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader
 
 from simcse.batching import EpochBatchSampler, QueryDocumentsDataset, ScoredCollator, SimCSEDataset
 from simcse.config import one_or_list
-from simcse.data import DATA_KINDS, TrainData
+from simcse.data import DATA_KINDS, TrainData, negatives_per_query
 
 if TYPE_CHECKING:
     from simcse.config import Part
@@ -192,7 +192,7 @@ def tokenized_dataset(
             model.tokenizer,
             (settings.max_length, model.document_max_length),
             (model.prompt_for("query"), model.prompt_for("document")),
-            1 if settings.num_negatives is None else settings.num_negatives,
+            negatives_per_query(settings.num_negatives),
             settings.seed,
         )
     else:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from simcse.config import TrainConfig, as_list, one_or_list
-from simcse.data import DATA_KINDS, TrainData, resolve_sts_path
+from simcse.data import DATA_KINDS, TrainData, negatives_per_query, resolve_sts_path
 from simcse.model import SimCSEModel
 from simcse.model_loading import unknown_token_share
 from simcse.objectives import OBJECTIVES
@@ -31,6 +31,7 @@ def read_inputs(config: TrainConfig) -> tuple[EvalSet, list[TrainData]]:
             f"{', '.join(DATA_KINDS[data.kind].description for data in train_data)}: leave it out"
         )
     for data in train_data:
+        data.check_negatives(negatives_per_query(config.num_negatives))
         if len(data) < 2:
             raise ValueError(f"{data.path}: {len(data)} training example; in-batch negatives need 2 or more")
         if len(set(data.texts())) < 2:

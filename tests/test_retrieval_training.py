@@ -79,20 +79,34 @@ def test_negatives_are_drawn_with_the_seed_and_afresh_each_epoch(demo_bert, quer
     assert [tuple(tuple(ids) for ids in dataset[i]) for i in range(len(dataset))] != first
 
 
-def test_a_query_with_fewer_negatives_repeats_its_own_and_one_without_is_refused(demo_bert, tmp_path, caplog):
+def test_a_query_with_fewer_negatives_is_counted_and_one_without_or_a_k_beyond_the_data_is_refused(
+    demo_bert, tmp_path, caplog
+):
     rows = [
         {"query": "질문 하나", "pos": ["답 하나"], "neg": ["오답"]},
         {"query": "질문 둘", "pos": ["답 둘"], "neg": []},
+        {"query": "질문 셋", "pos": ["답 셋"], "neg": ["틀린 답 하나", "틀린 답 둘", "틀린 답 셋"]},
     ]
     tokenizer = SimCSEModel(demo_bert).tokenizer
-    few = load_train_data(write_jsonl(tmp_path / "few.jsonl", rows[:1] * 2))
-    query, positive, *negatives = QueryDocumentsDataset(few, tokenizer, (16, 16), ("", ""), 3, seed=0)[0]
-    assert len(negatives) == 3 and all(np.array_equal(n, negatives[0]) for n in negatives)
+    few = load_train_data(write_jsonl(tmp_path / "few.jsonl", rows[:1] * 2 + rows[2:]))
+    QueryDocumentsDataset(few, tokenizer, (16, 16), ("", ""), 3, seed=0)
     assert "2 queries hold fewer than 3 negatives; each takes all of its own" in caplog.text
+    with pytest.raises(ValueError, match=r"--num_negatives 4 is more than any query of .*few.jsonl holds \(at most 3"):
+        few.check_negatives(4)
     none = load_train_data(write_jsonl(tmp_path / "none.jsonl", rows))
     with pytest.raises(DataFormatError, match=r"none.jsonl, line 2: no 'neg' documents \(1 such queries\)"):
-        QueryDocumentsDataset(none, tokenizer, (16, 16), ("", ""), 1, seed=0)
-    QueryDocumentsDataset(none, tokenizer, (16, 16), ("", ""), 0, seed=0)  # K = 0: in-batch negatives only
+        none.check_negatives(1)
+    none.check_negatives(0)  # K = 0: in-batch negatives only
+    QueryDocumentsDataset(none, tokenizer, (16, 16), ("", ""), 0, seed=0)
+
+
+def test_a_k_beyond_the_data_is_refused_before_the_model_loads(query_file, demo_train_flags, run_here, tmp_path):
+    """It used to pass every check and run out of memory after the step-0 evaluation and save."""
+    output = tmp_path / "run"
+    flags = demo_train_flags(output, train_data=query_file, num_negatives=100000, model="no/such-model")
+    result = run_here(TRAIN_SCRIPT, *flags)
+    assert_one_line_error(result, "--num_negatives 100000 is more than any query of", "train.jsonl holds (at most 3")
+    assert not output.exists()
 
 
 @pytest.mark.parametrize("held, num_negatives", [(2, 3), (2, 5), (3, 7), (4, 4), (5, 2)])
@@ -101,8 +115,10 @@ def test_a_query_with_fewer_negatives_uses_every_one_in_every_epoch(
 ):
     """FlagEmbedding's rule: none of a query's own negatives is left out of a step, and none repeats more than
     once beyond another (drawn with replacement, one of 2 negatives was left out in about a quarter of epochs)."""
-    own = list(dict.fromkeys(negative for *_, negative in triplet_rows(demo_data)))[:held]
-    data = load_train_data(write_jsonl(tmp_path / "q.jsonl", [{"query": "질문", "pos": ["답"], "neg": own}] * 2))
+    distinct = list(dict.fromkeys(negative for *_, negative in triplet_rows(demo_data)))
+    own, enough = distinct[:held], distinct[-num_negatives:]  # a second query holds K (more is refused)
+    rows = [{"query": "질문", "pos": ["답"], "neg": own}, {"query": "다른 질문", "pos": ["답"], "neg": enough}]
+    data = load_train_data(write_jsonl(tmp_path / "q.jsonl", rows))
     tokenizer = SimCSEModel(demo_bert).tokenizer
     text_of = {tuple(tokenizer(t, truncation=True, max_length=16)["input_ids"]): t for t in own}
     dataset = QueryDocumentsDataset(data, tokenizer, (16, 16), ("", ""), num_negatives, seed=3)
