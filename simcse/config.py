@@ -145,7 +145,8 @@ class TrainConfig:
     )
     document_max_length: int = setting(
         DEFAULT_DOCUMENT_MAX_LENGTH,
-        "tokens per document of retrieval data and retrieval dev sets, capped at the model's positions",
+        "tokens per document of retrieval data and retrieval dev sets, capped at the model's positions (said, and "
+        "train_args.json's document_max_length_used)",
         "data",
         resume=True,
         card=True,

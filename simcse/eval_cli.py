@@ -28,8 +28,8 @@ def add_retrieval_flags(parser: argparse.ArgumentParser) -> None:
         "--document_max_length",
         type=int,
         default=None,
-        help="tokens per document of a retrieval set, capped at the model's positions (default: the checkpoint's, "
-        f"else {DEFAULT_DOCUMENT_MAX_LENGTH})",
+        help="tokens per document of a retrieval set, capped at the model's positions (default: the checkpoint's, a "
+        f"sentence-transformers folder's max_seq_length, else {DEFAULT_DOCUMENT_MAX_LENGTH})",
     )
     parser.add_argument(
         "--query_prompt",

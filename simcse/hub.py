@@ -200,6 +200,17 @@ def _training_kind(info: dict, args: dict) -> str:
     return f"a mixture of {parts} (one dataset per batch, {args.get('mixture')})"
 
 
+def _recipe(args: dict, document_max_length_used: int | None) -> str:
+    """The card's table of training settings, with the document length the run used when the positions capped
+    the one given."""
+    values = {key: f"`{args[key]}`" for key in CARD_SETTINGS if key in args}
+    given = args.get("document_max_length")
+    if document_max_length_used is not None and given is not None and document_max_length_used != given:
+        values["document_max_length"] = f"`{document_max_length_used}` (capped at the model's positions; given {given})"
+    rows = "\n".join(f"| `{key}` | {value} |" for key, value in values.items())
+    return f"## Training recipe\n\n| setting | value |\n|---|---|\n{rows}"
+
+
 def render_model_card(folder: str | os.PathLike, repo_id: str) -> str:
     """README.md for a checkpoint folder: YAML metadata with a model-index of the results in
     eval_results.json, the training recipe from train_args.json, a results table and usage snippets."""
@@ -241,8 +252,7 @@ def render_model_card(folder: str | os.PathLike, repo_id: str) -> str:
         lines.append(f"The checkpoint is the run's best by dev {info['selection_metric']} on {dev}.")
     lines += _results_sections(report, repo_id)
     if args:
-        recipe = "\n".join(f"| `{key}` | `{args[key]}` |" for key in CARD_SETTINGS if key in args)
-        lines.append(f"## Training recipe\n\n| setting | value |\n|---|---|\n{recipe}")
+        lines.append(_recipe(args, info.get("document_max_length_used")))
     lines.append("## Usage\n\n" + _usage(repo_id, settings))
     lines.append(CARD_MARKER)
     return "\n\n".join(lines) + "\n"

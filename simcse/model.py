@@ -25,6 +25,7 @@ from simcse.model_loading import (
     check_location,
     check_weights_loaded,
     max_sequence_length,
+    no_room_for_text,
     read_simcse_config,
     saved_file,
     saved_settings,
@@ -147,6 +148,7 @@ class SimCSEModel(nn.Module):
         checkpoint_pooler = self._load_encoder(model_name_or_path, dropout, unpad, trust_remote_code)
         self._set_document_max_length(document_max_length, defaults.get("document_max_length"))
         self._load_tokenizer(tokenizer or model_name_or_path, model_name_or_path, trust_remote_code)
+        self._check_room_for_text()
         self.head: nn.Module | None = None
         self.frozen_pooler: nn.Module | None = None
         if has_head:
@@ -197,10 +199,20 @@ class SimCSEModel(nn.Module):
         if length < 2:
             raise ValueError(f"document_max_length must be at least 2 (room for [CLS] and [SEP]), got {length}")
         if self.max_positions is not None and length > self.max_positions:
-            if given:
-                logger.info("document_max_length %d capped at the model's %d positions", length, self.max_positions)
+            # The default is meant to be capped; a length someone chose is told (train_args.json records both).
+            say = logger.warning if given and given != DEFAULT_DOCUMENT_MAX_LENGTH else logger.info
+            say("document_max_length %d capped at the %d positions of %s", length, self.max_positions, self.config.name_or_path)
             length = self.max_positions
         self.document_max_length = length
+
+    def _check_room_for_text(self) -> None:
+        """Refuse lengths that the special tokens and a prompt fill: every sentence, query or document would
+        come out as the same token ids."""
+        checks = [("--max_length", self.max_length, prompt) for prompt in (self.prompt, self.prompt_for("query"))]
+        checks.append(("--document_max_length", self.document_max_length, self.prompt_for("document")))
+        for flag, length, prompt in checks:
+            if problem := no_room_for_text(self.tokenizer, flag, length, prompt):
+                raise ValueError(problem)
 
     def prompt_for(self, role: str) -> str:
         """The prompt of a ``"query"`` or a ``"document"``: the model's for that role, else its symmetric one."""

@@ -145,6 +145,20 @@ def tokenizer_problem(tokenizer: PreTrainedTokenizerBase, num_embeddings: int) -
     return None
 
 
+def no_room_for_text(tokenizer: PreTrainedTokenizerBase, flag: str, length: int, prompt: str) -> str | None:
+    """Why ``length`` tokens leave no room for text once the special tokens and ``prompt`` are in (every text
+    would embed the same, and a retrieval set would rank by id), or None."""
+    special = tokenizer.num_special_tokens_to_add()
+    prompt_tokens = len(tokenizer(prompt, add_special_tokens=False)["input_ids"]) if prompt else 0
+    if length > special + prompt_tokens:
+        return None
+    taken = f"the special tokens ({special})" + (f" and the prompt {prompt!r} ({prompt_tokens})" if prompt else "")
+    return (
+        f"{flag} {length} leaves no room for text: {taken} fill it, so every text would embed the same; "
+        f"use at least {special + prompt_tokens + 1}"
+    )
+
+
 def unknown_token_share(tokenizer: PreTrainedTokenizerBase, sentences: Sequence[str]) -> float:
     """The share of the tokens of ``sentences`` (special tokens aside) that ``tokenizer`` maps to its unknown
     token."""

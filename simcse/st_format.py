@@ -125,7 +125,8 @@ def read_settings(find: Callable[[str], str | None]) -> dict | None:
             settings["dense_weights"] = f"{kinds['Dense']}/{WEIGHTS_NAME}"
         source.append(name)
     if (bert_config := _read_found(find, ST_SETTINGS_NAME)) and bert_config.get("max_seq_length"):
-        settings["max_length"] = int(bert_config["max_seq_length"])
+        # sentence-transformers cuts queries and documents alike at max_seq_length.
+        settings["max_length"] = settings["document_max_length"] = int(bert_config["max_seq_length"])
         source.append(ST_SETTINGS_NAME)
     st_config = _read_found(find, ST_PROMPTS_NAME) or {}
     default = st_config.get("default_prompt_name")

@@ -140,6 +140,7 @@ class Trainer:
             selection_metric=self.selection_metric,
             resumed_from=str(self.resume.path) if self.resume else None,
             forward=f"unpadded, {attention_kernel(self.device)} attention" if model.unpad else "padded",
+            document_max_length_used=model.document_max_length,  # --document_max_length, capped at the positions
             **batch_facts(self.sampler, self.loader.dataset.datasets, self.objectives, world_size),
         )
 

@@ -93,7 +93,7 @@ def test_mining_equals_a_brute_force_loop(pairs_file):
 
 def test_the_script_writes_training_data(demo_bert, pairs_file, run_here, tmp_path):
     pairs, corpus = pairs_file
-    output = tmp_path / "mined.jsonl"
+    output = tmp_path / "not" / "yet" / "mined.jsonl"  # missing folders are made (it used to fail after mining)
     flags = ["--model", demo_bert, "--pairs", pairs, "--corpus", corpus, "--output", output, "--num_negatives", 2]
     result = run_here(MINE_SCRIPT, *flags, "--skip_top", 1)
     assert result.returncode == 0, result.stderr

@@ -272,3 +272,53 @@ def test_mining_keeps_the_first_tying_documents_in_corpus_order():
         SameVectorForEveryText(), ["질문"], [[corpus[0]]], corpus, MiningSettings(3, 0, None, 10)
     )
     assert row["neg"] == corpus[1:4]
+
+
+@pytest.mark.parametrize("prompt", ["", "문단: "])
+def test_a_document_length_that_leaves_no_room_for_text_is_refused(demo_bert, demo_data, run_here, tmp_path, prompt):
+    """--document_max_length 2 made every document [CLS][SEP]: the ranking fell back to ids, with no warning."""
+    folder, _ = demo_set(tmp_path / "set", demo_data)
+    tokenizer = SimCSEModel(demo_bert).tokenizer
+    filled = len(tokenizer(prompt)["input_ids"])  # the special tokens and the prompt
+    flags = ["--model", demo_bert, "--test_data", folder, "--document_prompt", prompt]
+    result = run_here(EVAL_SCRIPT, *flags, "--document_max_length", filled)
+    assert_one_line_error(result, f"--document_max_length {filled} leaves no room for text", f"at least {filled + 1}")
+    result = run_here(EVAL_SCRIPT, *flags, "--document_max_length", filled + 1)
+    assert result.returncode == 0, result.stderr
+    with pytest.raises(ValueError, match=f"--max_length {filled} leaves no room for text"):
+        SimCSEModel(demo_bert, prompt=prompt, max_length=filled)
+
+
+def test_a_sentence_transformers_folder_cuts_documents_at_its_max_seq_length(
+    demo_bert, demo_data, run_here, tmp_path
+):
+    """sentence-transformers cuts every text at max_seq_length; eval.py used 512 (capped) for its documents."""
+    from sentence_transformers import SentenceTransformer
+
+    model_folder = tmp_path / "model"
+    SimCSEModel(demo_bert, pooler="avg").save_pretrained(model_folder)
+    (model_folder / "simcse_config.json").unlink()  # a plain sentence-transformers folder
+    settings = json.loads((model_folder / "sentence_bert_config.json").read_text())
+    (model_folder / "sentence_bert_config.json").write_text(json.dumps(settings | {"max_seq_length": 6}))
+    folder, rows = demo_set(tmp_path / "set", demo_data)
+    assert SimCSEModel(model_folder).document_max_length == 6
+    output = tmp_path / "results.json"
+    result = run_here(EVAL_SCRIPT, "--model", model_folder, "--test_data", folder, "--output_json", output)
+    assert result.returncode == 0, result.stderr
+    got = json.loads(output.read_text())["retrieval"][str(folder)]
+    data = load_retrieval_set(folder)
+    evaluator = InformationRetrievalEvaluator(
+        dict(zip(data.query_ids, data.query_texts)),
+        dict(zip(data.corpus_ids, data.corpus_texts)),
+        {query: set(documents) for query, documents in data.qrels.items()},
+        show_progress_bar=False,
+        **CUTOFFS,
+    )
+    st_model = SentenceTransformer(str(model_folder), device="cpu")
+    assert st_model.max_seq_length == 6
+    queries = st_model.encode(data.query_texts, convert_to_tensor=True)
+    corpus = st_model.encode(data.corpus_texts, convert_to_tensor=True)
+    similarities = torch.nn.functional.normalize(queries, dim=-1) @ torch.nn.functional.normalize(corpus, dim=-1).T
+    rankings = [[{"corpus_id": d, "score": s} for d, s in zip(data.corpus_ids, row)] for row in similarities.tolist()]
+    expected = st_metrics(evaluator.compute_metrics(rankings))
+    assert {key: got[key] for key in RETRIEVAL_KEYS} == pytest.approx(expected, abs=1e-6)

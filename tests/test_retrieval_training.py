@@ -281,3 +281,24 @@ def test_a_retrieval_dev_set_selects_by_ndcg_and_eval_py_agrees(
     card = render_model_card(output, "user/ko-retrieval")
     assert "best by dev ndcg@10 on" in card and f"on {DATA_KINDS['query_documents'].card_name}" in card
     assert "## Retrieval: " in card and "model.encode_query(" in card
+
+
+def test_a_document_length_beyond_the_positions_is_said_and_recorded_as_used(
+    demo_train_flags, query_file, run_here, tmp_path, caplog
+):
+    """--document_max_length 100000 was capped at the positions without a word, and train_args.json and the card
+    recorded 100000."""
+    output = tmp_path / "run"
+    flags = demo_train_flags(output, train_data=query_file, num_negatives=1, max_steps=1, document_max_length=100000)
+    result = run_here(TRAIN_SCRIPT, *flags)
+    assert result.returncode == 0, result.stderr
+    positions = SimCSEModel(output).max_positions
+    assert f"document_max_length 100000 capped at the {positions} positions" in caplog.text
+    info = json.loads((output / "train_args.json").read_text())
+    assert (info["args"]["document_max_length"], info["document_max_length_used"]) == (100000, positions)
+    assert json.loads((output / "simcse_config.json").read_text())["document_max_length"] == positions
+    card = render_model_card(output, "user/model")
+    assert f"| `document_max_length` | `{positions}` (capped at the model's positions; given 100000) |" in card
+    short = run_here(TRAIN_SCRIPT, *demo_train_flags(tmp_path / "short", train_data=query_file, document_max_length=2))
+    assert_one_line_error(short, "--document_max_length 2 leaves no room for text")
+    assert not (tmp_path / "short" / "checkpoint-0").exists()
