@@ -201,7 +201,8 @@ class SimCSEModel(nn.Module):
         if self.max_positions is not None and length > self.max_positions:
             # The default is meant to be capped; a length someone chose is told (train_args.json records both).
             say = logger.warning if given and given != DEFAULT_DOCUMENT_MAX_LENGTH else logger.info
-            say("document_max_length %d capped at the %d positions of %s", length, self.max_positions, self.config.name_or_path)
+            name = self.config.name_or_path
+            say("document_max_length %d capped at the %d positions of %s", length, self.max_positions, name)
             length = self.max_positions
         self.document_max_length = length
 

@@ -289,9 +289,7 @@ def test_a_document_length_that_leaves_no_room_for_text_is_refused(demo_bert, de
         SimCSEModel(demo_bert, prompt=prompt, max_length=filled)
 
 
-def test_a_sentence_transformers_folder_cuts_documents_at_its_max_seq_length(
-    demo_bert, demo_data, run_here, tmp_path
-):
+def test_a_sentence_transformers_folder_cuts_documents_at_its_max_seq_length(demo_bert, demo_data, run_here, tmp_path):
     """sentence-transformers cuts every text at max_seq_length; eval.py used 512 (capped) for its documents."""
     from sentence_transformers import SentenceTransformer
 
