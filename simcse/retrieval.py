@@ -41,6 +41,7 @@ class RetrievalData:
     query_texts: list[str]
     qrels: dict[str, dict[str, int]]  # query id -> document id -> relevance (> 0)
     skipped_queries: int = 0  # queries without a relevant document
+    split: str = "test"  # the qrels read: qrels/<split>.tsv
 
 
 def is_retrieval_set(name_or_path: str | os.PathLike) -> bool:
@@ -136,6 +137,7 @@ def load_retrieval_set(
         query_texts=[queries[query] for query in evaluated],
         qrels={query: relevant[query] for query in evaluated},
         skipped_queries=len(queries) - len(evaluated),
+        split=split,
     )
 
 
@@ -295,7 +297,10 @@ def evaluate(model, data: RetrievalData, batch_size: int | None = None, descript
 
 def describe(name: str, data: RetrievalData, model) -> str:
     """eval.py's line before a set is encoded: its size, the document length and the prompts."""
-    counts = f"{len(data.query_ids)} queries ({data.skipped_queries} without a relevant document, skipped)"
+    counts = (
+        f"{len(data.query_ids)} queries of qrels/{data.split}.tsv ({data.skipped_queries} without a relevant "
+        "document, skipped)"
+    )
     return (
         f"{name}: {counts} over {len(data.corpus_ids)} documents, documents up to {model.document_max_length} "
         f"tokens, prompts {model.prompt_for('query')!r} / {model.prompt_for('document')!r}"

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import torch
 
 from simcse.config import TrainConfig, as_list, one_or_list
@@ -12,6 +14,8 @@ from simcse.model_loading import unknown_token_share
 from simcse.objectives import OBJECTIVES
 from simcse.tasks import EvalSet, load_set, set_files
 from simcse.text_files import file_fingerprint
+
+logger = logging.getLogger(__name__)
 
 # Sentences of each training dataset (and of the dev set) a tokenizer is probed with, and the share of unknown
 # tokens it may produce.
@@ -24,6 +28,12 @@ def read_inputs(config: TrainConfig) -> tuple[EvalSet, list[TrainData]]:
     training dataset (of a kind its objective takes), read before anything is built so that a bad file fails in
     seconds."""
     valid_data = load_set(config.valid_data, None, config.data_dir)
+    if valid_data.split == "test":
+        logger.warning(
+            "%s has no qrels/dev.tsv: the best checkpoint is selected on its qrels/test.tsv, so its test results "
+            "are not held out",
+            config.valid_data,
+        )
     train_data = [OBJECTIVES[part.objective].read(part.train_data, config.data_dir) for part in config.parts()]
     if config.num_negatives is not None and not any(DATA_KINDS[data.kind].documents for data in train_data):
         raise ValueError(

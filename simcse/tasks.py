@@ -118,6 +118,16 @@ class EvalSet:
     def texts(self) -> list[str]:
         return self.task.code.texts(self.data)
 
+    @property
+    def split(self) -> str | None:
+        """The split its labels come from, for a task whose sets have several (a retrieval set's qrels)."""
+        return getattr(self.data, "split", None)
+
+    @property
+    def dev_label(self) -> str:
+        """How a training run's lines name it: "dev", with the qrels file when that is not qrels/dev.tsv."""
+        return "dev" if self.split in (None, "dev") else f"dev (qrels/{self.split}.tsv)"
+
     def evaluate(self, model, batch_size: int | None = None, description: str | None = None) -> dict:
         return self.task.code.evaluate(model, self.data, batch_size, description or self.name)
 
@@ -141,8 +151,10 @@ def set_files(name_or_path: str | os.PathLike, split: str | None = None, data_di
 
 def evaluate_dev(model, dev: EvalSet, batch_size: int | None = None) -> dict[str, float | str]:
     """A training run's dev metrics, with the name of the one it selects its best checkpoint by under
-    ``selection_metric``. Its progress bar is labelled "dev"."""
-    return dev.evaluate(model, batch_size, description="dev") | {"selection_metric": dev.task.selection_metric}
+    ``selection_metric`` (and ``dev_split``, the split read, for a set that has several). Its progress bar is
+    labelled "dev"."""
+    line = dev.evaluate(model, batch_size, description="dev") | {"selection_metric": dev.task.selection_metric}
+    return line | ({"dev_split": dev.split} if dev.split else {})
 
 
 def task_selecting_by(metric: str) -> EvalTask:

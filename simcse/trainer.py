@@ -138,6 +138,7 @@ class Trainer:
             grad_cache_chunk=self.config.grad_cache_chunk,
             data_kind=one_or_list([data.kind for data in self.train_data]),
             selection_metric=self.selection_metric,
+            dev_split=self.valid_data.split,
             resumed_from=str(self.resume.path) if self.resume else None,
             forward=f"unpadded, {attention_kernel(self.device)} attention" if model.unpad else "padded",
             document_max_length_used=model.document_max_length,  # --document_max_length, capped at the positions
@@ -289,7 +290,7 @@ class Trainer:
             saved = self.save_model_if_best(line)
             state = self.state
             tqdm.write(
-                f"step {state.step} (epoch {line['epoch']:.2f}): dev "
+                f"step {state.step} (epoch {line['epoch']:.2f}): {self.valid_data.dev_label} "
                 + self.valid_data.task.short_line(line)
                 + (" (best, saved)" if saved else f" (best {state.best_score:.4f} at step {state.best_step})")
             )
@@ -401,7 +402,8 @@ class Trainer:
                 else "no finite dev score (the final model is saved)"
             )
             print(
-                f"done: dev {task.selection_label} {self.history[0][metric]:.4f} before training, {best}; "
+                f"done: {self.valid_data.dev_label} {task.selection_label} {self.history[0][metric]:.4f} before "
+                f"training, {best}; "
                 f"mean training loss {result.mean_train_loss:.4f} over {state.step} steps"
                 + (f" ({state.skipped_steps} skipped: gradient not finite)" if state.skipped_steps else "")
                 + f"; total time {result.total_seconds:.1f} s; model in {self.output}"

@@ -104,7 +104,7 @@ def test_eval_py_equals_the_evaluator_on_the_same_model_with_query_and_document_
     prompts = ["--query_prompt", "질문: ", "--document_prompt", "문단: "]
     result = run_here(EVAL_SCRIPT, "--model", model_folder, "--test_data", folder, "--output_json", output, *prompts)
     assert result.returncode == 0, result.stderr
-    assert f"{len(rows) - 2} queries (2 without a relevant document, skipped)" in result.stdout
+    assert f"{len(rows) - 2} queries of qrels/test.tsv (2 without a relevant document, skipped)" in result.stdout
     got = json.loads(output.read_text())["retrieval"][str(folder)]
     data = load_retrieval_set(folder)
     from sentence_transformers import SentenceTransformer

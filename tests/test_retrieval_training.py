@@ -302,3 +302,26 @@ def test_a_document_length_beyond_the_positions_is_said_and_recorded_as_used(
     short = run_here(TRAIN_SCRIPT, *demo_train_flags(tmp_path / "short", train_data=query_file, document_max_length=2))
     assert_one_line_error(short, "--document_max_length 2 leaves no room for text")
     assert not (tmp_path / "short" / "checkpoint-0").exists()
+
+
+def test_a_dev_set_with_only_test_qrels_is_named_so_everywhere(
+    demo_train_flags, query_file, beir_dev, run_here, tmp_path, caplog
+):
+    """Selecting on qrels/test.tsv used to read "dev" on every line, in train_args.json and on the card."""
+    (beir_dev / "qrels" / "dev.tsv").rename(beir_dev / "qrels" / "test.tsv")
+    output = tmp_path / "run"
+    flags = demo_train_flags(output, train_data=query_file, valid_data=beir_dev, num_negatives=1, max_steps=2)
+    result = run_here(TRAIN_SCRIPT, *flags)
+    assert result.returncode == 0, result.stderr
+    assert "no qrels/dev.tsv: the best checkpoint is selected on its qrels/test.tsv" in caplog.text
+    assert "done: dev (qrels/test.tsv) nDCG@10" in result.stdout
+    lines = [json.loads(line) for line in metrics_lines(output)]
+    assert lines and all(line["dev_split"] == "test" for line in lines)
+    assert json.loads((output / "train_args.json").read_text())["dev_split"] == "test"
+    assert f"best by dev ndcg@10 on `{beir_dev}` (qrels/test.tsv)" in render_model_card(output, "user/model")
+    (beir_dev / "qrels" / "test.tsv").rename(beir_dev / "qrels" / "dev.tsv")
+    caplog.clear()
+    result = run_here(TRAIN_SCRIPT, *flags, "--overwrite_output_path")
+    assert result.returncode == 0, result.stderr
+    assert "qrels/test.tsv" not in caplog.text + result.stdout and "done: dev nDCG@10" in result.stdout
+    assert all(json.loads(line)["dev_split"] == "dev" for line in metrics_lines(output))
