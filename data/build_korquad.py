@@ -15,7 +15,7 @@ from pathlib import Path
 
 from simcse.cli import check_writable_file, refuse_empty_paths, run_main
 from simcse.data import write_train_tsv
-from simcse.korquad import question_paragraph_pairs, read_korquad, split_articles, write_retrieval_set
+from simcse.korquad import question_paragraph_pairs, read_korquad_files, split_articles, write_retrieval_set
 from simcse.registry import RETRIEVAL_SETS, default_data_dir
 
 KORQUAD_DEV = RETRIEVAL_SETS["korquad_dev"]
@@ -60,6 +60,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=42, help="the draw of the held-out articles")
     args = parser.parse_args()
     refuse_empty_paths(args, "input", "beir_dir", "pairs", "dev_dir")
+    if not 0 <= args.heldout_share <= 1:
+        raise ValueError(f"--heldout_share must lie in [0, 1], got {args.heldout_share}")
     if bool(args.dev_share) != bool(args.dev_dir):
         raise ValueError("--dev_share and --dev_dir go together: give both or neither")
     if not 0 <= args.dev_share <= 1 - args.heldout_share:
@@ -70,7 +72,7 @@ def main() -> None:
     check_distinct_paths(args)
     if args.pairs:
         check_writable_file(args.pairs, "--pairs")
-    articles = [article for path in args.input for article in read_korquad(path)]
+    articles = read_korquad_files(args.input)
     training, heldout = split_articles(articles, args.heldout_share, args.seed)
     if args.dev_share:  # of all the articles, drawn from those not held out
         training, dev = split_articles(training, args.dev_share * len(articles) / len(training), args.seed)

@@ -5,6 +5,7 @@ retrieval set share no paragraph (nor the other paragraphs of its article)."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 from dataclasses import dataclass
@@ -14,6 +15,8 @@ from simcse.data import TrainData
 from simcse.registry import CORPUS_NAME, QRELS_FOLDER, QRELS_HEADER, QUERIES_NAME
 from simcse.run_folder import json_text, write_together
 from simcse.text_files import DataFormatError, read_text
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -43,6 +46,21 @@ def read_korquad(path: str | os.PathLike) -> list[Article]:
         raise DataFormatError(path, None, f"not a KorQuAD 1.0 file (data[].paragraphs[].qas[]: {err!r})") from None
     if not any(article.questions for article in articles):
         raise DataFormatError(path, None, "no article with a question: nothing to build a set or pairs from")
+    return articles
+
+
+def read_korquad_files(paths: list[str | os.PathLike]) -> list[Article]:
+    """The articles of several KorQuAD files, refused when a question id appears twice (within a file or across
+    files: its question would be a query twice, or land on both sides of the held-out split)."""
+    articles, seen = [], {}
+    for path in paths:
+        for article in read_korquad(path):
+            for qid, _, _ in article.questions:
+                if qid in seen:
+                    where = "twice in it" if seen[qid] == str(path) else f"also in {seen[qid]}"
+                    raise DataFormatError(path, None, f"question id {qid!r} appears {where}: pass each file once")
+                seen[qid] = str(path)
+            articles.append(article)
     return articles
 
 
@@ -81,6 +99,12 @@ def write_retrieval_set(
         folder / "source.json": json_text({"articles": [article.title for article in articles]}),
     }
     write_together(files, flag)  # the set's files together: never a new corpus beside old qrels
+    for stale in sorted(path for path in (folder / QRELS_FOLDER).glob("*.tsv") if path.stem != split):
+        logger.warning(
+            "%s: left from an earlier build, it names the old corpus's documents; delete it (a training run's "
+            "--valid_data reads qrels/dev.tsv before qrels/test.tsv)",
+            stale,
+        )
     return {"articles": len(articles), "documents": len(corpus), "queries": len(queries)}
 
 

@@ -180,3 +180,38 @@ def test_a_file_without_articles_is_refused(run_here, tmp_path):
         run_here(BUILD, "--input", source, "--beir_dir", tmp_path / "set"), "no article with a question"
     )
     assert not (tmp_path / "set").exists()
+
+
+def test_a_question_id_in_two_files_or_twice_in_one_is_refused(run_here, tmp_path):
+    """A copy of a file under another name put its questions on both sides of the held-out split."""
+    source = small_korquad(tmp_path / "korquad.json")
+    copy = tmp_path / "copy.json"
+    copy.write_bytes(source.read_bytes())
+    result = run_here(BUILD, "--input", source, copy, "--beir_dir", tmp_path / "set", "--heldout_share", "0.5")
+    assert_one_line_error(result, "copy.json", "question id '문서0-0-0' appears also in", "korquad.json")
+    twice = korquad_file(tmp_path / "twice.json", [("문서", [("문단: 답.", [("질문?", "답")])])] * 2)
+    result = run_here(BUILD, "--input", twice, "--beir_dir", tmp_path / "set")
+    assert_one_line_error(result, "twice.json", "question id '문서-0-0' appears twice in it")
+    assert not (tmp_path / "set").exists()
+
+
+def test_a_heldout_share_out_of_range_is_blamed_on_itself(run_here, tmp_path):
+    source = small_korquad(tmp_path / "korquad.json")
+    result = run_here(BUILD, "--input", source, "--beir_dir", tmp_path / "set", "--heldout_share", "1.5")
+    assert_one_line_error(result, "--heldout_share must lie in [0, 1], got 1.5")
+    assert "--dev_share" not in result.stderr
+
+
+def test_a_rebuild_beside_stale_qrels_of_another_split_says_so(run_here, tmp_path, caplog):
+    """A folder built as a dev set and rebuilt as a test set kept qrels/dev.tsv of the old corpus, which a
+    training run's --valid_data reads first."""
+    source = small_korquad(tmp_path / "korquad.json")
+    folder = tmp_path / "set"
+    built = run_here(BUILD, "--input", source, "--heldout_share", "0.5", "--dev_share", "0.5", "--dev_dir", folder,
+                     "--beir_dir", tmp_path / "test")  # fmt: skip
+    assert built.returncode == 0, built.stderr
+    assert (folder / "qrels" / "dev.tsv").is_file()
+    caplog.clear()
+    assert run_here(BUILD, "--input", source, "--beir_dir", folder).returncode == 0
+    assert f"{folder / 'qrels' / 'dev.tsv'}: left from an earlier build" in caplog.text
+    assert (folder / "qrels" / "dev.tsv").is_file()  # said, not deleted
