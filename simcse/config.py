@@ -373,7 +373,8 @@ class TrainConfig:
             values = as_list(value)
             return values * len(datasets) if len(values) == 1 else values
 
-        return [Part(*row) for row in zip(datasets, each(self.objective), each(self.batch_size))]
+        labels = [f"{name} #{n}" if datasets.count(name) > 1 else name for n, name in enumerate(datasets, 1)]
+        return [Part(*row) for row in zip(datasets, each(self.objective), each(self.batch_size), labels)]
 
     def loss_settings(self) -> LossSettings:
         """What the objectives' losses read of the settings."""
@@ -421,6 +422,7 @@ class Part:
     train_data: str
     objective: str
     batch_size: int
+    label: str  # its name in metrics.jsonl: the file, with its place in the mixture when a file comes twice
 
 
 class ConfigError(ValueError):

@@ -251,8 +251,7 @@ class Trainer:
         }
         if len(self.parts) > 1:  # each dataset's mean loss since the last evaluation
             line["train_loss_by_dataset"] = {
-                part.train_data: total / count if count else None
-                for part, total, count in zip(self.parts, sums, counts)
+                part.label: total / count if count else None for part, total, count in zip(self.parts, sums, counts)
             }
         state.window_loss_sum.zero_()
         state.window_loss_count = [0] * len(self.parts)

@@ -36,7 +36,7 @@ def mixture(demo_data, **changes):
 
 def test_one_value_applies_to_every_dataset_and_one_dataset_is_configured_as_before():
     config = parse_args(["--train_data", "a.tsv", "b.tsv", "--batch_size", "32"])
-    assert config.parts() == [Part("a.tsv", "simcse", 32), Part("b.tsv", "simcse", 32)]
+    assert config.parts() == [Part("a.tsv", "simcse", 32, "a.tsv"), Part("b.tsv", "simcse", 32, "b.tsv")]
     assert parse_args(["--train_data", "a.tsv"]) == TrainConfig(train_data="a.tsv")  # scalars, not lists of one
 
 
@@ -151,6 +151,27 @@ def test_each_dataset_trains_with_its_objective_and_logs_its_loss(demo_config, d
     assert info["data_kind"] == ["triplets", "scored_pairs"] and info["args"]["objective"] == ["simcse", "cosent"]
     card = render_model_card(output, "user/mix")
     assert "['simcse', 'cosent']" in card and "round_robin" in card
+
+
+def test_the_same_file_twice_logs_each_place_in_the_mixture(demo_config, demo_data, tmp_path, monkeypatch):
+    """Keyed by file name, the two losses collapsed into one key of train_loss_by_dataset."""
+    seen = []
+    objective = simcse.objectives.OBJECTIVES["simcse"]
+
+    def recording(inputs, *args):
+        output = objective.loss(inputs, *args)
+        seen.append((inputs.embeddings.shape[0], output.loss.item()))
+        return output
+
+    monkeypatch.setitem(simcse.objectives.OBJECTIVES, "simcse", dataclasses.replace(objective, loss=recording))
+    triplets = str(demo_data / "train.tsv")
+    output = tmp_path / "run"
+    train(demo_config(output, train_data=[triplets, triplets], batch_size=[16, 8], max_steps=4, eval_steps=4))
+    by_dataset = json.loads(metrics_lines(output)[1])["train_loss_by_dataset"]
+    assert list(by_dataset) == [f"{triplets} #1", f"{triplets} #2"]
+    for label, size in zip(by_dataset, (16, 8)):
+        losses = [loss for rows, loss in seen if rows == size]
+        assert by_dataset[label] == pytest.approx(sum(losses) / len(losses), rel=1e-6)
 
 
 @pytest.mark.parametrize("kind", ["round_robin", "proportional"])
