@@ -393,9 +393,11 @@ class TrainConfig:
             return "--num_negatives 0 draws no hard negatives: --hard_negative_weight does nothing there, leave it 0"
         if self.resume_from_checkpoint and self.overwrite_output_path:
             return "--overwrite_output_path deletes the run that --resume_from_checkpoint continues: give one of them"
+        # A flag one dataset's objective reads acts on that dataset's batches; one that none reads is refused.
+        unread = [OBJECTIVES[objective].unread_flags(self) for objective in as_list(self.objective)]
+        if never_read := [message for flag, message in unread[0].items() if all(flag in u for u in unread)]:
+            return never_read[0]
         for part in self.parts():
-            if message := OBJECTIVES[part.objective].unread_flag(self):
-                return message
             if part.batch_size % world_size:
                 return f"--batch_size {part.batch_size} is not divisible by the {world_size} torchrun processes"
             local_batch = part.batch_size // world_size

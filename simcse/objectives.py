@@ -128,17 +128,16 @@ class Objective:
             return None
         return batch - 1 + batch * (num_sent - 2)  # the other positives, and every hard negative
 
-    def unread_flag(self, settings) -> str | None:
-        """Why a flag given with this objective would do nothing, or None."""
+    def unread_flags(self, settings) -> dict[str, str]:
+        """The flags given that this objective does not read, each with why it would do nothing here."""
+        unread = {}
         if not self.hard_negatives and settings.hard_negative_weight != 0:
-            return (
-                f"--objective {self.name} has no hard negatives: --hard_negative_weight does nothing there, leave it 0"
-            )
+            unread["--hard_negative_weight"] = "has no hard negatives: --hard_negative_weight does nothing there"
         if not self.in_batch_negatives and not settings.mask_duplicate_negatives:
-            return (
-                f"--objective {self.name} has no in-batch negatives: --no-mask_duplicate_negatives does nothing there"
+            unread["--no-mask_duplicate_negatives"] = (
+                "has no in-batch negatives: --no-mask_duplicate_negatives does nothing there"
             )
-        return None
+        return {flag: f"--objective {self.name} {why}" for flag, why in unread.items()}
 
 
 OBJECTIVES: dict[str, Objective] = {

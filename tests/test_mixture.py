@@ -6,6 +6,7 @@ import dataclasses
 import json
 
 import pytest
+import torch
 from conftest import TRAIN_SCRIPT, assert_one_line_error
 from test_checkpoint import metrics_lines
 from test_objectives import assert_resumes_exactly
@@ -47,7 +48,8 @@ def test_one_value_applies_to_every_dataset_and_one_dataset_is_configured_as_bef
         (["--batch_size", "8", "8", "8"], "--batch_size has 3 values for 2 --train_data file(s)"),
         (["--objective", "simcse", "nope"], "--objective 'nope': choose one of"),
         (["--batch_size", "16", "1"], "--batch_size 1: each anchor needs in-batch negatives"),
-        (["--objective", "simcse", "cosent", "--hard_negative_weight", "1"], "--objective cosent has no hard neg"),
+        (["--objective", "cosent", "cosine_mse", "--hard_negative_weight", "1"], "--objective cosent has no hard neg"),
+        (["--objective", "cosent", "cosent", "--no-mask_duplicate_negatives"], "has no in-batch negatives"),
     ],
 )
 def test_bad_mixtures_are_one_line_before_anything_loads(flags, words, demo_data, run_here, tmp_path):
@@ -151,6 +153,33 @@ def test_each_dataset_trains_with_its_objective_and_logs_its_loss(demo_config, d
     assert info["data_kind"] == ["triplets", "scored_pairs"] and info["args"]["objective"] == ["simcse", "cosent"]
     card = render_model_card(output, "user/mix")
     assert "['simcse', 'cosent']" in card and "round_robin" in card
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ["--hard_negative_weight", "1"],
+        ["--no-mask_duplicate_negatives"],
+        ["--hard_negative_weight", "0.5", "--no-mask_duplicate_negatives"],
+    ],
+)
+def test_triplet_flags_act_on_the_triplets_of_a_mixture_with_scored_pairs(flags, demo_data):
+    """They were refused for any mixture holding a scored-pairs dataset (the joint recipe's), though they act on
+    the triplets: InfoNCE reads them, CoSENT's loss is the same with or without them."""
+    config = parse_args(["--train_data", str(demo_data / "train.tsv"), str(demo_data / "dev.tsv"),
+                         "--objective", "simcse", "cosent", *flags])  # fmt: skip
+    plain = parse_args(["--train_data", "t.tsv"]).loss_settings()
+    generator = torch.Generator().manual_seed(0)
+    embeddings = torch.randn(6, 3, 8, generator=generator)
+    token_ids = torch.arange(18).reshape(6, 3, 1)
+    scored = simcse.objectives.LossInputs(embeddings[:, :2], token_ids[:, :2], torch.rand(6, generator=generator))
+    repeated = token_ids.clone()
+    repeated[1, 1] = repeated[0, 1]  # two anchors share a positive's text: masking applies
+    triplets = simcse.objectives.LossInputs(embeddings, repeated, None)
+    cosent = simcse.objectives.OBJECTIVES["cosent"].loss
+    assert cosent(scored, config.loss_settings(), False).loss == cosent(scored, plain, False).loss
+    infonce = simcse.objectives.OBJECTIVES["simcse"].loss
+    assert infonce(triplets, config.loss_settings(), False).loss != infonce(triplets, plain, False).loss
 
 
 def test_the_same_file_twice_logs_each_place_in_the_mixture(demo_config, demo_data, tmp_path, monkeypatch):
