@@ -181,13 +181,19 @@ def _writing(what: Path, write) -> None:
     try:
         write()
     except Exception as err:
-        if _disk_full(err) or (isinstance(err, RuntimeError) and "write" in str(err) and _nearly_full(what)):
+        if _disk_full(err) or (isinstance(err, RuntimeError) and _torch_write_failed(err) and _nearly_full(what)):
             raise OSError(errno.ENOSPC, "No space left on device", str(what)) from err
         raise
 
 
+def _torch_write_failed(err: RuntimeError) -> bool:
+    """torch.save's zip writer failing: "file write failed", or on a full disk "[enforce fail at
+    inline_container.cc:...] . unexpected pos 576 vs 534" (torch 2.13)."""
+    return "write" in str(err) or "inline_container" in str(err)
+
+
 def _nearly_full(path: Path) -> bool:
-    """torch.save says only "file write failed": the disk is the cause when under 1 MiB is left."""
+    """torch.save's errors do not say why it failed: the disk is the cause when under 1 MiB is left."""
     folder = next((p for p in [path, *path.parents] if p.exists()), Path("."))
     return shutil.disk_usage(folder).free < 1 << 20
 

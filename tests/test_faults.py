@@ -306,6 +306,16 @@ def test_a_full_disk_says_so(demo_train_flags, run_here, tmp_path, monkeypatch):
     assert_one_line_error(result, "no space left on", ".staging-model")
 
 
+def test_a_disk_that_fills_inside_torch_save_says_so(demo_train_flags, run_here, small_disk, tmp_path):
+    """A real tmpfs with room for the models but not the training state: torch.save's own error ("[enforce fail
+    at inline_container.cc...] unexpected pos") was an unexpected RuntimeError."""
+    output = small_disk(512) / "run"
+    result = run_here(TRAIN_SCRIPT, *demo_train_flags(output, max_steps=2, save_steps=2, eval_steps=2))
+    assert_one_line_error(result, "no space left on", ".staging-checkpoint-2", "--output_path")
+    assert (output / "model.safetensors").is_file()  # the best model, whole
+    assert not list(output.glob("checkpoint-*"))
+
+
 def test_an_unexpected_exception_is_one_line_with_the_debug_hint(demo_train_flags, run_here, tmp_path, monkeypatch):
     def broken(*args, **kwargs):
         raise KeyError("cosine_spearman")

@@ -2,7 +2,6 @@
 document is the paragraph holding its answer, the counts of the real dev file, the registered name korquad_dev."""
 
 import json
-import subprocess
 
 import pytest
 from conftest import EVAL_SCRIPT, REPO_ROOT, assert_one_line_error
@@ -151,18 +150,8 @@ def test_an_output_that_would_replace_an_input_or_another_output_is_refused(run_
     assert source.read_bytes() == before and not (tmp_path / "set").exists()
 
 
-@pytest.fixture
-def full_disk(tmp_path):
-    """A real tmpfs of 64 KiB (root only; skipped where it cannot be mounted)."""
-    folder = tmp_path / "small-disk"
-    folder.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(folder)], capture_output=True).returncode:
-        pytest.skip("cannot mount a tmpfs here (needs root)")
-    yield folder
-    subprocess.run(["umount", str(folder)], check=True)
-
-
-def test_a_full_disk_leaves_the_previous_set_whole_and_names_the_flag(run_here, tmp_path, full_disk):
+def test_a_full_disk_leaves_the_previous_set_whole_and_names_the_flag(run_here, tmp_path, small_disk):
+    full_disk = small_disk(64)
     small = small_korquad(tmp_path / "small.json")
     target = full_disk / "set"
     assert run_here(BUILD, "--input", small, "--beir_dir", target).returncode == 0
