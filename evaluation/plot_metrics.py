@@ -21,7 +21,7 @@ def main() -> None:
     parser.add_argument("--output_png", default=None, help=f"default: OUTPUT/{CURVES_NAME}")
     args = parser.parse_args()
     refuse_empty_paths(args, "output", "output_png")
-    runs = {name: read_metrics(folder / METRICS_NAME) for name, folder in find_runs(args.output).items()}
+    runs = {name: read_metrics(folder / METRICS_NAME, ("step",)) for name, folder in find_runs(args.output).items()}
     for name, lines in runs.items():
         for problem in non_finite_points(lines):
             print(f"warning: run {name}: {problem}")

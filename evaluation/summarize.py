@@ -12,7 +12,7 @@ from pathlib import Path
 
 from simcse.cli import refuse_empty_paths, run_main
 from simcse.report import format_summary_table, summarize
-from simcse.run_folder import SUMMARY_NAME, write_json
+from simcse.run_folder import SUMMARY_NAME, json_text, write_together
 
 
 def main() -> None:
@@ -24,7 +24,7 @@ def main() -> None:
     summary = summarize(args.output)
     print(format_summary_table(summary))
     path = Path(args.json or Path(args.output) / SUMMARY_NAME)
-    write_json(path, summary)
+    write_together({path: json_text(summary)}, "--json")
     print(f"\nwrote {path}")
 
 

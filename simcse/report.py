@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import statistics
 from pathlib import Path
 
 from simcse.evaluate import METRIC_KEYS, SELECTION_METRIC, TABLE_COLUMNS
-from simcse.run_folder import EVAL_RESULTS_NAME, METRICS_NAME, read_metrics
+from simcse.run_folder import EVAL_RESULTS_NAME, METRICS_NAME, read_metrics, write_together
 from simcse.tasks import read_eval_report, task_selecting_by
 
 BEST_DEV = "dev (best step)"
@@ -101,8 +102,9 @@ def curve(lines: list[dict], key: str) -> tuple[list[int], list[float]]:
     return [step for step, _ in points], [value if math.isfinite(value) else math.nan for _, value in points]
 
 
-def plot_runs(runs: dict[str, list[dict]], path: str | os.PathLike) -> None:
-    """Training loss and dev cosine Spearman against steps, one line per run, into a PNG.
+def plot_runs(runs: dict[str, list[dict]], path: str | os.PathLike, flag: str = "--output_png") -> None:
+    """Training loss and dev cosine Spearman against steps, one line per run, into a PNG written whole or not at
+    all (a full disk names ``flag``).
 
     A NaN or infinity stays a gap in its line (never bridged by a straight segment), marked with a red x.
     """
@@ -130,5 +132,7 @@ def plot_runs(runs: dict[str, list[dict]], path: str | os.PathLike) -> None:
         axis.grid(alpha=0.3)
         axis.legend(fontsize=8)
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
+    png = io.BytesIO()
+    figure.savefig(png, format="png", dpi=100)
     plt.close(figure)
+    write_together({Path(path): png.getvalue()}, flag)

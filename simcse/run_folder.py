@@ -109,18 +109,18 @@ def json_text(content: dict | list) -> str:
     return json.dumps(content, indent=2, ensure_ascii=False) + "\n"
 
 
-def write_together(files: dict[Path, str], flag: str) -> None:
-    """Write text files so that a kill or a full disk never leaves one cut, nor a set of files half replaced:
-    each is written and synced under a temporary name beside it, and all are renamed into place once every one is
-    whole. On failure the temporary files are removed and what was there before stays; a full disk's error names
-    ``flag``, the option that chose where to write."""
+def write_together(files: dict[Path, str | bytes], flag: str) -> None:
+    """Write files (text, or bytes as they are) so that a kill or a full disk never leaves one cut, nor a set of
+    files half replaced: each is written and synced under a temporary name beside it, and all are renamed into
+    place once every one is whole. On failure the temporary files are removed and what was there before stays;
+    a full disk's error names ``flag``, the option that chose where to write."""
     temporary: dict[Path, Path] = {}
     try:
         for path, text in files.items():
             path.parent.mkdir(parents=True, exist_ok=True)
             temporary[path] = path.with_name(f".{path.name}.partial-{os.getpid()}")
-            with open(temporary[path], "w", encoding="utf-8") as file:
-                file.write(text)
+            with open(temporary[path], "wb") as file:
+                file.write(text if isinstance(text, bytes) else text.encode("utf-8"))
                 file.flush()
                 os.fsync(file.fileno())
     except BaseException as err:

@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO_ROOT, run_script
+from conftest import REPO_ROOT, assert_one_line_error, run_script
 
 from simcse.evaluate import METRIC_KEYS
 from simcse.report import BEST_DEV, curve, find_runs, format_summary_table, non_finite_points, plot_runs, summarize
@@ -94,6 +94,27 @@ def test_plot_writes_a_png_and_reports_nan(tmp_path, run_here):
     assert "seed-1: " not in result.stdout
     png = (tmp_path / "curves.png").read_bytes()
     assert png.startswith(b"\x89PNG") and len(png) > 10_000
+
+
+@pytest.mark.parametrize("script, flag, name", [("plot_metrics.py", "--output_png", "curves.png"),
+                                                  ("summarize.py", "--json", "summary.json")])  # fmt: skip
+def test_a_full_disk_names_the_flag_and_leaves_no_empty_file(tmp_path, run_here, small_disk, script, flag, name):
+    """They named train.py's --output_path and left a 0-byte file."""
+    write_run(tmp_path / "seed-1", [0.3, 0.7])
+    write_run(tmp_path / "seed-2", [0.3, 0.9])
+    disk = small_disk(4)
+    (disk / "filler").write_bytes(b"x" * 4096)  # nothing left
+    result = run_here(REPO_ROOT / "evaluation" / script, tmp_path, flag, disk / name)
+    assert_one_line_error(result, "no space left", f"choose another {flag}")
+    assert sorted(path.name for path in disk.iterdir()) == ["filler"]
+
+
+def test_plot_names_a_metrics_line_without_a_step(tmp_path, run_here):
+    write_run(tmp_path / "run", [0.3, 0.5])
+    with (tmp_path / "run" / "metrics.jsonl").open("a") as file:
+        file.write(json.dumps({"train_loss": 0.4, "cosine_spearman": 0.6}) + "\n")
+    result = run_here(REPO_ROOT / "evaluation" / "plot_metrics.py", tmp_path / "run")
+    assert_one_line_error(result, "metrics.jsonl, line 3: no 'step'")
 
 
 def test_a_nan_in_the_middle_of_a_run_is_a_gap_not_a_bridge(tmp_path, monkeypatch):
