@@ -227,7 +227,9 @@ def _read_klue_sts_json(path: Path, name: str, text: str) -> STSData:
     try:
         items = json.loads(text)
     except json.JSONDecodeError as err:
-        raise DataFormatError(path, f"line {err.lineno}", f"invalid JSON: {err.msg}") from None
+        # JSON Lines under a .json name: one object parses, then the next line is "Extra data".
+        lines_hint = "; one JSON object per line is JSON Lines: name the file .jsonl" if err.msg == "Extra data" else ""
+        raise DataFormatError(path, f"line {err.lineno}", f"invalid JSON: {err.msg}{lines_hint}") from None
     if not isinstance(items, list):
         raise DataFormatError(path, None, "expected a JSON list of {sentence1, sentence2, labels: {label}}")
     data = STSData([], [], [], name)
@@ -399,7 +401,8 @@ def load_train_data(name_or_path: str | os.PathLike, data_dir: str | os.PathLike
         raise DataFormatError(
             path,
             "line 1",
-            f"header {quoted(first)} is not sent0\\tsent1 (pairs) or sent0\\tsent1\\thard_neg (triplets)",
+            f"header {quoted(first)} is not sent0\\tsent1 (pairs) or sent0\\tsent1\\thard_neg (triplets)"
+            + ("; a file of one sentence per line must be named .txt" if "\t" not in first else ""),
         )
     data = kind.read(path, lines)
     if len(data) == 0:

@@ -121,7 +121,11 @@ def load_retrieval_set(
     corpus_path, queries_path, qrels_path = set_files(name_or_path, split, data_dir)
     for path in (corpus_path, queries_path, qrels_path):
         if not path.is_file():
-            raise FileNotFoundError(f"{path}: no such file (a retrieval set holds corpus.jsonl, queries.jsonl, qrels/)")
+            others = sorted(other.stem for other in qrels_path.parent.glob("*.tsv")) if path == qrels_path else []
+            hint = f"; it has {', '.join(f'qrels/{s}.tsv' for s in others)}: pass --split {others[0]}" if others else ""
+            raise FileNotFoundError(
+                f"{path}: no such file (a retrieval set holds corpus.jsonl, queries.jsonl, qrels/){hint}"
+            )
     corpus = texts_by_id(corpus_path, with_title=True)
     queries = texts_by_id(queries_path, with_title=False)
     qrels = _read_qrels(qrels_path, corpus, queries)

@@ -135,7 +135,11 @@ class EvalSet:
 def task_of(name_or_path: str | os.PathLike, data_dir: str | os.PathLike | None = None) -> EvalTask:
     """The task of a set: the first entry whose code recognises it, else the fallback."""
     tried = sorted(TASKS.values(), key=lambda task: task.fallback)
-    return next(task for task in tried if task.fallback or task.code.recognises(name_or_path, data_dir))
+    task = next(task for task in tried if task.fallback or task.code.recognises(name_or_path, data_dir))
+    if task.fallback and os.path.isdir(name_or_path):  # a set's folder with a file misnamed, compressed or missing
+        held = ", ".join(sorted(os.listdir(name_or_path))[:10]) or "nothing"
+        raise IsADirectoryError(f"{name_or_path}: a folder that is no evaluation set ({SETS_HELP}); it holds {held}")
+    return task
 
 
 def load_set(name_or_path: str | os.PathLike, split: str | None = None, data_dir=None) -> EvalSet:

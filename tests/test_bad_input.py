@@ -1,6 +1,7 @@
 """Bad input, as a new user meets it: one row per case, run through the scripts' entry points, each expected to end
 with exit code 1 (2 for argparse) and one ``error:`` line naming what to fix, never a traceback."""
 
+import gzip
 import shutil
 import types
 from collections.abc import Callable
@@ -67,6 +68,17 @@ class Context:
         return self.write(
             "dev_case.tsv", "sentence1\tsentence2\tscore\n" + "".join(f"{a}\t{b}\t{s}\n" for a, b, s in rows)
         )
+
+
+def beir_folder(c: Context, corpus_name: str, split: str = "test") -> Path:
+    """A one-query retrieval set whose corpus file is named ``corpus_name`` (gzipped when it ends in .gz)."""
+    folder = c.tmp / "beir"
+    (folder / "qrels").mkdir(parents=True)
+    corpus = '{"_id": "d1", "text": "문서 하나"}\n{"_id": "d2", "text": "문서 둘"}\n'.encode()
+    (folder / corpus_name).write_bytes(gzip.compress(corpus) if corpus_name.endswith(".gz") else corpus)
+    (folder / "queries.jsonl").write_text('{"_id": "q1", "text": "질문"}\n', encoding="utf-8")
+    (folder / "qrels" / f"{split}.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\n")
+    return folder
 
 
 def truncate(path: Path, keep: int = 100) -> Path:
@@ -379,6 +391,36 @@ CASES = [
             c.data / "dev.tsv",
         ],
         ("simcse_config.json: not valid JSON",),
+    ),
+    Case(
+        "eval-beir-folder-with-corpus-json",
+        EVAL_SCRIPT,
+        lambda c: ["--model", c.resources.bert, "--test_data", beir_folder(c, "corpus.json")],
+        ("a folder that is no evaluation set", "BEIR layout (corpus.jsonl", "it holds corpus.json, qrels"),
+    ),
+    Case(
+        "eval-beir-folder-with-corpus-gz",
+        EVAL_SCRIPT,
+        lambda c: ["--model", c.resources.bert, "--test_data", beir_folder(c, "corpus.jsonl.gz")],
+        ("a folder that is no evaluation set", "it holds corpus.jsonl.gz"),
+    ),
+    Case(
+        "eval-dev-set-with-the-default-split",
+        EVAL_SCRIPT,
+        lambda c: ["--model", c.resources.bert, "--test_data", beir_folder(c, "corpus.jsonl", split="dev")],
+        ("qrels/test.tsv: no such file", "it has qrels/dev.tsv: pass --split dev"),
+    ),
+    Case(
+        "train-jsonl-named-json",
+        TRAIN_SCRIPT,
+        lambda c: c.train(train_data=c.write("pairs.json", '{"query": "질문", "pos": ["답"]}\n' * 2)),
+        ("pairs.json, line 2: invalid JSON: Extra data", "name the file .jsonl"),
+    ),
+    Case(
+        "train-sentences-not-named-txt",
+        TRAIN_SCRIPT,
+        lambda c: c.train(train_data=c.write("wiki.dat", "문장 하나\n문장 둘\n")),
+        ("wiki.dat, line 1: header", "a file of one sentence per line must be named .txt"),
     ),
     # data scripts
     Case(
