@@ -17,7 +17,7 @@ from transformers.utils import logging as transformers_logging
 
 from simcse import st_format
 from simcse.checkpoint import finished_move_view, interrupted_move, verify_folder
-from simcse.run_folder import CONFIG_NAME, SIMCSE_CONFIG_NAME, is_run_folder, lock_holder, read_json
+from simcse.run_folder import CONFIG_NAME, SIMCSE_CONFIG_NAME, WEIGHTS_NAME, is_run_folder, lock_holder, read_json
 
 logger = logging.getLogger(__name__)
 
@@ -112,6 +112,8 @@ def check_location(name_or_path: str | os.PathLike, what: str = "model") -> str 
 def _why_no_model(folder: Path) -> str:
     if holder := lock_holder(folder):
         return f"no model saved in it yet (a run, pid {holder}, is writing to it; its first save is still to come)"
+    if is_run_folder(folder) and any((folder / name).is_file() for name in (WEIGHTS_NAME, SIMCSE_CONFIG_NAME)):
+        return f"a run folder whose saved model lacks its {CONFIG_NAME} (deleted or moved?): restore it from a copy"
     if is_run_folder(folder):
         return "no model saved in it yet (a run folder whose first save did not finish)"
     return f"not a model folder (no {CONFIG_NAME})"

@@ -704,7 +704,21 @@ CASES = [
         EVAL_SCRIPT,
         lambda c: c.eval(c.runs.bert, c.data),
         1,
-        ("a folder, not a data file",),
+        ("a folder that is no evaluation set", "it holds corpus.txt"),
+    ),
+    Case(
+        "model-is-the-output-checkpoint",
+        TRAIN_SCRIPT,
+        lambda c: c.train(c.kept_run() / "checkpoint-2", model=str(c.tmp / "run" / "checkpoint-2")),
+        1,
+        ("--model", "checkpoint-2 and --output_path", "overlap"),  # not "holds an earlier run ... delete it"
+    ),
+    Case(
+        "model-run-folder-without-its-config",
+        EVAL_SCRIPT,
+        lambda c: c.eval((c.run(), (c.tmp / "run" / "config.json").unlink())[0]),
+        1,
+        ("run: a run folder whose saved model lacks its config.json",),
     ),
     Case(
         "model-folder-being-written",
