@@ -46,6 +46,10 @@ class TensorBoardReporter:
 
     package, extra = "tensorboard", "tensorboard"
 
+    @staticmethod
+    def start_problem() -> str | None:
+        return None
+
     def __init__(self, output: Path, config, resumed_step: int | None):
         from torch.utils.tensorboard import SummaryWriter
         from torch.utils.tensorboard.summary import hparams
@@ -71,6 +75,23 @@ class WandbReporter:
     folder)."""
 
     package, extra = "wandb", "wandb"
+
+    @staticmethod
+    def start_problem() -> str | None:
+        """Why wandb.init would fail once the run folder is written: online, and no API key found (wandb's own
+        lookup: WANDB_API_KEY, then ~/.netrc; no network used, no prompt without a terminal)."""
+        if os.environ.get("WANDB_MODE", "online").lower() in ("offline", "disabled", "dryrun"):
+            return None
+        import wandb
+
+        try:
+            wandb.login(verify=False)
+        except wandb.errors.UsageError:
+            return (
+                "--report_to wandb: no W&B API key; set WANDB_API_KEY, run `wandb login`, or log offline "
+                "(WANDB_MODE=offline)"
+            )
+        return None
 
     def __init__(self, output: Path, config, resumed_step: int | None):
         import wandb
@@ -105,8 +126,9 @@ def requested(report_to: str | list[str]) -> list[str]:
     return [name for name in names if name != NO_REPORTER]
 
 
-def check_installed(report_to: str | list[str]) -> None:
-    """Refuse a tracker whose package is missing, in one line naming the extra: before the run, not after."""
+def check_ready(report_to: str | list[str]) -> None:
+    """Refuse a tracker whose package is missing (in one line naming the extra) or that could not start: before
+    the run writes anything, so that the corrected command is not refused as an earlier run."""
     for name in requested(report_to):
         reporter = REPORTERS[name]
         if importlib.util.find_spec(reporter.package) is None:
@@ -114,6 +136,8 @@ def check_installed(report_to: str | list[str]) -> None:
                 f'--report_to {name} needs the {reporter.package} package: pip install "simcse-ko[{reporter.extra}]" '
                 f'(or pip install -e ".[{reporter.extra}]" in a checkout)'
             )
+        if problem := reporter.start_problem():
+            raise ValueError(problem)
 
 
 def open_reporters(report_to: str | list[str], output: Path, config, resumed_step: int | None) -> list:

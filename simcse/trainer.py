@@ -30,7 +30,7 @@ from simcse.run_setup import (
     trainer_state,
 )
 from simcse.tasks import evaluate_dev
-from simcse.tracking import check_installed, open_reporters
+from simcse.tracking import check_ready, open_reporters
 from simcse.unpad import attention_kernel
 
 logger = logging.getLogger(__name__)
@@ -57,7 +57,7 @@ class Trainer:
 
     def __init__(self, config: TrainConfig):
         config.validate()
-        check_installed(config.report_to)
+        check_ready(config.report_to)
         self.config = config
         self.started = time.perf_counter()
         self.process, self.device = distributed.setup(config.device)

@@ -4,6 +4,7 @@ hold every metrics.jsonl line at its step and the run's settings; a resumed run 
 import dataclasses
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 
@@ -75,6 +76,22 @@ def wandb_records(folder) -> list[dict]:
         output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
         records += [json.loads(line) for line in output.splitlines() if line.startswith("{")]
     return records
+
+
+@pytest.mark.slow
+def test_wandb_without_an_api_key_is_refused_before_anything_is_written(demo_train_flags, tmp_path):
+    """It was an unexpected UsageError after the run folder was written, so the corrected command was refused as
+    an earlier run. In a fresh process: wandb keeps its login state per process."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("WANDB_")}
+    env |= {"HOME": str(tmp_path / "home"), "WANDB_CONFIG_DIR": str(tmp_path / "wandb-config")}  # no ~/.netrc
+    flags = [*map(str, demo_train_flags(tmp_path / "run", max_steps=1)), "--report_to", "wandb"]
+    command = [sys.executable, str(TRAIN_SCRIPT), *flags]
+    refused = subprocess.run(command, capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL)
+    assert_one_line_error(refused, "--report_to wandb: no W&B API key", "WANDB_API_KEY", "WANDB_MODE=offline")
+    assert not (tmp_path / "run").exists()
+    corrected = subprocess.run(command, capture_output=True, text=True, env=env | {"WANDB_MODE": "offline"})
+    assert corrected.returncode == 0, corrected.stderr
+    assert (tmp_path / "run" / WANDB_RUN_ID_NAME).is_file()
 
 
 @pytest.mark.slow
