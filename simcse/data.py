@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from simcse.registry import STS_DATASETS, default_data_dir
+from simcse.registry import STS_DATASETS, default_data_dir, missing_data_hint
 from simcse.run_folder import write_together
 from simcse.text_files import (
     DataFormatError,
@@ -148,8 +148,8 @@ def resolve_sts_path(name_or_path: str | os.PathLike, data_dir: str | os.PathLik
         path = Path(data_dir if data_dir is not None else default_data_dir()) / dataset.file
         if not path.is_file():
             raise FileNotFoundError(
-                f"{path}: no such file for dataset {name!r}; run `bash {dataset.download_script}` or pass the "
-                f"folder holding {dataset.file} as data_dir"
+                f"{path}: no such file for dataset {name!r}; "
+                + missing_data_hint(f"bash {dataset.download_script}", dataset.file)
             )
         return path
     path = Path(name)

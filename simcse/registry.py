@@ -13,6 +13,15 @@ DATA_DIR_HELP = f"folder the dataset names resolve in (default: {DATA_DIR_DEFAUL
 _CHECKOUT = Path(__file__).resolve().parent.parent
 
 
+def missing_data_hint(commands: str, held: str) -> str:
+    """How to get a registered dataset that is not there: its download ``commands`` (in a source checkout, where
+    the scripts are; an installed package has none), then where the package looks for ``held``."""
+    where = f"--data_dir (or ${DATA_DIR_VARIABLE}) at the folder holding {held}"
+    if (_CHECKOUT / "data" / "download.sh").is_file():
+        return f"run `{commands}`, or point {where}"
+    return f"the download scripts come with a source checkout of simcse-ko (`{commands}` there); then point {where}"
+
+
 def default_data_dir() -> Path:
     """Where dataset names resolve when no data folder is given: ``$SIMCSE_KO_DATA_DIR`` if set; else, for the
     package of a source checkout (``pip install -e .``), the checkout's data/, where its download scripts write;

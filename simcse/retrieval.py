@@ -23,7 +23,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from simcse.registry import CORPUS_NAME, QRELS_FOLDER, QRELS_HEADER, QUERIES_NAME, RETRIEVAL_SETS, default_data_dir
+from simcse.registry import (
+    CORPUS_NAME,
+    QRELS_FOLDER,
+    QRELS_HEADER,
+    QUERIES_NAME,
+    RETRIEVAL_SETS,
+    default_data_dir,
+    missing_data_hint,
+)
 from simcse.text_files import DataFormatError, drop_blank_lines, json_objects, quoted, read_lines, split_row
 
 METRIC_CUTOFFS = {"ndcg": (10,), "mrr": (10,), "map": (100,), "recall": (1, 5, 10, 100)}
@@ -58,8 +66,8 @@ def resolve_retrieval_set(name_or_path: str | os.PathLike, data_dir: str | os.Pa
     folder = Path(data_dir if data_dir is not None else default_data_dir()) / dataset.folder
     if not (folder / CORPUS_NAME).is_file():
         raise FileNotFoundError(
-            f"{folder}: no retrieval set {name!r} there; run `bash {dataset.download_script} && "
-            f"{dataset.build_command}` or pass the folder holding {dataset.folder} as data_dir"
+            f"{folder}: no retrieval set {name!r} there; "
+            + missing_data_hint(f"bash {dataset.download_script} && {dataset.build_command}", dataset.folder)
         )
     return folder
 

@@ -92,7 +92,7 @@ def test_names_resolve_under_data_dir(tmp_path):
 
 
 def test_missing_named_dataset_points_at_download_script(tmp_path):
-    with pytest.raises(FileNotFoundError, match=r"sts-dev\.tsv.*download_korsts\.sh"):
+    with pytest.raises(FileNotFoundError, match=r"sts-dev\.tsv.*download_korsts\.sh.*\$SIMCSE_KO_DATA_DIR"):
         load_sts("korsts_dev", data_dir=tmp_path)
     with pytest.raises(FileNotFoundError, match=r"klue-sts-v1\.1_dev\.json.*download_klue_sts\.sh"):
         load_sts("klue_sts_dev", data_dir=tmp_path)

@@ -50,3 +50,6 @@ def test_a_plain_install_gives_commands_that_read_data_from_the_current_folder(t
     elsewhere = run(str(site / "bin" / "simcse-eval"), "--model", str(demo_bert), "--test_data", "korsts_dev",
                     SIMCSE_KO_DATA_DIR=str(tmp_path / "other"))  # fmt: skip
     assert elsewhere.returncode == 1 and str(tmp_path / "other" / "korsts" / "sts-dev.tsv") in elsewhere.stderr
+    # The download scripts are not installed: the line says they come with a checkout, and where data is looked for.
+    assert "come with a source checkout" in elsewhere.stderr and "$SIMCSE_KO_DATA_DIR" in elsewhere.stderr
+    assert "run `bash data/download_korsts.sh`" not in elsewhere.stderr
