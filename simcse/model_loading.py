@@ -166,7 +166,8 @@ def unknown_token_share(tokenizer: PreTrainedTokenizerBase, sentences: Sequence[
     token."""
     if tokenizer.unk_token_id is None or not sentences:
         return 0.0
-    ids = tokenizer(list(sentences), add_special_tokens=False)["input_ids"]
+    # Whole sentences, never cut: verbose=False keeps transformers from warning that they exceed the model length.
+    ids = tokenizer(list(sentences), add_special_tokens=False, verbose=False)["input_ids"]
     total = sum(map(len, ids))
     return sum(row.count(tokenizer.unk_token_id) for row in ids) / total if total else 0.0
 

@@ -325,3 +325,22 @@ def test_a_dev_set_with_only_test_qrels_is_named_so_everywhere(
     assert result.returncode == 0, result.stderr
     assert "qrels/test.tsv" not in caplog.text + result.stdout and "done: dev nDCG@10" in result.stdout
     assert all(json.loads(line)["dev_split"] == "dev" for line in metrics_lines(output))
+
+
+def test_the_unknown_token_probe_reads_long_documents_whole_without_transformers_warning(demo_bert, demo_data):
+    """Every KorQuAD run printed "Token indices sequence length is longer than the specified maximum ... will
+    result in indexing errors" from this probe, which never feeds the model."""
+    from transformers import AutoTokenizer
+
+    from simcse.model_loading import unknown_token_share
+
+    tokenizer = AutoTokenizer.from_pretrained(demo_bert)
+    sentences = [row[0] for row in triplet_rows(demo_data)]
+    long_document = " ".join(sentences[:40]) + " ☃☃"  # past the 128 positions, two unknown tokens
+    probe = [long_document, *sentences[:5]]
+    ids = [tokenizer.convert_tokens_to_ids(tokenizer.tokenize(text)) for text in probe]
+    assert len(ids[0]) > tokenizer.model_max_length
+    expected = sum(row.count(tokenizer.unk_token_id) for row in ids) / sum(map(len, ids))
+    probed = AutoTokenizer.from_pretrained(demo_bert)  # fresh: transformers warns once per tokenizer
+    assert unknown_token_share(probed, probe) == pytest.approx(expected, abs=1e-12) and expected > 0
+    assert not probed.deprecation_warnings.get("sequence-length-is-longer-than-the-specified-maximum")
