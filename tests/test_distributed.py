@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from conftest import KOREAN_SENTENCES, REPO_ROOT, run_script
+from conftest import KOREAN_SENTENCES, REPO_ROOT, assert_one_line_error, run_script
 from torch.nn.parallel import DistributedDataParallel
 
 from simcse import distributed
@@ -208,6 +208,23 @@ def test_torchrun_train_then_eval(tmp_path, demo_data):
         REPO_ROOT / "evaluation" / "eval.py", "--model", output, "--test_data", demo_data / "test.tsv"
     )
     assert "Cosine Spearman" in evaluated.stdout
+
+
+@pytest.mark.slow
+def test_a_failed_torchrun_process_ends_in_its_own_error_line(tmp_path, demo_data, demo_bert):
+    """torchrun printed its launcher's ChildFailedError traceback after the package's one error line. A bad flag
+    every process finds is said once (the first process); a real crash (SIMCSE_DEBUG=1 raises) keeps its own
+    traceback, and the launcher's line names each process's exit code."""
+    flags = ["--train_data", demo_data / "train.tsv", "--valid_data", demo_data / "dev.tsv", "--batch_size", 16]
+    env = {"MODEL": str(demo_bert), "NPROC": "2", "OUTPUT": str(tmp_path / "run")}
+    bad = run_script(REPO_ROOT / "train" / "run_train_ddp.sh", *flags, "--temp", 0, env=env, check=False)
+    assert_one_line_error(bad, "--temp must lie in")
+    assert "ChildFailedError" not in bad.stderr
+    assert "torchrun: " in bad.stderr and "rank 0: exit code 1; rank 1: exit code 1" in bad.stderr
+    debug = env | {"SIMCSE_DEBUG": "1"}
+    crash = run_script(REPO_ROOT / "train" / "run_train_ddp.sh", *flags, "--temp", 0, env=debug, check=False)
+    assert crash.returncode == 1 and "Traceback" in crash.stderr and "ConfigError" in crash.stderr  # not hidden
+    assert "torchrun: " in crash.stderr and "ChildFailedError" not in crash.stderr
 
 
 @pytest.mark.slow

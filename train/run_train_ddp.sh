@@ -13,7 +13,8 @@ source "$(dirname "${BASH_SOURCE[0]}")/recipe.sh"
 NPROC=${NPROC:-$(python -c "import torch; print(max(torch.cuda.device_count(), 1))")}
 OUTPUT=${OUTPUT:-$ROOT/outputs/sup-simcse-$(basename "$MODEL")-ddp}
 
-torchrun --standalone --nproc_per_node "$NPROC" "$ROOT/train/train.py" "${RECIPE[@]}" \
+# torchrun, through simcse.launch: a failed process ends in its own error line, not torchrun's launcher traceback.
+python -m simcse.launch --standalone --nproc_per_node "$NPROC" "$ROOT/train/train.py" "${RECIPE[@]}" \
   --train_data "$ROOT/data/kornli/kornli_triplets.tsv" \
   --output_path "$OUTPUT" \
   --eval_steps 125 \
