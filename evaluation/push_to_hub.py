@@ -21,7 +21,7 @@ def main() -> None:
     parser.add_argument("--private", action="store_true", help="create the repository as private")
     args = parser.parse_args()
     refuse_empty_paths(args, "folder")
-    check_push_access(args.repo_id)  # offline, no token, no network: one line before anything is written
+    check_push_access(args.repo_id, "pushing to")  # offline, no token, no network: one line before anything is written
     print(f"pushed {args.folder} to {push_checkpoint(args.folder, args.repo_id, private=args.private)}")
 
 

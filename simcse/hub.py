@@ -258,21 +258,22 @@ def render_model_card(folder: str | os.PathLike, repo_id: str) -> str:
     return "\n\n".join(lines) + "\n"
 
 
-def check_push_access(repo_id: str) -> None:
+def check_push_access(repo_id: str, pushing: str = "--push_to_hub") -> None:
     """Refuse, before a run trains for hours, a push that cannot happen: Hub offline, no token, no network or a
     token the Hub refuses. The token is only passed on to huggingface_hub, never shown."""
     if hub_constants.HF_HUB_OFFLINE:
         raise OSError(
-            f"--push_to_hub {repo_id}: HF_HUB_OFFLINE is set, so nothing can be pushed; unset it or drop the flag"
+            f"{pushing} {repo_id}: HF_HUB_OFFLINE is set, so nothing can be pushed; unset it"
+            + (" or drop the flag" if pushing.startswith("--") else "")
         )
     token = get_token()
     if token is None:
-        raise OSError(f"--push_to_hub {repo_id}: no Hub token; set HF_TOKEN or run `hf auth login`")
+        raise OSError(f"{pushing} {repo_id}: no Hub token; set HF_TOKEN or run `hf auth login`")
     try:
         whoami(token=token)
     except Exception as err:  # no network, a refused token: what the Hub answers is the reason
         raise OSError(
-            f"--push_to_hub {repo_id}: the Hub cannot be reached or refuses the token ({type(err).__name__})"
+            f"{pushing} {repo_id}: the Hub cannot be reached or refuses the token ({type(err).__name__})"
         ) from None
 
 

@@ -136,6 +136,7 @@ def check_output_folder(config: TrainConfig, output: Path, locked: bool = False)
         if problem := clearing_problem(output):
             raise RunFolderError(problem)
     elif is_run_folder(output):
+        check_inputs_outside_output(config)  # named first: --overwrite_output_path would not fix an overlap
         raise RunFolderError(
             f"{output}: holds an earlier run ({shown(earlier)}); resume it with --resume_from_checkpoint latest, "
             "start afresh with --overwrite_output_path (deletes it), or choose another --output_path"
@@ -157,8 +158,8 @@ def claim_output_folder(config: TrainConfig, process: distributed.ProcessInfo) -
         output = Path(config.output_path)
         if output.exists() and not output.is_dir():
             raise RunFolderError(f"--output_path {output}: a file, not a folder")
-        check_inputs_outside_output(config)  # first: an overlap is not fixed by --overwrite_output_path
         check_output_folder(config, output)  # before the lock file: none is left in a folder that is refused
+        check_inputs_outside_output(config)
         lock = RunFolderLock(output)
         try:
             check_output_folder(config, output, locked=True)  # again: another run may have written since

@@ -210,3 +210,9 @@ def test_push_to_hub_script_offline_is_one_line(checkpoint_folder):
                         env={"HF_HUB_OFFLINE": "1"})  # fmt: skip
     assert_one_line_error(result, "HF_HUB_OFFLINE is set")
     assert sorted(path.name for path in checkpoint_folder.iterdir()) == before
+    # No network (a closed port as the Hub) with a token: it was an unexpected ConnectError.
+    unreachable = {"HF_HUB_OFFLINE": "0", "HF_TOKEN": "hf_" + "x" * 34, "HF_ENDPOINT": "http://127.0.0.1:9"}
+    result = run_script(REPO_ROOT / "evaluation" / "push_to_hub.py", checkpoint_folder, "me/model", check=False,
+                        env=unreachable)  # fmt: skip
+    assert_one_line_error(result, "pushing to me/model: the Hub cannot be reached or refuses the token")
+    assert sorted(path.name for path in checkpoint_folder.iterdir()) == before
