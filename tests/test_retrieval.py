@@ -94,6 +94,27 @@ def demo_set(folder, demo_data):
     return write_set(folder, corpus, queries, qrels), rows
 
 
+def sentence_transformers_metrics(model_folder, folder, prompts: tuple) -> dict[str, float]:
+    """The set's metrics by sentence-transformers alone: its encode (with the query and document prompts) and its
+    InformationRetrievalEvaluator's computation."""
+    from sentence_transformers import SentenceTransformer
+
+    data = load_retrieval_set(folder)
+    evaluator = InformationRetrievalEvaluator(
+        dict(zip(data.query_ids, data.query_texts)),
+        dict(zip(data.corpus_ids, data.corpus_texts)),
+        {query: set(documents) for query, documents in data.qrels.items()},
+        show_progress_bar=False,
+        **CUTOFFS,
+    )
+    st_model = SentenceTransformer(str(model_folder), device="cpu")
+    queries = st_model.encode(data.query_texts, convert_to_tensor=True, prompt=prompts[0])
+    corpus = st_model.encode(data.corpus_texts, convert_to_tensor=True, prompt=prompts[1])
+    similarities = torch.nn.functional.normalize(queries, dim=-1) @ torch.nn.functional.normalize(corpus, dim=-1).T
+    rankings = [[{"corpus_id": d, "score": s} for d, s in zip(data.corpus_ids, row)] for row in similarities.tolist()]
+    return st_metrics(evaluator.compute_metrics(rankings))
+
+
 def test_eval_py_equals_the_evaluator_on_the_same_model_with_query_and_document_prompts(
     demo_bert, demo_data, run_here, tmp_path
 ):
@@ -106,22 +127,7 @@ def test_eval_py_equals_the_evaluator_on_the_same_model_with_query_and_document_
     assert result.returncode == 0, result.stderr
     assert f"{len(rows) - 2} queries of qrels/test.tsv (2 without a relevant document, skipped)" in result.stdout
     got = json.loads(output.read_text())["retrieval"][str(folder)]
-    data = load_retrieval_set(folder)
-    from sentence_transformers import SentenceTransformer
-
-    evaluator = InformationRetrievalEvaluator(
-        dict(zip(data.query_ids, data.query_texts)),
-        dict(zip(data.corpus_ids, data.corpus_texts)),
-        {query: set(documents) for query, documents in data.qrels.items()},
-        show_progress_bar=False,
-        **CUTOFFS,
-    )
-    st_model = SentenceTransformer(str(model_folder), device="cpu")
-    queries = st_model.encode(data.query_texts, convert_to_tensor=True, prompt="질문: ")
-    corpus = st_model.encode(data.corpus_texts, convert_to_tensor=True, prompt="문단: ")
-    similarities = torch.nn.functional.normalize(queries, dim=-1) @ torch.nn.functional.normalize(corpus, dim=-1).T
-    rankings = [[{"corpus_id": d, "score": s} for d, s in zip(data.corpus_ids, row)] for row in similarities.tolist()]
-    expected = st_metrics(evaluator.compute_metrics(rankings))
+    expected = sentence_transformers_metrics(model_folder, folder, ("질문: ", "문단: "))
     assert {key: got[key] for key in RETRIEVAL_KEYS} == pytest.approx(expected, abs=1e-6)
     assert got["queries"] == len(rows) - 2 and got["skipped_queries"] == 2
 
@@ -304,19 +310,6 @@ def test_a_sentence_transformers_folder_cuts_documents_at_its_max_seq_length(dem
     result = run_here(EVAL_SCRIPT, "--model", model_folder, "--test_data", folder, "--output_json", output)
     assert result.returncode == 0, result.stderr
     got = json.loads(output.read_text())["retrieval"][str(folder)]
-    data = load_retrieval_set(folder)
-    evaluator = InformationRetrievalEvaluator(
-        dict(zip(data.query_ids, data.query_texts)),
-        dict(zip(data.corpus_ids, data.corpus_texts)),
-        {query: set(documents) for query, documents in data.qrels.items()},
-        show_progress_bar=False,
-        **CUTOFFS,
-    )
-    st_model = SentenceTransformer(str(model_folder), device="cpu")
-    assert st_model.max_seq_length == 6
-    queries = st_model.encode(data.query_texts, convert_to_tensor=True)
-    corpus = st_model.encode(data.corpus_texts, convert_to_tensor=True)
-    similarities = torch.nn.functional.normalize(queries, dim=-1) @ torch.nn.functional.normalize(corpus, dim=-1).T
-    rankings = [[{"corpus_id": d, "score": s} for d, s in zip(data.corpus_ids, row)] for row in similarities.tolist()]
-    expected = st_metrics(evaluator.compute_metrics(rankings))
+    assert SentenceTransformer(str(model_folder), device="cpu").max_seq_length == 6
+    expected = sentence_transformers_metrics(model_folder, folder, (None, None))
     assert {key: got[key] for key in RETRIEVAL_KEYS} == pytest.approx(expected, abs=1e-6)
