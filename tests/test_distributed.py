@@ -246,7 +246,9 @@ def test_two_processes_train_a_mixture_as_one_process(tmp_path, demo_data):
         *("--max_length", 24, "--max_steps", 6, "--eval_steps", 3, "--dropout", 0.0, "--learning_rate", 1e-3),
     ]
     one, two = tmp_path / "one", tmp_path / "two"
-    run_script(REPO_ROOT / "train" / "train.py", *flags, "--output_path", one)
+    # One thread in every process: a math library that picks its thread count by the machine's load would sum in
+    # another order when the machine is busy.
+    run_script(REPO_ROOT / "train" / "train.py", *flags, "--output_path", one, env={"OMP_NUM_THREADS": "1"})
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
     subprocess.run(
         [*torchrun, str(REPO_ROOT / "train" / "train.py"), *map(str, flags), "--output_path", str(two)],
