@@ -286,18 +286,20 @@ class SimCSEModel(nn.Module):
         write_json(folder / SIMCSE_CONFIG_NAME, settings)
         if POOLERS[self.pooler].st_mode:
             head_used_at_evaluation = self.head is not None and not self.mlp_only_train
+            # Every role's prompt, the symmetric one too: sentence-transformers gives encode_query and
+            # encode_document empty prompts of their own otherwise, which win over the default prompt.
             roles = {"query": self.prompt_for("query"), "document": self.prompt_for("document")}
             st_format.write_sentence_transformers_files(
                 folder,
                 self.pooler,
                 self.config.hidden_size,
-                # sentence-transformers keeps one length: a retrieval model's documents must not be cut at the
-                # queries' length
-                max(self.max_length, self.document_max_length) if self.is_asymmetric else self.max_length,
+                # sentence-transformers keeps one length: documents are cut where eval.py cuts them (queries and
+                # sentences longer than max_length are cut later there than here; docs/evaluation.md)
+                self.document_max_length,
                 self.head.dense if head_used_at_evaluation else None,
                 self.prompt,
                 self.normalize,
-                roles if self.is_asymmetric else {},
+                roles,
             )
 
     def _save_encoder(self, folder: Path) -> None:

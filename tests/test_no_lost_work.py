@@ -559,7 +559,7 @@ CASES = [
         EVAL_SCRIPT,
         avg_checkpoint_without_simcse_config,
         0,
-        ("pooler avg", "max_length 24", "from modules.json"),
+        ("pooler avg", "max_length 128", "from modules.json"),  # sentence_bert_config.json: the documents' length
         check_same_as_with_simcse_config,
     ),
     Case(

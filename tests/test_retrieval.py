@@ -94,12 +94,13 @@ def demo_set(folder, demo_data):
     return write_set(folder, corpus, queries, qrels), rows
 
 
-def sentence_transformers_metrics(model_folder, folder, prompts: tuple) -> dict[str, float]:
-    """The set's metrics by sentence-transformers alone: its encode (with the query and document prompts) and its
-    InformationRetrievalEvaluator's computation."""
+def sentence_transformers_metrics(model_folder, folder, prompts: tuple | None = None, split="test") -> dict:
+    """The set's metrics by sentence-transformers alone: its encode with the query and document ``prompts`` (None:
+    encode_query and encode_document, as a user deploys the folder) and its InformationRetrievalEvaluator's
+    computation."""
     from sentence_transformers import SentenceTransformer
 
-    data = load_retrieval_set(folder)
+    data = load_retrieval_set(folder, split)
     evaluator = InformationRetrievalEvaluator(
         dict(zip(data.query_ids, data.query_texts)),
         dict(zip(data.corpus_ids, data.corpus_texts)),
@@ -108,8 +109,12 @@ def sentence_transformers_metrics(model_folder, folder, prompts: tuple) -> dict[
         **CUTOFFS,
     )
     st_model = SentenceTransformer(str(model_folder), device="cpu")
-    queries = st_model.encode(data.query_texts, convert_to_tensor=True, prompt=prompts[0])
-    corpus = st_model.encode(data.corpus_texts, convert_to_tensor=True, prompt=prompts[1])
+    if prompts is None:
+        queries = st_model.encode_query(data.query_texts, convert_to_tensor=True)
+        corpus = st_model.encode_document(data.corpus_texts, convert_to_tensor=True)
+    else:
+        queries = st_model.encode(data.query_texts, convert_to_tensor=True, prompt=prompts[0])
+        corpus = st_model.encode(data.corpus_texts, convert_to_tensor=True, prompt=prompts[1])
     similarities = torch.nn.functional.normalize(queries, dim=-1) @ torch.nn.functional.normalize(corpus, dim=-1).T
     rankings = [[{"corpus_id": d, "score": s} for d, s in zip(data.corpus_ids, row)] for row in similarities.tolist()]
     return st_metrics(evaluator.compute_metrics(rankings))
