@@ -154,7 +154,7 @@ class SimCSEModel(nn.Module):
         if has_head:
             self.head = checkpoint_pooler if checkpoint_pooler is not None else SimCSEHead(self.config.hidden_size)
             self._load_head(model_name_or_path, defaults, fresh=fresh_head and saved is None, simcse_saved=saved)
-        elif checkpoint_pooler is not None:
+        elif checkpoint_pooler is not None and not self.pooler_is_random:  # kept to be saved back, as it came
             self.frozen_pooler = checkpoint_pooler.requires_grad_(False)
 
     def _load_encoder(self, name_or_path, dropout: float, unpad: bool, trust_remote_code: bool) -> nn.Module | None:
@@ -181,6 +181,8 @@ class SimCSEModel(nn.Module):
                 name_or_path, config=encoder_config, trust_remote_code=trust_remote_code, output_loading_info=True
             )
         check_weights_loaded(name_or_path, self.encoder, loading)
+        # A pooling layer the checkpoint has no weights for (e5, bge) is transformers' random initialisation.
+        self.pooler_is_random = any(key.startswith("pooler.") for key in loading["missing_keys"])
         checkpoint_pooler = getattr(self.encoder, "pooler", None)
         self.owns_head = checkpoint_pooler is None
         if checkpoint_pooler is not None:

@@ -6,12 +6,13 @@ import shutil
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from conftest import TRAIN_SCRIPT
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 from sentence_transformers import SentenceTransformer
 
 from simcse import checkpoint
@@ -87,6 +88,26 @@ def test_sentence_transformers_encodes_like_simcse(tiny_bert_dir, tmp_path, pool
     # A different pooler really gives different vectors: the comparison above can fail.
     other = SimCSEModel(tmp_path, pooler="avg" if pooler != "avg" else "cls_before_pooler")
     assert np.abs(other.encode(SENTENCES, max_length=24) - ours).max() > 1e-3
+
+
+@pytest.mark.parametrize("pooler", ["avg", "cls_before_pooler", "cls"])
+def test_a_pooling_layer_the_base_model_lacks_is_saved_only_as_the_trained_head(tiny_bert_dir, tmp_path, pooler):
+    """e5 has no pooler weights: transformers fills the layer at random, and a mean-pooled run saved them (199
+    tensors where e5 has 197), so outputs.pooler_output silently gave other vectors."""
+    weights = load_file(tiny_bert_dir / "model.safetensors")
+    without = {name: tensor for name, tensor in weights.items() if not name.startswith("pooler.")}
+    assert len(without) == len(weights) - 2
+    base = Path(shutil.copytree(tiny_bert_dir, tmp_path / "base"))
+    save_file(without, base / "model.safetensors")
+    SimCSEModel(base, pooler=pooler, fresh_head=True).save_pretrained(tmp_path / "saved")
+    saved = load_file(tmp_path / "saved" / "model.safetensors")
+    head = {"pooler.dense.weight", "pooler.dense.bias"} if pooler == "cls" else set()  # cls: the head it trains
+    assert set(saved) == set(without) | head
+    SimCSEModel(tiny_bert_dir, pooler=pooler).save_pretrained(tmp_path / "kept")  # a base that has them
+    kept = load_file(tmp_path / "kept" / "model.safetensors")
+    assert set(kept) == set(weights)
+    if pooler != "cls":  # saved back as it came
+        torch.testing.assert_close(kept["pooler.dense.weight"], weights["pooler.dense.weight"], rtol=0, atol=0)
 
 
 def test_no_sentence_transformers_files_for_layer_averages(tiny_bert_dir, tmp_path):
