@@ -22,6 +22,7 @@ from simcse.batching import SimCSECollator, TokenizedSentences
 from simcse.config import DEFAULT_DOCUMENT_MAX_LENGTH, DEFAULT_MAX_LENGTH
 from simcse.device import default_encode_batch_size, gpu_half_dtype
 from simcse.model_loading import (
+    check_hub_access,
     check_location,
     check_weights_loaded,
     max_sequence_length,
@@ -125,6 +126,7 @@ class SimCSEModel(nn.Module):
     ):
         super().__init__()
         model_name_or_path = check_location(model_name_or_path)
+        check_hub_access(model_name_or_path)
         saved = read_simcse_config(model_name_or_path)
         defaults, self.settings_source = saved_settings(model_name_or_path, saved)
         self.max_length = defaults.get("max_length", DEFAULT_MAX_LENGTH) if max_length is None else max_length

@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import urlparse
 
+import huggingface_hub
 import huggingface_hub.utils
+from huggingface_hub import constants as hub_constants
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 from transformers.utils import cached_file
@@ -71,6 +75,36 @@ def saved_settings(model_name_or_path: str | os.PathLike, saved: dict | None) ->
         return {}, "the defaults (no simcse_config.json or sentence-transformers files)"
     source = declared.pop("source")
     return declared, source
+
+
+# Seconds to wait for the Hub's host before a Hub model is loaded: huggingface_hub retries for over a minute.
+HUB_PROBE_SECONDS = 3.0
+
+
+def _hub_unreachable() -> str | None:
+    """Why the Hub's host takes no connection now (its address unknown, refused, timed out), or None."""
+    address = urlparse(hub_constants.ENDPOINT)
+    try:
+        socket.create_connection((address.hostname, address.port or 443), timeout=HUB_PROBE_SECONDS).close()
+    except OSError as err:
+        return err.strerror or str(err) or type(err).__name__
+    return None
+
+
+def check_hub_access(name_or_path: str | os.PathLike) -> None:
+    """Before a Hub model loads, spare the user huggingface_hub's minute of retries when the Hub cannot be
+    reached: the cached copy is used (this process goes offline, with a warning) when there is one, else one
+    error says what to do."""
+    if Path(name_or_path).is_dir() or hub_constants.HF_HUB_OFFLINE or not (problem := _hub_unreachable()):
+        return
+    if huggingface_hub.try_to_load_from_cache(str(name_or_path), CONFIG_NAME) is None:
+        raise OSError(
+            f"{name_or_path}: the Hub cannot be reached ({problem}) and the model is not in the cache "
+            f"({hub_constants.HF_HUB_CACHE}); pass a local folder, or fill the cache where there is a network "
+            f"(hf download {name_or_path}) and run with HF_HUB_OFFLINE=1"
+        )
+    logger.warning("%s: the Hub cannot be reached (%s); working offline from the cached copy", name_or_path, problem)
+    hub_constants.HF_HUB_OFFLINE = True  # read at each request: none is tried, so none is retried
 
 
 def check_location(name_or_path: str | os.PathLike, what: str = "model") -> str | os.PathLike:

@@ -53,3 +53,30 @@ def test_a_plain_install_gives_commands_that_read_data_from_the_current_folder(t
     # The download scripts are not installed: the line says they come with a checkout, and where data is looked for.
     assert "come with a source checkout" in elsewhere.stderr and "$SIMCSE_KO_DATA_DIR" in elsewhere.stderr
     assert "run `bash data/download_korsts.sh`" not in elsewhere.stderr
+
+
+@pytest.mark.slow
+def test_a_hub_model_without_a_network_is_one_line_or_the_cached_copy(tmp_path, demo_data, demo_bert):
+    """huggingface_hub retried for over a minute (15 lines) before a message that never suggested a local folder.
+    The Hub here is a closed local port; the cache a folder of this test's."""
+    cache = tmp_path / "cache"
+    env = {key: value for key, value in os.environ.items() if not key.startswith("HF_")}
+    env |= {"HF_HUB_OFFLINE": "0", "HF_ENDPOINT": "http://127.0.0.1:9", "HF_HUB_CACHE": str(cache)}
+    command = [sys.executable, str(REPO_ROOT / "evaluation" / "eval.py"), "--test_data", str(demo_data / "dev.tsv")]
+    missing = subprocess.run([*command, "--model", "someone/tiny-bert"], capture_output=True, text=True, env=env)
+    assert missing.returncode == 1 and "Traceback" not in missing.stderr and "Retrying" not in missing.stderr
+    (error,) = [line for line in missing.stderr.splitlines() if line.startswith("error:")]
+    assert "someone/tiny-bert: the Hub cannot be reached" in error and "not in the cache" in error
+    assert "pass a local folder" in error and "HF_HUB_OFFLINE=1" in error
+    # The same model in the cache, as huggingface_hub lays it out: loaded from there, offline, with a warning.
+    snapshot = cache / "models--someone--tiny-bert" / "snapshots" / "0123456789abcdef"
+    shutil.copytree(demo_bert, snapshot)
+    (cache / "models--someone--tiny-bert" / "refs").mkdir()
+    (cache / "models--someone--tiny-bert" / "refs" / "main").write_text("0123456789abcdef")
+    cached = subprocess.run([*command, "--model", "someone/tiny-bert", "--output_json", str(tmp_path / "r.json")],
+                            capture_output=True, text=True, env=env)  # fmt: skip
+    assert cached.returncode == 0, cached.stderr
+    assert "working offline from the cached copy" in cached.stderr and "Retrying" not in cached.stderr
+    (measured,) = json.loads((tmp_path / "r.json").read_text())["results"].values()
+    expected = evaluate_sts(SimCSEModel(demo_bert), load_sts(demo_data / "dev.tsv"))
+    assert measured["cosine_spearman"] == pytest.approx(expected["cosine_spearman"], abs=1e-6)
