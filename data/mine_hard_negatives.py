@@ -15,6 +15,7 @@ import argparse
 from pathlib import Path
 
 from simcse.cli import check_writable_file, refuse_empty_paths, run_main
+from simcse.poolers import POOLERS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,6 +37,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--document_prompt", default=None, metavar="TEXT", help="default: the checkpoint's")
     parser.add_argument(
         "--document_max_length", type=int, default=None, help="tokens per document (default: the checkpoint's)"
+    )
+    parser.add_argument(
+        "--pooler",
+        default=None,
+        choices=tuple(POOLERS),
+        help="how a text's vector is taken (default: the checkpoint's)",
     )
     parser.add_argument("--batch_size", type=int, default=None, help="default: 32 on a CPU, 256 on a GPU")
     parser.add_argument("--device", default="auto", help="auto (CUDA if available, else CPU), cpu, cuda, ...")
@@ -64,13 +71,14 @@ def main() -> None:
     corpus = read_corpus(args.corpus) if args.corpus else list(dict.fromkeys(t for texts in positives for t in texts))
     model = SimCSEModel(
         args.model,
+        pooler=args.pooler,
         query_prompt=args.query_prompt,
         document_prompt=args.document_prompt,
         document_max_length=args.document_max_length,
     ).to(resolve_device(args.device))
     print(
-        f"mining {len(queries)} queries against {len(corpus)} documents with {args.model} (prompts "
-        f"{model.prompt_for('query')!r} / {model.prompt_for('document')!r}, documents up to "
+        f"mining {len(queries)} queries against {len(corpus)} documents with {args.model} (pooler {model.pooler}, "
+        f"prompts {model.prompt_for('query')!r} / {model.prompt_for('document')!r}, documents up to "
         f"{model.document_max_length} tokens)"
     )
     mined = mine_hard_negatives(model, queries, positives, corpus, settings, args.batch_size)

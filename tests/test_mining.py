@@ -110,6 +110,28 @@ def test_the_script_writes_training_data(demo_bert, pairs_file, run_here, tmp_pa
     ]
 
 
+def test_mining_pools_as_the_checkpoint_does_unless_told(demo_bert, pairs_file, run_here, tmp_path):
+    """--pooler did not exist: an e5 folder (mean pooling) was mined with CLS vectors."""
+    pairs, corpus = pairs_file
+    folder = tmp_path / "mean-pooled"
+    SimCSEModel(demo_bert, pooler="avg").save_pretrained(folder)
+    queries, positives = read_pairs(pairs)
+    documents = corpus.read_text(encoding="utf-8").splitlines()
+    mined = {}
+    for pooler in (None, "cls_before_pooler"):
+        output = tmp_path / f"{pooler}.jsonl"
+        flags = ["--model", folder, "--pairs", pairs, "--corpus", corpus, "--output", output, "--num_negatives", 3]
+        result = run_here(MINE_SCRIPT, *flags, *(["--pooler", pooler] if pooler else []))
+        assert result.returncode == 0, result.stderr
+        used = pooler or "avg"
+        assert f"(pooler {used}, prompts" in result.stdout
+        model = SimCSEModel(folder, pooler=used)  # mining itself is checked against brute force above
+        expected = mine_hard_negatives(model, queries, positives, documents, MiningSettings(3))
+        mined[used] = [json.loads(line)["neg"] for line in output.read_text(encoding="utf-8").splitlines()]
+        assert mined[used] == [row["neg"] for row in expected]
+    assert mined["avg"] != mined["cls_before_pooler"]  # the flag changes what is mined
+
+
 @pytest.mark.parametrize(
     "change, words",
     [
