@@ -9,8 +9,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
+
+from simcse.progress import progress_bar
 
 if TYPE_CHECKING:
     from simcse.data import TrainData
@@ -42,7 +43,7 @@ class TokenizedSentences:
         lengths = np.zeros(len(sentences), dtype=np.int64)
         starts = range(0, len(sentences), chunk_size)
         show = desc is not None and len(sentences) > chunk_size
-        for start in tqdm(starts, desc=desc, unit="chunk", disable=not show):
+        for start in progress_bar(iterable=starts, desc=desc, unit="chunk", disable=not show):
             ids = tokenizer(
                 [prompt + sentence for sentence in sentences[start : start + chunk_size]],
                 add_special_tokens=True,

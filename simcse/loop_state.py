@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import math
 import random
-import sys
 from dataclasses import dataclass, field, fields
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
+
+from simcse import progress
 
 
 @dataclass
@@ -71,12 +72,6 @@ def start_loop_state(saved: dict | None, device: torch.device, datasets: int) ->
 
 def progress_bar(total_steps: int, state: LoopState, is_main: bool) -> tqdm:
     """The training bar, from the step the loop stands at; shown by the first process only."""
-    return tqdm(
-        total=total_steps,
-        initial=state.step,
-        desc="training",
-        unit="step",
-        dynamic_ncols=True,
-        disable=not is_main,
-        mininterval=0.1 if sys.stderr.isatty() else 1.0,  # a log file gets a line a second at most
+    return progress.progress_bar(
+        total=total_steps, initial=state.step, desc="training", unit="step", dynamic_ncols=True, disable=not is_main
     )

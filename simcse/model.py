@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 from collections.abc import Sequence
 from contextlib import nullcontext
 from pathlib import Path
@@ -14,7 +13,6 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
-from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedTokenizerBase
 
 from simcse import st_format
@@ -34,6 +32,7 @@ from simcse.model_loading import (
     without_transformers_bars,
 )
 from simcse.poolers import DEFAULT_POOLER, POOLERS, POOLERS_WITH_HEAD
+from simcse.progress import progress_bar
 from simcse.run_folder import SIMCSE_CONFIG_NAME, SIMCSE_HEAD_NAME, write_json
 from simcse.unpad import supports_unpadding, unpadded_forward, unpadding_problem
 
@@ -408,8 +407,10 @@ class SimCSEModel(nn.Module):
         # Half precision on GPUs (fast and accurate enough for ranking); the CPU stays in float32.
         autocast = torch.autocast("cuda", dtype=gpu_half_dtype()) if device.type == "cuda" else nullcontext()
         if show_progress_bar is None:
-            show_progress_bar = len(order) >= PROGRESS_MIN_SENTENCES and sys.stderr.isatty()
-        bar = tqdm(total=len(order), desc=description, unit="sentence", leave=False, disable=not show_progress_bar)
+            show_progress_bar = len(order) >= PROGRESS_MIN_SENTENCES
+        bar = progress_bar(
+            total=len(order), desc=description, unit="sentence", leave=False, disable=not show_progress_bar
+        )
         was_training = self.training
         self.eval()
         try:
