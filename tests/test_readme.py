@@ -3,6 +3,7 @@ package's tables, its examples of training files are read as the kinds they stan
 and every time it states says on what machine state it was measured."""
 
 import re
+import shlex
 
 import pytest
 from conftest import DOC_FILES, REPO_ROOT, doc_section
@@ -113,6 +114,22 @@ def test_the_eval_section_names_every_flag_of_eval_py():
 
 def test_the_readme_is_a_map_of_at_most_300_lines():
     assert len(README.splitlines()) <= 300
+
+
+def test_the_first_screen_holds_a_cpu_quickstart_whose_commands_parse():
+    """Within the first 40 lines, at most 15 lines of commands: e5-small on the user's own pairs, no --amp (CPU),
+    every flag one that train.py and eval.py take."""
+    from simcse.cli import parse_args
+    from simcse.eval_cli import build_parser
+
+    block = re.search(r"## Quickstart.*?```bash\n(.*?)```", "\n".join(README.splitlines()[:40]), re.S).group(1)
+    assert len(block.splitlines()) <= 15
+    commands = [" ".join(c.split()) for c in block.replace("\\\n", " ").splitlines() if c.startswith("python ")]
+    train_command, eval_command = commands
+    config = parse_args(shlex.split(train_command)[2:])
+    assert config.model == "intfloat/multilingual-e5-small" and config.pooler == "avg" and not config.amp
+    assert config.prompt == "query: " and config.train_data == "pairs.tsv"
+    build_parser().parse_args(shlex.split(eval_command)[2:])
 
 
 def test_the_package_map_has_one_line_per_module():
