@@ -27,7 +27,6 @@ class LineProgress(tqdm):
         self.fp.flush()
         return True
 
-
     def clear(self, nolock: bool = False) -> None:
         """Nothing to clear: tqdm.write's lines (a dev evaluation's) go between the status lines as they are."""
 

@@ -394,19 +394,8 @@ class Trainer:
             history=self.history,
         )
         if self.is_main:
-            metric, task = self.selection_metric, self.valid_data.task
-            best = (
-                f"best {result.best_score:.4f} at step {result.best_step}"
-                if result.best_step >= 0
-                else "no finite dev score (the final model is saved)"
-            )
-            print(
-                f"done: {self.valid_data.dev_label} {task.selection_label} {self.history[0][metric]:.4f} before "
-                f"training, {best}; "
-                f"mean training loss {result.mean_train_loss:.4f} over {state.step} steps"
-                + (f" ({state.skipped_steps} skipped: gradient not finite)" if state.skipped_steps else "")
-                + f"; total time {result.total_seconds:.1f} s; model in {self.output}"
-            )
+            dev = f"{self.valid_data.dev_label} {self.valid_data.task.selection_label}"
+            print(result.done_line(dev, self.history[0][self.selection_metric], self.output))
         return result
 
 

@@ -24,7 +24,7 @@ import simcse.trainer
 from simcse import checkpoint
 from simcse.batching import EpochBatchSampler
 from simcse.model import SimCSEModel
-from simcse.run_folder import LOCK_NAME, METRICS_NAME, TRAIN_ARGS_NAME, RunFolderError, RunFolderLock
+from simcse.run_folder import LOCK_NAME, METRICS_NAME, TRAIN_ARGS_NAME, RunFolderError, RunFolderLock, read_metrics
 from simcse.trainer import NonFiniteGradientError, train
 
 
@@ -326,3 +326,13 @@ def test_an_unexpected_exception_is_one_line_with_the_debug_hint(demo_train_flag
     monkeypatch.setenv("SIMCSE_DEBUG", "1")
     with pytest.raises(KeyError):
         run_here(TRAIN_SCRIPT, *demo_train_flags(tmp_path / "debug", max_steps=1))
+
+
+def test_a_run_whose_best_is_its_start_says_the_saved_model_is_the_start(demo_config, tmp_path, capsys):
+    """2 of 7 e5 runs kept step 0, and only "best ... at step 0" said so. Here a learning rate far too high makes
+    every step worse than the start."""
+    result = train(demo_config(tmp_path, learning_rate=5.0, max_steps=4, eval_steps=2))
+    lines = read_metrics(tmp_path / METRICS_NAME)
+    assert result.best_step == 0 and max(lines, key=lambda line: line["cosine_spearman"])["step"] == 0
+    out = capsys.readouterr().out
+    assert "no step improved on it, so the saved model is the one training started from" in out
