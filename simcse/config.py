@@ -17,6 +17,7 @@ from simcse.objectives import DEFAULT_OBJECTIVE, OBJECTIVES, LossSettings
 from simcse.poolers import DEFAULT_POOLER, POOLERS, POOLERS_WITH_HEAD
 from simcse.registry import DATA_DIR_DEFAULT
 from simcse.rules import (
+    as_list,
     at_least,
     between,
     finite,
@@ -65,12 +66,7 @@ class TrainConfig:
         path=True,
     )
     tokenizer: str | None = setting(
-        None,
-        "hub name or folder of a fast tokenizer",
-        "model",
-        resume=True,
-        none_means="same as --model",
-        path=True,
+        None, "hub name or folder of a fast tokenizer", "model", resume=True, none_means="same as --model", path=True
     )
     pooler: str = setting(
         DEFAULT_POOLER, "how a sentence vector is taken", "model", resume=True, card=True, choices=tuple(POOLERS)
@@ -404,17 +400,6 @@ class TrainConfig:
             if self.grad_cache_chunk and local_batch % self.grad_cache_chunk:
                 return f"--grad_cache_chunk {self.grad_cache_chunk} does not divide the per-process batch {local_batch}"
         return None
-
-
-def as_list(value) -> list:
-    """A mixture setting's values: a list as it is, one value as a list of one."""
-    return value if isinstance(value, list) else [value]
-
-
-def one_or_list(values: list):
-    """Values per training dataset as the run files record them: one value for a run on one dataset (as before
-    mixtures), else the list."""
-    return values[0] if len(values) == 1 else values
 
 
 @dataclass(frozen=True)

@@ -12,11 +12,12 @@ from pathlib import Path
 from huggingface_hub import EvalResult, ModelCardData, create_repo, get_token, upload_folder, whoami
 from huggingface_hub import constants as hub_constants
 
-from simcse.config import CARD_SETTINGS, DEFAULT_MAX_LENGTH, as_list, upgrade_saved_settings
+from simcse.config import CARD_SETTINGS, DEFAULT_MAX_LENGTH, upgrade_saved_settings
 from simcse.data import DATA_KINDS
 from simcse.objectives import OBJECTIVES
 from simcse.poolers import DEFAULT_POOLER, POOLERS
 from simcse.registry import KORNLI_HUB_ID, STS_DATASETS
+from simcse.rules import as_list
 from simcse.run_folder import (
     CARD_MARKER,
     CHECKPOINT_PREFIX,

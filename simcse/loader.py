@@ -13,8 +13,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from simcse.batching import EpochBatchSampler, QueryDocumentsDataset, ScoredCollator, SimCSEDataset
-from simcse.config import one_or_list
 from simcse.data import DATA_KINDS, TrainData, negatives_per_query
+from simcse.rules import one_or_list
 
 if TYPE_CHECKING:
     from simcse.config import Part

@@ -103,3 +103,14 @@ def setting(
         path=path,
     )
     return dataclasses.field(default=default, metadata=metadata)
+
+
+def as_list(value) -> list:
+    """A mixture setting's values: a list as it is, one value as a list of one."""
+    return value if isinstance(value, list) else [value]
+
+
+def one_or_list(values: list):
+    """Values per training dataset as the run files record them: one value for a run on one dataset (as before
+    mixtures), else the list."""
+    return values[0] if len(values) == 1 else values

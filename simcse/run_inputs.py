@@ -7,11 +7,12 @@ import logging
 
 import torch
 
-from simcse.config import TrainConfig, as_list, one_or_list
+from simcse.config import TrainConfig
 from simcse.data import DATA_KINDS, TrainData, negatives_per_query, resolve_sts_path
 from simcse.model import SimCSEModel
 from simcse.model_loading import unknown_token_share
 from simcse.objectives import OBJECTIVES
+from simcse.rules import as_list, one_or_list
 from simcse.tasks import EvalSet, load_set, set_files
 from simcse.text_files import file_fingerprint
 

@@ -13,13 +13,14 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from simcse import checkpoint, distributed
-from simcse.config import TrainConfig, one_or_list
+from simcse.config import TrainConfig
 from simcse.device import autocast_dtype
 from simcse.grad_cache import chunked_backward
 from simcse.loader import LoaderSettings, batch_facts, build_loader
 from simcse.loop_state import TrainResult, progress_bar, set_seed, start_loop_state
 from simcse.objectives import OBJECTIVES, LossInputs
 from simcse.optim import apply_gradient, build_optimizer_and_scaler, build_schedule
+from simcse.rules import one_or_list
 from simcse.run_folder import METRICS_NAME, append_metrics
 from simcse.run_inputs import build_model, check_tokenizer_covers, data_fingerprints, example_counts, read_inputs
 from simcse.run_setup import (
