@@ -123,7 +123,7 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
         if meta["required"]:
             kwargs["required"] = True
         if types[field.name] is bool:
-            kwargs["action"] = argparse.BooleanOptionalAction if field.default else "store_true"
+            kwargs["action"] = SwitchAction if field.default else "store_true"
         else:
             kwargs |= {"type": _scalar_type(types[field.name]), "choices": meta["choices"], "metavar": meta["metavar"]}
             if list in map(typing.get_origin, typing.get_args(types[field.name])):  # a mixture's list
@@ -133,6 +133,24 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
             hidden = {key: value for key, value in kwargs.items() if key not in ("help", "default")}
             parser.add_argument(f"--{old_names[field.name]}", dest=field.name, help=argparse.SUPPRESS, **hidden)
     return parser
+
+
+class SwitchAction(argparse.BooleanOptionalAction):
+    """An on-by-default switch: ``--flag`` and ``--no-flag``, and ``--flag false`` / ``--flag true`` as
+    transformers' TrainingArguments write them."""
+
+    WORDS = {"true": True, "1": True, "yes": True, "on": True, "false": False, "0": False, "no": False, "off": False}
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, **kwargs)
+        self.nargs, self.metavar = "?", "true|false"
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if values is None:
+            return super().__call__(parser, namespace, values, option_string)
+        if option_string.startswith("--no-") or values.lower() not in self.WORDS:
+            parser.error(f"{option_string} {values}: give --{self.dest} true or false, or --no-{self.dest}")
+        setattr(namespace, self.dest, self.WORDS[values.lower()])
 
 
 def _scalar_type(annotation: typing.Any) -> type:

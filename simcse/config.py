@@ -286,6 +286,9 @@ class TrainConfig:
         resume=True,
         rule=at_least(1),
     )
+    eval_at_start: bool = setting(
+        True, "evaluate the starting model as step 0 (false: quick runs skip it)", "evaluation and output"
+    )
     eval_batch_size: int | None = setting(
         None,
         "sentences per batch when encoding the dev set",

@@ -55,10 +55,10 @@ class TrainResult:
     skipped_steps: int
     history: list[dict] = field(default_factory=list)
 
-    def done_line(self, dev: str, start_score: float, output) -> str:
+    def done_line(self, dev: str, start_score: float | None, output) -> str:
         """The run's last line: the ``dev`` score (label and metric, e.g. "dev cosine Spearman") before training
-        and at its best, the mean loss, the time and where the model is. A best at step 0 says that the saved
-        model is the one training started from."""
+        (None: not evaluated) and at its best, the mean loss, the time and where the model is. A best at step 0
+        says that the saved model is the one training started from."""
         if self.best_step < 0:
             best = "no finite dev score (the final model is saved)"
         elif self.best_step == 0:
@@ -66,8 +66,9 @@ class TrainResult:
         else:
             best = f"best {self.best_score:.4f} at step {self.best_step}"
         skipped = f" ({self.skipped_steps} skipped: gradient not finite)" if self.skipped_steps else ""
+        start = "not evaluated before training" if start_score is None else f"{start_score:.4f} before training"
         return (
-            f"done: {dev} {start_score:.4f} before training, {best}; mean training loss "
+            f"done: {dev} {start}, {best}; mean training loss "
             f"{self.mean_train_loss:.4f} over {self.steps} steps{skipped}; total time {self.total_seconds:.1f} s; "
             f"model in {output}"
         )

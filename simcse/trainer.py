@@ -353,7 +353,7 @@ class Trainer:
                     print(f"the run already reached its last step ({state.step}): nothing left to train")
                 self.progress.close()
                 return self.final_result()
-        else:
+        elif config.eval_at_start:
             self.evaluate_and_save_best()
         self.train_model.train()
         window_start, window_sentences = time.perf_counter(), 0  # for the sentences/s shown
@@ -396,7 +396,8 @@ class Trainer:
         )
         if self.is_main:
             dev = f"{self.valid_data.dev_label} {self.valid_data.task.selection_label}"
-            print(result.done_line(dev, self.history[0][self.selection_metric], self.output))
+            start = next((line[self.selection_metric] for line in self.history if line["step"] == 0), None)
+            print(result.done_line(dev, start, self.output))
         return result
 
 

@@ -191,3 +191,20 @@ def test_config_validation(changes, message):
     with pytest.raises(ValueError, match=message):
         config.validate()
     TrainConfig(train_data="train.tsv").validate()  # the defaults are valid
+
+
+@pytest.mark.parametrize(
+    "flags, value",
+    [([], True), (["--eval_at_start"], True), (["--eval_at_start", "false"], False),
+     (["--eval_at_start", "Off"], False), (["--eval_at_start", "1"], True), (["--no-eval_at_start"], False),
+     (["--eval_at_start=no"], False)],
+)  # fmt: skip
+def test_a_switch_on_by_default_takes_no_flag_or_a_word(flags, value):
+    assert parse_args(["--train_data", "t.tsv", *flags]).eval_at_start is value
+
+
+@pytest.mark.parametrize("flags", [["--eval_at_start", "maybe"], ["--no-eval_at_start", "false"]])
+def test_a_switch_refuses_another_word(flags, capsys):
+    with pytest.raises(SystemExit):
+        parse_args(["--train_data", "t.tsv", *flags])
+    assert "give --eval_at_start true or false, or --no-eval_at_start" in capsys.readouterr().err

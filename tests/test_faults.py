@@ -336,3 +336,10 @@ def test_a_run_whose_best_is_its_start_says_the_saved_model_is_the_start(demo_co
     assert result.best_step == 0 and max(lines, key=lambda line: line["cosine_spearman"])["step"] == 0
     out = capsys.readouterr().out
     assert "no step improved on it, so the saved model is the one training started from" in out
+
+
+def test_eval_at_start_false_skips_the_step_0_evaluation(demo_config, tmp_path, capsys):
+    result = train(demo_config(tmp_path, max_steps=4, eval_steps=2, eval_at_start=False))
+    assert [line["step"] for line in read_metrics(tmp_path / METRICS_NAME)] == [2, 4]
+    assert result.best_step in (2, 4) and (tmp_path / "model.safetensors").is_file()
+    assert "dev cosine Spearman not evaluated before training, best" in capsys.readouterr().out
