@@ -128,6 +128,10 @@ class TrainConfig:
         resume=True,
         path=True,
     )
+    valid_samples: int | None = setting(
+        None, "evaluate on this many of the dev set's pairs or queries, drawn with --seed", "data", resume=True,
+        card=True, rule=at_least(2), none_means="all",
+    )  # fmt: skip
     data_dir: str | None = setting(
         None, "folder the dataset names resolve in", "data", resume=True, none_means=DATA_DIR_DEFAULT, path=True
     )

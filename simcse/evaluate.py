@@ -146,6 +146,12 @@ def files(name_or_path: str | os.PathLike, split: str | None = None, data_dir=No
     return [resolve_sts_path(name_or_path, data_dir)]
 
 
+def subset(data: STSData, rows: list[int]) -> STSData:
+    """The pairs at ``rows`` (a sample of the set)."""
+    columns = ([values[i] for i in rows] for values in (data.sentences1, data.sentences2, data.scores))
+    return STSData(*columns, data.name)
+
+
 def load(name_or_path: str | os.PathLike, split: str | None = None, data_dir=None) -> STSData:
     return load_sts(name_or_path, data_dir)
 

@@ -250,6 +250,7 @@ def render_model_card(folder: str | os.PathLike, repo_id: str) -> str:
     ]
     if info.get("selection_metric"):
         dev = f"`{args.get('valid_data')}`" + (f" (qrels/{info['dev_split']}.tsv)" if info.get("dev_split") else "")
+        dev += f" ({args['valid_samples']} sampled with seed {args.get('seed')})" if args.get("valid_samples") else ""
         lines.append(f"The checkpoint is the run's best by dev {info['selection_metric']} on {dev}.")
     lines += _results_sections(report, repo_id)
     if args:

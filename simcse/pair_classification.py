@@ -98,6 +98,15 @@ def texts(data: PairData) -> list[str]:
     return data.sentences1 + data.sentences2
 
 
+def subset(data: PairData, rows: list[int]) -> PairData:
+    """The pairs at ``rows`` (a sample of the set); refused when they hold one label only."""
+    labels = [data.labels[i] for i in rows]
+    if len(set(labels)) < 2:
+        raise ValueError(f"{data.name}: the {len(rows)} pairs sampled hold one label only; sample more")
+    pick = lambda values: [values[i] for i in rows]  # noqa: E731
+    return PairData(data.name, pick(data.sentences1), pick(data.sentences2), labels)
+
+
 def best_threshold_metrics(scores, labels) -> dict[str, float]:
     """The accuracy and F1 of the best threshold on ``scores`` (higher: more likely label 1), the threshold of
     each (halfway between two neighbouring distinct scores), the F1 threshold's precision, recall and Matthews

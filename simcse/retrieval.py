@@ -14,6 +14,7 @@ MAP@k as that evaluator defines it (precision at each relevant hit, over min(k, 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from collections.abc import Mapping
@@ -50,6 +51,9 @@ class RetrievalData:
     qrels: dict[str, dict[str, int]]  # query id -> document id -> relevance (> 0)
     skipped_queries: int = 0  # queries without a relevant document
     split: str = "test"  # the qrels read: qrels/<split>.tsv
+
+    def __len__(self) -> int:
+        return len(self.query_ids)
 
 
 def is_retrieval_set(name_or_path: str | os.PathLike) -> bool:
@@ -301,6 +305,14 @@ def load(
 
 def texts(data: RetrievalData) -> list[str]:
     return data.query_texts + data.corpus_texts
+
+
+def subset(data: RetrievalData, rows: list[int]) -> RetrievalData:
+    """The queries at ``rows`` (a sample of the set) against the whole corpus."""
+    ids = [data.query_ids[i] for i in rows]
+    return dataclasses.replace(
+        data, query_ids=ids, query_texts=[data.query_texts[i] for i in rows], qrels={q: data.qrels[q] for q in ids}
+    )
 
 
 def evaluate(model, data: RetrievalData, batch_size: int | None = None, description: str = "retrieval") -> dict:

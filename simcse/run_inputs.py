@@ -28,7 +28,7 @@ def read_inputs(config: TrainConfig) -> tuple[EvalSet, list[TrainData]]:
     """The dev set (of any task in ``simcse.tasks``; a retrieval set's qrels/dev.tsv, else test.tsv) and every
     training dataset (of a kind its objective takes), read before anything is built so that a bad file fails in
     seconds."""
-    valid_data = load_set(config.valid_data, None, config.data_dir)
+    valid_data = sampled(load_set(config.valid_data, None, config.data_dir), config.valid_samples, config.seed)
     if valid_data.split == "test":
         logger.warning(
             "%s has no qrels/dev.tsv: the best checkpoint is selected on its qrels/test.tsv, so its test results "
@@ -48,6 +48,17 @@ def read_inputs(config: TrainConfig) -> tuple[EvalSet, list[TrainData]]:
         if len(set(data.texts())) < 2:
             raise ValueError(f"{data.path}: every sentence is the same; in-batch negatives need different ones")
     return valid_data, train_data
+
+
+def sampled(dev: EvalSet, count: int | None, seed: int) -> EvalSet:
+    """The dev set, or ``count`` of its pairs or queries (``--valid_samples``) drawn with ``seed``."""
+    if count is None:
+        return dev
+    if count >= len(dev.data):
+        logger.warning("--valid_samples %d: %s holds %d, all of them used", count, dev.name, len(dev.data))
+        return dev
+    print(f"dev set {dev.name}: {count} of its {len(dev.data)} drawn with seed {seed} (--valid_samples)")
+    return dev.sample(count, seed)
 
 
 def example_counts(train_data: list[TrainData]) -> int | list[int]:

@@ -10,7 +10,8 @@ its key in eval_results.json, its model-index task); its code is a module (``Eva
   no other task recognises);
 * ``files(name_or_path, split, data_dir)`` and ``load(name_or_path, split, data_dir)``: the set's files (what a
   resume fingerprints) and the set read and checked; a ``split`` of None is a training run's dev split;
-* ``texts(data)``: every text of the set, to probe the tokenizer with;
+* ``texts(data)``: every text of the set, to probe the tokenizer with; ``subset(data, rows)``: the set cut to the
+  items (pairs, queries) at ``rows``, ``len(data)`` counting them (``--valid_samples``);
 * ``evaluate(model, data, batch_size, description) -> dict``: the metrics;
 * ``describe(name, data, model)``, ``format_table(results)`` and ``card_sections(results, row_name)``: eval.py's
   line before a set, its Markdown table, and the model card's sections.
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import random
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import ModuleType
@@ -127,6 +129,11 @@ class EvalSet:
     def dev_label(self) -> str:
         """How a training run's lines name it: "dev", with the qrels file when that is not qrels/dev.tsv."""
         return "dev" if self.split in (None, "dev") else f"dev (qrels/{self.split}.tsv)"
+
+    def sample(self, count: int, seed: int) -> EvalSet:
+        """``count`` of its items (pairs, queries), drawn with ``seed`` and kept in file order."""
+        rows = sorted(random.Random(seed).sample(range(len(self.data)), count))
+        return EvalSet(self.name, self.task, self.task.code.subset(self.data, rows))
 
     def evaluate(self, model, batch_size: int | None = None, description: str | None = None) -> dict:
         return self.task.code.evaluate(model, self.data, batch_size, description or self.name)

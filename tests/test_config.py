@@ -146,12 +146,12 @@ def test_the_derived_lists_are_the_documented_ones():
     """The resume check and the card's recipe are what earlier releases listed by hand."""
     assert set(RESUME_MUST_MATCH) == set(
         "model tokenizer pooler mlp_only_train dropout unpad prompt query_prompt document_prompt train_data valid_data "
-        "data_dir max_length document_max_length num_negatives objective batch_size mixture epochs max_steps "
-        "learning_rate weight_decay warmup_ratio max_grad_norm temp "
+        "valid_samples data_dir max_length document_max_length num_negatives objective batch_size mixture epochs "
+        "max_steps learning_rate weight_decay warmup_ratio max_grad_norm temp "
         "hard_negative_weight mask_duplicate_negatives grad_cache_chunk amp eval_strategy eval_steps seed".split()
     )
     assert set(CARD_SETTINGS) == set(
-        "model train_data pooler mlp_only_train prompt query_prompt document_prompt objective max_length "
+        "model train_data valid_samples pooler mlp_only_train prompt query_prompt document_prompt objective max_length "
         "document_max_length num_negatives batch_size mixture epochs max_steps learning_rate weight_decay warmup_ratio "
         "max_grad_norm temp hard_negative_weight dropout amp seed".split()
     )

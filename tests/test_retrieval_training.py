@@ -15,7 +15,7 @@ from test_objectives import assert_resumes_exactly
 
 import simcse.loss
 from simcse.batching import QueryDocumentsDataset
-from simcse.data import DATA_KINDS, DataFormatError, load_sts, load_train_data
+from simcse.data import DATA_KINDS, DataFormatError, STSData, load_sts, load_train_data
 from simcse.hub import render_model_card
 from simcse.model import SimCSEModel
 from simcse.report import summarize
@@ -381,3 +381,56 @@ def test_a_deployed_folder_retrieves_as_eval_py_measured(demo_data, demo_train_f
     measured = json.loads(report.read_text())["retrieval"][str(folder)]
     deployed = sentence_transformers_metrics(output, folder, split="dev")
     assert {key: measured[key] for key in deployed} == pytest.approx(deployed, abs=1e-4)
+
+
+def seeded_rows(size: int, count: int, seed: int) -> list[int]:
+    """The draw --valid_samples documents: ``count`` of ``size`` rows with Python's random.Random(seed), in order."""
+    import random
+
+    return sorted(random.Random(seed).sample(range(size), count))
+
+
+def test_valid_samples_evaluates_the_drawn_pairs_or_queries(demo_config, demo_data, beir_dev, tmp_path, capsys):
+    """--valid_samples N: the step-0 dev line of a quick run equals the starting model evaluated on a set written
+    with only the drawn rows (mean pooling: the starting model is the pretrained one, no new head)."""
+    from simcse.evaluate import evaluate_sts
+    from simcse.retrieval import evaluate_retrieval, load_retrieval_set
+
+    start = SimCSEModel(demo_config(tmp_path).model, pooler="avg")
+    dev = load_sts(demo_data / "dev.tsv")
+    rows = seeded_rows(len(dev), 12, seed=5)
+    train(demo_config(tmp_path / "sts", pooler="avg", valid_samples=12, seed=5, max_steps=1))
+    columns = ([column[i] for i in rows] for column in (dev.sentences1, dev.sentences2, dev.scores))
+    expected = evaluate_sts(start, STSData(*columns))
+    assert json.loads(metrics_lines(tmp_path / "sts")[0])["cosine_spearman"] == pytest.approx(
+        expected["cosine_spearman"], abs=1e-6
+    )
+    assert "12 of its 40 drawn with seed 5" in capsys.readouterr().out
+    whole = load_retrieval_set(beir_dev, "dev")
+    rows = seeded_rows(len(whole.query_ids), 5, seed=5)
+    kept = {whole.query_ids[i] for i in rows}
+    cut = tmp_path / "five-queries"
+    (cut / "qrels").mkdir(parents=True)
+    (cut / "corpus.jsonl").write_bytes((beir_dev / "corpus.jsonl").read_bytes())
+    queries = [json.loads(line) for line in (beir_dev / "queries.jsonl").read_text().splitlines()]
+    write_jsonl(cut / "queries.jsonl", [query for query in queries if query["_id"] in kept])
+    qrels = (beir_dev / "qrels" / "dev.tsv").read_text().splitlines()
+    (cut / "qrels" / "dev.tsv").write_text("\n".join([qrels[0]] + [r for r in qrels[1:] if r.split("\t")[0] in kept]))
+    expected = evaluate_retrieval(start, load_retrieval_set(cut, "dev"))
+    settings = dict(pooler="avg", valid_data=str(beir_dev), valid_samples=5, seed=5, max_steps=1)
+    train(demo_config(tmp_path / "retrieval", **settings))
+    line = json.loads(metrics_lines(tmp_path / "retrieval")[0])
+    assert {key: line[key] for key in RETRIEVAL_KEYS} == pytest.approx({k: expected[k] for k in RETRIEVAL_KEYS})
+    card = render_model_card(tmp_path / "retrieval", "user/model")
+    assert "(5 sampled with seed 5)" in card
+
+
+def test_valid_samples_of_one_label_is_refused(demo_train_flags, run_here, tmp_path):
+    labels = [1] * 30 + [0]
+    seed = next(s for s in range(100) if all(labels[i] for i in seeded_rows(len(labels), 3, s)))
+    pairs = tmp_path / "pairs.tsv"
+    pairs.write_text(
+        "sentence1\tsentence2\tlabel\n" + "".join(f"문장 {i}\t다른 문장\t{y}\n" for i, y in enumerate(labels))
+    )
+    flags = demo_train_flags(tmp_path / "run", valid_data=pairs, valid_samples=3, seed=seed)
+    assert_one_line_error(run_here(TRAIN_SCRIPT, *flags), "the 3 pairs sampled hold one label only")
