@@ -4,6 +4,7 @@ checkpoint, training-state checkpoints and exact resume."""
 from __future__ import annotations
 
 import logging
+import os
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -228,10 +229,13 @@ class Trainer:
         return loss.detach()
 
     def shown_losses(self, loss: torch.Tensor) -> dict[str, str]:
-        """The progress bar's losses: the last step's, and with several datasets each one's latest (loss_1, ...)."""
+        """The progress bar's losses: the last step's, and with several datasets each one's latest, named by its
+        file (the whole path where two files share a name)."""
         if len(self.parts) == 1:
             return {"loss": f"{loss.item():.4f}"}
-        return {f"loss_{part + 1}": f"{value.item():.4f}" for part, value in sorted(self.last_losses.items())}
+        names = [os.path.basename(part.label) for part in self.parts]
+        names = names if len(set(names)) == len(names) else [part.label for part in self.parts]
+        return {f"loss {names[part]}": f"{value.item():.4f}" for part, value in sorted(self.last_losses.items())}
 
     # -----------------------------------------------------------------------------------------------
     # Evaluation and saves

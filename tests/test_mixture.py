@@ -4,6 +4,7 @@ switch, and each dataset's training loss."""
 
 import dataclasses
 import json
+import re
 
 import pytest
 import torch
@@ -209,3 +210,13 @@ def test_a_mixture_resumes_exactly_across_a_dataset_switch(demo_config, demo_dat
     weights as the run never interrupted (dropout on)."""
     settings = mixture(demo_data, mixture=kind, max_steps=4, save_steps=2, eval_steps=2, dropout=0.1)
     assert_resumes_exactly(demo_config, tmp_path, **settings)
+
+
+def test_the_progress_bar_names_each_datasets_loss_by_its_file(demo_data, demo_train_flags, run_here, tmp_path):
+    """It showed loss_1, loss_2."""
+    files = [demo_data / "train.tsv", demo_data / "dev.tsv"]
+    both = ["--train_data", *files, "--objective", "simcse", "cosent", "--batch_size", 16, 8]  # the last flag wins
+    result = run_here(TRAIN_SCRIPT, *demo_train_flags(tmp_path / "run", max_steps=10, eval_steps=10), *both)
+    assert result.returncode == 0, result.stderr
+    last = [line for line in result.stderr.splitlines() if line.startswith("training:")][-1]
+    assert re.search(r"loss train\.tsv=\d+\.\d{4}, loss dev\.tsv=\d+\.\d{4}", last), last
