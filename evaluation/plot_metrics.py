@@ -1,4 +1,5 @@
-"""Training curves: training loss and dev cosine Spearman against steps, from metrics.jsonl.
+"""Training curves from metrics.jsonl: the training loss (each dataset's, named by its file, for a mixture) and the
+dev score the run selects its checkpoint by (cosine Spearman, nDCG@10, ...; the best step starred) against steps.
 
     python evaluation/plot_metrics.py outputs/demo/model                   # one run
     python evaluation/plot_metrics.py outputs/sup-simcse-bert-base-seeds   # every seed-N/ in it

@@ -102,12 +102,33 @@ def curve(lines: list[dict], key: str) -> tuple[list[int], list[float]]:
     return [step for step, _ in points], [value if math.isfinite(value) else math.nan for _, value in points]
 
 
-def plot_runs(runs: dict[str, list[dict]], path: str | os.PathLike, flag: str = "--output_png") -> None:
-    """Training loss and dev cosine Spearman against steps, one line per run, into a PNG written whole or not at
-    all (a full disk names ``flag``).
+def loss_curves(lines: list[dict]) -> dict[str, tuple[list[int], list[float]]]:
+    """The training loss against steps, or with several datasets each one's, named by its file."""
+    datasets = next((line["train_loss_by_dataset"] for line in lines if "train_loss_by_dataset" in line), None)
+    if not datasets:
+        return {"": curve(lines, "train_loss")}
+    rows = [{"step": line["step"], **line.get("train_loss_by_dataset", {})} for line in lines]
+    return {os.path.basename(label): curve(rows, label) for label in datasets}
 
-    A NaN or infinity stays a gap in its line (never bridged by a straight segment), marked with a red x.
-    """
+
+def best_point(steps: list[int], values: list[float]) -> tuple[int, float] | None:
+    """The step the run kept as its best (the first of the highest finite scores), with its score."""
+    finite = [(value, -step) for step, value in zip(steps, values) if math.isfinite(value)]
+    return (-max(finite)[1], max(finite)[0]) if finite else None
+
+
+def _draw(axis, steps: list[int], values: list[float], label: str) -> None:
+    """One curve; a NaN stays a gap in it, marked with a red x at the bottom of the chart."""
+    axis.plot(steps, values, marker="o", markersize=3, label=label)
+    broken = [step for step, value in zip(steps, values) if math.isnan(value)]
+    if broken:
+        axis.plot(broken, [0.0] * len(broken), "rx", markersize=9, transform=axis.get_xaxis_transform())
+
+
+def plot_runs(runs: dict[str, list[dict]], path: str | os.PathLike, flag: str = "--output_png") -> None:
+    """Training loss (each dataset's, by file, for a mixture) and the dev score each run selects its checkpoint by
+    against steps, one line per run, the best step starred, into a PNG written whole or not at all (a full disk
+    names ``flag``). A NaN or infinity stays a gap in its line (never bridged by a straight segment)."""
     try:
         import matplotlib
 
@@ -116,18 +137,20 @@ def plot_runs(runs: dict[str, list[dict]], path: str | os.PathLike, flag: str = 
     except ImportError:
         raise ImportError("plotting needs matplotlib: pip install matplotlib") from None
     figure, (loss_axis, score_axis) = plt.subplots(1, 2, figsize=(11, 4))
+    metrics = set()
     for name, lines in runs.items():
-        dev_metric = lines[0].get("selection_metric", SELECTION_METRIC) if lines else SELECTION_METRIC
-        for axis, key in ((loss_axis, "train_loss"), (score_axis, dev_metric)):
-            steps, values = curve(lines, key)
-            if not steps:
-                continue
-            axis.plot(steps, values, marker="o", markersize=3, label=name)
-            broken = [step for step, value in zip(steps, values) if math.isnan(value)]
-            if broken:
-                axis.plot(broken, [0.0] * len(broken), "rx", markersize=9, transform=axis.get_xaxis_transform())
+        for dataset, (steps, values) in loss_curves(lines).items():
+            if steps:
+                _draw(loss_axis, steps, values, f"{name}: {dataset}" if dataset else name)
+        metrics.add(metric := lines[0].get("selection_metric", SELECTION_METRIC) if lines else SELECTION_METRIC)
+        steps, values = curve(lines, metric)
+        if steps:
+            _draw(score_axis, steps, values, name)
+        if best := best_point(steps, values):
+            score_axis.plot([best[0]], [best[1]], "*", markersize=14, color="gold", markeredgecolor="black")
+    shown = " / ".join(sorted(metrics))
     loss_axis.set(title="training loss (mean since the previous evaluation)", xlabel="step", ylabel="loss")
-    score_axis.set(title="dev score the checkpoint is selected by", xlabel="step", ylabel="cosine Spearman or nDCG@10")
+    score_axis.set(title=f"dev {shown}, which selects the checkpoint (star: the best)", xlabel="step", ylabel=shown)
     for axis in (loss_axis, score_axis):
         axis.grid(alpha=0.3)
         axis.legend(fontsize=8)

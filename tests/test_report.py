@@ -148,6 +148,39 @@ def test_a_nan_in_the_middle_of_a_run_is_a_gap_not_a_bridge(tmp_path, monkeypatc
     assert markers == [([20], ["rx"]), ([20], ["rx"])]
 
 
+def test_the_plot_names_the_selection_metric_stars_the_best_step_and_names_each_datasets_loss(tmp_path, monkeypatch):
+    """It titled every run "cosine Spearman or nDCG@10", marked no best step and drew a mixture's loss as one."""
+    matplotlib_axes = pytest.importorskip("matplotlib.axes")
+    by_file = lambda a, b: {"/data/kornli_triplets.tsv": a, "/data/sts-train.tsv": b}  # noqa: E731
+    lines = [
+        {"step": 0, "train_loss": None, "ndcg@10": 0.30, "selection_metric": "ndcg@10"},
+        {"step": 10, "train_loss": 0.9, "train_loss_by_dataset": by_file(1.0, 0.8), "ndcg@10": 0.52},
+        {"step": 20, "train_loss": 0.7, "train_loss_by_dataset": by_file(0.8, 0.6), "ndcg@10": 0.50},
+        {"step": 30, "train_loss": 0.6, "train_loss_by_dataset": by_file(0.7, None), "ndcg@10": 0.52},
+    ]
+    drawn, titles = [], []
+    original_plot, original_set = matplotlib_axes.Axes.plot, matplotlib_axes.Axes.set
+
+    def recording_plot(axis, *args, **kwargs):
+        drawn.append((args, kwargs.get("label")))
+        return original_plot(axis, *args, **kwargs)
+
+    def recording_set(axis, **kwargs):
+        titles.append(kwargs.get("title"))
+        return original_set(axis, **kwargs)
+
+    monkeypatch.setattr(matplotlib_axes.Axes, "plot", recording_plot)
+    monkeypatch.setattr(matplotlib_axes.Axes, "set", recording_set)
+    plot_runs({"run": lines}, tmp_path / "curves.png")
+    curves = {label: (list(args[0]), list(args[1])) for args, label in drawn if label}
+    assert curves["run: kornli_triplets.tsv"] == ([10, 20, 30], [1.0, 0.8, 0.7])
+    assert curves["run: sts-train.tsv"] == ([10, 20], [0.8, 0.6])
+    assert curves["run"] == ([0, 10, 20, 30], [0.30, 0.52, 0.50, 0.52])
+    stars = [args[:2] for args, _ in drawn if "*" in args]
+    assert stars == [([10], [0.52])]  # the first of the highest: the step the run kept
+    assert any("dev ndcg@10" in (title or "") for title in titles)
+
+
 def test_plot_without_matplotlib_says_what_to_install(tmp_path):
     write_run(tmp_path / "run", [0.3, 0.5])
     blocker = tmp_path / "blocker"
