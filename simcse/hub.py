@@ -6,6 +6,8 @@ it never passes through this code, its logs or the files it writes.
 
 from __future__ import annotations
 
+import logging
+import math
 import os
 from pathlib import Path
 
@@ -24,6 +26,7 @@ from simcse.run_folder import (
     CONFIG_NAME,
     EVAL_RESULTS_NAME,
     LOCK_NAME,
+    METRICS_NAME,
     MODEL_CARD_NAME,
     SIMCSE_CONFIG_NAME,
     STAGING_PREFIX,
@@ -32,9 +35,13 @@ from simcse.run_folder import (
     WANDB_FOLDER,
     WANDB_RUN_ID_NAME,
     read_json,
+    read_metrics,
+    write_together,
     written_by_a_run,
 )
 from simcse.tasks import TASKS, read_eval_report, task_selecting_by, write_eval_report
+
+logger = logging.getLogger(__name__)
 
 # The sentences of the model card's usage snippets.
 USAGE_SENTENCES = ("한 남자가 기타를 치고 있다.", "남자가 악기를 연주하고 있다.")
@@ -201,63 +208,133 @@ def _training_kind(info: dict, args: dict) -> str:
     return f"a mixture of {parts} (one dataset per batch, {args.get('mixture')})"
 
 
-def _recipe(args: dict, document_max_length_used: int | None) -> str:
-    """The card's table of training settings, with the document length the run used when the positions capped
-    the one given."""
-    values = {key: f"`{args[key]}`" for key in CARD_SETTINGS if key in args}
+def shown(value):
+    """A setting as a published card shows it: a path of this machine (absolute, or found here) by its base name,
+    a hub name or any other value as it is; lists item by item."""
+    if isinstance(value, list):
+        return [shown(item) for item in value]
+    if isinstance(value, str) and value and (os.path.isabs(value) or Path(value).exists()):
+        return Path(value).name
+    return value
+
+
+def _recipe(args: dict, document_max_length_used: int | None, title: str = "## Training recipe") -> str:
+    """The card's table of training settings (paths by their base names), with the document length the run used
+    when the positions capped the one given."""
+    values = {key: f"`{shown(args[key])}`" for key in CARD_SETTINGS if key in args}
     given = args.get("document_max_length")
     if document_max_length_used is not None and given is not None and document_max_length_used != given:
         values["document_max_length"] = f"`{document_max_length_used}` (capped at the model's positions; given {given})"
     rows = "\n".join(f"| `{key}` | {value} |" for key, value in values.items())
-    return f"## Training recipe\n\n| setting | value |\n|---|---|\n{rows}"
+    return f"{title}\n\n| setting | value |\n|---|---|\n{rows}"
 
 
-def render_model_card(folder: str | os.PathLike, repo_id: str) -> str:
-    """README.md for a checkpoint folder: YAML metadata with a model-index of the results in
-    eval_results.json, the training recipe from train_args.json, a results table and usage snippets."""
-    folder = Path(folder)
-    settings = read_json(folder / SIMCSE_CONFIG_NAME) or {}
-    info = read_json(folder / TRAIN_ARGS_NAME) or {}
-    args = upgrade_saved_settings(info.get("args", {}))
-    report = read_eval_report(folder / EVAL_RESULTS_NAME) or {"results": {}}
+def _stage_one(args: dict) -> list[str]:
+    """For a run that started from another run's folder (the sequential recipe's stage 2): that run's recipe."""
+    start = args.get("model")
+    earlier = read_json(Path(start) / TRAIN_ARGS_NAME) if start and Path(start).is_dir() else None
+    if not isinstance(earlier, dict):
+        return []
+    earlier_args = upgrade_saved_settings(earlier.get("args", {}))
+    title = f"## Stage 1: `{shown(start)}`\n\nTrained with {_training_kind(earlier, earlier_args)}" + (
+        f" from `{shown(earlier_args['model'])}`." if earlier_args.get("model") else "."
+    )
+    return [_recipe(earlier_args, earlier.get("document_max_length_used"), title)]
 
-    eval_results = _eval_results(report)
+
+def _with_best_dev(report: dict, folder: Path, info: dict) -> dict:
+    """eval_results.json's results, with the run's best dev evaluation from metrics.jsonl when eval.py has not
+    measured the dev set: a card written at a save shows what the run measured so far."""
+    metric, dev = info.get("selection_metric"), info.get("args", {}).get("valid_data")
+    path = folder / METRICS_NAME
+    if not metric or not dev or not path.is_file():
+        return report
+    task = task_selecting_by(metric)
+    lines = [line for line in read_metrics(path) if isinstance(line.get(metric), (int, float))]
+    lines = [line for line in lines if math.isfinite(line[metric])]
+    if not lines or dev in report.get(task.report_key, {}):
+        return report
+    best = max(lines, key=lambda line: line[metric])  # the first of the highest: the step the run kept
+    results = {dev: {key: best[key] for key in task.metric_keys}} | report.get(task.report_key, {})
+    return report | {task.report_key: results}
+
+
+def _card_report(folder: Path, info: dict) -> dict:
+    """The results a card shows, each set named as a published card names it (no path of this machine)."""
+    report = _with_best_dev(read_eval_report(folder / EVAL_RESULTS_NAME) or {"results": {}}, folder, info)
+    keys = {task.report_key for task in TASKS.values()}
+    return {key: {shown(n): m for n, m in value.items()} if key in keys else value for key, value in report.items()}
+
+
+def _card_metadata(args: dict, report: dict, repo_id: str) -> str:
+    """The card's YAML: the Hub's model-index of the results, its tags, base model and datasets."""
     train_data = str(args.get("train_data", ""))
     datasets = [KORNLI_HUB_ID] if "kornli" in train_data.lower() else []
     datasets += sorted({_dataset(name)[0] for name in report["results"] if name in STS_DATASETS})
+    eval_results = _eval_results(report)
     data = ModelCardData(
         language="ko",
         library_name="sentence-transformers",
         pipeline_tag="sentence-similarity",
         tags=["sentence-transformers", "transformers", "sentence-similarity", "feature-extraction", "simcse"],
         # A local folder is no Hub model: leave it out of the metadata, the recipe still names it.
-        base_model=args.get("model") if args.get("model") and not Path(args["model"]).exists() else None,
+        base_model=args.get("model") if args.get("model") and shown(args["model"]) == args["model"] else None,
         datasets=datasets or None,
         model_name=repo_id,
         eval_results=eval_results or None,
     )
+    return f"---\n{data.to_yaml()}\n---"
 
-    kind = _training_kind(info, args)
+
+def render_model_card(folder: str | os.PathLike, repo_id: str) -> str:
+    """README.md for a checkpoint folder: YAML metadata with a model-index of the results (eval_results.json,
+    else the run's best dev evaluation), the training recipe from train_args.json (and stage 1's), the results
+    tables and usage snippets. No path of this machine appears: a path is shown by its base name."""
+    folder = Path(folder)
+    settings = read_json(folder / SIMCSE_CONFIG_NAME) or {}
+    info = read_json(folder / TRAIN_ARGS_NAME) or {}
+    args = upgrade_saved_settings(info.get("args", {}))
+    report = _card_report(folder, info)
     lines = [
-        f"---\n{data.to_yaml()}\n---",
+        _card_metadata(args, report, repo_id),
         f"# {repo_id}",
-        f"A Korean sentence encoder trained with {kind}"
-        + (f" from `{args['model']}`" if args.get("model") else "")
-        + " with simcse-ko. Pooler: "
-        f"`{settings.get('pooler', DEFAULT_POOLER)}`"
+        f"A Korean sentence encoder trained with {_training_kind(info, args)}"
+        + (f" from `{shown(args['model'])}`" if args.get("model") else "")
+        + f" with simcse-ko. Pooler: `{settings.get('pooler', DEFAULT_POOLER)}`"
         + (" (MLP head in training only)" if settings.get("mlp_only_train") else "")
         + ".",
     ]
     if info.get("selection_metric"):
-        dev = f"`{args.get('valid_data')}`" + (f" (qrels/{info['dev_split']}.tsv)" if info.get("dev_split") else "")
+        dev = f"`{shown(args.get('valid_data'))}`" + (
+            f" (qrels/{info['dev_split']}.tsv)" if info.get("dev_split") else ""
+        )
         dev += f" ({args['valid_samples']} sampled with seed {args.get('seed')})" if args.get("valid_samples") else ""
         lines.append(f"The checkpoint is the run's best by dev {info['selection_metric']} on {dev}.")
     lines += _results_sections(report, repo_id)
     if args:
-        lines.append(_recipe(args, info.get("document_max_length_used")))
+        lines += [_recipe(args, info.get("document_max_length_used")), *_stage_one(args)]
     lines.append("## Usage\n\n" + _usage(repo_id, settings))
     lines.append(CARD_MARKER)
     return "\n\n".join(lines) + "\n"
+
+
+def write_model_card(folder: str | os.PathLike, repo_id: str) -> bool:
+    """Write README.md, the model card, into ``folder``, unless it holds a README.md the package did not write
+    (the user's: kept). Returns whether it wrote it."""
+    card = Path(folder) / MODEL_CARD_NAME
+    if card.exists() and not written_by_a_run(card):
+        return False
+    write_together({card: render_model_card(folder, repo_id)}, "--output_path")
+    return True
+
+
+def write_run_card(output: Path, repo_id: str) -> None:
+    """A training run's card, at each save of its best model: one that cannot be rendered (an eval_results.json
+    that is not eval.py's) is said in a warning, never the end of the run."""
+    try:
+        write_model_card(output, repo_id)
+    except ValueError as err:
+        logger.warning("%s: model card not written (%s)", output / MODEL_CARD_NAME, err)
 
 
 def check_push_access(repo_id: str, pushing: str = "--push_to_hub") -> None:
@@ -285,11 +362,9 @@ def push_checkpoint(folder: str | os.PathLike, repo_id: str, private: bool = Fal
     folder = Path(folder)
     if not (folder / CONFIG_NAME).is_file():
         raise FileNotFoundError(f"{folder}: no checkpoint here ({CONFIG_NAME} missing)")
-    card = folder / MODEL_CARD_NAME
-    if card.exists() and not written_by_a_run(card):
+    if not write_model_card(folder, repo_id):
+        card = folder / MODEL_CARD_NAME
         print(f"{card}: not written by simcse-ko, so it is kept and uploaded as it is (delete it for a new card)")
-    else:
-        card.write_text(render_model_card(folder, repo_id), encoding="utf-8")
     repo_url = create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
     upload_folder(
         repo_id=repo_id,

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from simcse import checkpoint, distributed
+from simcse import checkpoint, distributed, hub
 from simcse.config import TrainConfig
 from simcse.device import autocast_dtype
 from simcse.grad_cache import chunked_backward
@@ -65,9 +65,7 @@ class Trainer:
         self.process, self.device = distributed.setup(config.device)
         self.is_main = self.process.is_main
         if config.push_to_hub and self.is_main:
-            from simcse.hub import check_push_access  # huggingface_hub is imported only by runs that push
-
-            check_push_access(config.push_to_hub)
+            hub.check_push_access(config.push_to_hub)
         self.output = Path(config.output_path)
         self.lock = claim_output_folder(config, self.process)
         try:
@@ -285,8 +283,13 @@ class Trainer:
         if not score > state.best_score:
             return False
         state.best_step, state.best_score = state.step, score
-        checkpoint.save_model(self.model, self.output)
+        self.save_model()
         return True
+
+    def save_model(self) -> None:
+        """The model into the run folder, with its card (README.md) written anew."""
+        checkpoint.save_model(self.model, self.output)
+        hub.write_run_card(self.output, self.config.push_to_hub or self.output.resolve().name)
 
     def evaluate_and_save_best(self) -> None:
         line = self.evaluate()
@@ -382,7 +385,7 @@ class Trainer:
         if self.is_main and state.best_step < 0:
             # Every dev score was NaN (degenerate embeddings): no "best", but the trained model must not be lost.
             logger.warning("no evaluation gave a finite dev score; saving the final model (step %d)", state.step)
-            checkpoint.save_model(self.model, self.output)
+            self.save_model()
         distributed.barrier()
         return self.final_result()
 
@@ -418,12 +421,10 @@ def train(config: TrainConfig) -> TrainResult:
     try:
         result = trainer.fit()
         if config.push_to_hub and trainer.is_main:
-            from simcse.hub import push_run  # huggingface_hub is imported only by runs that push
-
             # The best evaluation's line, or the last one's when no dev score was finite (the final model).
             history, best_step = trainer.history, trainer.state.best_step
             best = next((line for line in history if line["step"] == best_step), history[-1])
-            push_run(
+            hub.push_run(
                 trainer.output,
                 config.push_to_hub,
                 config.hub_private,

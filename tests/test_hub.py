@@ -12,10 +12,14 @@ from conftest import REPO_ROOT, assert_one_line_error, run_script
 from huggingface_hub.utils import filter_repo_objects
 
 import simcse.hub
+from simcse.data import DATA_KINDS, load_train_data
 from simcse.evaluate import METRIC_KEYS
 from simcse.model import SimCSEModel
+from simcse.objectives import OBJECTIVES
 from simcse.poolers import POOLERS
+from simcse.run_folder import written_by_a_run
 from simcse.tasks import write_eval_report
+from simcse.trainer import train
 
 SECRET = "hf_thisIsNotARealTokenButMustNeverBeWritten"
 
@@ -177,7 +181,8 @@ def test_train_pushes_the_best_checkpoint(demo_config, demo_data, demo_bert, tmp
     report = json.loads((output / "eval_results.json").read_text())
     assert report["results"][str(demo_data / "dev.tsv")]["cosine_spearman"] == result.best_score
     card = (output / "README.md").read_text()
-    assert "base_model" not in front_matter(card) and f"| `model` | `{demo_bert}` |" in card  # a local folder
+    assert "base_model" not in front_matter(card) and f"| `model` | `{demo_bert.name}` |" in card  # a local folder
+    assert str(demo_bert.parent) not in card  # no path of this machine in a published card
     assert_token_written_nowhere(output, *capsys.readouterr())
 
 
@@ -216,3 +221,50 @@ def test_push_to_hub_script_offline_is_one_line(checkpoint_folder):
                         env=unreachable)  # fmt: skip
     assert_one_line_error(result, "pushing to me/model: the Hub cannot be reached or refuses the token")
     assert sorted(path.name for path in checkpoint_folder.iterdir()) == before
+
+
+def kind_files(demo_data, tmp_path) -> dict[str, Path]:
+    """A demo file of every kind of training data (the retrieval kind written from the triplets)."""
+    files = {load_train_data(path).kind: path for path in sorted(demo_data.glob("*.t*"))}
+    rows = [line.split("\t") for line in (demo_data / "train.tsv").read_text(encoding="utf-8").splitlines()[1:]]
+    queries = tmp_path / "queries.jsonl"
+    queries.write_text("".join(json.dumps({"query": a, "pos": [p], "neg": [n]}, ensure_ascii=False) + "\n"
+                               for a, p, n in rows), encoding="utf-8")  # fmt: skip
+    return files | {"query_documents": queries}
+
+
+@pytest.mark.parametrize(
+    "objective, kind", [(name, kind) for name, objective in OBJECTIVES.items() for kind in objective.data_kinds]
+)
+def test_every_save_writes_a_card_with_the_runs_results_and_no_path_of_this_machine(
+    objective, kind, demo_config, demo_data, tmp_path
+):
+    """There was no card until a push, and the pushed one held the absolute paths of the model and the data."""
+    data = kind_files(demo_data, tmp_path)[kind]
+    output = tmp_path / "run"
+    result = train(demo_config(output, objective=objective, train_data=str(data), batch_size=8, max_steps=2))
+    card = (output / "README.md").read_text(encoding="utf-8")
+    assert written_by_a_run(output / "README.md") and "# run" in card  # named after its folder, until pushed
+    assert f"trained with {OBJECTIVES[objective].card_name} on {DATA_KINDS[kind].card_name}" in card
+    assert str(tmp_path) not in card and "/tmp" not in card  # the model, the data, the dev set: base names
+    best = next(line for line in result.history if line["step"] == result.best_step)
+    assert "**dev (dev.tsv)**" in card and f"{100 * best['cosine_spearman']:.2f}" in card  # metrics.jsonl's best
+
+
+def test_a_users_readme_is_kept_and_a_second_stage_card_holds_the_first_stages_recipe(demo_config, demo_data, tmp_path):
+    stage1, stage2 = tmp_path / "stage1", tmp_path / "stage2"
+    train(demo_config(stage1, max_steps=4, save_steps=2, temp=0.07))
+    assert written_by_a_run(stage1 / "README.md")
+    (stage1 / "README.md").write_text("# my notes\n", encoding="utf-8")
+    simcse.hub.write_run_card(stage1, "me/stage1")  # what each save of the best model does
+    train(
+        demo_config(stage1, max_steps=4, save_steps=2, temp=0.07, resume_from_checkpoint=str(stage1 / "checkpoint-2"))
+    )
+    assert (stage1 / "README.md").read_text(encoding="utf-8") == "# my notes\n"  # not the package's: kept
+    scored = str(demo_data / "dev.tsv")
+    train(demo_config(stage2, model=str(stage1), objective="cosent", train_data=scored, batch_size=8, max_steps=2))
+    card = (stage2 / "README.md").read_text(encoding="utf-8")
+    assert "trained with CoSENT on scored sentence pairs from `stage1`" in card
+    first = card.index("## Stage 1: `stage1`")
+    assert "| `temp` | `0.07` |" in card[first:] and "| `objective` | `simcse` |" in card[first:]
+    assert str(tmp_path) not in card

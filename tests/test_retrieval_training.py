@@ -318,7 +318,7 @@ def test_a_dev_set_with_only_test_qrels_is_named_so_everywhere(
     lines = [json.loads(line) for line in metrics_lines(output)]
     assert lines and all(line["dev_split"] == "test" for line in lines)
     assert json.loads((output / "train_args.json").read_text())["dev_split"] == "test"
-    assert f"best by dev ndcg@10 on `{beir_dev}` (qrels/test.tsv)" in render_model_card(output, "user/model")
+    assert f"best by dev ndcg@10 on `{beir_dev.name}` (qrels/test.tsv)" in render_model_card(output, "user/model")
     (beir_dev / "qrels" / "test.tsv").rename(beir_dev / "qrels" / "dev.tsv")
     caplog.clear()
     result = run_here(TRAIN_SCRIPT, *flags, "--overwrite_output_path")
