@@ -253,6 +253,13 @@ class SimCSEModel(nn.Module):
                 logger.warning("%s: no trained head (%s); using a new one", name_or_path, SIMCSE_HEAD_NAME)
             nn.init.normal_(self.head.dense.weight, std=getattr(self.config, "initializer_range", 0.02))
             nn.init.zeros_(self.head.dense.bias)
+        elif self.pooler_is_random and not self.mlp_only_train:  # e5: no pooler weights, the head is noise
+            logger.warning(
+                "%s: its pooling layer has no weights (transformers drew them at random) and pooler %s embeds with "
+                "it; train it first, or use --pooler cls_before_pooler",
+                name_or_path,
+                self.pooler,
+            )
 
     def check_max_length(self, max_length: int) -> None:
         """Refuse a max_length the position embeddings do not cover: it would fail at the first long sentence."""

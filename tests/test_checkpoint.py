@@ -91,7 +91,9 @@ def test_sentence_transformers_encodes_like_simcse(tiny_bert_dir, tmp_path, pool
 
 
 @pytest.mark.parametrize("pooler", ["avg", "cls_before_pooler", "cls"])
-def test_a_pooling_layer_the_base_model_lacks_is_saved_only_as_the_trained_head(tiny_bert_dir, tmp_path, pooler):
+def test_a_pooling_layer_the_base_model_lacks_is_saved_only_as_the_trained_head(
+    tiny_bert_dir, tmp_path, caplog, pooler
+):
     """e5 has no pooler weights: transformers fills the layer at random, and a mean-pooled run saved them (199
     tensors where e5 has 197), so outputs.pooler_output silently gave other vectors."""
     weights = load_file(tiny_bert_dir / "model.safetensors")
@@ -99,7 +101,12 @@ def test_a_pooling_layer_the_base_model_lacks_is_saved_only_as_the_trained_head(
     assert len(without) == len(weights) - 2
     base = Path(shutil.copytree(tiny_bert_dir, tmp_path / "base"))
     save_file(without, base / "model.safetensors")
-    SimCSEModel(base, pooler=pooler, fresh_head=True).save_pretrained(tmp_path / "saved")
+    with caplog.at_level("WARNING"):
+        SimCSEModel(base, pooler=pooler).encode(["문장"])  # evaluated as it is: a cls head would be noise
+    assert ("its pooling layer has no weights" in caplog.text) == (pooler == "cls")
+    caplog.clear()
+    SimCSEModel(base, pooler=pooler, fresh_head=True).save_pretrained(tmp_path / "saved")  # a run starting
+    assert "its pooling layer has no weights" not in caplog.text
     saved = load_file(tmp_path / "saved" / "model.safetensors")
     head = {"pooler.dense.weight", "pooler.dense.bias"} if pooler == "cls" else set()  # cls: the head it trains
     assert set(saved) == set(without) | head
