@@ -96,7 +96,8 @@ class QueryDocumentsDataset(torch.utils.data.Dataset):
     ``num_negatives`` of its negative documents, drawn afresh each epoch from (seed, epoch, example), so that a
     resumed run draws what the uninterrupted run drew. A query with fewer negatives than that takes every one of
     its own, repeated as evenly as they go (each ``num_negatives // n`` or one more times), so that none is left out
-    of a step (FlagEmbedding's rule); one with none is refused. Every distinct document is tokenized once."""
+    of a step (FlagEmbedding's rule); ``data.check_negatives`` refuses, before, a query with none. Every distinct
+    document is tokenized once."""
 
     def __init__(
         self,
@@ -115,7 +116,6 @@ class QueryDocumentsDataset(torch.utils.data.Dataset):
             [np.array([row[text] for text in texts], dtype=np.int64) for texts in lists]
             for lists in (data.positives, data.negatives)
         )
-        data.check_negatives(num_negatives)
         if few := sum(len(rows) < num_negatives for rows in self.negative_rows):
             logger.warning(
                 "%s: %d queries hold fewer than %d negatives; each takes all of its own, repeated evenly",

@@ -123,7 +123,7 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
         if meta["required"]:
             kwargs["required"] = True
         if types[field.name] is bool:
-            kwargs["action"] = SwitchAction if field.default else "store_true"
+            kwargs["action"] = SwitchAction
         else:
             kwargs |= {"type": _scalar_type(types[field.name]), "choices": meta["choices"], "metavar": meta["metavar"]}
             if list in map(typing.get_origin, typing.get_args(types[field.name])):  # a mixture's list
@@ -136,8 +136,8 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
 
 
 class SwitchAction(argparse.BooleanOptionalAction):
-    """An on-by-default switch: ``--flag`` and ``--no-flag``, and ``--flag false`` / ``--flag true`` as
-    transformers' TrainingArguments write them."""
+    """A switch: ``--flag`` and ``--no-flag``, and ``--flag false`` / ``--flag true`` as transformers'
+    TrainingArguments write them."""
 
     WORDS = {"true": True, "1": True, "yes": True, "on": True, "false": False, "0": False, "no": False, "off": False}
 

@@ -7,7 +7,6 @@ it never passes through this code, its logs or the files it writes.
 from __future__ import annotations
 
 import logging
-import math
 import os
 from pathlib import Path
 
@@ -34,6 +33,7 @@ from simcse.run_folder import (
     TRAIN_ARGS_NAME,
     WANDB_FOLDER,
     WANDB_RUN_ID_NAME,
+    best_line,
     read_json,
     read_metrics,
     write_together,
@@ -250,11 +250,9 @@ def _with_best_dev(report: dict, folder: Path, info: dict) -> dict:
     if not metric or not dev or not path.is_file():
         return report
     task = task_selecting_by(metric)
-    lines = [line for line in read_metrics(path) if isinstance(line.get(metric), (int, float))]
-    lines = [line for line in lines if math.isfinite(line[metric])]
-    if not lines or dev in report.get(task.report_key, {}):
+    best = best_line(read_metrics(path), metric)
+    if best is None or dev in report.get(task.report_key, {}):
         return report
-    best = max(lines, key=lambda line: line[metric])  # the first of the highest: the step the run kept
     results = {dev: {key: best[key] for key in task.metric_keys}} | report.get(task.report_key, {})
     return report | {task.report_key: results}
 

@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader
 
 from simcse.batching import EpochBatchSampler, QueryDocumentsDataset, ScoredCollator, SimCSEDataset
 from simcse.data import DATA_KINDS, TrainData, negatives_per_query
+from simcse.model_loading import prompt_length
 from simcse.rules import one_or_list
 
 if TYPE_CHECKING:
@@ -170,16 +171,12 @@ def batch_facts(sampler: MixtureBatchSampler, datasets: Sequence, objectives: Se
 
 
 def warn_about_prompt(settings: LoaderSettings, model: SimCSEModel, process: ProcessInfo) -> None:
-    if model.prompt and process.is_main and prompt_tokens(model) > settings.max_length / 4:
+    if model.prompt and process.is_main and prompt_length(model.tokenizer, model.prompt) > settings.max_length / 4:
         logger.warning(
             "the prompt takes %d of the %d tokens of --max_length; the sentences keep the rest",
-            prompt_tokens(model),
+            prompt_length(model.tokenizer, model.prompt),
             settings.max_length,
         )
-
-
-def prompt_tokens(model: SimCSEModel) -> int:
-    return len(model.tokenizer(model.prompt, add_special_tokens=False)["input_ids"]) if model.prompt else 0
 
 
 def tokenized_dataset(
@@ -201,7 +198,7 @@ def tokenized_dataset(
         if len(dataset.columns[0][0]) == settings.max_length:
             raise ValueError(
                 f"--max_length {settings.max_length} leaves no room for the sentences: after the special tokens"
-                + (f" and the prompt's {prompt_tokens(model)}" if model.prompt else "")
+                + (f" and the prompt's {prompt_length(model.tokenizer, model.prompt)}" if model.prompt else "")
                 + " every sentence is cut to the same token ids; raise --max_length"
             )
         raise ValueError(

@@ -181,11 +181,15 @@ def tokenizer_problem(tokenizer: PreTrainedTokenizerBase, num_embeddings: int) -
     return None
 
 
+def prompt_length(tokenizer: PreTrainedTokenizerBase, prompt: str) -> int:
+    """The tokens ``prompt`` takes before a text (no special tokens)."""
+    return len(tokenizer(prompt, add_special_tokens=False)["input_ids"]) if prompt else 0
+
+
 def no_room_for_text(tokenizer: PreTrainedTokenizerBase, flag: str, length: int, prompt: str) -> str | None:
     """Why ``length`` tokens leave no room for text once the special tokens and ``prompt`` are in (every text
     would embed the same, and a retrieval set would rank by id), or None."""
-    special = tokenizer.num_special_tokens_to_add()
-    prompt_tokens = len(tokenizer(prompt, add_special_tokens=False)["input_ids"]) if prompt else 0
+    special, prompt_tokens = tokenizer.num_special_tokens_to_add(), prompt_length(tokenizer, prompt)
     if length > special + prompt_tokens:
         return None
     taken = f"the special tokens ({special})" + (f" and the prompt {prompt!r} ({prompt_tokens})" if prompt else "")

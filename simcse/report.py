@@ -9,7 +9,7 @@ import statistics
 from pathlib import Path
 
 from simcse.evaluate import METRIC_KEYS, SELECTION_METRIC, TABLE_COLUMNS
-from simcse.run_folder import EVAL_RESULTS_NAME, METRICS_NAME, read_metrics, write_together
+from simcse.run_folder import EVAL_RESULTS_NAME, METRICS_NAME, best_line, read_metrics, write_together
 from simcse.tasks import read_eval_report, task_selecting_by
 
 BEST_DEV = "dev (best step)"
@@ -41,10 +41,9 @@ def run_results(folder: Path) -> dict[str, dict[str, float]]:
             f"{folder / EVAL_RESULTS_NAME} on STS sets"
         )
     lines = read_metrics(folder / METRICS_NAME, required=(SELECTION_METRIC, *METRIC_KEYS))
-    lines = [line for line in lines if not math.isnan(line[SELECTION_METRIC])]
-    if not lines:
+    best = best_line(lines, SELECTION_METRIC)
+    if best is None:
         raise ValueError(f"{folder / METRICS_NAME}: no evaluation with a finite {SELECTION_METRIC}")
-    best = max(lines, key=lambda line: line[SELECTION_METRIC])
     return {BEST_DEV: {key: best[key] for key in METRIC_KEYS}}
 
 
@@ -111,12 +110,6 @@ def loss_curves(lines: list[dict]) -> dict[str, tuple[list[int], list[float]]]:
     return {os.path.basename(label): curve(rows, label) for label in datasets}
 
 
-def best_point(steps: list[int], values: list[float]) -> tuple[int, float] | None:
-    """The step the run kept as its best (the first of the highest finite scores), with its score."""
-    finite = [(value, -step) for step, value in zip(steps, values) if math.isfinite(value)]
-    return (-max(finite)[1], max(finite)[0]) if finite else None
-
-
 def _draw(axis, steps: list[int], values: list[float], label: str) -> None:
     """One curve; a NaN stays a gap in it, marked with a red x at the bottom of the chart."""
     axis.plot(steps, values, marker="o", markersize=3, label=label)
@@ -146,8 +139,8 @@ def plot_runs(runs: dict[str, list[dict]], path: str | os.PathLike, flag: str = 
         steps, values = curve(lines, metric)
         if steps:
             _draw(score_axis, steps, values, name)
-        if best := best_point(steps, values):
-            score_axis.plot([best[0]], [best[1]], "*", markersize=14, color="gold", markeredgecolor="black")
+        if best := best_line(lines, metric):
+            score_axis.plot([best["step"]], [best[metric]], "*", markersize=14, color="gold", markeredgecolor="black")
     shown = " / ".join(sorted(metrics))
     loss_axis.set(title="training loss (mean since the previous evaluation)", xlabel="step", ylabel="loss")
     score_axis.set(title=f"dev {shown}, which selects the checkpoint (star: the best)", xlabel="step", ylabel=shown)

@@ -262,11 +262,10 @@ def evaluate_retrieval(
     by_id = sorted(range(len(data.corpus_ids)), key=data.corpus_ids.__getitem__)
     id_order = torch.empty(len(by_id), dtype=torch.long)
     id_order[by_id] = torch.arange(len(by_id))  # each document's place in ascending id order
-    scores, rows = search(*normalized, SEARCH_DEPTH, tie_order=id_order)
+    _, rows = search(*normalized, SEARCH_DEPTH, tie_order=id_order)
     per_query = []
-    for query, query_scores, query_rows in zip(data.query_ids, scores.tolist(), rows.tolist()):
-        ranked = sorted(zip(query_scores, (data.corpus_ids[row] for row in query_rows)), key=lambda x: (-x[0], x[1]))
-        per_query.append(ranking_metrics([document for _, document in ranked], data.qrels[query]))
+    for query, query_rows in zip(data.query_ids, rows.tolist()):  # ranked by score, ties by ascending id
+        per_query.append(ranking_metrics([data.corpus_ids[row] for row in query_rows], data.qrels[query]))
     means = {key: float(np.mean([metrics[key] for metrics in per_query])) for key in RETRIEVAL_KEYS}
     return means | {
         "queries": len(data.query_ids),

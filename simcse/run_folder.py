@@ -6,6 +6,7 @@ import errno
 import fcntl
 import fnmatch
 import json
+import math
 import os
 import shutil
 from pathlib import Path
@@ -131,6 +132,13 @@ def write_together(files: dict[Path, str | bytes], flag: str) -> None:
         raise
     for path, partial in temporary.items():
         os.replace(partial, path)
+
+
+def best_line(lines: list[dict], metric: str) -> dict | None:
+    """The evaluation a run kept as its best: the first of the highest finite ``metric`` (a later equal score
+    never replaces it), or None when no score is finite."""
+    scored = [line for line in lines if isinstance(line.get(metric), (int, float)) and math.isfinite(line[metric])]
+    return max(scored, key=lambda line: line[metric]) if scored else None
 
 
 def read_metrics(path: str | os.PathLike, required: tuple[str, ...] = ()) -> list[dict]:

@@ -203,6 +203,12 @@ def test_a_switch_on_by_default_takes_no_flag_or_a_word(flags, value):
     assert parse_args(["--train_data", "t.tsv", *flags]).eval_at_start is value
 
 
+@pytest.mark.parametrize("flags, value", [([], False), (["--amp"], True), (["--amp", "true"], True),
+                                          (["--amp", "off"], False), (["--no-amp"], False)])  # fmt: skip
+def test_a_switch_off_by_default_takes_the_same_forms(flags, value):
+    assert parse_args(["--train_data", "t.tsv", *flags]).amp is value
+
+
 @pytest.mark.parametrize("flags", [["--eval_at_start", "maybe"], ["--no-eval_at_start", "false"]])
 def test_a_switch_refuses_another_word(flags, capsys):
     with pytest.raises(SystemExit):
