@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The offline demo: no network, no GPU; 36 s on 2 idle CPU cores (median of 3 runs, README "Demo").
+# The offline demo: no network, no GPU; 37 s on 2 idle CPU cores (median of 3 runs, README "Demo").
 #  1. writes templated Korean sentences whose similarity is known by construction (data/make_demo_data.py);
 #  2. builds a small BERT with random weights and a WordPiece tokenizer trained on those sentences;
 #  3. trains supervised SimCSE on NLI-like triplets, evaluating on the dev pairs as it goes;
