@@ -29,11 +29,11 @@ import torch
 from common import REPO_ROOT, SHARED_DATA, dev_spearman, minilm_path, train_sentence_transformer
 
 from simcse.batching import EpochBatchSampler
-from simcse.data import TrainData, load_train_data, write_train_tsv
 from simcse.evaluate import SELECTION_METRIC
 from simcse.loader import MixtureBatchSampler
 from simcse.nli import nli_triplets
 from simcse.run_folder import METRICS_NAME, read_metrics
+from simcse.train_data import TrainData, load_train_data, write_train_tsv
 
 COMMON = {"learning_rate": 2e-5, "warmup_ratio": 0.1, "max_length": 64, "pooler": "avg", "eval_steps": 100_000}
 BATCHES = (64, 8)  # triplets, scored pairs

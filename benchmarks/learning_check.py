@@ -34,10 +34,11 @@ import torch
 from common import REPO_ROOT, SHARED_DATA, minilm_path, sentence_transformers_cls
 
 from simcse.batching import EpochBatchSampler
-from simcse.data import TrainData, load_sts, write_train_tsv
+from simcse.data import load_sts
 from simcse.evaluate import SELECTION_METRIC
 from simcse.nli import nli_triplets
 from simcse.run_folder import METRICS_NAME, read_metrics
+from simcse.train_data import TrainData, write_train_tsv
 
 RECIPE = {"batch_size": 64, "learning_rate": 5e-5, "epochs": 1, "max_length": 64, "temp": 0.05}
 

@@ -33,10 +33,10 @@ import torch
 from common import REPO_ROOT, SHARED_DATA, dev_spearman, minilm_path, train_sentence_transformer
 
 from simcse.batching import EpochBatchSampler
-from simcse.data import TrainData, load_train_data, write_train_tsv
 from simcse.evaluate import SELECTION_METRIC
 from simcse.nli import nli_triplets
 from simcse.run_folder import METRICS_NAME, read_metrics
+from simcse.train_data import TrainData, load_train_data, write_train_tsv
 
 STAGE1 = {"batch_size": 64, "learning_rate": 5e-5, "epochs": 1, "max_length": 64}
 STAGE2 = {"batch_size": 32, "learning_rate": 2e-5, "warmup_ratio": 0.1, "weight_decay": 0.01, "max_length": 64}

@@ -34,11 +34,12 @@ from common import REPO_ROOT, SHARED_DATA, matmul_peak_flops, minilm_path, sente
 from plain_train import TEMPERATURE, PlainSimCSE
 
 from simcse.batching import SimCSEDataset
-from simcse.data import load_sts, write_train_tsv
+from simcse.data import load_sts
 from simcse.loss import duplicate_candidates, info_nce
 from simcse.model import SimCSEModel
 from simcse.nli import nli_triplets
 from simcse.optim import parameter_groups
+from simcse.train_data import write_train_tsv
 
 
 class Package:

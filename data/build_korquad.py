@@ -14,9 +14,9 @@ import argparse
 from pathlib import Path
 
 from simcse.cli import check_writable_file, refuse_empty_paths, run_main
-from simcse.data import write_train_tsv
 from simcse.korquad import question_paragraph_pairs, read_korquad_files, split_articles, write_retrieval_set
 from simcse.registry import RETRIEVAL_SETS, default_data_dir
+from simcse.train_data import write_train_tsv
 
 KORQUAD_DEV = RETRIEVAL_SETS["korquad_dev"]
 

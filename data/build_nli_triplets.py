@@ -10,9 +10,9 @@ import argparse
 from pathlib import Path
 
 from simcse.cli import check_writable_file, refuse_empty_paths, run_main
-from simcse.data import write_train_tsv
 from simcse.nli import NLI_LABELS, nli_triplets
 from simcse.registry import KORNLI_DOWNLOAD_SCRIPT
+from simcse.train_data import write_train_tsv
 
 KORNLI = Path(__file__).resolve().parent / "kornli"
 

@@ -11,9 +11,9 @@ __version__ = "0.1.0"
 _HOMES = {
     "DataFormatError": "simcse.data",
     "STSData": "simcse.data",
-    "TrainData": "simcse.data",
+    "TrainData": "simcse.train_data",
     "load_sts": "simcse.data",
-    "load_train_data": "simcse.data",
+    "load_train_data": "simcse.train_data",
     "evaluate_sts": "simcse.evaluate",
     "format_sts_table": "simcse.evaluate",
     "sts_metrics": "simcse.evaluate",

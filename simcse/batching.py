@@ -1,5 +1,5 @@
-"""Batching for training and encoding: token ids stored once, the training datasets, the epoch sampler and the
-collators (``simcse.loader`` builds a run's loader from them)."""
+"""Batching for training and encoding: the training datasets over token ids (``simcse.tokenized``), the epoch
+sampler and the collators (``simcse.loader`` builds a run's loader from them)."""
 
 from __future__ import annotations
 
@@ -11,74 +11,20 @@ import numpy as np
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from simcse.progress import progress_bar
-
 if TYPE_CHECKING:
-    from simcse.data import TrainData
+    from simcse.tokenized import TokenizedData
 
 logger = logging.getLogger(__name__)
-
-
-class TokenizedSentences:
-    """Token ids of many sentences, tokenized once, kept in one flat int32 array.
-
-    A flat array costs 4 bytes a token; a list of Python lists would cost about ten times that, which
-    matters for a 1M-sentence corpus.
-    """
-
-    def __init__(
-        self,
-        sentences: Sequence[str],
-        tokenizer: PreTrainedTokenizerBase,
-        max_length: int,
-        chunk_size: int = 10_000,
-        desc: str | None = None,
-        prompt: str = "",
-    ):
-        if not getattr(tokenizer, "is_fast", False):
-            raise ValueError(f"{type(tokenizer).__name__} is not a fast tokenizer; load it with use_fast=True")
-        if max_length < 2:
-            raise ValueError(f"max_length must be at least 2 (room for [CLS] and [SEP]), got {max_length}")
-        pieces: list[np.ndarray] = []
-        lengths = np.zeros(len(sentences), dtype=np.int64)
-        starts = range(0, len(sentences), chunk_size)
-        show = desc is not None and len(sentences) > chunk_size
-        for start in progress_bar(iterable=starts, desc=desc, unit="chunk", disable=not show):
-            ids = tokenizer(
-                [prompt + sentence for sentence in sentences[start : start + chunk_size]],
-                add_special_tokens=True,
-                truncation=True,
-                max_length=max_length,
-                return_attention_mask=False,
-                return_token_type_ids=False,
-            )["input_ids"]
-            lengths[start : start + len(ids)] = [len(row) for row in ids]
-            pieces.extend(np.asarray(row, dtype=np.int32) for row in ids)
-        self.ids = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.int32)
-        self.offsets = np.concatenate([[0], np.cumsum(lengths)])
-        self.lengths = lengths
-
-    def __len__(self) -> int:
-        return len(self.lengths)
-
-    def __getitem__(self, index: int) -> np.ndarray:
-        return self.ids[self.offsets[index] : self.offsets[index + 1]]
 
 
 class SimCSEDataset(torch.utils.data.Dataset):
     """Training examples as token ids: each item is ``num_sent`` id arrays (anchor, positive[, hard neg]); for
     scored pairs, the pair's two id arrays and its gold score."""
 
-    def __init__(self, data: TrainData, tokenizer: PreTrainedTokenizerBase, max_length: int, prompt: str = ""):
-        self.num_sent = data.num_sent
-        self.scores = data.scores
-        self.longest = max_length  # tokens of its longest sentence, at most
-        self.columns = [
-            TokenizedSentences(
-                column, tokenizer, max_length, desc=f"tokenizing column {i + 1}/{len(data.columns)}", prompt=prompt
-            )
-            for i, column in enumerate(data.columns)
-        ]
+    def __init__(self, data: TokenizedData):
+        self.columns, self.scores = data.columns, data.scores
+        self.num_sent = 2 if len(self.columns) == 1 else len(self.columns)
+        self.longest = max(int(column.lengths.max(initial=0)) for column in self.columns)  # its longest text's tokens
 
     def __len__(self) -> int:
         return len(self.columns[0])
@@ -86,7 +32,7 @@ class SimCSEDataset(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> tuple:
         ids = tuple(column[index] for column in self.columns)
         if self.scores is not None:
-            return ids, self.scores[index]
+            return ids, float(self.scores[index])
         # Unsupervised: the same ids twice; the two dropout masks make the two views differ.
         return ids * 2 if len(ids) == 1 else ids
 
@@ -96,39 +42,21 @@ class QueryDocumentsDataset(torch.utils.data.Dataset):
     ``num_negatives`` of its negative documents, drawn afresh each epoch from (seed, epoch, example), so that a
     resumed run draws what the uninterrupted run drew. A query with fewer negatives than that takes every one of
     its own, repeated as evenly as they go (each ``num_negatives // n`` or one more times), so that none is left out
-    of a step (FlagEmbedding's rule); ``data.check_negatives`` refuses, before, a query with none. Every distinct
-    document is tokenized once."""
+    of a step (FlagEmbedding's rule); ``RowSummary.check_for_run`` refuses, before, a query with none. Each
+    distinct document is stored (and tokenized) once."""
 
-    def __init__(
-        self,
-        data: TrainData,
-        tokenizer: PreTrainedTokenizerBase,
-        lengths: tuple[int, int],
-        prompts: tuple[str, str],
-        num_negatives: int,
-        seed: int,
-    ):
-        (query_length, document_length), (query_prompt, document_prompt) = lengths, prompts
+    def __init__(self, data: TokenizedData, num_negatives: int, seed: int):
         self.num_sent, self.num_negatives, self.seed, self.epoch = 2 + num_negatives, num_negatives, seed, 0
-        self.longest = max(lengths)  # tokens of its longest text, at most
-        row = {text: i for i, text in enumerate(dict.fromkeys(data.texts()[len(data) :]))}  # the documents
-        self.positive_rows, self.negative_rows = (
-            [np.array([row[text] for text in texts], dtype=np.int64) for texts in lists]
-            for lists in (data.positives, data.negatives)
-        )
-        if few := sum(len(rows) < num_negatives for rows in self.negative_rows):
+        self.queries, self.documents = data.columns[0], data.documents
+        self.positive_rows, self.negative_rows = data.positives, data.negatives
+        self.longest = max(int(column.lengths.max(initial=0)) for column in (self.queries, self.documents))
+        if few := int((self.negative_rows.lengths < num_negatives).sum()):
             logger.warning(
                 "%s: %d queries hold fewer than %d negatives; each takes all of its own, repeated evenly",
                 data.path,
                 few,
                 num_negatives,
             )
-        self.queries = TokenizedSentences(
-            data.columns[0], tokenizer, query_length, desc="tokenizing queries", prompt=query_prompt
-        )
-        self.documents = TokenizedSentences(
-            list(row), tokenizer, document_length, desc="tokenizing documents", prompt=document_prompt
-        )
         self.columns = [self.queries, self.documents]
 
     def set_epoch(self, epoch: int) -> None:

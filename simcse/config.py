@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from simcse.objectives import DEFAULT_OBJECTIVE, OBJECTIVES, LossSettings
 from simcse.poolers import DEFAULT_POOLER, POOLERS, POOLERS_WITH_HEAD
-from simcse.registry import DATA_DIR_DEFAULT
+from simcse.registry import DATA_DIR_DEFAULT, TOKEN_STORE_IN_MEMORY, TOKEN_STORE_TIMEOUT, TOKEN_STORE_VARIABLE
 from simcse.rules import (
     as_list,
     at_least,
@@ -162,6 +162,15 @@ class TrainConfig:
         none_means="1",
     )
     num_workers: int = setting(0, "DataLoader worker processes", "data", rule=non_negative)
+    token_store: str | None = setting(
+        None, f"folder of the token stores (each training file tokenized once, memory-mapped by every run and process; "
+        f"README: Training data at scale), or {TOKEN_STORE_IN_MEMORY}: tokenize in memory", "data",
+        none_means=f"${TOKEN_STORE_VARIABLE}, else ~/.cache/simcse-ko/token-store", path=True,
+    )  # fmt: skip
+    token_store_timeout: float = setting(
+        TOKEN_STORE_TIMEOUT, "seconds the other torchrun processes wait for the first to build a token store", "data",
+        rule=positive,
+    )  # fmt: skip
     # optimisation
     objective: str | list[str] = setting(
         DEFAULT_OBJECTIVE,

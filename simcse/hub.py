@@ -14,7 +14,6 @@ from huggingface_hub import EvalResult, ModelCardData, create_repo, get_token, u
 from huggingface_hub import constants as hub_constants
 
 from simcse.config import CARD_SETTINGS, DEFAULT_MAX_LENGTH, upgrade_saved_settings
-from simcse.data import DATA_KINDS
 from simcse.objectives import OBJECTIVES
 from simcse.poolers import DEFAULT_POOLER, POOLERS
 from simcse.registry import KORNLI_HUB_ID, STS_DATASETS
@@ -40,6 +39,7 @@ from simcse.run_folder import (
     written_by_a_run,
 )
 from simcse.tasks import TASKS, read_eval_report, task_selecting_by, write_eval_report
+from simcse.train_data import DATA_KINDS
 
 logger = logging.getLogger(__name__)
 

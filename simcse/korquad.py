@@ -11,10 +11,10 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from simcse.data import TrainData
 from simcse.registry import CORPUS_NAME, QRELS_FOLDER, QRELS_HEADER, QUERIES_NAME
 from simcse.run_folder import json_text, write_together
 from simcse.text_files import DataFormatError, read_text
+from simcse.train_data import TrainData
 
 logger = logging.getLogger(__name__)
 

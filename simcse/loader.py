@@ -9,13 +9,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
 from simcse.batching import EpochBatchSampler, QueryDocumentsDataset, ScoredCollator, SimCSEDataset
-from simcse.data import DATA_KINDS, TrainData, negatives_per_query
 from simcse.model_loading import prompt_length
 from simcse.rules import one_or_list
+from simcse.tokenized import TextSettings, TokenizedData
+from simcse.train_data import DATA_KINDS, DataKind, negatives_per_query
 
 if TYPE_CHECKING:
     from simcse.config import Part
@@ -115,12 +117,12 @@ class MixtureCollator:
 
 def build_loader(
     settings: LoaderSettings,
-    train_data: Sequence[TrainData],
+    train_data: Sequence[TokenizedData],
     model: SimCSEModel,
     process: ProcessInfo,
     device: torch.device,
 ) -> tuple[MixtureBatchSampler, DataLoader]:
-    """Every training dataset tokenized once, and the loader of this process's slice of every batch."""
+    """The loader of this process's slice of every batch of the training datasets."""
     warn_about_prompt(settings, model, process)
     samplers, datasets = [], []
     for part, data in zip(settings.parts, train_data):
@@ -142,7 +144,7 @@ def build_loader(
                 sampler.largest_batch,
             )
         samplers.append(sampler)
-        datasets.append(tokenized_dataset(settings, part, data, model))
+        datasets.append(training_dataset(settings, part, data, model))
     collators = [model.collator if data.scores is None else ScoredCollator(model.collator) for data in train_data]
     sampler = MixtureBatchSampler(samplers, settings.mixture, settings.seed)
     loader = DataLoader(
@@ -179,21 +181,23 @@ def warn_about_prompt(settings: LoaderSettings, model: SimCSEModel, process: Pro
         )
 
 
-def tokenized_dataset(
-    settings: LoaderSettings, part: Part, data: TrainData, model: SimCSEModel
+def text_settings(max_length: int, kind: DataKind, model: SimCSEModel) -> TextSettings:
+    """How a dataset of ``kind`` becomes token ids: retrieval data's queries and documents each with their own
+    prompt (and documents with their own length), other data with the model's prompt."""
+    if kind.documents:
+        prompts = model.prompt_for("query"), model.prompt_for("document")
+        return TextSettings(model.tokenizer, max_length, prompts[0], model.document_max_length, prompts[1])
+    return TextSettings(model.tokenizer, max_length, model.prompt)
+
+
+def training_dataset(
+    settings: LoaderSettings, part: Part, data: TokenizedData, model: SimCSEModel
 ) -> SimCSEDataset | QueryDocumentsDataset:
-    """One training dataset as token ids, refused when every sentence comes out the same."""
+    """One training dataset over its token ids, refused when every sentence comes out the same."""
     if DATA_KINDS[data.kind].documents:
-        dataset = QueryDocumentsDataset(
-            data,
-            model.tokenizer,
-            (settings.max_length, model.document_max_length),
-            (model.prompt_for("query"), model.prompt_for("document")),
-            negatives_per_query(settings.num_negatives),
-            settings.seed,
-        )
+        dataset = QueryDocumentsDataset(data, negatives_per_query(settings.num_negatives), settings.seed)
     else:
-        dataset = SimCSEDataset(data, model.tokenizer, settings.max_length, prompt=model.prompt)
+        dataset = SimCSEDataset(data)
     if tokenizes_alike(dataset):
         if len(dataset.columns[0][0]) == settings.max_length:
             raise ValueError(
@@ -212,6 +216,6 @@ def tokenizes_alike(dataset: SimCSEDataset | QueryDocumentsDataset) -> bool:
     """Whether every sentence of every column has the token ids of the first one."""
     first = dataset.columns[0][0]  # (L,)
     return all(
-        (column.lengths == len(first)).all() and (column.ids.reshape(-1, len(first)) == first).all()
+        (column.lengths == len(first)).all() and (np.asarray(column.values).reshape(-1, len(first)) == first).all()
         for column in dataset.columns
     )

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import torch
 
-from simcse.data import DATA_KINDS, load_train_data
 from simcse.registry import CORPUS_NAME
 from simcse.retrieval import search, texts_by_id
 from simcse.run_folder import write_together
 from simcse.text_files import DataFormatError, drop_blank_lines, read_lines
+from simcse.train_data import DATA_KINDS, load_train_data
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from torch import nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedTokenizerBase
 
 from simcse import st_format
-from simcse.batching import SimCSECollator, TokenizedSentences
+from simcse.batching import SimCSECollator
 from simcse.config import DEFAULT_DOCUMENT_MAX_LENGTH, DEFAULT_MAX_LENGTH
 from simcse.device import default_encode_batch_size, gpu_half_dtype
 from simcse.model_loading import (
@@ -34,6 +34,7 @@ from simcse.model_loading import (
 from simcse.poolers import DEFAULT_POOLER, POOLERS, POOLERS_WITH_HEAD
 from simcse.progress import progress_bar
 from simcse.run_folder import SIMCSE_CONFIG_NAME, SIMCSE_HEAD_NAME, write_json
+from simcse.tokenized import tokenize_texts
 from simcse.unpad import supports_unpadding, unpadded_forward, unpadding_problem
 
 logger = logging.getLogger(__name__)
@@ -408,7 +409,7 @@ class SimCSEModel(nn.Module):
         max_length = self.max_length if max_length is None else max_length
         self.check_max_length(max_length)
         prompt = self.prompt if prompt is None else prompt
-        tokenized = TokenizedSentences(sentences, self.tokenizer, max_length, prompt=prompt)
+        tokenized = tokenize_texts(sentences, self.tokenizer, max_length, prompt)
         order = np.argsort(-tokenized.lengths, kind="stable")
         embeddings = np.zeros((len(tokenized), self.config.hidden_size), dtype=np.float32)
         # Half precision on GPUs (fast and accurate enough for ranking); the CPU stays in float32.

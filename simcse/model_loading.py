@@ -13,6 +13,7 @@ from urllib.parse import urlparse
 
 import huggingface_hub
 import huggingface_hub.utils
+import numpy as np
 from huggingface_hub import constants as hub_constants
 from torch import nn
 from transformers import PreTrainedTokenizerBase
@@ -199,15 +200,13 @@ def no_room_for_text(tokenizer: PreTrainedTokenizerBase, flag: str, length: int,
     )
 
 
-def unknown_token_share(tokenizer: PreTrainedTokenizerBase, sentences: Sequence[str]) -> float:
-    """The share of the tokens of ``sentences`` (special tokens aside) that ``tokenizer`` maps to its unknown
-    token."""
-    if tokenizer.unk_token_id is None or not sentences:
+def unknown_token_share(tokenizer: PreTrainedTokenizerBase, id_rows: Sequence[Sequence[int]]) -> float:
+    """The share of the tokens of ``id_rows`` (special tokens aside) that are ``tokenizer``'s unknown token."""
+    if tokenizer.unk_token_id is None or not len(id_rows):
         return 0.0
-    # Whole sentences, never cut: verbose=False keeps transformers from warning that they exceed the model length.
-    ids = tokenizer(list(sentences), add_special_tokens=False, verbose=False)["input_ids"]
-    total = sum(map(len, ids))
-    return sum(row.count(tokenizer.unk_token_id) for row in ids) / total if total else 0.0
+    ids = np.concatenate([np.asarray(row, dtype=np.int64) for row in id_rows])
+    ids = ids[~np.isin(ids, [i for i in tokenizer.all_special_ids if i != tokenizer.unk_token_id])]
+    return float((ids == tokenizer.unk_token_id).mean()) if len(ids) else 0.0
 
 
 def max_sequence_length(encoder: nn.Module) -> int | None:

@@ -7,8 +7,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from simcse.data import TrainData
 from simcse.text_files import DataFormatError, drop_blank_lines, is_blank, quoted, read_lines, split_row
+from simcse.train_data import TrainData
 
 NLI_HEADER = ("sentence1", "sentence2", "gold_label")
 NLI_LABELS = ("entailment", "neutral", "contradiction")
@@ -42,7 +42,7 @@ def nli_triplets(paths: Sequence[str | os.PathLike]) -> tuple[TrainData, Triplet
     report = TripletReport()
     hypotheses: dict[str, dict[str, str]] = {}  # premise -> label -> first hypothesis
     for path in map(Path, paths):
-        lines = drop_blank_lines(path, read_lines(path))
+        lines = list(drop_blank_lines(path, read_lines(path)))
         if not lines or tuple(lines[0][1].split("\t")) != NLI_HEADER:
             raise DataFormatError(path, "line 1", "expected the header sentence1\tsentence2\tgold_label")
         for number, line in lines[1:]:

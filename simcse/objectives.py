@@ -1,6 +1,6 @@
 """The training objectives: one entry each in ``OBJECTIVES``, chosen by ``--objective``.
 
-An entry declares the training data it takes (kinds of ``simcse.data.DATA_KINDS``; any other is refused in one
+An entry declares the training data it takes (kinds of ``simcse.train_data.DATA_KINDS``; any other is refused in one
 line that names the objective taking it), its whole loss (masks included) as a function of the batch's embeddings,
 token ids and scores and of a small settings record (``LossSettings``), whether the batch's other examples are its
 negatives (``train_args.json`` counts the negatives per anchor) and whether it reads a triplet's hard negative. The
@@ -18,7 +18,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from simcse.data import DATA_KINDS, DataFormatError, TrainData, load_train_data
+from simcse.data import DataFormatError
+from simcse.table_files import is_table
+from simcse.train_data import TrainSource, resolve_train_path, train_data_kind
 
 Tensor = Any  # torch.Tensor, not imported here
 
@@ -109,18 +111,20 @@ class Objective:
     in_batch_negatives: bool  # the batch's other examples are negatives: duplicate masking applies
     hard_negatives: bool  # reads a triplet's third sentence, a query's negatives (--hard_negative_weight)
 
-    def read(self, name_or_path: str | os.PathLike, data_dir: str | os.PathLike | None = None) -> TrainData:
-        """The training data, refused in one line when it is of a kind this objective does not take."""
-        data = load_train_data(name_or_path, data_dir)
-        if data.kind not in self.data_kinds:
-            taker = next((name for name, other in OBJECTIVES.items() if data.kind in other.data_kinds), None)
+    def source(self, name_or_path: str | os.PathLike, data_dir: str | os.PathLike | None = None) -> TrainSource:
+        """The training file and its kind (from its first line or its columns), refused in one line when the kind
+        is not one this objective takes."""
+        path = resolve_train_path(name_or_path, data_dir)
+        kind = train_data_kind(path)
+        if kind.name not in self.data_kinds:
+            taker = next((name for name, other in OBJECTIVES.items() if kind.name in other.data_kinds), None)
             raise DataFormatError(
-                data.path,
-                "line 1",
-                f"{DATA_KINDS[data.kind].description}: train on it with --objective {taker} (--objective "
+                path,
+                None if is_table(path) else "line 1",
+                f"{kind.description}: train on it with --objective {taker} (--objective "
                 f"{self.name} takes {', '.join(self.data_kinds)})",
             )
-        return data
+        return TrainSource(path, kind)
 
     def negatives_per_anchor(self, batch: int, num_sent: int) -> int | None:
         """The candidates each anchor is contrasted with, for train_args.json (None without in-batch negatives)."""

@@ -70,7 +70,7 @@ def files(name_or_path: str | os.PathLike, split: str | None = None, data_dir=No
 def load(name_or_path: str | os.PathLike, split: str | None = None, data_dir=None) -> PairData:
     """The labelled pairs of a TSV (``split`` and ``data_dir`` are not used: a set is one file)."""
     path = Path(name_or_path)
-    lines = drop_blank_lines(path, read_lines(path))
+    lines = list(drop_blank_lines(path, read_lines(path)))
     header = tuple(field.strip() for field in lines[0][1].split("\t")) if lines else ()
     label_column = next((name for name in LABEL_COLUMNS if name in header), None)
     if label_column is None or not {"sentence1", "sentence2"} <= set(header):

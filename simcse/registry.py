@@ -11,6 +11,11 @@ DATA_DIR_VARIABLE = "SIMCSE_KO_DATA_DIR"
 DATA_DIR_DEFAULT = f"${DATA_DIR_VARIABLE}, else the checkout's data/ (a source checkout), else ./data"
 DATA_DIR_HELP = f"folder the dataset names resolve in (default: {DATA_DIR_DEFAULT})"
 _CHECKOUT = Path(__file__).resolve().parent.parent
+# Where the token stores of training files live (simcse.token_store): the flag, else the variable, else the user's
+# cache folder; IN_MEMORY tokenizes in memory instead.
+TOKEN_STORE_VARIABLE = "SIMCSE_KO_TOKEN_STORE"
+TOKEN_STORE_IN_MEMORY = "memory"
+TOKEN_STORE_TIMEOUT = 4 * 3600.0  # seconds the other torchrun processes wait for the first to build a store
 
 
 def missing_data_hint(commands: str, held: str) -> str:
@@ -31,6 +36,14 @@ def default_data_dir() -> Path:
     if (_CHECKOUT / "data" / "download.sh").is_file():
         return _CHECKOUT / "data"
     return Path("data")
+
+
+def default_token_store() -> Path:
+    """``$SIMCSE_KO_TOKEN_STORE``, else ``$XDG_CACHE_HOME`` (or ~/.cache) /simcse-ko/token-store: never the
+    checkout."""
+    if os.environ.get(TOKEN_STORE_VARIABLE):
+        return Path(os.environ[TOKEN_STORE_VARIABLE])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "simcse-ko" / "token-store"
 
 
 @dataclass(frozen=True)

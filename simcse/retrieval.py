@@ -107,7 +107,7 @@ def texts_by_id(path: Path, with_title: bool) -> dict[str, str]:
 
 
 def _read_qrels(path: Path, corpus: Mapping[str, str], queries: Mapping[str, str]) -> dict[str, dict[str, int]]:
-    lines = drop_blank_lines(path, read_lines(path))
+    lines = list(drop_blank_lines(path, read_lines(path)))
     if not lines or tuple(lines[0][1].split("\t")) != QRELS_HEADER:
         raise DataFormatError(path, "line 1", "expected the header query-id\\tcorpus-id\\tscore")
     qrels: dict[str, dict[str, int]] = {}

@@ -8,13 +8,17 @@ import logging
 import torch
 
 from simcse.config import TrainConfig
-from simcse.data import DATA_KINDS, TrainData, negatives_per_query, resolve_sts_path
+from simcse.distributed import ProcessInfo
+from simcse.loader import text_settings
 from simcse.model import SimCSEModel
 from simcse.model_loading import unknown_token_share
 from simcse.objectives import OBJECTIVES
-from simcse.rules import as_list, one_or_list
+from simcse.rules import one_or_list
 from simcse.tasks import EvalSet, load_set, set_files
 from simcse.text_files import file_fingerprint
+from simcse.token_store import StoreSettings, tokenized_train_data
+from simcse.tokenized import TokenizedData
+from simcse.train_data import TrainSource, negatives_per_query
 
 logger = logging.getLogger(__name__)
 
@@ -24,10 +28,10 @@ TOKENIZER_PROBE_SIZE = 2000
 UNKNOWN_SHARE_LIMIT = 0.5
 
 
-def read_inputs(config: TrainConfig) -> tuple[EvalSet, list[TrainData]]:
-    """The dev set (of any task in ``simcse.tasks``; a retrieval set's qrels/dev.tsv, else test.tsv) and every
-    training dataset (of a kind its objective takes), read before anything is built so that a bad file fails in
-    seconds."""
+def read_inputs(config: TrainConfig) -> tuple[EvalSet, list[TrainSource]]:
+    """The dev set (of any task in ``simcse.tasks``; a retrieval set's qrels/dev.tsv, else qrels/test.tsv) and
+    every training file with its kind (one its objective takes), found before anything is built so that a wrong
+    file fails in seconds; ``tokenize_inputs`` reads the training files once the tokenizer is known."""
     valid_data = sampled(load_set(config.valid_data, None, config.data_dir), config.valid_samples, config.seed)
     if valid_data.split == "test":
         logger.warning(
@@ -35,19 +39,28 @@ def read_inputs(config: TrainConfig) -> tuple[EvalSet, list[TrainData]]:
             "are not held out",
             config.valid_data,
         )
-    train_data = [OBJECTIVES[part.objective].read(part.train_data, config.data_dir) for part in config.parts()]
-    if config.num_negatives is not None and not any(DATA_KINDS[data.kind].documents for data in train_data):
+    sources = [OBJECTIVES[part.objective].source(part.train_data, config.data_dir) for part in config.parts()]
+    if config.num_negatives is not None and not any(source.kind.documents for source in sources):
         raise ValueError(
             f"--num_negatives reads the 'neg' lists of .jsonl retrieval data; {config.train_data} holds "
-            f"{', '.join(DATA_KINDS[data.kind].description for data in train_data)}: leave it out"
+            f"{', '.join(source.kind.description for source in sources)}: leave it out"
         )
-    for data in train_data:
-        data.check_negatives(negatives_per_query(config.num_negatives))
-        if len(data) < 2:
-            raise ValueError(f"{data.path}: {len(data)} training example; in-batch negatives need 2 or more")
-        if len(set(data.texts())) < 2:
-            raise ValueError(f"{data.path}: every sentence is the same; in-batch negatives need different ones")
-    return valid_data, train_data
+    return valid_data, sources
+
+
+def tokenize_inputs(
+    config: TrainConfig, sources: list[TrainSource], model: SimCSEModel, process: ProcessInfo
+) -> list[TokenizedData]:
+    """Every training file as token ids, from its token store (built by the first process when absent or
+    stale; ``--token_store memory``: in memory), each checked for what the run needs."""
+    store = StoreSettings.from_flag(config.token_store, config.token_store_timeout, process.is_main, process.rank)
+    tokenized: dict[TrainSource, TokenizedData] = {}  # a file given twice in a mixture is read once
+    for source in sources:
+        if source not in tokenized:
+            text = text_settings(config.max_length, source.kind, model)
+            data = tokenized[source] = tokenized_train_data(source.path, source.kind, text, store)
+            data.summary.check_for_run(data.path, negatives_per_query(config.num_negatives))
+    return [tokenized[source] for source in sources]
 
 
 def sampled(dev: EvalSet, count: int | None, seed: int) -> EvalSet:
@@ -61,18 +74,17 @@ def sampled(dev: EvalSet, count: int | None, seed: int) -> EvalSet:
     return dev.sample(count, seed)
 
 
-def example_counts(train_data: list[TrainData]) -> int | list[int]:
+def example_counts(train_data: list[TokenizedData]) -> int | list[int]:
     """The examples of each training dataset, as train_args.json and trainer_state.json record them (one number
     for a run on one dataset, as before mixtures)."""
     return one_or_list([len(data) for data in train_data])
 
 
-def data_fingerprints(config: TrainConfig) -> dict[str, str]:
-    """A hash of the training files and of the dev file (dataset names resolved; a retrieval dev set's three
-    files): what a resumed run must still read."""
-    train = [file_fingerprint(resolve_sts_path(path, config.data_dir)) for path in as_list(config.train_data)]
+def data_fingerprints(config: TrainConfig, train_data: list[TokenizedData]) -> dict[str, str]:
+    """A hash of the training files (as their token stores recorded it) and of the dev file (a retrieval dev set's
+    three files): what a resumed run must still read."""
     valid = "+".join(file_fingerprint(path) for path in set_files(config.valid_data, None, config.data_dir))
-    return {"train_data": "+".join(train), "valid_data": valid}
+    return {"train_data": "+".join(data.fingerprint for data in train_data), "valid_data": valid}
 
 
 def build_model(config: TrainConfig, resume, device: torch.device) -> SimCSEModel:
@@ -95,24 +107,33 @@ def build_model(config: TrainConfig, resume, device: torch.device) -> SimCSEMode
     ).to(device)
 
 
-def evenly_spaced(sentences: list[str], count: int) -> list[str]:
-    """About ``count`` sentences spread over the whole list (all of them when there are fewer)."""
-    return sentences[:: max(1, len(sentences) // count)]
+def evenly_spaced(count: int, wanted: int) -> range:
+    """About ``wanted`` indices spread over ``range(count)`` (all of them when there are fewer)."""
+    return range(0, count, max(1, count // wanted))
 
 
 def check_tokenizer_covers(
-    model: SimCSEModel, train_data: list[TrainData], valid_data: EvalSet, config: TrainConfig
+    model: SimCSEModel, train_data: list[TokenizedData], valid_data: EvalSet, config: TrainConfig
 ) -> None:
     """Refuse a tokenizer that maps most tokens of a training dataset or of the dev set to its unknown token: one
-    made for another language or script (a fitting one maps well under 1%). Sentences are probed from the whole
-    of each file, every column, so that a bad stretch past the first lines is found too."""
-    probes = {data.path: evenly_spaced(data.texts(), TOKENIZER_PROBE_SIZE) for data in train_data}
-    probes[config.valid_data] = evenly_spaced(valid_data.texts(), TOKENIZER_PROBE_SIZE)
+    made for another language or script (a fitting one maps well under 1%). Texts are probed from the whole of
+    each file, every column and the documents, so that a bad stretch past the first lines is found too."""
+    tokenizer = model.tokenizer
+    probes = {}
+    for data in train_data:
+        columns = data.columns + ([data.documents] if data.documents is not None else [])
+        probes[data.path] = [column[i] for column in columns for i in evenly_spaced(len(column), TOKENIZER_PROBE_SIZE)]
+    sentences = valid_data.texts()
+    probes[config.valid_data] = tokenizer(
+        [sentences[i] for i in evenly_spaced(len(sentences), TOKENIZER_PROBE_SIZE)],
+        add_special_tokens=False,
+        verbose=False,  # whole sentences, never cut: no warning that they exceed the model length
+    )["input_ids"]
     for source, probe in probes.items():
-        share = unknown_token_share(model.tokenizer, probe)
+        share = unknown_token_share(tokenizer, probe)
         if share > UNKNOWN_SHARE_LIMIT:
             raise ValueError(
-                f"{source}: the tokenizer of {model.tokenizer.name_or_path} maps {share:.0%} of the tokens of "
-                f"{len(probe)} sentences spread over the file to {model.tokenizer.unk_token}; it does not fit this "
+                f"{source}: the tokenizer of {tokenizer.name_or_path} maps {share:.0%} of the tokens of "
+                f"{len(probe)} sentences spread over the file to {tokenizer.unk_token}; it does not fit this "
                 "data (see --tokenizer)"
             )

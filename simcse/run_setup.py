@@ -25,7 +25,6 @@ import transformers
 import simcse
 from simcse import checkpoint, distributed
 from simcse.config import PATH_SETTINGS, RESUME_MUST_MATCH, TrainConfig, upgrade_saved_settings
-from simcse.data import TrainData
 from simcse.loop_state import LoopState
 from simcse.run_folder import (
     METRICS_NAME,
@@ -43,6 +42,7 @@ from simcse.run_folder import (
     write_metrics,
 )
 from simcse.run_inputs import example_counts
+from simcse.tokenized import TokenizedData
 
 logger = logging.getLogger(__name__)
 
@@ -186,7 +186,7 @@ def trainer_state(
     config: TrainConfig,
     loop: LoopState,
     steps_per_epoch: int,
-    train_data: list[TrainData],
+    train_data: list[TokenizedData],
     world_size: int,
     data_fingerprints: dict[str, str],
 ) -> dict:
@@ -228,15 +228,10 @@ def check_one_save(path: Path, trainer_state: dict, training_state: dict) -> Non
             )
 
 
-def find_resume_point(
-    config: TrainConfig,
-    output: Path,
-    process: distributed.ProcessInfo,
-    train_data: list[TrainData],
-    fingerprints: dict[str, str],
-) -> ResumePoint | None:
+def find_resume_point(config: TrainConfig, output: Path, process: distributed.ProcessInfo) -> ResumePoint | None:
     """The checkpoint ``--resume_from_checkpoint`` names, after checking that the run can go on from it: its
-    files and the best model's are whole and of one save, the settings and the data are the run's."""
+    files and the best model's are whole and of one save, the settings are the run's (``check_resumed_data``
+    checks the data, once it is read)."""
     if not config.resume_from_checkpoint:
         return None
     path = checkpoint.resolve_checkpoint(config.resume_from_checkpoint, output)
@@ -245,17 +240,25 @@ def find_resume_point(
     check_resumable(config, trainer_state)
     if trainer_state["world_size"] != process.world_size:
         raise ValueError(f"cannot resume a run of {trainer_state['world_size']} processes with {process.world_size}")
-    if trainer_state["num_train_examples"] != example_counts(train_data):
-        raise ValueError(
-            f"cannot resume: {config.train_data} now holds {example_counts(train_data)} examples, "
-            f"the run was started on {trainer_state['num_train_examples']}"
-        )
-    for name, fingerprint in trainer_state.get("data_fingerprints", {}).items():  # absent before this check
-        if fingerprints[name] != fingerprint:
-            raise ValueError(f"cannot resume: --{name} {getattr(config, name)} changed since the run started")
     training_state = checkpoint.read_training_state(path)
     check_one_save(path, trainer_state, training_state)
     return ResumePoint(path, trainer_state, training_state)
+
+
+def check_resumed_data(
+    config: TrainConfig, resume: ResumePoint | None, train_data: list[TokenizedData], fingerprints: dict[str, str]
+) -> None:
+    """Refuse to resume on training data other than the run's: other example counts, other file contents."""
+    if resume is None:
+        return
+    if resume.trainer_state["num_train_examples"] != example_counts(train_data):
+        raise ValueError(
+            f"cannot resume: {config.train_data} now holds {example_counts(train_data)} examples, "
+            f"the run was started on {resume.trainer_state['num_train_examples']}"
+        )
+    for name, fingerprint in resume.trainer_state.get("data_fingerprints", {}).items():  # absent before this check
+        if fingerprints[name] != fingerprint:
+            raise ValueError(f"cannot resume: --{name} {getattr(config, name)} changed since the run started")
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ import os
 import re
 import stat
 import unicodedata
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 logger = logging.getLogger("simcse.data")  # the data readers' one log
@@ -103,19 +104,44 @@ def composed(path: Path, text: str) -> str:
 
 def read_lines(path: Path) -> list[tuple[int, str]]:
     """(1-based line number, line) for every line of a UTF-8 file, line endings removed."""
-    text = read_text(path)
-    # Split on "\n" only: str.splitlines would also split on characters such as U+2028 inside a sentence.
-    lines = text.split("\n")
-    if lines[-1] == "":
-        lines.pop()
-    return [(number, line.removesuffix("\r")) for number, line in enumerate(lines, start=1)]
+    return list(stream_lines(path))
 
 
-def drop_blank_lines(path: Path, lines: list[tuple[int, str]]) -> list[tuple[int, str]]:
-    kept = [(number, line) for number, line in lines if line.strip()]
-    if len(kept) < len(lines):
-        logger.warning("%s: skipped %d blank line(s)", path, len(lines) - len(kept))
-    return kept
+def stream_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """``read_lines``, one line at a time: the file is never held whole. Lines split on "\\n" only (str.splitlines
+    would also split on characters such as U+2028 inside a sentence); each is in NFC, as ``read_text`` makes it."""
+    check_is_file(path)
+    changed = 0  # sentences (tab-separated fields) that NFC changed
+    with open(path, "rb") as file:
+        for number, raw in enumerate(file, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise DataFormatError(
+                    path, f"line {number}", f"not valid UTF-8 (byte 0x{raw[err.start]:02x}); save the file as UTF-8"
+                ) from None
+            line = line.removesuffix("\n").removesuffix("\r")
+            if number == 1:
+                line = line.removeprefix("\ufeff")
+            if not unicodedata.is_normalized("NFC", line):
+                composed = unicodedata.normalize("NFC", line)
+                changed += sum(a != b for a, b in zip(line.split("\t"), composed.split("\t")))
+                line = composed
+            yield number, line
+    if changed:
+        logger.warning("%s: %d sentence(s) normalised to Unicode NFC (decomposed Hangul composed)", path, changed)
+
+
+def drop_blank_lines(path: Path, lines: Iterable[tuple[int, str]]) -> Iterator[tuple[int, str]]:
+    """The non-blank lines, one log line counting the blank ones once all are read."""
+    blank = 0
+    for number, line in lines:
+        if line.strip():
+            yield number, line
+        else:
+            blank += 1
+    if blank:
+        logger.warning("%s: skipped %d blank line(s)", path, blank)
 
 
 def check_sentence(path: Path, where: str, text: str, column: str) -> str:
@@ -156,10 +182,11 @@ def split_row(path: Path, number: int, line: str, expected: int, what: str) -> l
     return fields
 
 
-def json_objects(path: Path, lines: list[tuple[int, str]], required: tuple[str, ...] = ()) -> list[tuple[int, dict]]:
-    """(line number, object) for every non-blank line of a JSONL file read into ``lines``, each a JSON object whose
+def json_objects(
+    path: Path, lines: Iterable[tuple[int, str]], required: tuple[str, ...] = ()
+) -> Iterator[tuple[int, dict]]:
+    """(line number, object) for every non-blank line of a JSONL file's ``lines``, each a JSON object whose
     ``required`` keys hold text."""
-    rows = []
     for number, line in drop_blank_lines(path, lines):
         try:
             row = json.loads(line)
@@ -170,5 +197,4 @@ def json_objects(path: Path, lines: list[tuple[int, str]], required: tuple[str, 
         for key in required:
             if not isinstance(row.get(key), str):
                 raise DataFormatError(path, f"line {number}", f"missing or non-string {key!r}")
-        rows.append((number, row))
-    return rows
+        yield number, row

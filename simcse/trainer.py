@@ -23,8 +23,16 @@ from simcse.objectives import OBJECTIVES, LossInputs
 from simcse.optim import apply_gradient, build_optimizer_and_scaler, build_schedule
 from simcse.rules import one_or_list
 from simcse.run_folder import METRICS_NAME, append_metrics
-from simcse.run_inputs import build_model, check_tokenizer_covers, data_fingerprints, example_counts, read_inputs
+from simcse.run_inputs import (
+    build_model,
+    check_tokenizer_covers,
+    data_fingerprints,
+    example_counts,
+    read_inputs,
+    tokenize_inputs,
+)
 from simcse.run_setup import (
+    check_resumed_data,
     claim_output_folder,
     find_resume_point,
     prepare_output_folder,
@@ -89,13 +97,15 @@ class Trainer:
         self.parts = config.parts()  # the training datasets, each with its objective and batch size
         self.objectives = [OBJECTIVES[part.objective] for part in self.parts]
         self.amp_dtype = autocast_dtype(config.amp, self.device, quiet=not self.is_main)
-        self.valid_data, self.train_data = read_inputs(config)
+        self.valid_data, sources = read_inputs(config)
         self.selection_metric = self.valid_data.task.selection_metric
         self.loss_settings = config.loss_settings()
-        self.data_fingerprints = data_fingerprints(config)
-        self.resume = find_resume_point(config, self.output, self.process, self.train_data, self.data_fingerprints)
+        self.resume = find_resume_point(config, self.output, self.process)
         self.model = build_model(config, self.resume, self.device)
+        self.train_data = tokenize_inputs(config, sources, self.model, self.process)
         check_tokenizer_covers(self.model, self.train_data, self.valid_data, config)
+        self.data_fingerprints = data_fingerprints(config, self.train_data)
+        check_resumed_data(config, self.resume, self.train_data, self.data_fingerprints)
         settings = LoaderSettings(
             self.parts, config.max_length, config.num_negatives, config.seed, config.mixture, config.num_workers
         )

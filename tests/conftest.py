@@ -6,6 +6,9 @@ import os
 # Nothing in the tests may reach the Hugging Face Hub.
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
+# Token stores of the tests' training files go to a folder of this session, never the user's cache.
+_TOKEN_STORE = __import__("tempfile").TemporaryDirectory(prefix="simcse-token-store-")
+os.environ["SIMCSE_KO_TOKEN_STORE"] = _TOKEN_STORE.name
 
 import runpy  # noqa: E402
 import subprocess  # noqa: E402

@@ -7,8 +7,10 @@ import pytest
 import torch
 from transformers import AutoConfig, AutoTokenizer
 
-from simcse.batching import SimCSECollator, SimCSEDataset, TokenizedSentences
-from simcse.data import KORSTS_HEADER, STS_DATASETS, DataFormatError, TrainData, load_sts, load_train_data
+from simcse.batching import SimCSECollator, SimCSEDataset
+from simcse.data import KORSTS_HEADER, STS_DATASETS, DataFormatError, load_sts
+from simcse.tokenized import TextSettings, tokenize_in_memory, tokenize_texts
+from simcse.train_data import TrainData, load_train_data
 
 KORSTS_HEAD = "\t".join(KORSTS_HEADER)
 
@@ -248,8 +250,8 @@ def test_missing_training_file(tmp_path):
 def test_tokenized_once_truncated_and_equal_to_the_tokenizer(tiny_bert_dir, korean_sentences):
     tokenizer = AutoTokenizer.from_pretrained(tiny_bert_dir)
     long_sentence = " ".join(korean_sentences)
-    data = TrainData([korean_sentences[:5], korean_sentences[5:9] + [long_sentence]])
-    dataset = SimCSEDataset(data, tokenizer, max_length=12)
+    data = TrainData([korean_sentences[:5], korean_sentences[5:9] + [long_sentence]], kind="pairs")
+    dataset = SimCSEDataset(tokenize_in_memory(data, TextSettings(tokenizer, 12)))
 
     def refuse(*args, **kwargs):
         raise AssertionError("tokenizer called after the dataset was built")
@@ -266,7 +268,9 @@ def test_tokenized_once_truncated_and_equal_to_the_tokenizer(tiny_bert_dir, kore
 
 def test_unsupervised_example_is_the_sentence_twice(tiny_bert_dir, korean_sentences):
     tokenizer = AutoTokenizer.from_pretrained(tiny_bert_dir)
-    dataset = SimCSEDataset(TrainData([korean_sentences[:3]]), tokenizer, max_length=64)
+    dataset = SimCSEDataset(
+        tokenize_in_memory(TrainData([korean_sentences[:3]], kind="sentences"), TextSettings(tokenizer, 64))
+    )
     first, second = dataset[1]
     assert np.array_equal(first, second) and first.tolist() == tokenizer(korean_sentences[1])["input_ids"]
 
@@ -274,13 +278,13 @@ def test_unsupervised_example_is_the_sentence_twice(tiny_bert_dir, korean_senten
 def test_tokenized_sentences_rejects_slow_tokenizer_and_tiny_max_length(tiny_bert_dir):
     tokenizer = AutoTokenizer.from_pretrained(tiny_bert_dir)
     with pytest.raises(ValueError, match="max_length"):
-        TokenizedSentences(["가"], tokenizer, max_length=1)
+        tokenize_texts(["가"], tokenizer, max_length=1)
 
     class Slow:
         is_fast = False
 
     with pytest.raises(ValueError, match="not a fast tokenizer"):
-        TokenizedSentences(["가"], Slow(), max_length=8)
+        tokenize_texts(["가"], Slow(), max_length=8)
 
 
 def test_collator_pads_to_the_longest_of_the_batch():

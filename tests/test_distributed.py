@@ -14,10 +14,10 @@ from conftest import KOREAN_SENTENCES, REPO_ROOT, assert_one_line_error, run_scr
 from torch.nn.parallel import DistributedDataParallel
 
 from simcse import distributed
-from simcse.data import DATA_KINDS
 from simcse.grad_cache import chunked_backward
 from simcse.model import SimCSEModel
 from simcse.objectives import OBJECTIVES, LossInputs, LossSettings
+from simcse.train_data import DATA_KINDS
 
 WORLD = 2
 GLOBAL_BATCH = 8

@@ -6,15 +6,17 @@ import pytest
 import torch
 
 from simcse.batching import EpochBatchSampler, SimCSEDataset
-from simcse.data import TrainData
 from simcse.grad_cache import chunked_backward
 from simcse.loss import duplicate_candidates, info_nce
 from simcse.model import SimCSEModel
+from simcse.tokenized import TextSettings, tokenize_in_memory
+from simcse.train_data import TrainData
 
 
 def batch_for(model, korean_sentences, num_sent, size=8):
     columns = [korean_sentences[i * size : (i + 1) * size] for i in range(num_sent)]
-    dataset = SimCSEDataset(TrainData(columns), model.tokenizer, max_length=32)
+    kind = {1: "sentences", 2: "pairs", 3: "triplets"}[num_sent]
+    dataset = SimCSEDataset(tokenize_in_memory(TrainData(columns, kind=kind), TextSettings(model.tokenizer, 32)))
     return model.collator([dataset[i] for i in range(len(dataset))])  # (size, num_sent, L)
 
 

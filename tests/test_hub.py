@@ -12,13 +12,13 @@ from conftest import REPO_ROOT, assert_one_line_error, run_script
 from huggingface_hub.utils import filter_repo_objects
 
 import simcse.hub
-from simcse.data import DATA_KINDS, load_train_data
 from simcse.evaluate import METRIC_KEYS
 from simcse.model import SimCSEModel
 from simcse.objectives import OBJECTIVES
 from simcse.poolers import POOLERS
 from simcse.run_folder import written_by_a_run
 from simcse.tasks import write_eval_report
+from simcse.train_data import DATA_KINDS, load_train_data
 from simcse.trainer import train
 
 SECRET = "hf_thisIsNotARealTokenButMustNeverBeWritten"

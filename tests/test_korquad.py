@@ -6,8 +6,8 @@ import json
 import pytest
 from conftest import EVAL_SCRIPT, REPO_ROOT, assert_one_line_error
 
-from simcse.data import load_train_data
 from simcse.retrieval import load_retrieval_set
+from simcse.train_data import load_train_data
 
 BUILD = REPO_ROOT / "data" / "build_korquad.py"
 

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from conftest import REPO_ROOT, assert_one_line_error
 
-from simcse.data import load_train_data
 from simcse.mining import MiningSettings, mine_hard_negatives, read_pairs
 from simcse.model import SimCSEModel
+from simcse.train_data import load_train_data
 
 MINE_SCRIPT = REPO_ROOT / "data" / "mine_hard_negatives.py"
 

@@ -7,10 +7,11 @@ from transformers import AutoModel, AutoTokenizer
 
 from simcse.batching import SimCSEDataset
 from simcse.config import DEFAULT_MAX_LENGTH
-from simcse.data import TrainData
 from simcse.loss import info_nce
 from simcse.model import SimCSEModel
 from simcse.poolers import POOLERS
+from simcse.tokenized import TextSettings, tokenize_in_memory
+from simcse.train_data import TrainData
 
 
 def batch_of(model, sentences, pad_to=None):
@@ -105,8 +106,8 @@ def test_dropout_reaches_the_encoder(tiny_bert_dir):
 def test_one_training_step_gives_finite_gradients_everywhere(tiny_model_dir, korean_sentences):
     torch.manual_seed(0)
     model = SimCSEModel(tiny_model_dir, pooler="cls", dropout=0.1).train()
-    triplets = TrainData([korean_sentences[0:8], korean_sentences[8:16], korean_sentences[16:24]])
-    dataset = SimCSEDataset(triplets, model.tokenizer, max_length=32)
+    triplets = TrainData([korean_sentences[0:8], korean_sentences[8:16], korean_sentences[16:24]], kind="triplets")
+    dataset = SimCSEDataset(tokenize_in_memory(triplets, TextSettings(model.tokenizer, 32)))
     batch = model.collator([dataset[i] for i in range(len(dataset))])  # (8, 3, L)
     if model.config.type_vocab_size == 1:
         assert "token_type_ids" not in batch

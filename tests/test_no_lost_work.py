@@ -858,7 +858,7 @@ def test_no_lost_work(case, runs, demo_train_flags, demo_data, run_here, monkeyp
 def test_decomposed_training_text_is_read_composed(tmp_path, caplog):
     """Every reader composes NFD Hangul: a training file with NFD lines past line 200 reads as its NFC text, and
     the log counts the sentences changed."""
-    from simcse.data import load_train_data
+    from simcse.train_data import load_train_data
 
     composed = [f"한 남자가 기타를 치고 있다 {i}\t남자가 악기를 연주한다 {i}" for i in range(300)]
     lines = composed[:200] + [decomposed(line) for line in composed[200:]]

@@ -13,9 +13,10 @@ from test_checkpoint import cut_back_to, metrics_lines
 
 import simcse.loss
 import simcse.trainer
-from simcse.data import load_sts, load_train_data
+from simcse.data import load_sts
 from simcse.model import SimCSEModel
 from simcse.objectives import OBJECTIVES
+from simcse.train_data import load_train_data
 from simcse.trainer import train
 
 

@@ -9,11 +9,11 @@ import pytest
 from conftest import DOC_FILES, REPO_ROOT, doc_section
 from transformers import AutoModel
 
-from simcse.data import DATA_KINDS, load_train_data
 from simcse.model import ENCODER_NAMES, SimCSEModel
 from simcse.poolers import POOLERS
 from simcse.random_encoder import ARCHITECTURES, build_random_encoder
 from simcse.run_folder import METRICS_NAME, read_metrics
+from simcse.train_data import DATA_KINDS, load_train_data
 from simcse.unpad import UNPADDED_MODEL_TYPES
 
 README = (REPO_ROOT / "README.md").read_text(encoding="utf-8")

@@ -15,12 +15,20 @@ from test_objectives import assert_resumes_exactly
 
 import simcse.loss
 from simcse.batching import QueryDocumentsDataset
-from simcse.data import DATA_KINDS, DataFormatError, STSData, load_sts, load_train_data
+from simcse.data import DataFormatError, STSData, load_sts
 from simcse.hub import render_model_card
 from simcse.model import SimCSEModel
 from simcse.report import summarize
 from simcse.retrieval import RETRIEVAL_KEYS
+from simcse.tokenized import TextSettings, tokenize_in_memory
+from simcse.train_data import DATA_KINDS, load_train_data
 from simcse.trainer import train
+
+
+def documents_dataset(data, tokenizer, lengths, prompts, num_negatives, seed):
+    """Retrieval data held whole, as the training dataset over its ids in memory."""
+    text = TextSettings(tokenizer, lengths[0], prompts[0], lengths[1], prompts[1])
+    return QueryDocumentsDataset(tokenize_in_memory(data, text), num_negatives, seed)
 
 
 def triplet_rows(demo_data):
@@ -66,7 +74,7 @@ def beir_dev(demo_data, tmp_path):
 def test_negatives_are_drawn_with_the_seed_and_afresh_each_epoch(demo_bert, query_file, tmp_path):
     data = load_train_data(query_file)
     tokenizer = SimCSEModel(demo_bert).tokenizer
-    dataset = QueryDocumentsDataset(data, tokenizer, (24, 32), ("", ""), num_negatives=2, seed=7)
+    dataset = documents_dataset(data, tokenizer, (24, 32), ("", ""), 2, 7)
     documents = {tuple(tokenizer(text, truncation=True, max_length=32)["input_ids"]): text for text in data.texts()}
     first = [tuple(tuple(ids) for ids in dataset[i]) for i in range(len(dataset))]
     assert first == [tuple(tuple(ids) for ids in dataset[i]) for i in range(len(dataset))]  # the seed fixes them
@@ -89,21 +97,22 @@ def test_a_query_with_fewer_negatives_is_counted_and_one_without_or_a_k_beyond_t
     ]
     tokenizer = SimCSEModel(demo_bert).tokenizer
     few = load_train_data(write_jsonl(tmp_path / "few.jsonl", rows[:1] * 2 + rows[2:]))
-    QueryDocumentsDataset(few, tokenizer, (16, 16), ("", ""), 3, seed=0)
+    documents_dataset(few, tokenizer, (16, 16), ("", ""), 3, 0)
     assert "2 queries hold fewer than 3 negatives; each takes all of its own" in caplog.text
     with pytest.raises(ValueError, match=r"--num_negatives 4 is more than any query of .*few.jsonl holds \(at most 3"):
-        few.check_negatives(4)
+        tokenize_in_memory(few, TextSettings(tokenizer, 16, "", 16, "")).summary.check_for_run(few.path, 4)
     none = load_train_data(write_jsonl(tmp_path / "none.jsonl", rows))
     with pytest.raises(DataFormatError, match=r"none.jsonl, line 2: no 'neg' documents \(1 such queries\)"):
-        none.check_negatives(1)
-    none.check_negatives(0)  # K = 0: in-batch negatives only
-    QueryDocumentsDataset(none, tokenizer, (16, 16), ("", ""), 0, seed=0)
+        documents_dataset(none, tokenizer, (16, 16), ("", ""), 0, 0)  # built, then checked for the run
+        tokenize_in_memory(none, TextSettings(tokenizer, 16, "", 16, "")).summary.check_for_run(none.path, 1)
+    tokenize_in_memory(none, TextSettings(tokenizer, 16, "", 16, "")).summary.check_for_run(none.path, 0)  # K = 0
+    documents_dataset(none, tokenizer, (16, 16), ("", ""), 0, 0)
 
 
-def test_a_k_beyond_the_data_is_refused_before_the_model_loads(query_file, demo_train_flags, run_here, tmp_path):
+def test_a_k_beyond_the_data_is_refused_before_training(query_file, demo_train_flags, run_here, tmp_path):
     """It used to pass every check and run out of memory after the step-0 evaluation and save."""
     output = tmp_path / "run"
-    flags = demo_train_flags(output, train_data=query_file, num_negatives=100000, model="no/such-model")
+    flags = demo_train_flags(output, train_data=query_file, num_negatives=100000)
     result = run_here(TRAIN_SCRIPT, *flags)
     assert_one_line_error(result, "--num_negatives 100000 is more than any query of", "train.jsonl holds (at most 3")
     assert not output.exists()
@@ -121,7 +130,7 @@ def test_a_query_with_fewer_negatives_uses_every_one_in_every_epoch(
     data = load_train_data(write_jsonl(tmp_path / "q.jsonl", rows))
     tokenizer = SimCSEModel(demo_bert).tokenizer
     text_of = {tuple(tokenizer(t, truncation=True, max_length=16)["input_ids"]): t for t in own}
-    dataset = QueryDocumentsDataset(data, tokenizer, (16, 16), ("", ""), num_negatives, seed=3)
+    dataset = documents_dataset(data, tokenizer, (16, 16), ("", ""), num_negatives, 3)
     orders = set()
     for epoch in range(40):
         dataset.set_epoch(epoch)
@@ -252,7 +261,7 @@ def test_query_and_document_prompts_are_trained_saved_and_applied_by_sentence_tr
     )
     assert np.abs(model.encode_query(sentences) - model.encode_document(sentences)).max() > 1e-4
     # The training batches carried them too: the queries' ids start with the query prompt's.
-    dataset = QueryDocumentsDataset(load_train_data(query_file), model.tokenizer, (24, 512), ("남자: ", "공원: "), 2, 0)
+    dataset = documents_dataset(load_train_data(query_file), model.tokenizer, (24, 512), ("남자: ", "공원: "), 2, 0)
     prompt_ids = model.tokenizer("남자: ", add_special_tokens=False)["input_ids"]
     assert list(dataset[0][0][1 : 1 + len(prompt_ids)]) == prompt_ids
 
@@ -327,23 +336,23 @@ def test_a_dev_set_with_only_test_qrels_is_named_so_everywhere(
     assert all(json.loads(line)["dev_split"] == "dev" for line in metrics_lines(output))
 
 
-def test_the_unknown_token_probe_reads_long_documents_whole_without_transformers_warning(demo_bert, demo_data):
-    """Every KorQuAD run printed "Token indices sequence length is longer than the specified maximum ... will
-    result in indexing errors" from this probe, which never feeds the model."""
+def test_the_unknown_token_share_counts_the_ids_a_store_holds_special_tokens_aside(demo_bert, demo_data):
+    """The probe reads the stored ids (special tokens and truncation included): its share is the naive count over
+    the tokens of the texts, the special tokens left out, whatever their number."""
     from transformers import AutoTokenizer
 
     from simcse.model_loading import unknown_token_share
 
     tokenizer = AutoTokenizer.from_pretrained(demo_bert)
     sentences = [row[0] for row in triplet_rows(demo_data)]
-    long_document = " ".join(sentences[:40]) + " ☃☃"  # past the 128 positions, two unknown tokens
-    probe = [long_document, *sentences[:5]]
-    ids = [tokenizer.convert_tokens_to_ids(tokenizer.tokenize(text)) for text in probe]
-    assert len(ids[0]) > tokenizer.model_max_length
-    expected = sum(row.count(tokenizer.unk_token_id) for row in ids) / sum(map(len, ids))
-    probed = AutoTokenizer.from_pretrained(demo_bert)  # fresh: transformers warns once per tokenizer
-    assert unknown_token_share(probed, probe) == pytest.approx(expected, abs=1e-12) and expected > 0
-    assert not probed.deprecation_warnings.get("sequence-length-is-longer-than-the-specified-maximum")
+    probe = [" ".join(sentences[:3]) + " ☃☃", *sentences[:5], "☃"]
+    tokens = [tokenizer.convert_tokens_to_ids(tokenizer.tokenize(text)) for text in probe]
+    expected = sum(row.count(tokenizer.unk_token_id) for row in tokens) / sum(map(len, tokens))
+    with_specials = tokenizer(probe)["input_ids"]
+    assert unknown_token_share(tokenizer, with_specials) == pytest.approx(expected, abs=1e-12) and expected > 0
+    assert unknown_token_share(tokenizer, [np.asarray(row, dtype=np.int32) for row in with_specials]) == pytest.approx(
+        expected, abs=1e-12
+    )
 
 
 @pytest.mark.parametrize(

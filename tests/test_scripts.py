@@ -17,9 +17,10 @@ from conftest import EVAL_SCRIPT, REPO_ROOT, TRAIN_SCRIPT, assert_one_line_error
 from transformers import AutoModel, AutoTokenizer
 
 from simcse.config import DEFAULT_MAX_LENGTH
-from simcse.data import load_sts, load_train_data
+from simcse.data import load_sts
 from simcse.evaluate import sts_metrics
 from simcse.run_folder import CURVES_NAME, EVAL_RESULTS_NAME, METRICS_NAME, SIMCSE_CONFIG_NAME, TRAIN_ARGS_NAME
+from simcse.train_data import load_train_data
 
 
 def train_run(demo_train_flags, tmp_path, train_data, *extra, **changes):

@@ -11,11 +11,12 @@ from sentence_transformers.sentence_transformer.evaluation import BinaryClassifi
 from sklearn.metrics import average_precision_score
 
 import simcse.hub
-from simcse.data import DATA_KINDS, DataFormatError
+from simcse.data import DataFormatError
 from simcse.model import SimCSEModel
 from simcse.objectives import OBJECTIVES
 from simcse.pair_classification import best_threshold_metrics, load
 from simcse.tasks import TASKS, load_set, task_of, write_eval_report
+from simcse.train_data import DATA_KINDS
 from simcse.trainer import train
 
 # ---------------------------------------------------------------------------------------------------

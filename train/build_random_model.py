@@ -9,8 +9,8 @@ For offline work (the demo, smoke runs): the folder written loads like any trans
 import argparse
 
 from simcse.cli import refuse_empty_paths, run_main
-from simcse.data import load_train_data
 from simcse.random_encoder import ARCHITECTURES, build_random_encoder
+from simcse.train_data import load_train_data
 
 
 def main() -> None:
