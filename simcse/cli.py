@@ -23,6 +23,9 @@ MESSAGE_LIMIT = 1000  # characters of an error line
 DEBUG_HINT = "SIMCSE_DEBUG=1 for the traceback"
 
 
+PREPARE_DESCRIPTION = """Build the token store of every --train_data file ahead of training (on a cluster's login node,
+say): each file tokenized as train.py with the same flags reads it (the model's tokenizer, --max_length,
+--document_max_length, the prompts). Takes train.py's flags; those that only training reads are ignored."""
 TRAIN_DESCRIPTION = r"""Train a SimCSE sentence encoder. Defaults are the reference recipe; see README.md for every
 flag.
 
@@ -192,6 +195,18 @@ def train_main() -> None:
         train(config)
     finally:
         cleanup()
+
+
+def prepare_main() -> None:
+    config = parse_args(description=PREPARE_DESCRIPTION)
+    from simcse.run_inputs import prepare_token_stores  # torch loads after the flags are read
+
+    prepare_token_stores(config)
+
+
+def prepare_command() -> None:
+    """The ``simcse-prepare`` entry point (data/prepare.py in a checkout)."""
+    run_main(prepare_main)
 
 
 def train_command() -> None:

@@ -13,6 +13,7 @@ from simcse.loader import text_settings
 from simcse.model import SimCSEModel
 from simcse.model_loading import unknown_token_share
 from simcse.objectives import OBJECTIVES
+from simcse.registry import TOKEN_STORE_IN_MEMORY
 from simcse.rules import one_or_list
 from simcse.tasks import EvalSet, load_set, set_files
 from simcse.text_files import file_fingerprint
@@ -61,6 +62,19 @@ def tokenize_inputs(
             data = tokenized[source] = tokenized_train_data(source.path, source.kind, text, store)
             data.summary.check_for_run(data.path, negatives_per_query(config.num_negatives))
     return [tokenized[source] for source in sources]
+
+
+def prepare_token_stores(config: TrainConfig) -> list[TokenizedData]:
+    """data/prepare.py: the token store of every ``--train_data`` file, built as train.py with the same flags
+    reads it (its model's tokenizer, lengths and prompts, its objective's check of the kind), nothing trained."""
+    if config.token_store == TOKEN_STORE_IN_MEMORY:
+        raise ValueError(f"--token_store {TOKEN_STORE_IN_MEMORY} keeps nothing: name a folder, or leave it out")
+    sources = [OBJECTIVES[part.objective].source(part.train_data, config.data_dir) for part in config.parts()]
+    model = build_model(config, None, torch.device("cpu"))
+    tokenized = tokenize_inputs(config, sources, model, ProcessInfo())
+    for data in dict.fromkeys(tokenized):
+        print(f"{data.path}: {len(data)} examples of {data.kind} in {data.store}")
+    return tokenized
 
 
 def sampled(dev: EvalSet, count: int | None, seed: int) -> EvalSet:

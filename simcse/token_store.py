@@ -18,6 +18,7 @@ import fcntl
 import hashlib
 import json
 import logging
+import math
 import os
 import shutil
 import time
@@ -116,6 +117,8 @@ def _build_or_open(path: Path, folder: Path, build) -> dict:
                 logger.warning("%s changed since its token store was built: tokenizing it again", path)
             _replace(folder, build)
             meta = _read_meta(folder)
+            built = f"{meta['summary']['rows']} examples in {meta['built']['seconds']} s"
+            print(f"token store of {path}: {folder} ({built})", flush=True)
     return meta
 
 
@@ -181,7 +184,6 @@ def _build(rows, path: Path, kind: DataKind, text: TextSettings, key: dict, fold
         "built": {"seconds": round(time.perf_counter() - started, 1), "simcse": __version__},
     }
     _write_meta(folder, meta)
-    print(f"token store of {path}: {folder} ({len(data)} examples, {meta['built']['seconds']} s)", flush=True)
 
 
 def _write_meta(folder: Path, meta: dict) -> None:
@@ -192,19 +194,20 @@ def _write_meta(folder: Path, meta: dict) -> None:
 
 
 def _wait(path: Path, folder: Path, store: StoreSettings) -> dict:
-    """The meta.json of the file's store, once the first process has built (or checked) it."""
-    started = said = time.monotonic()
+    """The meta.json of the file's store, once the first process has built (or checked) it; a line when the wait
+    begins and each ``WAIT_SAY_EVERY`` seconds after."""
+    started, said = time.monotonic(), -math.inf
+    what = f"rank {store.rank}: waiting for rank 0 to tokenize {path} into {folder}"
     while not _is_fresh(meta := _read_meta(folder), path):
         waited = time.monotonic() - started
-        what = f"rank {store.rank}: waiting for rank 0 to tokenize {path} into {folder}"
+        if time.monotonic() - said >= WAIT_SAY_EVERY:
+            said = time.monotonic()
+            print(f"{what} ({waited:.0f} s so far; --token_store_timeout {store.timeout:g})", flush=True)
         if waited > store.timeout:
             raise TimeoutError(
                 f"{what}: not done after --token_store_timeout {store.timeout:g} s (a slow build: raise it, or build "
                 "the store first with data/prepare.py; several machines: --token_store must be a folder they share)"
             )
-        if time.monotonic() - said > WAIT_SAY_EVERY:
-            said = time.monotonic()
-            print(f"{what} ({waited:.0f} s so far; --token_store_timeout {store.timeout:g})", flush=True)
         time.sleep(0.5)
     return meta
 
@@ -220,5 +223,5 @@ def _open(folder: Path, meta: dict, path: str) -> TokenizedData:
     data = TokenizedData(path, meta["kind"], columns, RowSummary(**meta["summary"]))
     data.scores = arrays.get("scores")
     data.documents, data.positives, data.negatives = ragged("documents"), ragged("positives"), ragged("negatives")
-    data.fingerprint = meta["source"]["sha256"]
+    data.fingerprint, data.store = meta["source"]["sha256"], str(folder)
     return data

@@ -77,7 +77,7 @@ def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-@dataclass
+@dataclass(eq=False)  # one object per file read: compared (and hashed) by identity
 class TokenizedData:
     """A training dataset as token ids: ``columns`` hold each example's texts (a retrieval query alone),
     ``documents`` the distinct documents of retrieval data and ``positives`` / ``negatives`` each query's rows
@@ -92,6 +92,7 @@ class TokenizedData:
     positives: Ragged | None = None
     negatives: Ragged | None = None
     fingerprint: str = ""
+    store: str = "memory"  # the token store's folder
 
     def __len__(self) -> int:
         return len(self.columns[0])

@@ -250,12 +250,22 @@ def test_two_processes_train_a_mixture_as_one_process(tmp_path, demo_data):
     # another order when the machine is busy.
     run_script(REPO_ROOT / "train" / "train.py", *flags, "--output_path", one, env={"OMP_NUM_THREADS": "1"})
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    subprocess.run(
+    launched = subprocess.run(
         [*torchrun, str(REPO_ROOT / "train" / "train.py"), *map(str, flags), "--output_path", str(two)],
         check=True,
         capture_output=True,
-        env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"},
+        text=True,
+        env={
+            **os.environ,
+            "HF_HUB_OFFLINE": "1",
+            "OMP_NUM_THREADS": "1",
+            "SIMCSE_KO_TOKEN_STORE": str(tmp_path / "store"),
+        },
     )
+    # Each file tokenized once, by the first process, into one store both processes map.
+    for name in ("train.tsv", "dev.tsv"):
+        assert launched.stdout.count(f"token store of {demo_data / name}: ") == 1, launched.stdout
+        assert len(list((tmp_path / "store").glob(f"{name}-*/meta.json"))) == 1
     lines = [[json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()] for run in (one, two)]
     assert [line["step"] for line in lines[1]] == [line["step"] for line in lines[0]] == [0, 3, 6]
     # Continuous quantities only: a rank correlation over 40 pairs jumps by ~1e-3 when float noise swaps two ranks.

@@ -36,7 +36,11 @@ def test_a_plain_install_gives_commands_that_read_data_from_the_current_folder(t
     module, data_dir = where.stdout.split()
     assert module.startswith(str(site)) and data_dir == "data"  # the installed copy, and ./data
 
-    for command, usage in (("simcse-train", "--train_data"), ("simcse-eval", "--test_data")):
+    for command, usage in (
+        ("simcse-train", "--train_data"),
+        ("simcse-eval", "--test_data"),
+        ("simcse-prepare", "--train_data"),
+    ):
         result = run(str(site / "bin" / command), "--help")
         assert result.returncode == 0 and f"usage: {command}" in result.stdout and usage in result.stdout
 

@@ -63,7 +63,7 @@ def test_every_console_command_names_a_function_of_the_package():
     import importlib
 
     commands = PYPROJECT["project"]["scripts"]
-    assert set(commands) == {"simcse-train", "simcse-eval"}
+    assert set(commands) == {"simcse-train", "simcse-eval", "simcse-prepare"}
     for target in commands.values():
         module, function = target.split(":")
         assert module.startswith("simcse.") and callable(getattr(importlib.import_module(module), function))
