@@ -1,6 +1,7 @@
-"""A run's loader: each training dataset tokenized once, and the batches of a mixture of datasets, one dataset per
-batch, in an order that depends only on (seed, epoch), so that a resumed run sees the batches the uninterrupted
-run saw, and every torchrun process takes the same dataset at each step (its own slice of that batch)."""
+"""A run's loader: each training dataset over its token ids (``simcse.token_store``), and the batches of a mixture
+of datasets, one dataset per batch, in an order that depends only on (seed, epoch), so that a resumed run sees the
+batches the uninterrupted run saw, and every torchrun process takes the same dataset at each step (its own slice
+of that batch)."""
 
 from __future__ import annotations
 

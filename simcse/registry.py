@@ -38,12 +38,11 @@ def default_data_dir() -> Path:
     return Path("data")
 
 
-def default_token_store() -> Path:
-    """``$SIMCSE_KO_TOKEN_STORE``, else ``$XDG_CACHE_HOME`` (or ~/.cache) /simcse-ko/token-store: never the
-    checkout."""
-    if os.environ.get(TOKEN_STORE_VARIABLE):
-        return Path(os.environ[TOKEN_STORE_VARIABLE])
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "simcse-ko" / "token-store"
+def default_token_store() -> str:
+    """``$SIMCSE_KO_TOKEN_STORE`` (a folder, or ``memory``), else ``$XDG_CACHE_HOME`` (or ~/.cache)
+    /simcse-ko/token-store: never the checkout."""
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return os.environ.get(TOKEN_STORE_VARIABLE) or str(cache / "simcse-ko" / "token-store")
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 
+import numpy as np
 import torch
 
 from simcse.config import TrainConfig
@@ -26,6 +27,7 @@ logger = logging.getLogger(__name__)
 # Sentences of each training dataset (and of the dev set) a tokenizer is probed with, and the share of unknown
 # tokens it may produce.
 TOKENIZER_PROBE_SIZE = 2000
+PROBE_PLACES = 100  # places of the file the probe reads, each a run of consecutive texts
 UNKNOWN_SHARE_LIMIT = 0.5
 
 
@@ -121,9 +123,15 @@ def build_model(config: TrainConfig, resume, device: torch.device) -> SimCSEMode
     ).to(device)
 
 
-def evenly_spaced(count: int, wanted: int) -> range:
-    """About ``wanted`` indices spread over ``range(count)`` (all of them when there are fewer)."""
-    return range(0, count, max(1, count // wanted))
+def spread_rows(count: int, wanted: int) -> list[int]:
+    """About ``wanted`` indices of ``range(count)`` (all of them when there are fewer): runs of consecutive rows at
+    ``PROBE_PLACES`` evenly spaced places. Consecutive rows share the pages a token store maps, so a probe of a
+    large store maps a few MB, where a page per row would map hundreds."""
+    if count <= wanted:
+        return list(range(count))
+    run = max(1, wanted // PROBE_PLACES)
+    starts = np.linspace(0, count - run, min(PROBE_PLACES, count // run)).astype(np.int64)
+    return sorted({int(start) + offset for start in starts for offset in range(run)})
 
 
 def check_tokenizer_covers(
@@ -136,10 +144,10 @@ def check_tokenizer_covers(
     probes = {}
     for data in train_data:
         columns = data.columns + ([data.documents] if data.documents is not None else [])
-        probes[data.path] = [column[i] for column in columns for i in evenly_spaced(len(column), TOKENIZER_PROBE_SIZE)]
+        probes[data.path] = [column[i] for column in columns for i in spread_rows(len(column), TOKENIZER_PROBE_SIZE)]
     sentences = valid_data.texts()
     probes[config.valid_data] = tokenizer(
-        [sentences[i] for i in evenly_spaced(len(sentences), TOKENIZER_PROBE_SIZE)],
+        [sentences[i] for i in spread_rows(len(sentences), TOKENIZER_PROBE_SIZE)],
         add_special_tokens=False,
         verbose=False,  # whole sentences, never cut: no warning that they exceed the model length
     )["input_ids"]

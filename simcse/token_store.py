@@ -14,6 +14,7 @@ run would trust; the other processes wait for its meta.json, saying what they wa
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import json
@@ -25,15 +26,17 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
+
 from simcse import __version__
-from simcse.registry import TOKEN_STORE_IN_MEMORY, TOKEN_STORE_TIMEOUT, default_token_store
+from simcse.registry import TOKEN_STORE_IN_MEMORY, TOKEN_STORE_TIMEOUT, TOKEN_STORE_VARIABLE, default_token_store
 from simcse.text_files import file_fingerprint
 from simcse.tokenized import Build, Ragged, TextSettings, TokenizedData, build_tokenized, map_array
 from simcse.train_data import DataKind, RowSummary, train_rows
 
 logger = logging.getLogger(__name__)
 
-FORMAT = 1  # bumped when the layout changes, so that older stores are not read
+FORMAT = 1  # bumped when the layout or the reading of a file changes, so that older stores are not read
 META_NAME = "meta.json"
 WAIT_SAY_EVERY = 60.0  # seconds between a waiting process's lines
 
@@ -49,8 +52,8 @@ class StoreSettings:
 
     @classmethod
     def from_flag(cls, value: str | None, timeout: float, builds: bool = True, rank: int = 0) -> StoreSettings:
-        root = None if value == TOKEN_STORE_IN_MEMORY else Path(value) if value else default_token_store()
-        return cls(root, timeout, builds, rank)
+        chosen = value or default_token_store()  # the flag, else the variable, else the cache folder
+        return cls(None if chosen == TOKEN_STORE_IN_MEMORY else Path(chosen), timeout, builds, rank)
 
 
 def tokenized_train_data(path: Path, kind: DataKind, text: TextSettings, store: StoreSettings) -> TokenizedData:
@@ -59,7 +62,7 @@ def tokenized_train_data(path: Path, kind: DataKind, text: TextSettings, store: 
     rows = lambda: train_rows(path, kind)  # noqa: E731 (read afresh by each pass)
     if store.root is None:
         data = build_tokenized(rows, str(path), kind, text, Build(None))
-        data.fingerprint = file_fingerprint(path)
+        data.fingerprint = _fingerprint(path)
         return data
     key = {"format": FORMAT, "source": str(path.resolve()), "kind": kind.name, "text": text.key()}
     folder = store.root / f"{path.name}-{hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]}"
@@ -96,29 +99,56 @@ def _read_meta(folder: Path) -> dict | None:
         return None
 
 
-def _is_fresh(meta: dict | None, path: Path) -> bool:
-    """Whether a store's meta.json was built from the file as it is (size and mtime, as recorded)."""
-    return meta is not None and {k: meta["source"][k] for k in ("size", "mtime_ns")} == _stat(path)
+def _is_fresh(meta: dict | None, path: Path, folder: Path) -> bool:
+    """Whether a store's meta.json was built from the file as it is (size and mtime, as recorded), its arrays
+    whole."""
+    return meta is not None and _same_source(meta, path) and _arrays_whole(meta, folder)
+
+
+def _same_source(meta: dict, path: Path) -> bool:
+    return {key: meta["source"][key] for key in ("size", "mtime_ns")} == _stat(path)
+
+
+def _arrays_whole(meta: dict, folder: Path) -> bool:
+    """Whether every array file meta.json lists is there with its full size (none deleted or cut short)."""
+    for name, (dtype, count) in meta["arrays"].items():
+        array = folder / name
+        if not array.is_file() or array.stat().st_size != count * np.dtype(dtype).itemsize:
+            return False
+    return True
 
 
 def _build_or_open(path: Path, folder: Path, build) -> dict:
-    """The meta.json of the file's store, built first when absent or stale."""
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    meta = _read_meta(folder)
-    if _is_fresh(meta, path):
+    """The meta.json of the file's store, built first when absent, stale or damaged."""
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        if not os.access(folder.parent, os.W_OK):
+            raise PermissionError(errno.EACCES, "not writable")
+    except OSError as err:
+        raise OSError(
+            f"{folder.parent}: cannot hold token stores ({err.strerror}); point --token_store (or "
+            f"${TOKEN_STORE_VARIABLE}) at a folder you can write, or pass --token_store {TOKEN_STORE_IN_MEMORY}"
+        ) from None
+    if _is_fresh(meta := _read_meta(folder), path, folder):
         return meta
     with _locked(folder.with_name(folder.name + ".lock"), path):
         meta = _read_meta(folder)  # another run may have built it meanwhile
-        if meta is not None and not _is_fresh(meta, path) and meta["source"]["sha256"] == _fingerprint(path):
-            meta["source"] |= _stat(path)  # touched, not changed: trust it from now on without hashing
+        whole = meta is not None and _arrays_whole(meta, folder)
+        if whole and _same_source(meta, path):
+            return meta
+        if whole and meta["source"]["sha256"] == _fingerprint(path):
+            meta["source"] |= _stat(path)  # touched, not changed: trusted from now on without hashing
             _write_meta(folder, meta)
-        elif not _is_fresh(meta, path):
-            if meta is not None:
-                logger.warning("%s changed since its token store was built: tokenizing it again", path)
-            _replace(folder, build)
-            meta = _read_meta(folder)
-            built = f"{meta['summary']['rows']} examples in {meta['built']['seconds']} s"
-            print(f"token store of {path}: {folder} ({built})", flush=True)
+            return meta
+        if meta is not None:
+            why = "changed since its token store was built" if whole else f"its token store {folder} lost an array"
+            logger.warning("%s: %s; tokenizing it again", path, why)
+        _replace(folder, build)
+        meta = _read_meta(folder)
+    print(
+        f"token store of {path}: {folder} ({meta['summary']['rows']} examples in {meta['built']['seconds']} s)",
+        flush=True,
+    )
     return meta
 
 
@@ -157,8 +187,13 @@ def _replace(folder: Path, build) -> None:
     partial.mkdir()
     try:
         build(partial)
-    except BaseException:
+    except BaseException as err:
         shutil.rmtree(partial, ignore_errors=True)
+        if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+            raise OSError(
+                f"no space left on the disk of {folder.parent} for a token store: free some, or point --token_store "
+                f"(or ${TOKEN_STORE_VARIABLE}) at another disk"
+            ) from None
         raise
     if folder.exists():
         old = folder.with_name(f"{folder.name}.old-{os.getpid()}")
@@ -198,7 +233,7 @@ def _wait(path: Path, folder: Path, store: StoreSettings) -> dict:
     begins and each ``WAIT_SAY_EVERY`` seconds after."""
     started, said = time.monotonic(), -math.inf
     what = f"rank {store.rank}: waiting for rank 0 to tokenize {path} into {folder}"
-    while not _is_fresh(meta := _read_meta(folder), path):
+    while not _is_fresh(meta := _read_meta(folder), path, folder):
         waited = time.monotonic() - started
         if time.monotonic() - said >= WAIT_SAY_EVERY:
             said = time.monotonic()

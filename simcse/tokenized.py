@@ -18,7 +18,8 @@ from simcse.data import Row
 from simcse.progress import progress_bar
 from simcse.train_data import DATA_KINDS, DataKind, RowSummary, TrainData
 
-CHUNK_ROWS = 10_000  # texts tokenized per call
+CHUNK_ROWS = 10_000  # rows read (and their texts written) at a time
+ENCODE_BATCH = 2_000  # texts per tokenizer call: all cores busy, the encodings' memory small
 BAR_DELAY = 2.0  # seconds
 
 
@@ -99,18 +100,23 @@ class TokenizedData:
 
 
 def encode_chunk(texts: Sequence[str], tokenizer, max_length: int, prompt: str) -> tuple[np.ndarray, np.ndarray]:
-    """The ids of ``texts`` (prompt and special tokens included, truncated), flat, and each text's length."""
-    ids = tokenizer(
-        [prompt + text for text in texts],
-        add_special_tokens=True,
-        truncation=True,
-        max_length=max_length,
-        return_attention_mask=False,
-        return_token_type_ids=False,
-    )["input_ids"]
-    lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
-    flat = np.fromiter((i for row in ids for i in row), dtype=np.int32, count=int(lengths.sum()))
-    return flat, lengths
+    """The ids of ``texts`` (prompt and special tokens included, truncated), flat, and each text's length; asked of
+    the tokenizer ``ENCODE_BATCH`` texts at a time (its encodings of a batch weigh about 40 KB a text)."""
+    flat, lengths = [], []
+    for start in range(0, len(texts), ENCODE_BATCH):
+        ids = tokenizer(
+            [prompt + text for text in texts[start : start + ENCODE_BATCH]],
+            add_special_tokens=True,
+            truncation=True,
+            max_length=max_length,
+            return_attention_mask=False,
+            return_token_type_ids=False,
+        )["input_ids"]
+        lengths.append(np.fromiter(map(len, ids), dtype=np.int64, count=len(ids)))
+        flat.append(np.fromiter((i for row in ids for i in row), dtype=np.int32, count=int(lengths[-1].sum())))
+    if not flat:
+        return np.zeros(0, np.int32), np.zeros(0, np.int64)
+    return np.concatenate(flat), np.concatenate(lengths)
 
 
 def check_tokenizer(tokenizer, max_length: int) -> None:

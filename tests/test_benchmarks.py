@@ -83,3 +83,13 @@ def test_joint_check_runs(shared_data):
     assert "64 triplets, 64 scored pairs; 1 batches of each" in output
     for arm in ("(a) simcse-ko, joint round-robin", "(b) simcse-ko, sequential", "(c) sentence-transformers losses"):
         assert f"| {arm}" in output
+
+
+def test_data_scale_runs(shared_data, demo_bert, tmp_path):
+    results = tmp_path / "results.jsonl"
+    flags = ("--queries", 40, "--work", tmp_path / "work", "--results", results)
+    run_benchmark("data_scale.py", "--model", demo_bert, *flags, "--cases", "memory-1", "store-cold-1", "store-warm-1")
+    rows = [line for line in results.read_text().splitlines()]
+    assert len(rows) == 3 and '"queries": 40' in rows[0]
+    table = run_benchmark("data_scale.py", "--table", "--results", results)
+    assert "| 40 | 240 |" in table and "store, warm" in table

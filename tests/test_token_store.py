@@ -106,6 +106,18 @@ def test_retrieval_documents_are_stored_once_and_each_query_keeps_its_own(demo_d
     assert (summary.rows, summary.most_negatives, summary.without_negatives) == (len(data), 3, 0)
 
 
+def test_the_flag_the_variable_and_the_cache_folder_choose_the_store_and_memory_means_none(monkeypatch, tmp_path):
+    monkeypatch.setenv("SIMCSE_KO_TOKEN_STORE", "memory")
+    assert StoreSettings.from_flag(None, 1.0).root is None
+    assert StoreSettings.from_flag(str(tmp_path), 1.0).root == tmp_path  # the flag before the variable
+    monkeypatch.setenv("SIMCSE_KO_TOKEN_STORE", str(tmp_path / "shared"))
+    assert StoreSettings.from_flag(None, 1.0).root == tmp_path / "shared"
+    assert StoreSettings.from_flag("memory", 1.0).root is None
+    monkeypatch.delenv("SIMCSE_KO_TOKEN_STORE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    assert StoreSettings.from_flag(None, 1.0).root == tmp_path / "cache" / "simcse-ko" / "token-store"
+
+
 # ---------------------------------------------------------------------------------------------------
 # The key: what rebuilds a store, and what does not
 
@@ -217,6 +229,32 @@ def test_the_other_processes_wait_for_the_first_and_say_for_what(demo_data, toke
     assert np.array_equal(waited.columns[0].values, read(path, text, None).columns[0].values)
 
 
+def test_a_damaged_store_is_built_again_and_an_unusable_folder_is_one_line(
+    demo_data, demo_train_flags, tokenizer, tmp_path, run_here, small_disk, korean_sentences
+):
+    path, root = demo_data / "train.tsv", tmp_path / "store"
+    text = TextSettings(tokenizer, 16)
+    stored = read(path, text, root)
+    values = Path(stored.store) / "column2.values"
+    values.write_bytes(values.read_bytes()[:-4])  # cut short, as a full disk or a stray edit leaves it
+    again = read(path, text, root)
+    assert np.array_equal(again.columns[2].values, read(path, text, None).columns[2].values)
+
+    locked = tmp_path / "read-only"
+    locked.mkdir(mode=0o500)
+    unusable = locked if not os.access(locked, os.W_OK) else demo_data / "dev.tsv"  # root writes anywhere: a file
+    result = run_here(TRAIN_SCRIPT, *demo_train_flags(tmp_path / "run", max_steps=1), "--token_store", unusable)
+    assert_one_line_error(result, f"{unusable}: cannot hold token stores", "--token_store")
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(f"{s} {i}" for i in range(3000) for s in korean_sentences[:10]) + "\n")
+    full = small_disk(256)
+    flags = demo_train_flags(tmp_path / "full-run", max_steps=1, train_data=corpus)
+    result = run_here(TRAIN_SCRIPT, *flags, "--token_store", full)
+    assert_one_line_error(result, f"no space left on the disk of {full} for a token store", "--token_store")
+    assert list(full.iterdir()) == [] or all(p.name.endswith(".lock") for p in full.iterdir())
+
+
 # ---------------------------------------------------------------------------------------------------
 # Parquet files and datasets folders
 
@@ -304,3 +342,39 @@ def test_prepare_builds_what_training_then_maps_without_tokenizing(
     assert trained.returncode == 0, trained.stderr
     memory = run_here(PREPARE_SCRIPT, *flags, "--token_store", "memory")
     assert_one_line_error(memory, "--token_store memory keeps nothing")
+
+
+@pytest.mark.slow
+def test_a_build_killed_outright_is_not_trusted_and_is_built_again(demo_bert, korean_sentences, tmp_path):
+    """kill -9 in the middle of a build: its partial folder is left, no store; the next run builds it whole."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    corpus = tmp_path / "corpus.txt"
+    lines = [f"{sentence} {i}" for i in range(30_000) for sentence in korean_sentences[:10]]
+    corpus.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    root = tmp_path / "store"
+    build = (
+        "import sys; from pathlib import Path; from transformers import AutoTokenizer;"
+        "from simcse.token_store import StoreSettings, tokenized_train_data; from simcse.tokenized import TextSettings;"
+        "from simcse.train_data import train_data_kind; p = Path(sys.argv[1]);"
+        "tokenized_train_data(p, train_data_kind(p), TextSettings(AutoTokenizer.from_pretrained(sys.argv[2]), 16),"
+        "StoreSettings(Path(sys.argv[3])))"
+    )
+    builder = subprocess.Popen([sys.executable, "-c", build, str(corpus), str(demo_bert), str(root)])
+    deadline = time.monotonic() + 120
+    while not any(p.stat().st_size for p in root.glob("*.partial-*/column0.values")):
+        assert builder.poll() is None and time.monotonic() < deadline, "the build ended before it could be killed"
+        time.sleep(0.05)
+    builder.send_signal(signal.SIGKILL)
+    builder.wait()
+    assert list(root.glob("*.partial-*")) and not list(root.glob("*/meta.json"))
+
+    text = TextSettings(AutoTokenizer.from_pretrained(demo_bert), 16)
+    stored = read(corpus, text, root)
+    assert not list(root.glob("*.partial-*")) and len(list(root.glob("*/meta.json"))) == 1
+    expected = read(corpus, text, None)
+    assert len(stored) == len(lines) == len(expected)
+    assert np.array_equal(stored.columns[0].values, expected.columns[0].values)
