@@ -95,3 +95,8 @@ def test_data_scale_runs(shared_data, tmp_path):
     assert len(rows) == 3 and '"queries": 40' in rows[0]
     table = run_benchmark("data_scale.py", "--table", "--results", results)
     assert "| 40 | 240 |" in table and "store, warm" in table
+
+
+def test_store_reads_runs():
+    output = run_benchmark("store_reads.py", "--rows", 2000, "--steps", 5, "--repeats", 1)
+    assert "| token store (memmap slices) |" in output and "| datasets, rows |" in output
