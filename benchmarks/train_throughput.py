@@ -39,6 +39,7 @@ from simcse.loss import duplicate_candidates, info_nce
 from simcse.model import SimCSEModel
 from simcse.nli import nli_triplets
 from simcse.optim import parameter_groups
+from simcse.tokenized import TextSettings, tokenize_in_memory
 from simcse.train_data import write_train_tsv
 
 
@@ -49,7 +50,7 @@ class Package:
 
     def __init__(self, path, triplets, max_length, unpad=True):
         self.model = SimCSEModel(path, pooler="cls", dropout=0.1, unpad=unpad).train()
-        self.dataset = SimCSEDataset(triplets, self.model.tokenizer, max_length)
+        self.dataset = SimCSEDataset(tokenize_in_memory(triplets, TextSettings(self.model.tokenizer, max_length)))
         self.optimizer = torch.optim.AdamW(parameter_groups(self.model, 0.01), lr=5e-5, fused=True)
         if not unpad:
             self.name = "simcse-ko, padded"
