@@ -160,7 +160,7 @@ class _locked:
         self.lock_path, self.source = lock_path, source
 
     def __enter__(self):
-        self.file = open(self.lock_path, "a")  # noqa: SIM115 (closed in __exit__)
+        self.file = open(self.lock_path, "a")  # closed in __exit__
         started = said = time.monotonic()
         while True:
             try:

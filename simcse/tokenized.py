@@ -147,7 +147,7 @@ class ArrayWriter:
     def __init__(self, path: Path | None, dtype, arrays: dict | None = None):
         self.path, self.dtype, self.count, self.arrays = path, np.dtype(dtype), 0, arrays
         self.pieces: list[np.ndarray] = []
-        self.file = open(path, "wb") if path else None  # noqa: SIM115 (closed in finish)
+        self.file = open(path, "wb") if path else None  # closed in finish
 
     def append(self, array: np.ndarray) -> None:
         array = np.ascontiguousarray(array, dtype=self.dtype)
@@ -299,7 +299,7 @@ def _split_documents(row_of: np.ndarray, positive_counts: np.ndarray, negative_c
     for name, mask, counts in (
         ("positives", is_positive, positive_counts),
         ("negatives", ~is_positive, negative_counts),
-    ):  # noqa: E501
+    ):
         writer = build.ragged(name, np.int64)
         writer.append(row_of[mask], counts)
         result.append(writer.finish())

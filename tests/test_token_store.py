@@ -218,7 +218,7 @@ def test_the_other_processes_wait_for_the_first_and_say_for_what(demo_data, toke
     monkeypatch.setattr(token_store, "WAIT_SAY_EVERY", 0.2)
     with pytest.raises(
         TimeoutError, match=r"rank 1: waiting for rank 0 to tokenize .*pairs.tsv into .*--token_store_timeout 0.5"
-    ):  # noqa: E501
+    ):
         read(path, text, root, timeout=0.5, builds=False, rank=1)
     assert "rank 1: waiting for rank 0 to tokenize" in capsys.readouterr().out
 
@@ -323,7 +323,7 @@ def test_training_through_the_store_equals_training_in_memory(demo_data, demo_tr
     memory, stored = runs.values()
     assert (memory / "metrics.jsonl").read_text() == (stored / "metrics.jsonl").read_text()
     assert (memory / "model.safetensors").read_bytes() == (stored / "model.safetensors").read_bytes()
-    assert load_file(memory / "model.safetensors").keys()
+    assert len(load_file(memory / "model.safetensors")) > 0  # a model was saved, not two empty files
 
 
 def test_prepare_builds_what_training_then_maps_without_tokenizing(
