@@ -43,12 +43,14 @@ class QueryDocumentsDataset(torch.utils.data.Dataset):
     resumed run draws what the uninterrupted run drew. A query with fewer negatives than that takes every one of
     its own, repeated as evenly as they go (each ``num_negatives // n`` or one more times), so that none is left out
     of a step (FlagEmbedding's rule); ``RowSummary.check_for_run`` refuses, before, a query with none. Each
-    distinct document is stored (and tokenized) once."""
+    distinct document is stored (and tokenized) once. With ``teacher`` an item is (ids, the teacher's scores of the
+    positive and negatives drawn), for distillation."""
 
-    def __init__(self, data: TokenizedData, num_negatives: int, seed: int):
+    def __init__(self, data: TokenizedData, num_negatives: int, seed: int, teacher: bool = False):
         self.num_sent, self.num_negatives, self.seed, self.epoch = 2 + num_negatives, num_negatives, seed, 0
         self.queries, self.documents = data.columns[0], data.documents
         self.positive_rows, self.negative_rows = data.positives, data.negatives
+        self.teacher = (data.positive_scores, data.negative_scores) if teacher else None
         self.longest = max(int(column.lengths.max(initial=0)) for column in (self.queries, self.documents))
         if few := int((self.negative_rows.lengths < num_negatives).sum()):
             logger.warning(
@@ -65,11 +67,19 @@ class QueryDocumentsDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.queries)
 
-    def __getitem__(self, index: int) -> tuple[np.ndarray, ...]:
+    def __getitem__(self, index: int) -> tuple:
         draw = np.random.default_rng((self.seed, self.epoch, index))
-        positive = draw.choice(self.positive_rows[index])
-        chosen = draw_negatives(draw, self.negative_rows[index], self.num_negatives)
-        return (self.queries[index], self.documents[positive], *(self.documents[row] for row in chosen))
+        positive_rows, negative_rows = self.positive_rows[index], self.negative_rows[index]
+        positive = draw.choice(len(positive_rows))  # the draws of choice(positive_rows): a position, then its row
+        chosen = draw_negatives(draw, np.arange(len(negative_rows)), self.num_negatives)
+        rows = (positive_rows[positive], *negative_rows[chosen])
+        ids = (self.queries[index], *(self.documents[row] for row in rows))
+        if self.teacher is None:
+            return ids
+        positive_scores, negative_scores = self.teacher
+        first_positive, first_negative = self.positive_rows.offsets[index], self.negative_rows.offsets[index]
+        teacher = [positive_scores[first_positive + positive]], negative_scores[first_negative + chosen]
+        return ids, np.concatenate(teacher)  # (1 + K,)
 
 
 def draw_negatives(draw: np.random.Generator, negatives: np.ndarray, count: int) -> np.ndarray:
@@ -132,15 +142,16 @@ class EpochBatchSampler:
             yield order[first : first + local]
 
 
-class ScoredCollator:
-    """Batches scored pairs: ``collator``'s tensors for the token ids, plus ``scores`` (batch,) float32."""
+class ValuesCollator:
+    """Batches examples that carry values beside their ids: ``collator``'s tensors for the ids, plus the values
+    stacked as float32 under ``name`` (scored pairs: ``scores`` (B,); a teacher's: ``teacher_scores`` (B, 1 + K))."""
 
-    def __init__(self, collator: SimCSECollator):
-        self.collator = collator
+    def __init__(self, collator: SimCSECollator, name: str):
+        self.collator, self.name = collator, name
 
-    def __call__(self, examples: Sequence[tuple[Sequence[np.ndarray], float]]) -> dict[str, torch.Tensor]:
+    def __call__(self, examples: Sequence[tuple[Sequence[np.ndarray], object]]) -> dict[str, torch.Tensor]:
         batch = self.collator([ids for ids, _ in examples])
-        batch["scores"] = torch.tensor([score for _, score in examples], dtype=torch.float32)  # (B,)
+        batch[self.name] = torch.tensor(np.array([values for _, values in examples]), dtype=torch.float32)
         return batch
 
 

@@ -12,7 +12,7 @@ import typing
 from collections.abc import Callable
 from pathlib import Path
 
-from simcse.config import RENAMED_SETTINGS, ConfigError, TrainConfig
+from simcse.config import RENAMED_SETTINGS, ConfigError, TrainConfig, fields_by_group
 from simcse.rules import non_empty_path
 from simcse.text_files import is_number
 
@@ -113,7 +113,7 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
     groups = {}
     types = typing.get_type_hints(TrainConfig)
     old_names = {new: old for old, new in RENAMED_SETTINGS.items()}
-    for field in dataclasses.fields(TrainConfig):
+    for field in fields_by_group():
         meta = field.metadata
         if meta["group"] not in groups:
             groups[meta["group"]] = parser.add_argument_group(meta["group"])

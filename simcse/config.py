@@ -13,14 +13,14 @@ import dataclasses
 import os
 from dataclasses import dataclass
 
-from simcse.objectives import DEFAULT_OBJECTIVE, OBJECTIVES, LossSettings
+from simcse.loss_config import LOSS_GROUP, LossConfig
+from simcse.objectives import DEFAULT_OBJECTIVE, OBJECTIVES
 from simcse.poolers import DEFAULT_POOLER, POOLERS, POOLERS_WITH_HEAD
 from simcse.registry import DATA_DIR_DEFAULT, TOKEN_STORE_IN_MEMORY, TOKEN_STORE_TIMEOUT, TOKEN_STORE_VARIABLE
 from simcse.rules import (
     as_list,
     at_least,
     between,
-    finite,
     hub_repo_id,
     in_unit_interval,
     non_empty_path,
@@ -37,8 +37,6 @@ EVAL_STRATEGIES = ("steps", "epoch")
 DEFAULT_MAX_LENGTH = 64
 # Tokens per document of retrieval data and retrieval sets when nothing else says (capped at the model's positions).
 DEFAULT_DOCUMENT_MAX_LENGTH = 512
-# Temperatures outside it train nothing: at 1e-30 every gradient overflows, at inf every logit is 0.
-TEMPERATURE_RANGE = (1e-3, 10.0)
 # Flags renamed since they were first published: old name -> new name. The old names stay accepted on the
 # command line and in the trainer_state.json of checkpoints written before the rename.
 RENAMED_SETTINGS = {"eval_step": "eval_steps"}
@@ -52,8 +50,12 @@ MIXTURE_LISTS = ("train_data", "objective", "batch_size")
 SEED_RANGE = (0, 2**32 - 1)
 
 
+# train.py's flags are shown in these groups, in this order (each field names its group).
+GROUPS = ("model", "data", "optimisation", LOSS_GROUP, "evaluation and output", "checkpoints and the Hub", "runtime")
+
+
 @dataclass
-class TrainConfig:
+class TrainConfig(LossConfig):
     """Every setting of a run; the defaults are the reference recipe. train/train.py exposes each as a flag."""
 
     # model
@@ -229,28 +231,6 @@ class TrainConfig:
     max_grad_norm: float = setting(
         1.0, "gradient clipping (0 disables)", "optimisation", resume=True, card=True, rule=non_negative
     )
-    temp: float = setting(
-        0.05,
-        "temperature of the softmax over cosine similarities",
-        "optimisation",
-        resume=True,
-        card=True,
-        rule=between(*TEMPERATURE_RANGE, "cosines are divided by it"),
-    )
-    hard_negative_weight: float = setting(
-        0.0,
-        "log-space weight added to each anchor's own hard-negative logit (0 = weight 1)",
-        "optimisation",
-        resume=True,
-        card=True,
-        rule=finite,
-    )
-    mask_duplicate_negatives: bool = setting(
-        True,
-        "remove in-batch candidates with the same token ids as the anchor or its positive",
-        "optimisation",
-        resume=True,
-    )
     grad_cache_chunk: int | None = setting(
         None,
         "GradCache: embed the per-process batch in chunks of this many examples",
@@ -360,9 +340,10 @@ class TrainConfig:
             if field.metadata["required"] and not value:
                 raise ConfigError(f"--{field.name} is required")
             for one in value if isinstance(value, list) else [value]:  # a mixture's list: each value
-                if rule and (message := rule(field.name, one)):
+                if rule and one is not None and (message := rule(field.name, one)):
                     raise ConfigError(message)
-        if message := self.mixture_problem() or self.combination_problem():
+        problem = self.mixture_problem() or self.loss_problem(as_list(self.objective)) or self.combination_problem()
+        if message := problem:
             raise ConfigError(message)
 
     def mixture_problem(self) -> str | None:
@@ -387,10 +368,6 @@ class TrainConfig:
 
         labels = [f"{name} #{n}" if datasets.count(name) > 1 else name for n, name in enumerate(datasets, 1)]
         return [Part(*row) for row in zip(datasets, each(self.objective), each(self.batch_size), labels)]
-
-    def loss_settings(self) -> LossSettings:
-        """What the objectives' losses read of the settings."""
-        return LossSettings(self.temp, self.hard_negative_weight, self.mask_duplicate_negatives)
 
     def combination_problem(self) -> str | None:
         """Why two settings do not go together, or None."""
@@ -432,8 +409,13 @@ class ConfigError(ValueError):
     """A bad setting: every torchrun process finds the same one, and only the first prints it."""
 
 
+def fields_by_group() -> list[dataclasses.Field]:
+    """``TrainConfig``'s fields as train.py shows them: group by group (``GROUPS``), each in declaration order."""
+    return sorted(dataclasses.fields(TrainConfig), key=lambda field: GROUPS.index(field.metadata["group"]))
+
+
 def _settings_where(key: str) -> tuple[str, ...]:
-    return tuple(field.name for field in dataclasses.fields(TrainConfig) if field.metadata[key])
+    return tuple(field.name for field in fields_by_group() if field.metadata[key])
 
 
 # Settings that change what a run computes: a resumed run must use the values it was started with.

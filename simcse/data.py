@@ -60,13 +60,16 @@ class STSData:
 
 class Row(NamedTuple):
     """One training example as read: where it is ("line 12", "row 12"), its texts (the kind's columns in order; a
-    retrieval query alone), its gold score (scored pairs), and a retrieval query's documents."""
+    retrieval query alone), its gold score (scored pairs), a retrieval query's documents and a teacher's scores of
+    them (None: the row has none)."""
 
     where: str
     texts: tuple[str, ...]
     score: float | None = None
     positives: list[str] | None = None
     negatives: list[str] | None = None
+    positive_scores: list[float] | None = None
+    negative_scores: list[float] | None = None
 
 
 # ---------------------------------------------------------------------------------------------------

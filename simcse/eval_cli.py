@@ -75,6 +75,14 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"tokens per sentence (default: the checkpoint's training value, else {DEFAULT_MAX_LENGTH})",
     )
     parser.add_argument(
+        "--truncate_dim",
+        type=int,
+        default=None,
+        metavar="N",
+        help="evaluate the first N dimensions of each embedding, a size it was trained at (--matryoshka_dims; "
+        "default: all)",
+    )
+    parser.add_argument(
         "--output_json",
         "--output_path",
         default=None,
@@ -96,6 +104,8 @@ def evaluate_main() -> None:
         raise ValueError(
             f"--document_max_length must be at least 2 (room for [CLS] and [SEP]), got {args.document_max_length}"
         )
+    if args.truncate_dim is not None and args.truncate_dim < 1:
+        raise ValueError(f"--truncate_dim must be at least 1, got {args.truncate_dim}")
     if args.output_json:
         check_writable_file(args.output_json, "--output_json")  # before minutes of evaluation, not after
     # torch loads after the flags are read: --help and flag errors answer at once.
@@ -116,12 +126,15 @@ def evaluate_main() -> None:
         query_prompt=args.query_prompt,
         document_prompt=args.document_prompt,
         document_max_length=args.document_max_length,
+        truncate_dim=args.truncate_dim,
     ).to(device)
+    model.check_truncate_dim(args.truncate_dim)
     print(
         f"model {args.model}: pooler {model.pooler}{' (mlp_only_train)' if model.mlp_only_train else ''}, "
         f"max_length {model.max_length}"
         + (f", prompt {model.prompt!r}" if model.prompt else "")
         + (", unit-length embeddings" if model.normalize else "")
+        + (f", first {args.truncate_dim} dimensions" if args.truncate_dim else "")
         + f" (from {model.settings_source}; flags given override it)"
     )
 

@@ -14,8 +14,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from simcse.batching import EpochBatchSampler, QueryDocumentsDataset, ScoredCollator, SimCSEDataset
+from simcse.batching import EpochBatchSampler, QueryDocumentsDataset, SimCSEDataset, ValuesCollator
 from simcse.model_loading import prompt_length
+from simcse.objectives import OBJECTIVES
 from simcse.rules import one_or_list
 from simcse.tokenized import TextSettings, TokenizedData
 from simcse.train_data import DATA_KINDS, DataKind, negatives_per_query
@@ -38,6 +39,7 @@ class LoaderSettings:
     seed: int
     mixture: str
     num_workers: int
+    distill: bool = False  # --distill_weight above 0: retrieval batches carry the teacher's scores
 
 
 class MixtureBatchSampler:
@@ -146,7 +148,7 @@ def build_loader(
             )
         samplers.append(sampler)
         datasets.append(training_dataset(settings, part, data, model))
-    collators = [model.collator if data.scores is None else ScoredCollator(model.collator) for data in train_data]
+    collators = [collator_for(dataset, model) for dataset in datasets]
     sampler = MixtureBatchSampler(samplers, settings.mixture, settings.seed)
     loader = DataLoader(
         MixtureDataset(datasets),
@@ -157,6 +159,15 @@ def build_loader(
         generator=torch.Generator(),  # its seed draw must not consume the global RNG that drives dropout
     )
     return sampler, loader
+
+
+def collator_for(dataset: SimCSEDataset | QueryDocumentsDataset, model: SimCSEModel):
+    """The model's collator, with the values a dataset's examples carry: gold scores, or a teacher's."""
+    if getattr(dataset, "scores", None) is not None:
+        return ValuesCollator(model.collator, "scores")
+    if getattr(dataset, "teacher", None) is not None:
+        return ValuesCollator(model.collator, "teacher_scores")
+    return model.collator
 
 
 def batch_facts(sampler: MixtureBatchSampler, datasets: Sequence, objectives: Sequence, world_size: int) -> dict:
@@ -196,7 +207,8 @@ def training_dataset(
 ) -> SimCSEDataset | QueryDocumentsDataset:
     """One training dataset over its token ids, refused when every sentence comes out the same."""
     if DATA_KINDS[data.kind].documents:
-        dataset = QueryDocumentsDataset(data, negatives_per_query(settings.num_negatives), settings.seed)
+        teacher = settings.distill and OBJECTIVES[part.objective].teacher_scores
+        dataset = QueryDocumentsDataset(data, negatives_per_query(settings.num_negatives), settings.seed, teacher)
     else:
         dataset = SimCSEDataset(data)
     if tokenizes_alike(dataset):

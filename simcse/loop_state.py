@@ -25,11 +25,16 @@ class LoopState:
     window_loss_sum: torch.Tensor = field(default_factory=lambda: torch.zeros(1))
     window_loss_count: list[int] = field(default_factory=lambda: [0])
     total_loss: float = 0.0  # losses up to the last evaluation
+    # With a false-negative guard: the share of each step's candidates masked, summed since the last evaluation
+    # (on the device, as the losses), and the steps it sums.
+    window_masked_sum: torch.Tensor = field(default_factory=lambda: torch.zeros(1))
+    window_masked_steps: int = 0
     skipped_steps: int = 0  # steps whose gradient was not finite, so the optimizer did not step
 
     def to_json(self) -> dict:
         return {f.name: getattr(self, f.name) for f in fields(self)} | {
-            "window_loss_sum": self.window_loss_sum.tolist()
+            "window_loss_sum": self.window_loss_sum.tolist(),
+            "window_masked_sum": self.window_masked_sum.tolist(),
         }
 
     @classmethod
@@ -41,6 +46,7 @@ class LoopState:
             | {
                 "window_loss_sum": torch.tensor(sums if isinstance(sums, list) else [sums], device=device),
                 "window_loss_count": counts if isinstance(counts, list) else [counts],
+                "window_masked_sum": torch.tensor(saved.get("window_masked_sum", [0.0]), device=device),
             }
         )
 
@@ -85,7 +91,11 @@ def start_loop_state(saved: dict | None, device: torch.device, datasets: int) ->
     it)."""
     if saved:
         return LoopState.from_json(saved, device)
-    return LoopState(window_loss_sum=torch.zeros(datasets, device=device), window_loss_count=[0] * datasets)
+    return LoopState(
+        window_loss_sum=torch.zeros(datasets, device=device),
+        window_loss_count=[0] * datasets,
+        window_masked_sum=torch.zeros(1, device=device),
+    )
 
 
 def progress_bar(total_steps: int, state: LoopState, is_main: bool) -> tqdm:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -39,15 +40,39 @@ def info_nce(
         exclude: optional (B, C) booleans over the candidate columns (C = N, or (1 + K) N with hard negatives):
             True removes that candidate from that anchor's softmax (never mark an anchor's own positive).
             ``duplicate_candidates`` builds it from token ids: the same text twice in a batch is a false
-            negative, not a negative.
+            negative, not a negative; ``above_positive`` from similarities.
 
     Returns:
         A scalar. Normalisation, logits and cross-entropy are computed in at least float32 whatever the
         input dtype (exp(20) overflows float16).
     """
+    candidates = candidate_cosines(anchors, positives, hard_negatives, gather=gather)
+    return info_nce_of(candidates, temperature=temperature, hard_negative_weight=hard_negative_weight, exclude=exclude)
+
+
+class Candidates(NamedTuple):
+    """Each anchor against every candidate of the global batch (``candidate_cosines``)."""
+
+    cosines: torch.Tensor  # (B, C), C = (1 + K) N: the N positives, then the K slots of hard negatives
+    labels: torch.Tensor  # (B,): the column of each anchor's own positive
+    num_positives: int  # N: the global batch's examples
+
+    def own(self, slots: int) -> torch.Tensor:
+        """(B, 1 + slots): the columns of each anchor's own positive and its own ``slots`` hard negatives."""
+        steps = torch.arange(slots + 1, device=self.labels.device)
+        return self.labels[:, None] + self.num_positives * steps
+
+
+def candidate_cosines(
+    anchors: torch.Tensor,
+    positives: torch.Tensor,
+    hard_negatives: torch.Tensor | None = None,
+    *,
+    gather: Gather | None = None,
+) -> Candidates:
+    """The cosines (B, C) of each anchor with every candidate of the global batch, in at least float32, ordered as
+    ``info_nce`` says; arguments as there."""
     _check_rows(anchors, positives=positives, hard_negatives=hard_negatives)
-    if temperature <= 0:
-        raise ValueError(f"temperature must be positive, got {temperature}")
     gather = gather or (lambda rows: (rows, 0))
     dtype = torch.promote_types(anchors.dtype, torch.float32)
     # Inside an autocast region the matmuls would run in bf16/fp16 again: logits of up to 1 / temperature would
@@ -59,19 +84,74 @@ def info_nce(
         if hard_negatives is not None:
             negatives = hard_negatives if hard_negatives.ndim == 3 else hard_negatives[:, None]  # (B, K, H)
             candidates = torch.cat([candidates, _gather_slots(F.normalize(negatives.to(dtype), dim=-1), gather)])
-        logits = _Float32Similarities.apply(anchors, candidates) / temperature  # (B, (1 + K) N)
-        labels = torch.arange(anchors.shape[0], device=anchors.device) + first_row  # (B,)
-        if hard_negatives is not None and hard_negative_weight != 0.0:
-            slots = logits.shape[1] // num_positives - 1  # K
-            own = labels[:, None] + num_positives * torch.arange(1, slots + 1, device=labels.device)  # (B, K)
-            own_hard_negatives = torch.zeros_like(logits).scatter_(1, own, 1.0)  # (B, (1 + K) N)
+        cosines = _Float32Similarities.apply(anchors, candidates)  # (B, (1 + K) N)
+    labels = torch.arange(anchors.shape[0], device=anchors.device) + first_row  # (B,)
+    return Candidates(cosines, labels, num_positives)
+
+
+def info_nce_of(
+    candidates: Candidates,
+    *,
+    temperature: float = 0.05,
+    hard_negative_weight: float = 0.0,
+    exclude: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """``info_nce`` of ``candidate_cosines``' result."""
+    if temperature <= 0:
+        raise ValueError(f"temperature must be positive, got {temperature}")
+    with torch.autocast(candidates.cosines.device.type, enabled=False):
+        logits = candidates.cosines / temperature  # (B, C)
+        if hard_negative_weight != 0.0 and logits.shape[1] > candidates.num_positives:
+            own = candidates.own(logits.shape[1] // candidates.num_positives - 1)[:, 1:]  # (B, K)
+            own_hard_negatives = torch.zeros_like(logits).scatter_(1, own, 1.0)  # (B, C)
             logits = logits + hard_negative_weight * own_hard_negatives
         if exclude is not None:
             if exclude.shape != logits.shape:
                 expected = tuple(logits.shape)
                 raise ValueError(f"exclude must be (batch, candidates) {expected}, got {tuple(exclude.shape)}")
             logits = logits.masked_fill(exclude, -math.inf)  # (B, C)
-        return F.cross_entropy(logits, labels)
+        return F.cross_entropy(logits, candidates.labels)
+
+
+def above_positive(candidates: Candidates, margin: float) -> torch.Tensor:
+    """(B, C) True where a candidate's cosine with the anchor exceeds that of the anchor's own positive plus
+    ``margin`` (never the positive itself): likely a false negative. Qwen3-Embedding's rule with its own scores
+    (margin 0.1); GIST's with a guide model's (margin minus ``--guide_margin``). No gradient flows through it."""
+    cosines = candidates.cosines.detach()
+    rows = torch.arange(len(cosines), device=cosines.device)
+    above = cosines > cosines[rows, candidates.labels][:, None] + margin  # (B, C)
+    above[rows, candidates.labels] = False
+    return above
+
+
+def distillation(
+    candidates: Candidates,
+    teacher_scores: torch.Tensor,
+    *,
+    temperature: float = 0.05,
+    teacher_temperature: float = 1.0,
+) -> torch.Tensor:
+    """KL(teacher || student) over each anchor's own candidates [positive, its K hard negatives], the mean over the
+    anchors: the teacher's ``softmax(teacher_scores / teacher_temperature)`` against the student's
+    ``log_softmax(cosine / temperature)`` (FlagEmbedding's and KURE-v2's distillation).
+
+    Args:
+        candidates: ``candidate_cosines`` of the batch (its own K negatives in K slots).
+        teacher_scores: (B, 1 + K), a teacher's scores of each anchor's positive and K negatives, in that order.
+
+    Returns:
+        A scalar, in at least float32; its gradient reaches the student only.
+    """
+    slots = candidates.cosines.shape[1] // candidates.num_positives - 1
+    if teacher_scores.shape != (len(candidates.labels), slots + 1):
+        expected = (len(candidates.labels), slots + 1)
+        raise ValueError(f"teacher_scores must be (batch, 1 + negatives) {expected}, got {tuple(teacher_scores.shape)}")
+    with torch.autocast(candidates.cosines.device.type, enabled=False):
+        student = candidates.cosines.gather(1, candidates.own(slots)) / temperature  # (B, 1 + K)
+        teacher = teacher_scores.detach().to(student.dtype) / teacher_temperature  # (B, 1 + K)
+        return F.kl_div(
+            F.log_softmax(student, dim=-1), F.log_softmax(teacher, dim=-1), reduction="batchmean", log_target=True
+        )
 
 
 def _check_rows(anchors: torch.Tensor, **others: torch.Tensor | None) -> None:

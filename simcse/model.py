@@ -123,6 +123,7 @@ class SimCSEModel(nn.Module):
         query_prompt: str | None = None,
         document_prompt: str | None = None,
         document_max_length: int | None = None,
+        truncate_dim: int | None = None,
     ):
         super().__init__()
         model_name_or_path = check_location(model_name_or_path)
@@ -134,6 +135,8 @@ class SimCSEModel(nn.Module):
             raise ValueError(f"max_length must be at least 2 (room for [CLS] and [SEP]), got {self.max_length}")
         self.prompt = (defaults.get("prompt") or "") if prompt is None else prompt
         self.normalize = bool(defaults.get("normalize", False)) if normalize is None else normalize
+        self.matryoshka_dims: list[int] | None = defaults.get("matryoshka_dims")  # the sizes it was trained at
+        self.truncate_dim = truncate_dim  # encode's default: the first N dimensions (None: all)
         # Retrieval: what queries and documents get (None: the symmetric prompt), see prompt_for.
         self.query_prompt = defaults.get("query_prompt") if query_prompt is None else query_prompt
         self.document_prompt = defaults.get("document_prompt") if document_prompt is None else document_prompt
@@ -270,6 +273,13 @@ class SimCSEModel(nn.Module):
                 f"({self.config.model_type}); use {self.max_positions} or less"
             )
 
+    def check_truncate_dim(self, dim: int | None) -> int:
+        """The embedding size ``encode`` gives for ``truncate_dim`` ``dim``; refused outside 1 .. the hidden size."""
+        hidden = self.config.hidden_size
+        if dim is not None and not 1 <= dim <= hidden:
+            raise ValueError(f"truncate_dim {dim} must lie between 1 and the model's {hidden} dimensions")
+        return hidden if dim is None else dim
+
     def save_pretrained(self, folder: str | os.PathLike) -> None:
         """Write a plain transformers checkpoint (safetensors), ``simcse_config.json`` and the
         sentence-transformers files into ``folder``.
@@ -292,6 +302,7 @@ class SimCSEModel(nn.Module):
             "query_prompt": self.query_prompt,
             "document_prompt": self.document_prompt,
             "document_max_length": self.document_max_length,
+            "matryoshka_dims": self.matryoshka_dims,
             "head_file": SIMCSE_HEAD_NAME if self.owns_head and self.head is not None else None,
         }
         write_json(folder / SIMCSE_CONFIG_NAME, settings)
@@ -339,11 +350,8 @@ class SimCSEModel(nn.Module):
         attention_mask: torch.Tensor,
         token_type_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Sentence embeddings for token ids shaped (..., seq_len); returns (..., hidden).
-
-        Training batches are (batch, num_sent, seq_len): every sentence of every example goes
-        through the encoder in one call.
-        """
+        """Sentence embeddings for token ids shaped (..., seq_len); returns (..., hidden). Training batches are
+        (batch, num_sent, seq_len): every sentence of every example goes through the encoder in one call."""
         leading_shape = input_ids.shape[:-1]
         seq_len = input_ids.shape[-1]
         input_ids = input_ids.reshape(-1, seq_len)  # (N, L)
@@ -387,8 +395,10 @@ class SimCSEModel(nn.Module):
         show_progress_bar: bool | None = None,
         prompt: str | None = None,
         description: str = "encoding",
+        truncate_dim: int | None = None,
     ) -> np.ndarray:
-        """Embeddings (len(sentences), hidden) as float32, in the order of ``sentences``.
+        """Embeddings (len(sentences), hidden) as float32, in the order of ``sentences``: their first ``truncate_dim``
+        dimensions (None: the model's ``truncate_dim``, else all), as sentence-transformers' ``truncate_dim`` cuts.
 
         ``batch_size`` defaults to 32 sentences on a CPU and 256 on a GPU; ``max_length`` to the model's
         (the checkpoint's training value); ``prompt`` to the model's (e5's ``"passage: "`` for documents).
@@ -411,7 +421,8 @@ class SimCSEModel(nn.Module):
         prompt = self.prompt if prompt is None else prompt
         tokenized = tokenize_texts(sentences, self.tokenizer, max_length, prompt)
         order = np.argsort(-tokenized.lengths, kind="stable")
-        embeddings = np.zeros((len(tokenized), self.config.hidden_size), dtype=np.float32)
+        dim = self.check_truncate_dim(self.truncate_dim if truncate_dim is None else truncate_dim)
+        embeddings = np.zeros((len(tokenized), dim), dtype=np.float32)
         # Half precision on GPUs (fast and accurate enough for ranking); the CPU stays in float32.
         autocast = torch.autocast("cuda", dtype=gpu_half_dtype()) if device.type == "cuda" else nullcontext()
         if show_progress_bar is None:
@@ -430,7 +441,7 @@ class SimCSEModel(nn.Module):
                     vectors = self(**batch)[:, 0].float()  # (B, H)
                     if self.normalize:  # the model declares unit-length embeddings (sentence-transformers' Normalize)
                         vectors = torch.nn.functional.normalize(vectors, dim=-1)
-                    embeddings[indices] = vectors.cpu().numpy()
+                    embeddings[indices] = vectors[:, :dim].cpu().numpy()
                     bar.update(len(indices))
         finally:
             self.train(was_training)

@@ -13,6 +13,9 @@ for train.py's flags, and ``--help`` answers at once.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import operator
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,6 +35,12 @@ class LossSettings:
     temperature: float = 0.05
     hard_negative_weight: float = 0.0
     mask_duplicate_negatives: bool = True
+    distill_weight: float = 0.0  # of KL(teacher || student) over each query's own candidates
+    teacher_temperature: float = 1.0
+    false_negative_margin: float | None = None  # mask candidates the student scores above the positive plus it
+    guide_margin: float = 0.0  # mask candidates the guide scores above the positive minus it
+    matryoshka_dims: tuple[int, ...] = ()  # the loss summed over these sizes of the embedding (none: the whole)
+    matryoshka_weights: tuple[float, ...] = ()  # one per size (none: 1 each)
 
 
 @dataclass
@@ -41,12 +50,14 @@ class LossInputs:
     embeddings: Tensor  # (B, S, H): the S texts of each example
     token_ids: Tensor  # (B, S, L): their token ids, padded to one width on every process (duplicates compare them)
     scores: Tensor | None = None  # (B,) gold scores, scored pairs only
+    teacher_scores: Tensor | None = None  # (B, 1 + K) a teacher's scores of each query's positive and negatives
+    guide_embeddings: Tensor | None = None  # (B, S, H') a frozen guide model's, without gradient
 
 
 @dataclass
 class LossOutput:
     loss: Tensor  # a scalar
-    masked: Tensor | None = None  # (B, C): the candidates removed from each anchor's softmax (repeated texts)
+    masked: Tensor | None = None  # (B, C): the candidates removed from each anchor's softmax (repeats, guards)
 
 
 # (inputs, settings, gather: simcse.loss.Gather, every process's rows) -> LossOutput
@@ -62,22 +73,78 @@ def repeated_texts(token_ids, gather) -> Tensor:
 
 
 def contrastive_loss(inputs: LossInputs, settings: LossSettings, gather) -> LossOutput:
-    """InfoNCE: each anchor picks its positive among every positive (and hard negatives) of the global batch; a
-    candidate repeating the anchor's or the positive's text is masked (unless the settings say not to)."""
+    """InfoNCE: each anchor picks its positive among every positive (and hard negatives) of the global batch. A
+    candidate is masked when it repeats the anchor's or the positive's text (unless the settings say not to), when
+    the student scores it above the positive plus ``false_negative_margin`` and when the guide scores it above the
+    positive minus ``guide_margin``; ``distill_weight`` adds the teacher's KL on a batch that carries its scores."""
     from simcse import loss
 
-    embeddings = inputs.embeddings
-    exclude = repeated_texts(inputs.token_ids, gather) if settings.mask_duplicate_negatives else None
-    value = loss.info_nce(
-        embeddings[:, 0],
-        embeddings[:, 1],
-        embeddings[:, 2:] if embeddings.shape[1] > 2 else None,  # (B, K, H): K hard negatives per anchor
+    candidates = _candidates(inputs.embeddings, gather)
+    masked = _false_negatives(inputs, settings, candidates, gather)
+    value = loss.info_nce_of(
+        candidates,
         temperature=settings.temperature,
         hard_negative_weight=settings.hard_negative_weight,
-        gather=gather,
-        exclude=exclude,
+        exclude=masked,
     )
-    return LossOutput(value, exclude)
+    if settings.distill_weight and inputs.teacher_scores is not None:  # a mixture's other data has no teacher
+        value = value + settings.distill_weight * _distillation(inputs, settings, candidates)
+    return LossOutput(value, masked)
+
+
+def distill_loss(inputs: LossInputs, settings: LossSettings, gather) -> LossOutput:
+    """The teacher's KL alone, times ``distill_weight``: each query's candidates are its positive and negatives."""
+    candidates = _candidates(inputs.embeddings, gather)
+    return LossOutput(settings.distill_weight * _distillation(inputs, settings, candidates))
+
+
+def _candidates(embeddings, gather):
+    """``simcse.loss.candidate_cosines`` of a batch's (B, S, H) embeddings: anchor, positive, S - 2 negatives."""
+    from simcse import loss
+
+    negatives = embeddings[:, 2:] if embeddings.shape[1] > 2 else None  # (B, K, H): K hard negatives per anchor
+    return loss.candidate_cosines(embeddings[:, 0], embeddings[:, 1], negatives, gather=gather)
+
+
+def _false_negatives(inputs: LossInputs, settings: LossSettings, candidates, gather) -> Tensor | None:
+    """(B, C): the candidates taken out of each anchor's softmax, or None when no rule is on."""
+    from simcse import loss
+
+    rules = []
+    if settings.mask_duplicate_negatives:
+        rules.append(repeated_texts(inputs.token_ids, gather))
+    if settings.false_negative_margin is not None:
+        rules.append(loss.above_positive(candidates, settings.false_negative_margin))
+    if inputs.guide_embeddings is not None:
+        guide = _candidates(inputs.guide_embeddings, gather)
+        rules.append(loss.above_positive(guide, -settings.guide_margin))
+    return functools.reduce(operator.or_, rules) if rules else None
+
+
+def _distillation(inputs: LossInputs, settings: LossSettings, candidates) -> Tensor:
+    from simcse import loss
+
+    if inputs.teacher_scores is None:
+        raise ValueError("distillation needs the teacher's scores of the batch (pos_scores / neg_scores)")
+    return loss.distillation(
+        candidates,
+        inputs.teacher_scores,
+        temperature=settings.temperature,
+        teacher_temperature=settings.teacher_temperature,
+    )
+
+
+def matryoshka(objective_loss: Loss, inputs: LossInputs, settings: LossSettings, gather) -> LossOutput:
+    """``objective_loss`` on the whole embedding, or with ``matryoshka_dims`` the weighted sum of it on each size
+    (the first ``d`` dimensions; every loss normalises what it is given); the masks are the first size's."""
+    if not settings.matryoshka_dims:
+        return objective_loss(inputs, settings, gather)
+    weights = settings.matryoshka_weights or (1.0,) * len(settings.matryoshka_dims)
+    outputs = [
+        objective_loss(dataclasses.replace(inputs, embeddings=inputs.embeddings[..., :dim]), settings, gather)
+        for dim in settings.matryoshka_dims
+    ]
+    return LossOutput(sum(weight * output.loss for weight, output in zip(weights, outputs)), outputs[0].masked)
 
 
 def cosent_loss(inputs: LossInputs, settings: LossSettings, gather) -> LossOutput:
@@ -109,7 +176,8 @@ class Objective:
     data_kinds: tuple[str, ...]  # the training data it takes, by DATA_KINDS name
     loss: Loss  # the whole loss, masks included: the trainer calls it and nothing else
     in_batch_negatives: bool  # the batch's other examples are negatives: duplicate masking applies
-    hard_negatives: bool  # reads a triplet's third sentence, a query's negatives (--hard_negative_weight)
+    hard_negatives: bool  # reads a triplet's third sentence, a query's negatives
+    teacher_scores: bool = False  # reads a teacher's scores of each query's documents (--distill_weight)
 
     def source(self, name_or_path: str | os.PathLike, data_dir: str | os.PathLike | None = None) -> TrainSource:
         """The training file and its kind (from its first line or its columns), refused in one line when the kind
@@ -134,14 +202,20 @@ class Objective:
 
     def unread_flags(self, settings) -> dict[str, str]:
         """The flags given that this objective does not read, each with why it would do nothing here."""
-        unread = {}
-        if not self.hard_negatives and settings.hard_negative_weight != 0:
-            unread["--hard_negative_weight"] = "has no hard negatives: --hard_negative_weight does nothing there"
-        if not self.in_batch_negatives and not settings.mask_duplicate_negatives:
-            unread["--no-mask_duplicate_negatives"] = (
-                "has no in-batch negatives: --no-mask_duplicate_negatives does nothing there"
-            )
-        return {flag: f"--objective {self.name} {why}" for flag, why in unread.items()}
+        softmax, hard = "has no in-batch negatives", self.hard_negatives and self.in_batch_negatives
+        flags = (  # (flag, given, read by this objective, why not)
+            ("--hard_negative_weight", settings.hard_negative_weight != 0, hard, "has no hard negatives in a softmax"),
+            ("--no-mask_duplicate_negatives", not settings.mask_duplicate_negatives, self.in_batch_negatives, softmax),
+            ("--false_negative_margin", settings.false_negative_margin is not None, self.in_batch_negatives, softmax),
+            ("--guide_model", settings.guide_model is not None, self.in_batch_negatives, softmax),
+            ("--distill_weight", settings.distill_weight != 0, self.teacher_scores,
+             "reads no teacher scores"),
+        )  # fmt: skip
+        return {
+            flag: f"--objective {self.name} {why}: {flag} does nothing there"
+            for flag, given, read, why in flags
+            if given and not read
+        }
 
 
 OBJECTIVES: dict[str, Objective] = {
@@ -155,6 +229,18 @@ OBJECTIVES: dict[str, Objective] = {
             contrastive_loss,
             in_batch_negatives=True,
             hard_negatives=True,
+            teacher_scores=True,
+        ),
+        Objective(
+            "distill",
+            "--distill_weight times the KL from a teacher's scores (pos_scores, neg_scores) over each query's positive "
+            "and --num_negatives negatives, without the contrastive term",
+            "distillation from a teacher's scores (KL divergence)",
+            ("query_documents",),
+            distill_loss,
+            in_batch_negatives=False,
+            hard_negatives=True,
+            teacher_scores=True,
         ),
         Objective(
             "cosent",

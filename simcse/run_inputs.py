@@ -12,10 +12,10 @@ from simcse.config import TrainConfig
 from simcse.distributed import ProcessInfo
 from simcse.loader import text_settings
 from simcse.model import SimCSEModel
-from simcse.model_loading import unknown_token_share
+from simcse.model_loading import check_location, unknown_token_share
 from simcse.objectives import OBJECTIVES
 from simcse.registry import TOKEN_STORE_IN_MEMORY
-from simcse.rules import one_or_list
+from simcse.rules import as_list, one_or_list
 from simcse.tasks import EvalSet, load_set, set_files
 from simcse.text_files import file_fingerprint
 from simcse.token_store import StoreSettings, tokenized_train_data
@@ -43,6 +43,7 @@ def read_inputs(config: TrainConfig) -> tuple[EvalSet, list[TrainSource]]:
             config.valid_data,
         )
     sources = [OBJECTIVES[part.objective].source(part.train_data, config.data_dir) for part in config.parts()]
+    check_matryoshka_dims(config)
     if config.num_negatives is not None and not any(source.kind.documents for source in sources):
         raise ValueError(
             f"--num_negatives reads the 'neg' lists of .jsonl retrieval data; {config.train_data} holds "
@@ -63,7 +64,18 @@ def tokenize_inputs(
             text = text_settings(config.max_length, source.kind, model)
             data = tokenized[source] = tokenized_train_data(source.path, source.kind, text, store)
             data.summary.check_for_run(data.path, negatives_per_query(config.num_negatives))
+    if config.distill_weight:
+        check_teacher_scores([tokenized[source] for source in sources], config)
     return [tokenized[source] for source in sources]
+
+
+def check_teacher_scores(train_data: list[TokenizedData], config: TrainConfig) -> None:
+    """Refuse ``--distill_weight`` unless each retrieval dataset an objective distils on holds a teacher's score
+    of every document (and one such dataset is there)."""
+    distilled = [data for part, data in zip(config.parts(), train_data) if OBJECTIVES[part.objective].teacher_scores]
+    with_documents = [data for data in distilled if data.summary.has_documents]
+    for data in with_documents or distilled[:1]:
+        data.summary.check_teacher_scores(data.path)
 
 
 def prepare_token_stores(config: TrainConfig) -> list[TokenizedData]:
@@ -77,6 +89,20 @@ def prepare_token_stores(config: TrainConfig) -> list[TokenizedData]:
     for data in dict.fromkeys(tokenized):
         print(f"{data.path}: {len(data)} examples of {data.kind} in {data.store}")
     return tokenized
+
+
+def check_matryoshka_dims(config: TrainConfig) -> None:
+    """Refuse a ``--matryoshka_dims`` size above the model's hidden size, from its config.json (no weights read)."""
+    if not config.matryoshka_dims:
+        return
+    from transformers import AutoConfig
+
+    location = check_location(config.model)
+    hidden = AutoConfig.from_pretrained(location, trust_remote_code=config.trust_remote_code).hidden_size
+    if too_large := [dim for dim in as_list(config.matryoshka_dims) if dim > hidden]:
+        raise ValueError(
+            f"--matryoshka_dims {too_large[0]} is above the {hidden} dimensions of {config.model}'s embeddings"
+        )
 
 
 def sampled(dev: EvalSet, count: int | None, seed: int) -> EvalSet:
@@ -106,7 +132,7 @@ def data_fingerprints(config: TrainConfig, train_data: list[TokenizedData]) -> d
 def build_model(config: TrainConfig, resume, device: torch.device) -> SimCSEModel:
     """The encoder of ``config.model``, or of the checkpoint being resumed (a ``ResumePoint``: its trained head
     included)."""
-    return SimCSEModel(
+    model = SimCSEModel(
         resume.path if resume else config.model,
         pooler=config.pooler,
         mlp_only_train=config.mlp_only_train,
@@ -121,6 +147,8 @@ def build_model(config: TrainConfig, resume, device: torch.device) -> SimCSEMode
         document_prompt=config.document_prompt,
         document_max_length=config.document_max_length,
     ).to(device)
+    model.matryoshka_dims = as_list(config.matryoshka_dims) if config.matryoshka_dims else None  # saved with it
+    return model
 
 
 def spread_rows(count: int, wanted: int) -> list[int]:

@@ -19,7 +19,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger("simcse.data")
 
 BATCH_ROWS = 10_000  # records per batch read
-OPTIONAL_COLUMNS = ("neg",)  # a retrieval table may leave out its queries' negatives
+# A retrieval table may leave out its queries' negatives and a teacher's scores.
+OPTIONAL_COLUMNS = ("neg", "pos_scores", "neg_scores")
 
 
 def is_table_folder(path: Path) -> bool:

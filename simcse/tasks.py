@@ -163,9 +163,24 @@ def set_files(name_or_path: str | os.PathLike, split: str | None = None, data_di
 def evaluate_dev(model, dev: EvalSet, batch_size: int | None = None) -> dict[str, float | str]:
     """A training run's dev metrics, with the name of the one it selects its best checkpoint by under
     ``selection_metric`` (and ``dev_split``, the split read, for a set that has several). Its progress bar is
-    labelled "dev"."""
+    labelled "dev". A model trained at Matryoshka sizes also reports that metric at each size below the whole,
+    under ``METRIC_by_dim``."""
     line = dev.evaluate(model, batch_size, description="dev") | {"selection_metric": dev.task.selection_metric}
+    sizes = [dim for dim in getattr(model, "matryoshka_dims", None) or () if dim < model.config.hidden_size]
+    if sizes:
+        metric, whole = dev.task.selection_metric, model.truncate_dim
+        try:
+            line[f"{metric}_by_dim"] = {
+                str(dim): _at_size(model, dim, dev, batch_size)[metric] for dim in sorted(sizes, reverse=True)
+            }
+        finally:
+            model.truncate_dim = whole
     return line | ({"dev_split": dev.split} if dev.split else {})
+
+
+def _at_size(model, dim: int, dev: EvalSet, batch_size: int | None) -> dict:
+    model.truncate_dim = dim
+    return dev.evaluate(model, batch_size, description=f"dev at {dim}")
 
 
 def task_selecting_by(metric: str) -> EvalTask:
@@ -218,6 +233,8 @@ def write_eval_report(
         "mlp_only_train": model.mlp_only_train,
         "max_length": model.max_length,
     }
+    if getattr(model, "truncate_dim", None) is not None:  # evaluated at a Matryoshka size
+        report["truncate_dim"] = model.truncate_dim
     for task in TASKS.values():
         now, before = results.get(task.name, {}), earlier.get(task.report_key, {})
         if now or before or task.report_key == STS_REPORT_KEY:

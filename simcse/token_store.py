@@ -36,7 +36,7 @@ from simcse.train_data import DataKind, RowSummary, train_rows
 
 logger = logging.getLogger(__name__)
 
-FORMAT = 1  # bumped when the layout or the reading of a file changes, so that older stores are not read
+FORMAT = 2  # bumped when the layout or the reading of a file changes, so that older stores are not read
 META_NAME = "meta.json"
 WAIT_SAY_EVERY = 60.0  # seconds between a waiting process's lines
 
@@ -258,5 +258,6 @@ def _open(folder: Path, meta: dict, path: str) -> TokenizedData:
     data = TokenizedData(path, meta["kind"], columns, RowSummary(**meta["summary"]))
     data.scores = arrays.get("scores")
     data.documents, data.positives, data.negatives = ragged("documents"), ragged("positives"), ragged("negatives")
+    data.positive_scores, data.negative_scores = arrays.get("positive_scores"), arrays.get("negative_scores")
     data.fingerprint, data.store = meta["source"]["sha256"], str(folder)
     return data

@@ -5,7 +5,9 @@ memory-maps. Texts are never held whole: a chunk at a time, and a retrieval file
 
 from __future__ import annotations
 
+import array
 import hashlib
+import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -81,8 +83,9 @@ def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
 @dataclass(eq=False)  # one object per file read: compared (and hashed) by identity
 class TokenizedData:
     """A training dataset as token ids: ``columns`` hold each example's texts (a retrieval query alone),
-    ``documents`` the distinct documents of retrieval data and ``positives`` / ``negatives`` each query's rows
-    of them; ``summary`` is what the checks read; ``fingerprint`` the SHA-256 of the file it came from."""
+    ``documents`` the distinct documents of retrieval data, ``positives`` / ``negatives`` each query's rows of them
+    and ``positive_scores`` / ``negative_scores`` a teacher's score of each (aligned with their ``values``; NaN for
+    a query without); ``summary`` is what the checks read; ``fingerprint`` the SHA-256 of the file it came from."""
 
     path: str
     kind: str
@@ -92,6 +95,8 @@ class TokenizedData:
     documents: Ragged | None = None
     positives: Ragged | None = None
     negatives: Ragged | None = None
+    positive_scores: np.ndarray | None = None
+    negative_scores: np.ndarray | None = None
     fingerprint: str = ""
     store: str = "memory"  # the token store's folder
 
@@ -249,7 +254,7 @@ def build_tokenized(rows: Callable[[], Iterator[Row]], path: str, kind: DataKind
 
 def _build_query_documents(rows, path: str, kind: DataKind, text: TextSettings, build: Build) -> TokenizedData:
     summary, queries = RowSummary(), build.ragged("column0")
-    digests, positive_counts, negative_counts = bytearray(), [], []
+    digests, positive_counts, negative_counts, teacher = bytearray(), [], [], array.array("d")
     for chunk in chunks(rows(), build.bar("queries"), summary):
         queries.append(*encode_chunk([row.texts[0] for row in chunk], text.tokenizer, text.max_length, text.prompt))
         for row in chunk:
@@ -257,11 +262,15 @@ def _build_query_documents(rows, path: str, kind: DataKind, text: TextSettings, 
             negative_counts.append(len(row.negatives))
             for document in (*row.positives, *row.negatives):
                 digests += hashlib.blake2b(document.encode(), digest_size=16).digest()
+            if row.positive_scores is None:  # no teacher's scores: NaN, which distillation refuses before a step
+                teacher.extend([math.nan] * (len(row.positives) + len(row.negatives)))
+            else:
+                teacher.extend([*row.positive_scores, *row.negative_scores])
     summary.check_file(path, kind.name)
     row_of, is_first = _distinct(np.frombuffer(bytes(digests), dtype=[("high", "<u8"), ("low", "<u8")]))
     del digests
     counts = np.array(positive_counts, dtype=np.int64), np.array(negative_counts, dtype=np.int64)
-    positives, negatives = _split_documents(row_of, *counts, build)
+    positives, negatives, positive_scores, negative_scores = _split_documents(row_of, np.array(teacher), *counts, build)
     documents = build.ragged("documents")
     occurrence = 0
     for chunk in chunks(rows(), build.bar("documents", total=summary.rows)):
@@ -275,6 +284,7 @@ def _build_query_documents(rows, path: str, kind: DataKind, text: TextSettings, 
         documents.append(*encode_chunk(texts, text.tokenizer, document_length, document_prompt))
     data = TokenizedData(path, kind.name, [queries.finish()], summary)
     data.documents, data.positives, data.negatives = documents.finish(), positives, negatives
+    data.positive_scores, data.negative_scores = positive_scores, negative_scores
     return data
 
 
@@ -289,21 +299,24 @@ def _distinct(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return rank[inverse.reshape(-1)], is_first
 
 
-def _split_documents(row_of: np.ndarray, positive_counts: np.ndarray, negative_counts: np.ndarray, build: Build):
-    """Each query's positive and negative document rows, from the rows of its documents in the order read
-    (its positives, then its negatives)."""
+def _split_documents(row_of: np.ndarray, teacher: np.ndarray, positive_counts, negative_counts, build: Build) -> list:
+    """Each query's positive and negative document rows, from the rows of its documents in the order read (its
+    positives, then its negatives), and the teacher's scores of both (``teacher``: one per document read)."""
     sizes = positive_counts + negative_counts
     within = np.arange(len(row_of)) - np.repeat(np.cumsum(sizes) - sizes, sizes)
     is_positive = within < np.repeat(positive_counts, sizes)
-    result = []
+    rows, scores = [], []
     for name, mask, counts in (
         ("positives", is_positive, positive_counts),
         ("negatives", ~is_positive, negative_counts),
     ):
         writer = build.ragged(name, np.int64)
         writer.append(row_of[mask], counts)
-        result.append(writer.finish())
-    return result
+        rows.append(writer.finish())
+        score_writer = build.array(f"{name[:-1]}_scores", np.float64)
+        score_writer.append(teacher[mask])
+        scores.append(score_writer.finish())
+    return [*rows, *scores]
 
 
 def tokenize_in_memory(data: TrainData, text: TextSettings) -> TokenizedData:

@@ -4,7 +4,8 @@ the rows into token ids; ``load_train_data`` holds them whole, for mining and sm
 Kinds (``DATA_KINDS``), recognised from the file:
   * ``*.txt``: one sentence per line. Unsupervised SimCSE: each sentence is its own positive.
   * ``*.jsonl``: one ``{"query": str, "pos": [str, ...], "neg": [str, ...]}`` per line (FlagEmbedding's
-    fine-tuning format; ``pos_scores``, ``neg_scores`` and other keys are ignored): retrieval training.
+    fine-tuning format; a teacher's ``pos_scores`` and ``neg_scores``, one number per document, are read for
+    ``--distill_weight``; other keys are ignored): retrieval training.
   * an STS file (``simcse.data``): scored pairs, for CoSENT.
   * else tab-separated with a header, ``sent0<TAB>sent1`` (pairs) or ``sent0<TAB>sent1<TAB>hard_neg`` (triplets).
   * a Parquet file or a ``datasets`` folder (``save_to_disk``) with a kind's columns (``simcse.table_files``).
@@ -15,6 +16,7 @@ counted in a log line.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -59,6 +61,8 @@ class TrainData:
     positives: list[list[str]] | None = None  # retrieval data: each query's relevant documents
     negatives: list[list[str]] | None = None  # retrieval data: each query's hard negatives (may be empty)
     places: list[str] | None = None  # where each example is in its file ("line 12"), for errors found later
+    positive_scores: list[list[float] | None] | None = None  # retrieval data: a teacher's, per query (or None)
+    negative_scores: list[list[float] | None] | None = None
 
     def texts(self) -> list[str]:
         """Every sentence and document of the data, column by column."""
@@ -76,6 +80,8 @@ class TrainData:
                 None if self.scores is None else self.scores[i],
                 None if self.positives is None else self.positives[i],
                 None if self.negatives is None else self.negatives[i],
+                None if self.positive_scores is None else self.positive_scores[i],
+                None if self.negative_scores is None else self.negative_scores[i],
             )
 
     @property
@@ -101,6 +107,8 @@ class RowSummary:
     most_negatives: int = 0
     without_negatives: int = 0
     first_without_negatives: str | None = None  # where the first query without negatives is
+    without_teacher_scores: int = 0  # retrieval data: queries without pos_scores / neg_scores
+    first_without_teacher_scores: str | None = None
 
     def add(self, row: Row) -> None:
         self.rows += 1
@@ -118,6 +126,9 @@ class RowSummary:
             if not row.negatives:
                 self.without_negatives += 1
                 self.first_without_negatives = self.first_without_negatives or row.where
+            if row.positive_scores is None:
+                self.without_teacher_scores += 1
+                self.first_without_teacher_scores = self.first_without_teacher_scores or row.where
 
     def check_file(self, path: str, kind: str) -> None:
         """Refuse a file that holds no examples, or scored pairs that correlations cannot use."""
@@ -148,6 +159,21 @@ class RowSummary:
             f"--num_negatives {num_negatives} is more than any query of {path} holds (at most "
             f"{self.most_negatives} 'neg' documents): pass --num_negatives {self.most_negatives} or fewer"
         )
+
+    def check_teacher_scores(self, path: str) -> None:
+        """Refuse, for ``--distill_weight``, retrieval data without a teacher's score of every document."""
+        if not self.has_documents:
+            raise ValueError(
+                f"--distill_weight reads the teacher's pos_scores / neg_scores of .jsonl retrieval data; {path} holds "
+                "none (give the retrieval file its own --objective, or leave --distill_weight 0)"
+            )
+        if self.without_teacher_scores:
+            raise DataFormatError(
+                path,
+                self.first_without_teacher_scores,
+                f"no 'pos_scores' / 'neg_scores' ({self.without_teacher_scores} of {self.rows} queries have none); "
+                "--distill_weight needs a teacher's score of every document: data/score_with_teacher.py writes them",
+            )
 
 
 def negatives_per_query(num_negatives: int | None) -> int:
@@ -197,7 +223,37 @@ def _query_documents(path: Path, where: str, record: dict) -> Row:
         if len(texts) < least:
             raise DataFormatError(path, where, f"{key!r} is empty: every query needs a positive document")
         documents.append([check_sentence(path, where, text, key) for text in texts])
-    return Row(where, (query,), None, *documents)
+    return Row(where, (query,), None, *documents, *_teacher_scores(path, where, record, documents))
+
+
+TEACHER_KEYS = ("pos_scores", "neg_scores")  # FlagEmbedding's: a teacher's score of each document, in order
+
+
+def _teacher_scores(path: Path, where: str, record: dict, documents: list[list[str]]) -> list[list[float] | None]:
+    """A query's ``pos_scores`` and ``neg_scores`` (None, None when it has neither): one finite number per document
+    of ``pos`` and ``neg`` (a query without negatives may leave ``neg_scores`` out)."""
+    given = {key: record[key] for key in TEACHER_KEYS if record.get(key) is not None}
+    if not given:
+        return [None, None]
+    scores = []
+    for key, texts in zip(TEACHER_KEYS, documents):
+        values = given.get(key, [] if not texts else None)
+        if values is None:
+            other = next(iter(given))
+            raise DataFormatError(path, where, f"{other!r} without {key!r}: give a score for every document")
+        if not isinstance(values, list) or len(values) != len(texts):
+            length = len(values) if isinstance(values, list) else "not a list"
+            raise DataFormatError(path, where, f"{key!r} must hold one score per {key[:3]!r} document "
+                                  f"({len(texts)}), got {length}")  # fmt: skip
+        for value in values:
+            if not _is_finite_number(value):
+                raise DataFormatError(path, where, f"{key!r} holds {quoted(value)}, not a finite number")
+        scores.append([float(value) for value in values])
+    return scores
+
+
+def _is_finite_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _query_document_rows(path: Path, lines: Iterable[tuple[int, str]]) -> Iterator[Row]:
@@ -279,7 +335,7 @@ DATA_KINDS: dict[str, DataKind] = {
             "queries with positive and negative documents (JSONL)",
             lambda path, first: path.suffix.lower() == ".jsonl",
             _query_document_rows,
-            ("query", "pos", "neg"),
+            ("query", "pos", "neg", *TEACHER_KEYS),
             _query_documents,
             "queries with positive documents and mined hard negatives",
             2,
@@ -354,8 +410,14 @@ def load_train_data(name_or_path: str | os.PathLike, data_dir: str | os.PathLike
     def each(field: str) -> list | None:
         return [getattr(row, field) for row in rows] if getattr(rows[0], field) is not None else None
 
+    def teacher(field: str) -> list | None:  # retrieval data where some query has a teacher's scores
+        read = summary.has_documents and summary.without_teacher_scores < summary.rows
+        return [getattr(row, field) for row in rows] if read else None
+
     columns = [list(column) for column in zip(*each("texts"))]
-    return TrainData(columns, str(path), each("score"), kind.name, each("positives"), each("negatives"), each("where"))
+    data = TrainData(columns, str(path), each("score"), kind.name, each("positives"), each("negatives"), each("where"))
+    data.positive_scores, data.negative_scores = teacher("positive_scores"), teacher("negative_scores")
+    return data
 
 
 def write_train_tsv(data: TrainData, path: str | os.PathLike, flag: str = "--output") -> None:

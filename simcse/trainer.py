@@ -10,16 +10,16 @@ from contextlib import nullcontext
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from simcse import checkpoint, distributed, hub
 from simcse.config import TrainConfig
 from simcse.device import autocast_dtype
 from simcse.grad_cache import chunked_backward
+from simcse.guide import guide_embeddings, load_guide
 from simcse.loader import LoaderSettings, batch_facts, build_loader
 from simcse.loop_state import TrainResult, progress_bar, set_seed, start_loop_state
-from simcse.objectives import OBJECTIVES, LossInputs
+from simcse.objectives import OBJECTIVES
 from simcse.optim import apply_gradient, build_optimizer_and_scaler, build_schedule
 from simcse.rules import one_or_list
 from simcse.run_folder import METRICS_NAME, append_metrics
@@ -39,6 +39,7 @@ from simcse.run_setup import (
     run_info,
     trainer_state,
 )
+from simcse.step_loss import StepLoss
 from simcse.tasks import evaluate_dev
 from simcse.tracking import check_ready, open_reporters
 from simcse.unpad import attention_kernel
@@ -48,8 +49,6 @@ logger = logging.getLogger(__name__)
 # A run whose first steps all had a non-finite gradient (every update skipped) is stopped: it trains nothing.
 # Loss scaling (fp16) legitimately skips a few first steps while it finds its scale, hence more than one.
 ALL_SKIPPED_LIMIT = 20
-# Above this share of masked (duplicate) candidates in a batch, the run warns: the corpus repeats itself.
-MASKED_SHARE_WARNING = 0.1
 
 
 class NonFiniteLossError(ValueError):
@@ -102,12 +101,19 @@ class Trainer:
         self.loss_settings = config.loss_settings()
         self.resume = find_resume_point(config, self.output, self.process)
         self.model = build_model(config, self.resume, self.device)
+        self.guide = load_guide(config.guide_model, self.model, self.device) if config.guide_model else None
         self.train_data = tokenize_inputs(config, sources, self.model, self.process)
         check_tokenizer_covers(self.model, self.train_data, self.valid_data, config)
         self.data_fingerprints = data_fingerprints(config, self.train_data)
         check_resumed_data(config, self.resume, self.train_data, self.data_fingerprints)
         settings = LoaderSettings(
-            self.parts, config.max_length, config.num_negatives, config.seed, config.mixture, config.num_workers
+            self.parts,
+            config.max_length,
+            config.num_negatives,
+            config.seed,
+            config.mixture,
+            config.num_workers,
+            distill=config.distill_weight > 0,
         )
         self.sampler, self.loader = build_loader(settings, self.train_data, self.model, self.process, self.device)
         self.schedule = build_schedule(
@@ -130,7 +136,9 @@ class Trainer:
         resumed_step = self.resume.trainer_state["step"] if self.resume else None
         self.reporters = open_reporters(config.report_to, self.output, config, resumed_step) if self.is_main else []
         self.lr: float | None = None  # of the last step taken
-        self.warned_about_duplicates = False
+        width = self.loader.dataset.longest if self.process.is_distributed else None
+        guarded = config.false_negative_margin is not None or self.guide is not None
+        self.step_loss = StepLoss(self.objectives, self.loss_settings, self.model.collator.pad_token_id, width, guarded)
         self.last_losses: dict[int, torch.Tensor] = {}  # each dataset's latest step loss, for the progress bar
         self.progress = progress_bar(self.schedule.total_steps, self.state, self.is_main)
 
@@ -166,36 +174,11 @@ class Trainer:
         with self.autocast:
             return self.train_model(**batch)  # (B, num_sent, H)
 
-    def loss(
-        self, part: int, embeddings: torch.Tensor, input_ids: torch.Tensor, scores: torch.Tensor | None
-    ) -> torch.Tensor:
-        """The loss of dataset ``part``'s objective on a batch's embeddings (B, num_sent, H): the objective's own
-        function, masks included."""
-        # Every process pads to the same width, so that token ids can be gathered and compared.
-        width = self.loader.dataset.longest if self.process.is_distributed else input_ids.shape[-1]
-        ids = input_ids
-        if width > input_ids.shape[-1]:
-            ids = F.pad(input_ids, (0, width - input_ids.shape[-1]), value=self.model.collator.pad_token_id)
-        output = self.objectives[part].loss(LossInputs(embeddings, ids, scores), self.loss_settings, distributed.gather)
-        if output.masked is not None:
-            self.warn_about_duplicates(output.masked, self.parts[part].train_data)
-        return output.loss
-
-    def warn_about_duplicates(self, exclude: torch.Tensor, train_data: str) -> None:
-        """Warn once when more than ``MASKED_SHARE_WARNING`` of a batch's negatives repeat an anchor's text."""
-        if self.warned_about_duplicates or not self.is_main or self.state.step % self.config.eval_steps:
-            return  # checked at the first step of each evaluation window: a host sync
-        negatives = exclude.shape[0] * (exclude.shape[1] - 1)
-        share = exclude.sum().item() / negatives
-        if share > MASKED_SHARE_WARNING:
-            self.warned_about_duplicates = True
-            logger.warning(
-                "step %d: %.0f%% of the batch's negatives repeat the text of an anchor or its positive and were "
-                "masked; %s repeats sentences (deduplicate it)",
-                self.state.step + 1,
-                100 * share,
-                train_data,
-            )
+    def loss(self, part: int, embeddings: torch.Tensor, input_ids: torch.Tensor, values: dict) -> torch.Tensor:
+        warn = self.is_main and self.state.step % self.config.eval_steps == 0  # a host sync: once a window
+        return self.step_loss(
+            part, embeddings, input_ids, values, self.state, self.parts[part].train_data if warn else None
+        )
 
     def training_step(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """One optimizer step on a batch (of this process, from one dataset); returns its loss, detached."""
@@ -205,19 +188,22 @@ class Trainer:
             group["lr"] = self.lr
         part = int(batch.pop("part"))  # the dataset the batch is from (a CPU tensor: no sync)
         batch = {key: value.to(self.device, non_blocking=True) for key, value in batch.items()}
-        scores = batch.pop("scores", None)  # (B,), scored pairs only
+        # (B,) gold scores of scored pairs; (B, 1 + K) a teacher's of retrieval data; the guide's embeddings
+        values = {name: batch.pop(name, None) for name in ("scores", "teacher_scores")}
+        if self.guide is not None:
+            values["guide_embeddings"] = guide_embeddings(self.guide, batch, config.grad_cache_chunk, self.autocast)
         self.optimizer.zero_grad(set_to_none=True)
         if config.grad_cache_chunk:
             loss = chunked_backward(
                 self.embed,
                 batch,
-                lambda embeddings: self.loss(part, embeddings, batch["input_ids"], scores),
+                lambda embeddings: self.loss(part, embeddings, batch["input_ids"], values),
                 config.grad_cache_chunk,
                 scale=scaler.scale,
                 no_sync=self.train_model.no_sync if self.process.is_distributed else nullcontext,
             )
         else:
-            loss = self.loss(part, self.embed(batch), batch["input_ids"], scores)
+            loss = self.loss(part, self.embed(batch), batch["input_ids"], values)
             scaler.scale(loss).backward()
         # With fp16 loss scaling an overflow is expected now and then: the scaler skips that step.
         if not scaler.is_enabled() and not distributed.all_true(bool(torch.isfinite(loss)), self.device):
@@ -239,11 +225,14 @@ class Trainer:
     def shown_losses(self, loss: torch.Tensor) -> dict[str, str]:
         """The progress bar's losses: the last step's, and with several datasets each one's latest, named by its
         file (the whole path where two files share a name)."""
+        last = self.step_loss.last_masked
+        masked = {} if last is None else {"masked": f"{last.item():.1%}"}
         if len(self.parts) == 1:
-            return {"loss": f"{loss.item():.4f}"}
+            return {"loss": f"{loss.item():.4f}"} | masked
         names = [os.path.basename(part.label) for part in self.parts]
         names = names if len(set(names)) == len(names) else [part.label for part in self.parts]
-        return {f"loss {names[part]}": f"{value.item():.4f}" for part, value in sorted(self.last_losses.items())}
+        losses = {f"loss {names[part]}": f"{value.item():.4f}" for part, value in sorted(self.last_losses.items())}
+        return losses | masked
 
     # -----------------------------------------------------------------------------------------------
     # Evaluation and saves
@@ -268,6 +257,11 @@ class Trainer:
             }
         state.window_loss_sum.zero_()
         state.window_loss_count = [0] * len(self.parts)
+        if state.window_masked_steps:  # the mean share of candidates the masks removed, with a guard on
+            masked = distributed.mean_over_processes(state.window_masked_sum).item()
+            line["masked_share"] = masked / state.window_masked_steps
+            state.window_masked_sum.zero_()
+            state.window_masked_steps = 0
         if not self.is_main:
             return None
         shown = self.progress.postfix
@@ -319,6 +313,7 @@ class Trainer:
         rng_states = distributed.all_objects(checkpoint.rng_state())
         # Every process keeps the mean, so that the run goes on exactly as a run resumed from here does.
         state.window_loss_sum = distributed.mean_over_processes(state.window_loss_sum)
+        state.window_masked_sum = distributed.mean_over_processes(state.window_masked_sum)
         if self.is_main:
             training_state = {
                 "optimizer": self.optimizer.state_dict(),

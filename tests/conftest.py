@@ -10,6 +10,7 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 _TOKEN_STORE = __import__("tempfile").TemporaryDirectory(prefix="simcse-token-store-")
 os.environ["SIMCSE_KO_TOKEN_STORE"] = _TOKEN_STORE.name
 
+import json  # noqa: E402
 import runpy  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
@@ -19,6 +20,7 @@ import pytest  # noqa: E402
 
 from simcse.config import TrainConfig  # noqa: E402
 from simcse.random_encoder import build_random_encoder  # noqa: E402
+from simcse.train_data import load_train_data  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = Path(os.environ.get("SIMCSE_KO_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
@@ -307,3 +309,14 @@ def small_disk(tmp_path):
     yield mount
     for folder in mounted:
         subprocess.run(["umount", str(folder)], check=True)
+
+
+def kind_files(demo_data, tmp_path) -> dict[str, Path]:
+    """A demo file of every kind of training data (the retrieval kind written from the triplets)."""
+    files = {load_train_data(path).kind: path for path in sorted(demo_data.glob("*.t*"))}
+    rows = [line.split("\t") for line in (demo_data / "train.tsv").read_text(encoding="utf-8").splitlines()[1:]]
+    queries = tmp_path / "queries.jsonl"
+    teacher = {"pos_scores": [1.0], "neg_scores": [0.0]}  # a teacher's scores, for --distill_weight
+    queries.write_text("".join(json.dumps({"query": a, "pos": [p], "neg": [n]} | teacher, ensure_ascii=False) + "\n"
+                               for a, p, n in rows), encoding="utf-8")  # fmt: skip
+    return files | {"query_documents": queries}

@@ -284,14 +284,14 @@ def test_recover_finishes_a_move_cut_short(tiny_bert_dir, tmp_path, caplog):
 def test_non_finite_loss_stops_with_step_and_last_checkpoint(config, tmp_path, monkeypatch):
     import simcse.loss
 
-    real_loss, calls = simcse.loss.info_nce, []
+    real_loss, calls = simcse.loss.info_nce_of, []
 
     def loss_that_breaks(*args, **kwargs):
         calls.append(1)
         loss = real_loss(*args, **kwargs)
         return loss * float("nan") if len(calls) == 5 else loss
 
-    monkeypatch.setattr(simcse.loss, "info_nce", loss_that_breaks)
+    monkeypatch.setattr(simcse.loss, "info_nce_of", loss_that_breaks)
     with pytest.raises(NonFiniteLossError, match=r"loss is nan at step 5; last good checkpoint: .*checkpoint-4"):
         train(config(tmp_path, max_steps=8, save_steps=2))
 

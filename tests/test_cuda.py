@@ -287,3 +287,64 @@ def test_512_token_documents_unpadded_equal_padded(tmp_path, korean_sentences, k
     assert max(len(ids) for ids in model.tokenizer(documents, truncation=True, max_length=512)["input_ids"]) == 512
     cosines = (on_cpu * on_gpu).sum(1) / (np.linalg.norm(on_cpu, axis=1) * np.linalg.norm(on_gpu, axis=1))
     assert cosines.min() > 0.999
+
+
+@pytest.mark.parametrize("dtype", HALF_DTYPES)
+def test_the_recipe_terms_under_autocast_compute_in_float32(tiny_bert_dir, korean_sentences, dtype):
+    """The teacher's KL, the margin guard and two Matryoshka sizes on embeddings made under autocast: the loss is
+    float32 and equals the loss of the same embeddings cast to float32 outside autocast (no matmul of the loss ran in
+    half precision); the KL alone lies within 2 / temperature times the largest change of a cosine of the exact
+    embeddings' KL."""
+    from simcse import loss
+    from simcse.objectives import OBJECTIVES, LossInputs, LossSettings, matryoshka
+
+    skip_unsupported(dtype)
+    model = SimCSEModel(tiny_bert_dir, dropout=0.0).to(CUDA).train()
+    batch = batch_of(model, korean_sentences, num_sent=3)
+    teacher = torch.randn(8, 2, generator=torch.Generator().manual_seed(1)).to(CUDA)
+    settings = LossSettings(distill_weight=0.5, false_negative_margin=0.1, matryoshka_dims=(32, 16))
+
+    def recipe_loss(embeddings):
+        inputs = LossInputs(embeddings, batch["input_ids"], teacher_scores=teacher)
+        return matryoshka(OBJECTIVES["simcse"].loss, inputs, settings, lambda rows: (rows, 0))
+
+    def kl(embeddings):
+        candidates = loss.candidate_cosines(embeddings[:, 0], embeddings[:, 1], embeddings[:, 2])
+        return loss.distillation(candidates, teacher), candidates.cosines
+
+    with torch.no_grad():
+        exact = model(**batch)  # (B, 3, H)
+        with torch.autocast("cuda", dtype=dtype):
+            half = model(**batch)
+            output = recipe_loss(half)
+            half_kl, half_cosines = kl(half)
+    assert output.loss.dtype == torch.float32 and half_kl.dtype == torch.float32
+    assert torch.isfinite(output.loss) and output.masked is not None
+    assert output.loss.item() == pytest.approx(recipe_loss(half.float()).loss.item(), abs=1e-5)
+    exact_kl, exact_cosines = kl(exact)
+    bound = 2 / 0.05 * (half_cosines - exact_cosines).abs().max().item()
+    assert abs(half_kl.item() - exact_kl.item()) <= bound + 1e-5
+
+
+def test_the_whole_recipe_trains_under_amp(demo_config, demo_data, demo_bert, amp_dtype, tmp_path):
+    """Distillation, both guards and Matryoshka sizes with --amp and GradCache: finite, lowering losses, the masked
+    share logged, and the saved model reloads to the logged dev score."""
+    rows = [line.split("\t") for line in (demo_data / "train.tsv").read_text(encoding="utf-8").splitlines()[1:]]
+    examples = [
+        {"query": a, "pos": [p], "neg": [n, rows[i - 1][2]], "pos_scores": [2.0], "neg_scores": [0.5, -1.0]}
+        for i, (a, p, n) in enumerate(rows)
+    ]
+    data = tmp_path / "scored.jsonl"
+    data.write_text("".join(json.dumps(e, ensure_ascii=False) + "\n" for e in examples), encoding="utf-8")
+    output = tmp_path / "run"
+    settings = dict(
+        device="cuda", amp=True, train_data=str(data), num_negatives=2, epochs=3, eval_steps=7, grad_cache_chunk=4,
+        distill_weight=0.5, false_negative_margin=0.1, guide_model=str(demo_bert), matryoshka_dims=[32, 16],
+    )  # fmt: skip
+    result = train(demo_config(output, **settings))
+    lines = [json.loads(line) for line in (output / METRICS_NAME).read_text().splitlines()[1:]]
+    losses = [line["train_loss"] for line in lines]
+    assert all(np.isfinite(losses)) and losses[-1] < losses[0]
+    assert all(0 <= line["masked_share"] <= 1 for line in lines)
+    score = evaluate_sts(SimCSEModel(output).to(CUDA), load_sts(demo_data / "dev.tsv"))[SELECTION_METRIC]
+    assert score == pytest.approx(result.best_score, abs=1e-6)

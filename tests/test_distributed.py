@@ -16,7 +16,7 @@ from torch.nn.parallel import DistributedDataParallel
 from simcse import distributed
 from simcse.grad_cache import chunked_backward
 from simcse.model import SimCSEModel
-from simcse.objectives import OBJECTIVES, LossInputs, LossSettings
+from simcse.objectives import OBJECTIVES, LossInputs, LossSettings, matryoshka
 from simcse.train_data import DATA_KINDS
 
 WORLD = 2
@@ -40,15 +40,44 @@ GLOBAL_SCORES = torch.tensor([4.5, 0.5, 3.0, 3.0, 1.0, 5.0, 2.0, 0.0])
 
 # The settings the objectives read: a hard-negative weight that the interleaving mistake below makes count.
 SETTINGS = LossSettings(hard_negative_weight=0.7)
-# Every objective, with every example width its data kinds give (K = 3 negatives for queries with documents).
+# The retrieval recipe's terms on top (issue 32): a teacher's KL, both false-negative guards, two Matryoshka sizes.
+RECIPE = LossSettings(
+    hard_negative_weight=0.7,
+    distill_weight=0.5,
+    teacher_temperature=0.5,
+    false_negative_margin=0.05,
+    guide_margin=0.02,
+    matryoshka_dims=(32, 16),
+    matryoshka_weights=(1.0, 0.5),
+)
+# Every objective, with every example width its data kinds give (K = 3 negatives for queries with documents), and
+# whether the recipe's terms are on (the distillation objective always has them: it is the teacher's KL).
 CASES = sorted(
-    {(name, DATA_KINDS[kind].num_texts(3)) for name, objective in OBJECTIVES.items() for kind in objective.data_kinds}
+    {
+        (name, DATA_KINDS[kind].num_texts(3), name == "distill")
+        for name, objective in OBJECTIVES.items()
+        for kind in objective.data_kinds
+    }
+    | {("simcse", 5, True)}
 )
 
 
-def loss_of(objective, embeddings, input_ids, gather, scores=None):
-    """The trainer's loss: the objective's own function, masks included."""
-    return OBJECTIVES[objective].loss(LossInputs(embeddings, input_ids, scores), SETTINGS, gather).loss
+def loss_of(objective, embeddings, input_ids, gather, scores=None, recipe=None):
+    """The trainer's loss: the objective's own function (at each Matryoshka size), masks included; ``recipe``: the
+    teacher's scores and the guide's embeddings of the batch, with the ``RECIPE`` settings."""
+    inputs = LossInputs(embeddings, input_ids, scores, **(recipe or {}))
+    return matryoshka(OBJECTIVES[objective].loss, inputs, RECIPE if recipe else SETTINGS, gather).loss
+
+
+def recipe_inputs(model_dir, batch, rows=slice(None)):
+    """The teacher's scores (made up, the same on every process) and a frozen guide's embeddings of ``batch``."""
+    teacher = torch.randn(GLOBAL_BATCH, batch["input_ids"].shape[1] - 1, generator=torch.Generator().manual_seed(2))
+    torch.manual_seed(7)
+    guide = SimCSEModel(model_dir, dropout=0.0).eval()
+    with torch.no_grad():
+        for parameter in guide.parameters():
+            parameter.add_(0.3 * torch.randn_like(parameter))
+        return {"teacher_scores": teacher[rows], "guide_embeddings": guide(**batch)}
 
 
 def interleaved_gather_loss(embeddings):
@@ -65,7 +94,7 @@ def interleaved_gather_loss(embeddings):
     return torch.nn.functional.cross_entropy(logits, labels)
 
 
-def worker(rank, model_dir, init_file, out_dir, num_sent, dropout, chunk, objective):
+def worker(rank, model_dir, init_file, out_dir, num_sent, dropout, chunk, objective, recipe):
     os.environ["HF_HUB_OFFLINE"] = "1"
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD)
     torch.set_num_threads(1)
@@ -79,18 +108,23 @@ def worker(rank, model_dir, init_file, out_dir, num_sent, dropout, chunk, object
     local = {key: value[rows] for key, value in batch.items()}
     scored = "scored_pairs" in OBJECTIVES[objective].data_kinds
     scores, local_scores = (GLOBAL_SCORES, GLOBAL_SCORES[rows]) if scored else (None, None)
+    whole_recipe, local_recipe = (
+        (recipe_inputs(model_dir, batch), recipe_inputs(model_dir, local, rows)) if recipe else (None, None)
+    )
     report = {}
 
     if chunk is None:
         # One process, the whole batch: the quantity the distributed run must reproduce.
         embeddings = reference(**batch)
-        expected_loss = loss_of(objective, embeddings, batch["input_ids"], lambda r: (r, 0), scores)
+        expected_loss = loss_of(objective, embeddings, batch["input_ids"], lambda r: (r, 0), scores, whole_recipe)
         expected_loss.backward()
-        local_loss = loss_of(objective, ddp(**local), local["input_ids"], distributed.gather, local_scores)
+        local_loss = loss_of(
+            objective, ddp(**local), local["input_ids"], distributed.gather, local_scores, local_recipe
+        )
         local_loss.backward()
         mean_loss = distributed.mean_over_processes(local_loss.detach())
         report["loss_difference"] = abs(mean_loss.item() - expected_loss.item())
-        if num_sent == 3 and OBJECTIVES[objective].hard_negatives:
+        if num_sent == 3 and OBJECTIVES[objective].in_batch_negatives:
             with torch.no_grad():
                 report["interleaved_difference"] = abs(
                     distributed.mean_over_processes(interleaved_gather_loss(model(**local))).item()
@@ -102,7 +136,7 @@ def worker(rank, model_dir, init_file, out_dir, num_sent, dropout, chunk, object
         rng = torch.get_rng_state()
         chunks = [dict(zip(local, values)) for values in zip(*(v.split(chunk) for v in local.values()))]
         embeddings = torch.cat([reference(**c) for c in chunks])
-        loss_of(objective, embeddings, local["input_ids"], distributed.gather, local_scores).backward()
+        loss_of(objective, embeddings, local["input_ids"], distributed.gather, local_scores, local_recipe).backward()
         for parameter in reference.parameters():
             if parameter.grad is not None:
                 dist.all_reduce(parameter.grad)
@@ -111,7 +145,7 @@ def worker(rank, model_dir, init_file, out_dir, num_sent, dropout, chunk, object
         chunked_backward(
             lambda c: ddp(**c),
             local,
-            lambda e: loss_of(objective, e, local["input_ids"], distributed.gather, local_scores),
+            lambda e: loss_of(objective, e, local["input_ids"], distributed.gather, local_scores, local_recipe),
             chunk,
             no_sync=ddp.no_sync,
         )
@@ -131,17 +165,17 @@ def worker(rank, model_dir, init_file, out_dir, num_sent, dropout, chunk, object
     dist.destroy_process_group()
 
 
-def run_workers(tmp_path, model_dir, num_sent, dropout=0.0, chunk=None, objective="simcse"):
-    arguments = (model_dir, tmp_path / "init", tmp_path, num_sent, dropout, chunk, objective)
+def run_workers(tmp_path, model_dir, num_sent, dropout=0.0, chunk=None, objective="simcse", recipe=False):
+    arguments = (model_dir, tmp_path / "init", tmp_path, num_sent, dropout, chunk, objective, recipe)
     mp.spawn(worker, args=arguments, nprocs=WORLD, join=True)
     return [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in range(WORLD)]
 
 
-@pytest.mark.parametrize("objective, num_sent", CASES)
-def test_two_processes_equal_one_process_on_the_global_batch(tmp_path, tiny_bert_dir, objective, num_sent):
+@pytest.mark.parametrize("objective, num_sent, recipe", CASES)
+def test_two_processes_equal_one_process_on_the_global_batch(tmp_path, tiny_bert_dir, objective, num_sent, recipe):
     """Every objective over two processes: the same loss and gradients as one process on the global batch (CoSENT
-    ranks all 8 pairs; InfoNCE's anchors see every process's candidates)."""
-    for report in run_workers(tmp_path, tiny_bert_dir, num_sent, objective=objective):
+    ranks all 8 pairs; InfoNCE's anchors see every process's candidates; the guards mask alike)."""
+    for report in run_workers(tmp_path, tiny_bert_dir, num_sent, objective=objective, recipe=recipe):
         assert report["loss_difference"] <= 1e-5
         assert report["max_gradient_difference"] <= 1e-5
         assert report["parameters_with_gradients"] == len(list(SimCSEModel(tiny_bert_dir).parameters()))
@@ -149,14 +183,18 @@ def test_two_processes_equal_one_process_on_the_global_batch(tmp_path, tiny_bert
             assert report["interleaved_difference"] > 1e-3
 
 
-# GradCache under DDP in the fast suite on the widest case (K = 3 negatives); the others run with the slow tests.
-GRAD_CACHE_CASES = [case if case == ("simcse", 5) else pytest.param(*case, marks=pytest.mark.slow) for case in CASES]
+# GradCache under DDP in the fast suite on the widest case (K = 3 negatives, the recipe on); the others run with
+# the slow tests.
+GRAD_CACHE_CASES = [
+    case if case == ("simcse", 5, True) else pytest.param(*case, marks=pytest.mark.slow) for case in CASES
+]
 
 
-@pytest.mark.parametrize("objective, num_sent", GRAD_CACHE_CASES)
-def test_grad_cache_under_ddp_matches_the_full_batch(tmp_path, tiny_bert_dir, objective, num_sent):
+@pytest.mark.parametrize("objective, num_sent, recipe", GRAD_CACHE_CASES)
+def test_grad_cache_under_ddp_matches_the_full_batch(tmp_path, tiny_bert_dir, objective, num_sent, recipe):
     """Every objective with GradCache under DDP (dropout on): each process embeds its slice in chunks."""
-    for report in run_workers(tmp_path, tiny_bert_dir, num_sent, dropout=0.1, chunk=2, objective=objective):
+    arguments = dict(dropout=0.1, chunk=2, objective=objective, recipe=recipe)
+    for report in run_workers(tmp_path, tiny_bert_dir, num_sent, **arguments):
         assert report["max_gradient_difference"] <= 1e-5
 
 

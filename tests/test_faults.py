@@ -217,7 +217,7 @@ class InfiniteGradient(torch.autograd.Function):
 
 
 def loss_with_infinite_gradient_at(steps):
-    real, calls = simcse.loss.info_nce, []
+    real, calls = simcse.loss.info_nce_of, []
 
     def loss(*args, **kwargs):
         calls.append(1)
@@ -228,14 +228,14 @@ def loss_with_infinite_gradient_at(steps):
 
 
 def test_a_run_whose_every_step_has_a_non_finite_gradient_stops(config, tmp_path, monkeypatch):
-    monkeypatch.setattr(simcse.loss, "info_nce", loss_with_infinite_gradient_at(range(1, 100)))
+    monkeypatch.setattr(simcse.loss, "info_nce_of", loss_with_infinite_gradient_at(range(1, 100)))
     with pytest.raises(NonFiniteGradientError, match="not finite at each of the 3 steps"):
         train(config(tmp_path, max_steps=3))
 
 
 def test_a_step_with_a_non_finite_gradient_is_skipped_and_counted(config, tmp_path, monkeypatch):
     untouched = SimCSEModel(config(tmp_path).model)
-    monkeypatch.setattr(simcse.loss, "info_nce", loss_with_infinite_gradient_at({2}))
+    monkeypatch.setattr(simcse.loss, "info_nce_of", loss_with_infinite_gradient_at({2}))
     result = train(config(tmp_path, max_steps=3, save_steps=3))
     assert result.skipped_steps == 1 and result.history[-1]["skipped_steps"] == 1
     trained = SimCSEModel(tmp_path / "checkpoint-3")  # the other steps trained: finite weights that moved

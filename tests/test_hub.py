@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import REPO_ROOT, assert_one_line_error, run_script
+from conftest import REPO_ROOT, assert_one_line_error, kind_files, run_script
 from huggingface_hub.utils import filter_repo_objects
 
 import simcse.hub
@@ -18,7 +18,7 @@ from simcse.objectives import OBJECTIVES
 from simcse.poolers import POOLERS
 from simcse.run_folder import written_by_a_run
 from simcse.tasks import write_eval_report
-from simcse.train_data import DATA_KINDS, load_train_data
+from simcse.train_data import DATA_KINDS
 from simcse.trainer import train
 
 SECRET = "hf_thisIsNotARealTokenButMustNeverBeWritten"
@@ -223,16 +223,6 @@ def test_push_to_hub_script_offline_is_one_line(checkpoint_folder):
     assert sorted(path.name for path in checkpoint_folder.iterdir()) == before
 
 
-def kind_files(demo_data, tmp_path) -> dict[str, Path]:
-    """A demo file of every kind of training data (the retrieval kind written from the triplets)."""
-    files = {load_train_data(path).kind: path for path in sorted(demo_data.glob("*.t*"))}
-    rows = [line.split("\t") for line in (demo_data / "train.tsv").read_text(encoding="utf-8").splitlines()[1:]]
-    queries = tmp_path / "queries.jsonl"
-    queries.write_text("".join(json.dumps({"query": a, "pos": [p], "neg": [n]}, ensure_ascii=False) + "\n"
-                               for a, p, n in rows), encoding="utf-8")  # fmt: skip
-    return files | {"query_documents": queries}
-
-
 @pytest.mark.parametrize(
     "objective, kind", [(name, kind) for name, objective in OBJECTIVES.items() for kind in objective.data_kinds]
 )
@@ -242,7 +232,8 @@ def test_every_save_writes_a_card_with_the_runs_results_and_no_path_of_this_mach
     """There was no card until a push, and the pushed one held the absolute paths of the model and the data."""
     data = kind_files(demo_data, tmp_path)[kind]
     output = tmp_path / "run"
-    result = train(demo_config(output, objective=objective, train_data=str(data), batch_size=8, max_steps=2))
+    distill = {"distill_weight": 1.0} if objective == "distill" else {}
+    result = train(demo_config(output, objective=objective, train_data=str(data), batch_size=8, max_steps=2, **distill))
     card = (output / "README.md").read_text(encoding="utf-8")
     assert written_by_a_run(output / "README.md") and "# run" in card  # named after its folder, until pushed
     assert f"trained with {OBJECTIVES[objective].card_name} on {DATA_KINDS[kind].card_name}" in card

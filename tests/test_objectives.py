@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import EVAL_SCRIPT, TRAIN_SCRIPT
+from conftest import EVAL_SCRIPT, TRAIN_SCRIPT, kind_files
 from safetensors.torch import load_file
 from sentence_transformers import SentenceTransformer
 from test_checkpoint import cut_back_to, metrics_lines
@@ -16,7 +16,6 @@ import simcse.trainer
 from simcse.data import load_sts
 from simcse.model import SimCSEModel
 from simcse.objectives import OBJECTIVES
-from simcse.train_data import load_train_data
 from simcse.trainer import train
 
 
@@ -54,9 +53,10 @@ def test_cosent_runs_the_loss_on_the_batch_s_scores(cosent_config, demo_data, tm
 def test_every_objective_resumes_exactly(objective, demo_config, demo_data, tmp_path):
     """Each objective of the table, on a file of its first data kind: a run cut at step 2 and resumed logs the
     same metrics and ends with the same weights as the run never interrupted (dropout on)."""
-    kinds = OBJECTIVES[objective].data_kinds
-    data = next(path for path in sorted(demo_data.glob("*.t*")) if load_train_data(path).kind in kinds)
+    kind = OBJECTIVES[objective].data_kinds[0]
+    data = kind_files(demo_data, tmp_path)[kind]
     settings = dict(objective=objective, train_data=str(data), valid_data=str(demo_data / "test.tsv"))
+    settings |= {"distill_weight": 1.0} if objective == "distill" else {}
     assert_resumes_exactly(demo_config, tmp_path, **settings, batch_size=8, max_steps=4, save_steps=2, dropout=0.1)
 
 

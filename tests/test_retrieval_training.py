@@ -182,13 +182,18 @@ def test_one_negative_per_query_trains_exactly_as_the_triplet_file(demo_config, 
 
 
 def test_k_negatives_reach_the_loss_with_their_duplicates_masked(demo_config, query_file, tmp_path, monkeypatch):
-    real, seen = simcse.loss.info_nce, []
+    real_cosines, real_loss, seen = simcse.loss.candidate_cosines, simcse.loss.info_nce_of, []
 
-    def recording(anchors, positives, hard_negatives=None, **kwargs):
-        seen.append((tuple(hard_negatives.shape), tuple(kwargs["exclude"].shape)))
-        return real(anchors, positives, hard_negatives, **kwargs)
+    def recording_cosines(anchors, positives, hard_negatives=None, **kwargs):
+        seen.append(tuple(hard_negatives.shape))
+        return real_cosines(anchors, positives, hard_negatives, **kwargs)
 
-    monkeypatch.setattr(simcse.loss, "info_nce", recording)
+    def recording_loss(candidates, **kwargs):
+        seen[-1] = (seen[-1], tuple(kwargs["exclude"].shape))
+        return real_loss(candidates, **kwargs)
+
+    monkeypatch.setattr(simcse.loss, "candidate_cosines", recording_cosines)
+    monkeypatch.setattr(simcse.loss, "info_nce_of", recording_loss)
     train(demo_config(tmp_path / "run", train_data=str(query_file), num_negatives=3, max_steps=2, batch_size=8))
     hidden = SimCSEModel(demo_config(tmp_path).model).config.hidden_size
     assert seen == [((8, 3, hidden), (8, 32))] * 2  # candidates: 8 positives + 3 x 8 negatives
