@@ -23,6 +23,7 @@ from simcse.text_files import DataFormatError, json_objects, stream_lines
 from simcse.train_data import DATA_KINDS, TEACHER_KEYS
 
 QUERIES_PER_WRITE = 16  # queries scored and appended to the output at a time
+DOCUMENT_CACHE = 100_000  # document vectors a bi-encoder teacher keeps (384 dimensions: about 150 MB)
 
 
 class CrossEncoderTeacher:
@@ -57,7 +58,8 @@ class CrossEncoderTeacher:
 
 
 class BiEncoderTeacher:
-    """A bi-encoder the package loads: the cosine of the query's and each document's embedding."""
+    """A bi-encoder the package loads: the cosine of the query's and each document's embedding. The vectors of the
+    last ``DOCUMENT_CACHE`` documents are kept: mined data names the same documents for many queries."""
 
     kind = "bi-encoder"
 
@@ -66,14 +68,23 @@ class BiEncoderTeacher:
 
         self.model = SimCSEModel(name_or_path, document_max_length=max_length, **settings).to(device)
         self.batch_size = batch_size
+        self.vectors: dict[str, np.ndarray] = {}  # document -> unit vector, oldest first
 
     def scores(self, query: str, documents: Sequence[str]) -> list[float]:
-        vectors = [
-            self.model.encode_query([query], batch_size=self.batch_size, show_progress_bar=False),  # (1, H)
-            self.model.encode_document(list(documents), batch_size=self.batch_size, show_progress_bar=False),
-        ]
-        query_vector, document_vectors = (row / np.linalg.norm(row, axis=-1, keepdims=True) for row in vectors)
-        return (document_vectors @ query_vector[0]).astype(np.float64).tolist()
+        missing = [document for document in dict.fromkeys(documents) if document not in self.vectors]
+        if missing:
+            encoded = self.model.encode_document(missing, batch_size=self.batch_size, show_progress_bar=False)
+            self.vectors |= dict(zip(missing, _unit_rows(encoded)))
+        encoded = self.model.encode_query([query], batch_size=self.batch_size, show_progress_bar=False)
+        query_vector = _unit_rows(encoded)[0].astype(np.float64)
+        scores = [float(self.vectors[document] @ query_vector) for document in documents]
+        for oldest in list(islice(self.vectors, max(0, len(self.vectors) - DOCUMENT_CACHE))):
+            del self.vectors[oldest]  # after the scores: a query's own documents are never dropped before use
+        return scores
+
+
+def _unit_rows(vectors: np.ndarray) -> np.ndarray:
+    return vectors / np.linalg.norm(vectors, axis=-1, keepdims=True)
 
 
 def load_teacher(name_or_path: str, device: torch.device, max_length: int, batch_size: int, bi_encoder: dict):

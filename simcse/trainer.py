@@ -175,6 +175,7 @@ class Trainer:
             return self.train_model(**batch)  # (B, num_sent, H)
 
     def loss(self, part: int, embeddings: torch.Tensor, input_ids: torch.Tensor, values: dict) -> torch.Tensor:
+        """The step's loss (``StepLoss``), the first step of an evaluation window checking for repeated texts."""
         warn = self.is_main and self.state.step % self.config.eval_steps == 0  # a host sync: once a window
         return self.step_loss(
             part, embeddings, input_ids, values, self.state, self.parts[part].train_data if warn else None

@@ -16,6 +16,7 @@ from test_objectives import assert_resumes_exactly
 from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
 import simcse.run_inputs
+import simcse.teacher
 from simcse.batching import QueryDocumentsDataset
 from simcse.data import DataFormatError
 from simcse.model import SimCSEModel
@@ -304,7 +305,11 @@ def test_scoring_goes_on_where_it_stopped(cross_encoder, demo_data, run_here, tm
     assert_one_line_error(same, "is the --input")
 
 
-def test_a_bi_encoder_teacher_scores_by_cosine(demo_bert, demo_data, run_here, tmp_path):
+@pytest.mark.parametrize("cache", [100_000, 2])
+def test_a_bi_encoder_teacher_scores_by_cosine(demo_bert, demo_data, run_here, tmp_path, monkeypatch, cache):
+    """The cosines of query and document; the documents' vectors are kept for later queries, the oldest dropped
+    past DOCUMENT_CACHE (2: dropped after each query)."""
+    monkeypatch.setattr(simcse.teacher, "DOCUMENT_CACHE", cache)
     source = write_jsonl(tmp_path / "in.jsonl", retrieval_rows(demo_data, scored=False)[:5])
     result = run_here(SCORE_SCRIPT, "--teacher", demo_bert, "--input", source, "--output", tmp_path / "out.jsonl")
     assert result.returncode == 0 and "bi-encoder" in result.stdout, result.stderr
