@@ -5,10 +5,10 @@
 #
 #   E5=/work/e5-small-ko SHARED=../shared/data OUT=/tmp/recipe-parts bash benchmarks/retrieval_recipe_parts.sh
 #
-# Rows: start; today's recipe; + --false_negative_margin 0.1; + distillation from the start model's scores
-# (data/score_with_teacher.py, --distill_weight 1, --teacher_temperature 0.01 = --temp); + --matryoshka_dims
-# 384 256 128 64. Every row: eval.py with e5's prompts on KorSTS dev and the held-out articles; today's recipe and
-# the Matryoshka row also at 256, 128 and 64 dimensions (--truncate_dim). A row already evaluated is kept.
+# Rows: start; today's recipe; + --matryoshka_dims 384 256 128 64; + --false_negative_margin 0.1; + distillation
+# from the start model's scores (data/score_with_teacher.py, --distill_weight 1, --teacher_temperature 0.01 =
+# --temp). Every row: eval.py with e5's prompts on KorSTS dev and the held-out articles; today's recipe and the
+# Matryoshka row also at 256, 128 and 64 dimensions (--truncate_dim). A row already evaluated is kept.
 source "$(dirname "${BASH_SOURCE[0]}")/../train/help.sh"
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -28,9 +28,11 @@ if [[ ! -f $OUT/korquad_train_mined.jsonl ]]; then
     --skip_top 1 --candidates 50 --document_max_length 256
 fi
 
-evaluate() {  # evaluate NAME MODEL [eval.py flags]: KorSTS dev and the held-out articles
+evaluate() {  # evaluate NAME MODEL [eval.py flags]: KorSTS dev and the held-out articles, documents up to 512 tokens
+  # for every row (a trained model records the 256 it trained with)
   [[ -f $OUT/$1.json ]] || python "$ROOT/evaluation/eval.py" --model "$2" "${E5_PROMPTS[@]}" \
-    --output_json "$OUT/$1.json" --test_data "$SHARED/korsts/sts-dev.tsv" "$OUT/korquad_heldout" "${@:3}"
+    --document_max_length 512 --output_json "$OUT/$1.json" --test_data "$SHARED/korsts/sts-dev.tsv" \
+    "$OUT/korquad_heldout" "${@:3}"
 }
 
 train() {  # train NAME DATA [train.py flags]: today's recipe plus the flags, then its evaluation
@@ -43,16 +45,16 @@ train() {  # train NAME DATA [train.py flags]: today's recipe plus the flags, th
 
 evaluate start "$E5"
 train today "$OUT/korquad_train_mined.jsonl"
-train margin "$OUT/korquad_train_mined.jsonl" --false_negative_margin 0.1
-python "$ROOT/data/score_with_teacher.py" --teacher "$E5" --pooler avg --query_prompt "query: " \
-  --document_prompt "passage: " --max_length 256 --input "$OUT/korquad_train_mined.jsonl" \
-  --output "$OUT/korquad_train_scored.jsonl"
-train distill "$OUT/korquad_train_scored.jsonl" --distill_weight 1 --teacher_temperature 0.01
 train matryoshka "$OUT/korquad_train_mined.jsonl" --matryoshka_dims 384 256 128 64
 for dim in 256 128 64; do
   evaluate "today_$dim" "$OUT/today" --truncate_dim "$dim"
   evaluate "matryoshka_$dim" "$OUT/matryoshka" --truncate_dim "$dim"
 done
+train margin "$OUT/korquad_train_mined.jsonl" --false_negative_margin 0.1
+python "$ROOT/data/score_with_teacher.py" --teacher "$E5" --pooler avg --query_prompt "query: " \
+  --document_prompt "passage: " --max_length 256 --input "$OUT/korquad_train_mined.jsonl" \
+  --output "$OUT/korquad_train_scored.jsonl"
+train distill "$OUT/korquad_train_scored.jsonl" --distill_weight 1 --teacher_temperature 0.01
 
 python - "$OUT" <<'EOF'
 import json, os, sys
