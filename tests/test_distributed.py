@@ -307,10 +307,13 @@ def test_two_processes_train_a_mixture_as_one_process(tmp_path, demo_data):
     lines = [[json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()] for run in (one, two)]
     assert [line["step"] for line in lines[1]] == [line["step"] for line in lines[0]] == [0, 3, 6]
     # Continuous quantities only: a rank correlation over 40 pairs jumps by ~1e-3 when float noise swaps two ranks.
+    # Adam moves a weight whose gradient is float noise by up to the learning rate either way (lr * g / (|g| + eps)),
+    # so the two runs' weights may differ by ~1e-3 in such coordinates: the dev Pearson of this near-random model
+    # moved by 2.8e-4 in one CI run (the demo tokenizer, trained afresh each session, differs between sessions).
     for expected, got in zip(*lines):
-        for key in ("train_loss", "cosine_pearson"):
+        for key, tolerance in (("train_loss", 1e-4), ("cosine_pearson", 1e-3)):
             if expected[key] is not None:
-                assert got[key] == pytest.approx(expected[key], abs=1e-4), (expected["step"], key)
+                assert got[key] == pytest.approx(expected[key], abs=tolerance), (expected["step"], key)
         if "train_loss_by_dataset" in expected:
             assert got["train_loss_by_dataset"] == pytest.approx(expected["train_loss_by_dataset"], abs=1e-4)
     assert json.loads((two / "train_args.json").read_text())["per_process_batch"] == [8, 4]
