@@ -6,7 +6,8 @@
 #  2. the CUDA tests (tests/test_cuda.py: unpadded vs padded forward and gradients in float32, bf16 and fp16,
 #     the loss under autocast, GradCache's CUDA RNG replay, AMP training, K hard negatives under AMP,
 #     512-token documents with variable-length attention, encode, exact resume, the retrieval recipe's terms
-#     (distillation, false-negative guards, Matryoshka sizes) under autocast and in AMP training);
+#     (distillation, false-negative guards, Matryoshka sizes) under autocast and in AMP training, a decoder with
+#     LoRA and bf16 weights (--model_dtype), gradient checkpointing under AMP);
 #  3. benchmarks/gpu_step.py: a klue/bert-base-shaped step, batch 256 triplets, bf16: padded against unpadded;
 #  4. benchmarks/grad_cache_memory.py --device cuda: peak memory with and without GradCache.
 # Every part runs even when one before it fails; each writes its full log beside one results file,

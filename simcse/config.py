@@ -14,8 +14,8 @@ import os
 from dataclasses import dataclass
 
 from simcse.loss_config import LOSS_GROUP, LossConfig
+from simcse.model_config import MODEL_GROUP, ModelConfig
 from simcse.objectives import DEFAULT_OBJECTIVE, OBJECTIVES
-from simcse.poolers import DEFAULT_POOLER, POOLERS, POOLERS_WITH_HEAD
 from simcse.registry import DATA_DIR_DEFAULT, TOKEN_STORE_IN_MEMORY, TOKEN_STORE_TIMEOUT, TOKEN_STORE_VARIABLE
 from simcse.rules import (
     as_list,
@@ -51,66 +51,21 @@ SEED_RANGE = (0, 2**32 - 1)
 
 
 # train.py's flags are shown in these groups, in this order (each field names its group).
-GROUPS = ("model", "data", "optimisation", LOSS_GROUP, "evaluation and output", "checkpoints and the Hub", "runtime")
+GROUPS = (
+    MODEL_GROUP,
+    "data",
+    "optimisation",
+    LOSS_GROUP,
+    "evaluation and output",
+    "checkpoints and the Hub",
+    "runtime",
+)
 
 
 @dataclass
-class TrainConfig(LossConfig):
+class TrainConfig(ModelConfig, LossConfig):
     """Every setting of a run; the defaults are the reference recipe. train/train.py exposes each as a flag."""
 
-    # model
-    model: str = setting(
-        "klue/bert-base",
-        "hub name or local folder (BERT, RoBERTa, XLM-R, ELECTRA, DeBERTa-v2, ModernBERT)",
-        "model",
-        resume=True,
-        card=True,
-        path=True,
-    )
-    tokenizer: str | None = setting(
-        None, "hub name or folder of a fast tokenizer", "model", resume=True, none_means="same as --model", path=True
-    )
-    pooler: str = setting(
-        DEFAULT_POOLER, "how a sentence vector is taken", "model", resume=True, card=True, choices=tuple(POOLERS)
-    )
-    mlp_only_train: bool = setting(
-        False, "use the MLP head in training only (unsupervised recipe; cls only)", "model", resume=True, card=True
-    )
-    dropout: float = setting(
-        0.1, "hidden and attention dropout of the encoder", "model", resume=True, card=True, rule=in_unit_interval
-    )
-    unpad: bool = setting(
-        True, "compute on real tokens only (BERT, RoBERTa, XLM-R), no compute on padding", "model", resume=True
-    )
-    trust_remote_code: bool = setting(False, "allow code shipped with a hub model to run", "model")
-    prompt: str | None = setting(
-        None,
-        "text put before every sentence, in training, evaluation and the saved model (e5: 'query: ')",
-        "model",
-        resume=True,
-        card=True,
-        none_means="none",
-        metavar="TEXT",
-    )
-    query_prompt: str | None = setting(
-        None,
-        "text put before every query (of retrieval data and retrieval dev sets), saved as the model's 'query' prompt",
-        "model",
-        resume=True,
-        card=True,
-        none_means="--prompt",
-        metavar="TEXT",
-    )
-    document_prompt: str | None = setting(
-        None,
-        "text put before every document (positives and negatives of retrieval data, a retrieval set's corpus), "
-        "saved as the 'document' prompt (e5: 'passage: ')",
-        "model",
-        resume=True,
-        card=True,
-        none_means="--prompt",
-        metavar="TEXT",
-    )
     # data
     train_data: str | list[str] = setting(
         "",
@@ -342,7 +297,13 @@ class TrainConfig(LossConfig):
             for one in value if isinstance(value, list) else [value]:  # a mixture's list: each value
                 if rule and one is not None and (message := rule(field.name, one)):
                     raise ConfigError(message)
-        problem = self.mixture_problem() or self.loss_problem(as_list(self.objective)) or self.combination_problem()
+        objectives = as_list(self.objective)
+        problem = (
+            self.mixture_problem()
+            or self.model_problem()
+            or self.loss_problem(objectives)
+            or self.combination_problem()
+        )
         if message := problem:
             raise ConfigError(message)
 
@@ -372,8 +333,6 @@ class TrainConfig(LossConfig):
     def combination_problem(self) -> str | None:
         """Why two settings do not go together, or None."""
         world_size = int(os.environ.get("WORLD_SIZE", "1"))  # torchrun's, known before any process group
-        if self.mlp_only_train and not POOLERS[self.pooler].head:
-            return f"--mlp_only_train needs --pooler {' or '.join(POOLERS_WITH_HEAD)}"
         if isinstance(self.report_to, list) and NO_REPORTER in self.report_to:
             return f"--report_to {NO_REPORTER} names no tracker: give it alone, or the trackers only"
         if isinstance(self.report_to, list) and len(set(self.report_to)) < len(self.report_to):

@@ -6,6 +6,8 @@ import logging
 
 import torch
 
+from simcse.config import ConfigError
+
 logger = logging.getLogger(__name__)
 
 SUPPORTED_DEVICE_TYPES = ("cpu", "cuda", "mps")
@@ -44,6 +46,20 @@ def autocast_dtype(amp: bool, device: torch.device, quiet: bool = False) -> torc
             logger.warning("--amp is ignored on the CPU (bf16 matmuls are slow there); training in float32")
         return None
     return gpu_half_dtype()
+
+
+def weights_dtype(model_dtype: str, device: torch.device) -> torch.dtype:
+    """The dtype of the model's weights for ``--model_dtype`` on ``device``: bf16 only on a GPU that has it."""
+    if model_dtype == "fp32":
+        return torch.float32
+    if device.type != "cuda":
+        raise ConfigError(
+            f"--model_dtype {model_dtype} is for GPUs, and this run's device is {device.type} (bf16 matmuls are slow "
+            "there): leave it out"
+        )
+    if not torch.cuda.is_bf16_supported():
+        raise ConfigError(f"--model_dtype {model_dtype}: this GPU has no bf16; leave it out and use --amp (fp16)")
+    return torch.bfloat16
 
 
 def fused_adamw(device: torch.device) -> bool:

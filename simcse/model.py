@@ -1,5 +1,4 @@
-"""The sentence encoder: a Hugging Face encoder (BERT, RoBERTa, XLM-R, ELECTRA, DeBERTa-v2, ModernBERT), a pooler, and
-SimCSE's MLP head."""
+"""The sentence encoder: a Hugging Face encoder or decoder (``simcse.families``), a pooler, and SimCSE's MLP head."""
 
 from __future__ import annotations
 
@@ -13,18 +12,20 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
-from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedTokenizerBase
+from transformers import AutoModel, AutoTokenizer, PreTrainedTokenizerBase
 
 from simcse import st_format
 from simcse.batching import SimCSECollator
 from simcse.config import DEFAULT_DOCUMENT_MAX_LENGTH, DEFAULT_MAX_LENGTH
 from simcse.device import default_encode_batch_size, gpu_half_dtype
+from simcse.families import DROPOUT_SETTINGS, decoder_tokenizer, family_problem, is_decoder
 from simcse.model_loading import (
     check_hub_access,
     check_location,
     check_weights_loaded,
     max_sequence_length,
     no_room_for_text,
+    read_model_config,
     read_simcse_config,
     saved_file,
     saved_settings,
@@ -41,27 +42,6 @@ logger = logging.getLogger(__name__)
 # encode's progress bar, when shown by default: inputs this long take seconds or more on a CPU.
 PROGRESS_MIN_SENTENCES = 512
 
-# The encoders this package trains and tests. BERT, RoBERTa and XLM-R bring a pooling layer (dense + tanh on the
-# first token), which becomes the head; for the others the package creates that head.
-# The encoders this package trains, by transformers' model_type, with the names the README and errors use.
-ENCODER_NAMES = {
-    "bert": "BERT",
-    "roberta": "RoBERTa",
-    "xlm-roberta": "XLM-R",
-    "electra": "ELECTRA",
-    "deberta-v2": "DeBERTa-v2",
-    "modernbert": "ModernBERT",
-}
-SUPPORTED_MODEL_TYPES = tuple(ENCODER_NAMES)
-# The config attributes that hold an encoder's dropout probabilities, by architecture (ModernBERT: the last three).
-DROPOUT_SETTINGS = (
-    "hidden_dropout_prob",
-    "attention_probs_dropout_prob",
-    "attention_dropout",
-    "mlp_dropout",
-    "embedding_dropout",
-)
-
 
 class SimCSEHead(nn.Module):
     """SimCSE's MLP head for an encoder without a pooling layer: dense + tanh, hidden to hidden, on the pooled
@@ -77,10 +57,12 @@ class SimCSEHead(nn.Module):
 
 
 class SimCSEModel(nn.Module):
-    """A transformers encoder (one of ``SUPPORTED_MODEL_TYPES``; hub name or local folder) that embeds sentences.
+    """A transformers encoder or decoder (a family of ``simcse.families``; hub name or local folder) that embeds
+    sentences; ``dtype`` is its weights' (float32, or bf16 on a GPU: train.py's --model_dtype).
 
     Poolers: ``cls`` (CLS vector through the dense+tanh head, in training and evaluation),
-    ``cls_before_pooler`` (CLS vector, no head), ``avg``, ``avg_first_last``, ``avg_top2`` (masked means).
+    ``cls_before_pooler`` (CLS vector, no head), ``avg``, ``avg_first_last``, ``avg_top2`` (masked means),
+    ``lasttoken`` (a decoder's: the end-of-sequence token ``simcse.families.decoder_tokenizer`` appends).
     ``mlp_only_train`` (``cls`` only) uses the head in training and skips it at evaluation, the
     unsupervised SimCSE recipe. ``dropout`` sets the encoder's hidden and attention dropout.
     ``pooler`` and ``mlp_only_train`` left as None are read from a checkpoint saved by this class
@@ -124,6 +106,7 @@ class SimCSEModel(nn.Module):
         document_prompt: str | None = None,
         document_max_length: int | None = None,
         truncate_dim: int | None = None,
+        dtype: torch.dtype = torch.float32,
     ):
         super().__init__()
         model_name_or_path = check_location(model_name_or_path)
@@ -150,7 +133,8 @@ class SimCSEModel(nn.Module):
             heads = " or ".join(map(repr, POOLERS_WITH_HEAD))
             raise ValueError(f"mlp_only_train needs pooler {heads} (the only one with a head), got {self.pooler!r}")
         self.mlp_only_train = mlp_only_train
-        checkpoint_pooler = self._load_encoder(model_name_or_path, dropout, unpad, trust_remote_code)
+        checkpoint_pooler = self._load_encoder(model_name_or_path, dropout, unpad, trust_remote_code, dtype)
+        self.lora_config = None  # simcse.lora.add_adapters: the adapters' settings
         self._set_document_max_length(document_max_length, defaults.get("document_max_length"))
         self._load_tokenizer(tokenizer or model_name_or_path, model_name_or_path, trust_remote_code)
         self._check_room_for_text()
@@ -162,28 +146,28 @@ class SimCSEModel(nn.Module):
         elif checkpoint_pooler is not None and not self.pooler_is_random:  # kept to be saved back, as it came
             self.frozen_pooler = checkpoint_pooler.requires_grad_(False)
 
-    def _load_encoder(self, name_or_path, dropout: float, unpad: bool, trust_remote_code: bool) -> nn.Module | None:
-        """The transformers encoder with ``dropout`` set under its architecture's names, its weights checked, and
-        its pooling layer taken out (returned, None when it has none: the head is then the package's)."""
+    def _load_encoder(
+        self, name_or_path, dropout: float, unpad: bool, trust_remote_code: bool, dtype: torch.dtype
+    ) -> nn.Module | None:
+        """The transformers model (its weights in ``dtype``) with ``dropout`` set under its architecture's names, its
+        weights checked, and its pooling layer taken out (returned, None when it has none: the head is then the
+        package's)."""
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must lie in [0, 1), got {dropout}")
-        try:
-            encoder_config = AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
-        except OSError as err:
-            if str(name_or_path) in str(err):
-                raise
-            raise OSError(f"{name_or_path}: {err}") from err
-        if encoder_config.model_type not in SUPPORTED_MODEL_TYPES:
-            raise ValueError(
-                f"{name_or_path}: not an encoder this package supports: {encoder_config.model_type} "
-                f"(supported: {', '.join(SUPPORTED_MODEL_TYPES)})"
-            )
+        encoder_config = read_model_config(name_or_path, trust_remote_code)
+        if problem := family_problem(encoder_config.model_type, self.pooler, str(name_or_path)):
+            raise ValueError(problem)
         for name in DROPOUT_SETTINGS:
             if hasattr(encoder_config, name):
                 setattr(encoder_config, name, dropout)
+        encoder_config.use_cache = False  # a decoder embeds here, it does not generate: no key/value cache
         with without_transformers_bars():
             self.encoder, loading = AutoModel.from_pretrained(
-                name_or_path, config=encoder_config, trust_remote_code=trust_remote_code, output_loading_info=True
+                name_or_path,
+                config=encoder_config,
+                trust_remote_code=trust_remote_code,
+                output_loading_info=True,
+                dtype=dtype,
             )
         check_weights_loaded(name_or_path, self.encoder, loading)
         # A pooling layer the checkpoint has no weights for (e5, bge) is transformers' random initialisation.
@@ -238,6 +222,8 @@ class SimCSEModel(nn.Module):
             if tokenizer is not model_name_or_path:
                 check_location(tokenizer, "tokenizer")
             tokenizer = AutoTokenizer.from_pretrained(tokenizer, use_fast=True, trust_remote_code=trust_remote_code)
+        if is_decoder(self.config.model_type):
+            tokenizer = decoder_tokenizer(tokenizer)
         if problem := tokenizer_problem(tokenizer, self.encoder.get_input_embeddings().num_embeddings):
             raise ValueError(f"{tokenizer.name_or_path or model_name_or_path}: {problem}")
         self.tokenizer = tokenizer
@@ -327,7 +313,7 @@ class SimCSEModel(nn.Module):
     def _save_encoder(self, folder: Path) -> None:
         """The encoder's weights, the head among them: as the encoder's pooler, or beside it when it has none."""
         if self.owns_head:
-            self.encoder.save_pretrained(folder)
+            self._save_weights(folder)
             if self.head is not None:
                 save_file(
                     {name: t.detach().cpu().contiguous() for name, t in self.head.state_dict().items()},
@@ -336,9 +322,17 @@ class SimCSEModel(nn.Module):
         else:
             self.encoder.pooler = self.head if self.head is not None else self.frozen_pooler
             try:
-                self.encoder.save_pretrained(folder)
+                self._save_weights(folder)
             finally:
                 self.encoder.pooler = None
+
+    def _save_weights(self, folder: Path) -> None:
+        if self.lora_config is None:
+            self.encoder.save_pretrained(folder)
+        else:  # merged, the adapters beside
+            from simcse.lora import save_adapted
+
+            save_adapted(self.encoder, self.lora_config, folder)
 
     @property
     def config(self):

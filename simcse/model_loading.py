@@ -154,6 +154,20 @@ def _why_no_model(folder: Path) -> str:
     return f"not a model folder (no {CONFIG_NAME})"
 
 
+def read_model_config(name_or_path: str | os.PathLike, trust_remote_code: bool = False):
+    """The transformers config of a model folder or Hub model (checked with ``check_hub_access`` first); an error
+    that does not name the model is made to."""
+    from transformers import AutoConfig
+
+    check_hub_access(name_or_path)
+    try:
+        return AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+    except OSError as err:
+        if str(name_or_path) in str(err):
+            raise
+        raise OSError(f"{name_or_path}: {err}") from err
+
+
 def check_weights_loaded(model_name_or_path: str | os.PathLike, encoder: nn.Module, loading: dict) -> None:
     """Refuse weights that leave part of the encoder at its random initialisation (an empty or foreign
     model.safetensors), or that hold encoder weights it has no place for. A pooling layer is aside: some

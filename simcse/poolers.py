@@ -53,6 +53,12 @@ def first_token(attention_mask: Tensor, last: Tensor, hidden_states) -> Tensor:
     return last[:, 0]  # (N, H)
 
 
+def last_token(attention_mask: Tensor, last: Tensor, hidden_states) -> Tensor:
+    """Each sequence's last real token, whichever side it is padded on: where the mask's running sum peaks first."""
+    index = attention_mask.cumsum(dim=1).argmax(dim=1)  # (N,)
+    return last.gather(1, index.view(-1, 1, 1).expand(-1, 1, last.shape[-1]))[:, 0]  # (N, H)
+
+
 def mean_of_layers(first: int, second: int) -> tuple[Callable, Callable]:
     """The padded and packed functions of the mean over real tokens of two layers' average."""
 
@@ -116,6 +122,14 @@ POOLERS: dict[str, Pooler] = {
             packed=_top2_packed,
             hidden_states=True,
             usage_helper=MEAN_HELPER,
+        ),
+        Pooler(
+            "lasttoken",
+            "the last real token's vector (decoders: the end-of-sequence token, which has seen the whole text)",
+            last_token,
+            "pooled = outputs.last_hidden_state[torch.arange(len(batch['input_ids'])), "
+            "batch['attention_mask'].cumsum(1).argmax(1)]  # the last real token, either padding side",
+            st_mode="lasttoken",
         ),
     )
 }

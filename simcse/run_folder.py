@@ -34,6 +34,7 @@ ST_SETTINGS_NAME = "sentence_bert_config.json"
 ST_PROMPTS_NAME = "config_sentence_transformers.json"
 ST_POOLING_FOLDER = "1_Pooling"
 ST_DENSE_FOLDER = "2_Dense"
+LORA_ADAPTER_FOLDER = "lora_adapter"  # --lora_rank: the adapters beside the merged model, in peft's format
 MODEL_CARD_NAME = "README.md"  # the model card hub.py writes
 CARD_MARKER = "<!-- model card written by simcse-ko -->"  # in every card the package writes, and in no other file
 # Only this package writes these: a folder holding one is a run folder, which --overwrite_output_path may clear.
@@ -61,6 +62,7 @@ MODEL_FILE_NAMES = (
     ST_DENSE_FOLDER,
     SIMCSE_CONFIG_NAME,
     SIMCSE_HEAD_NAME,
+    LORA_ADAPTER_FOLDER,
 )
 # Every name a run, eval.py and the reports write into a run folder: all that --overwrite_output_path deletes.
 RUN_WRITTEN = (

@@ -9,10 +9,13 @@ import numpy as np
 import torch
 
 from simcse.config import TrainConfig
+from simcse.device import weights_dtype
 from simcse.distributed import ProcessInfo
+from simcse.families import family_problem
 from simcse.loader import text_settings
+from simcse.lora import LoraSettings, add_adapters, load_adapters, target_problem
 from simcse.model import SimCSEModel
-from simcse.model_loading import check_location, unknown_token_share
+from simcse.model_loading import check_location, read_model_config, unknown_token_share
 from simcse.objectives import OBJECTIVES
 from simcse.registry import TOKEN_STORE_IN_MEMORY
 from simcse.rules import as_list, one_or_list
@@ -43,7 +46,7 @@ def read_inputs(config: TrainConfig) -> tuple[EvalSet, list[TrainSource]]:
             config.valid_data,
         )
     sources = [OBJECTIVES[part.objective].source(part.train_data, config.data_dir) for part in config.parts()]
-    check_matryoshka_dims(config)
+    check_model_config(config)
     if config.num_negatives is not None and not any(source.kind.documents for source in sources):
         raise ValueError(
             f"--num_negatives reads the 'neg' lists of .jsonl retrieval data; {config.train_data} holds "
@@ -91,18 +94,25 @@ def prepare_token_stores(config: TrainConfig) -> list[TokenizedData]:
     return tokenized
 
 
-def check_matryoshka_dims(config: TrainConfig) -> None:
-    """Refuse a ``--matryoshka_dims`` size above the model's hidden size, from its config.json (no weights read)."""
-    if not config.matryoshka_dims:
-        return
-    from transformers import AutoConfig
+def check_model_config(config: TrainConfig) -> None:
+    """Refuse, from the model's config.json (no weights read), a family the package does not train or a pooler it
+    cannot take, a ``--matryoshka_dims`` size above its hidden size, and ``--lora_target_modules`` naming none of
+    its modules (the model built on the meta device: no memory)."""
+    from transformers import AutoModel
 
-    location = check_location(config.model)
-    hidden = AutoConfig.from_pretrained(location, trust_remote_code=config.trust_remote_code).hidden_size
-    if too_large := [dim for dim in as_list(config.matryoshka_dims) if dim > hidden]:
+    model_config = read_model_config(check_location(config.model), config.trust_remote_code)
+    if problem := family_problem(model_config.model_type, config.pooler, f"--model {config.model}"):
+        raise ValueError(problem)
+    hidden = model_config.hidden_size
+    if too_large := [dim for dim in as_list(config.matryoshka_dims or []) if dim > hidden]:
         raise ValueError(
             f"--matryoshka_dims {too_large[0]} is above the {hidden} dimensions of {config.model}'s embeddings"
         )
+    if lora := LoraSettings.of(config):
+        with torch.device("meta"):
+            skeleton = AutoModel.from_config(model_config, trust_remote_code=config.trust_remote_code)
+        if problem := target_problem(skeleton, lora.target_modules, config.model):
+            raise ValueError(problem)
 
 
 def sampled(dev: EvalSet, count: int | None, seed: int) -> EvalSet:
@@ -130,14 +140,17 @@ def data_fingerprints(config: TrainConfig, train_data: list[TokenizedData]) -> d
 
 
 def build_model(config: TrainConfig, resume, device: torch.device) -> SimCSEModel:
-    """The encoder of ``config.model``, or of the checkpoint being resumed (a ``ResumePoint``: its trained head
-    included)."""
+    """The model of ``config.model``, or of the checkpoint being resumed (a ``ResumePoint``: its trained head
+    included; with LoRA, ``config.model`` and the checkpoint's adapters), with its adapters and gradient
+    checkpointing as the flags say."""
+    lora = LoraSettings.of(config)
+    from_checkpoint = resume is not None and lora is None  # merged weights are not what the adapters started on
     model = SimCSEModel(
-        resume.path if resume else config.model,
+        resume.path if from_checkpoint else config.model,
         pooler=config.pooler,
         mlp_only_train=config.mlp_only_train,
         dropout=config.dropout,
-        tokenizer=None if resume else config.tokenizer,
+        tokenizer=None if from_checkpoint else config.tokenizer,
         trust_remote_code=config.trust_remote_code,
         unpad=config.unpad,
         max_length=config.max_length,
@@ -146,9 +159,26 @@ def build_model(config: TrainConfig, resume, device: torch.device) -> SimCSEMode
         query_prompt=config.query_prompt,
         document_prompt=config.document_prompt,
         document_max_length=config.document_max_length,
-    ).to(device)
+        dtype=weights_dtype(config.model_dtype, device),
+    )
+    if lora is not None:
+        add_adapters(model, lora)
+        if resume is not None:
+            load_adapters(model, resume.path)
+    if config.gradient_checkpointing:
+        enable_gradient_checkpointing(model)
     model.matryoshka_dims = as_list(config.matryoshka_dims) if config.matryoshka_dims else None  # saved with it
-    return model
+    return model.to(device)
+
+
+def enable_gradient_checkpointing(model: SimCSEModel) -> None:
+    """Each layer's activations recomputed in the backward pass (the padded and the unpadded pass alike); not
+    reentrant: exact with dropout (its masks replayed), and no input needs a gradient."""
+    encoder, options = model.encoder, {"use_reentrant": False}
+    if hasattr(encoder, "activation_checkpointing_enable"):  # the name since transformers 5.x
+        encoder.activation_checkpointing_enable(activation_checkpointing_kwargs=options)
+    else:
+        encoder.gradient_checkpointing_enable(gradient_checkpointing_kwargs=options)
 
 
 def spread_rows(count: int, wanted: int) -> list[int]:

@@ -294,6 +294,8 @@ def prepare_output_folder(
     print(
         f"model {config.model} ({model.config.model_type}): {info['forward']} forward pass, pooler {model.pooler}"
         + (" with the package's head" if model.owns_head and model.head else "")
+        + f"; {info['trainable_parameters']:,} trainable parameters"
+        + (f" (LoRA rank {config.lora_rank})" if config.lora_rank else "")
     )
     history = start_logs(output, info, resume, loop.step)
     if resume:

@@ -29,7 +29,7 @@ from simcse.run_folder import (
 
 # sentence-transformers' pooling modes; how it pools each of our poolers is the pooler's ``st_mode``
 # (``simcse.poolers``): those over inner layers have none, its standard modules do not offer them.
-ALL_POOLING_MODES = ("cls_token", "mean_tokens", "max_tokens", "mean_sqrt_len_tokens")
+ALL_POOLING_MODES = ("cls_token", "mean_tokens", "max_tokens", "mean_sqrt_len_tokens", "lasttoken")
 PROMPT_NAME = "simcse"  # the name of the default prompt in config_sentence_transformers.json
 ROLE_PROMPTS = ("query", "document")  # the named prompts of encode_query and encode_document
 

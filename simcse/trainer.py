@@ -159,6 +159,7 @@ class Trainer:
             dev_split=self.valid_data.split,
             resumed_from=str(self.resume.path) if self.resume else None,
             forward=f"unpadded, {attention_kernel(self.device)} attention" if model.unpad else "padded",
+            trainable_parameters=sum(p.numel() for p in model.parameters() if p.requires_grad),
             document_max_length_used=model.document_max_length,  # --document_max_length, capped at the positions
             **batch_facts(self.sampler, self.loader.dataset.datasets, self.objectives, world_size),
         )
@@ -172,7 +173,7 @@ class Trainer:
 
     def embed(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         with self.autocast:
-            return self.train_model(**batch)  # (B, num_sent, H)
+            return self.train_model(**batch).float()  # (B, num_sent, H); the loss in float32 (--model_dtype bf16)
 
     def loss(self, part: int, embeddings: torch.Tensor, input_ids: torch.Tensor, values: dict) -> torch.Tensor:
         """The step's loss (``StepLoss``), the first step of an evaluation window checking for repeated texts."""

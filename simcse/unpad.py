@@ -14,9 +14,11 @@ the share of the matmul work this saves.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from transformers import BertModel, RobertaModel, XLMRobertaModel
 
 # How the attention of the packed tokens is computed: in groups of similar lengths, each padded to its longest
@@ -348,6 +350,16 @@ def _varlen_attention(qkv: torch.Tensor, packing: Packing, p: float) -> torch.Te
     return context.transpose(1, 2).values().flatten(1)  # (T, heads * d)
 
 
+def _layer(layer: torch.nn.Module, hidden: torch.Tensor, packing: Packing) -> torch.Tensor:
+    """One BERT layer on packed tokens: (T, H) -> (T, H)."""
+    attended = _output(layer.attention.output, _attention(layer, hidden, packing), hidden)  # (T, H)
+    return _output(layer.output, layer.intermediate(attended), attended)  # (T, H)
+
+
+def _call(function, *args):
+    return function(*args)
+
+
 def _output(module: torch.nn.Module, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
     """A BERT output block (dense, dropout, residual, layer norm) on packed tokens."""
     return module.LayerNorm(dropout(module.dense(x), module.dropout.p, module.training) + residual)
@@ -376,11 +388,15 @@ def unpadded_forward(
     hidden = _packed_embeddings(encoder.embeddings, input_ids, token_type_ids, packing)  # (T, H)
     all_states = [hidden] if output_hidden_states else None
     layers = encoder.encoder.layer
+    # --gradient_checkpointing: each layer's activations recomputed in the backward pass (its dropout masks too)
+    if any(getattr(layer, "gradient_checkpointing", False) for layer in layers) and torch.is_grad_enabled():
+        run = partial(torch.utils.checkpoint.checkpoint, use_reentrant=False)
+    else:
+        run = _call
     for index, layer in enumerate(layers):
         if first_tokens_only and index == len(layers) - 1:
-            return packing, _first_token_layer(layer, hidden, packing), None  # (N, H)
-        attended = _output(layer.attention.output, _attention(layer, hidden, packing), hidden)  # (T, H)
-        hidden = _output(layer.output, layer.intermediate(attended), attended)  # (T, H)
+            return packing, run(_first_token_layer, layer, hidden, packing), None  # (N, H)
+        hidden = run(_layer, layer, hidden, packing)  # (T, H)
         if all_states is not None:
             all_states.append(hidden)
     return packing, hidden, all_states

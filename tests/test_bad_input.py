@@ -288,16 +288,19 @@ CASES = [
         "albert",
         TRAIN_SCRIPT,
         lambda c: c.train(model=c.resources.albert),
-        ("not an encoder this package supports: albert",),
+        ("not a model family this package supports: albert",),
     ),
     Case(
         "distilbert",
         TRAIN_SCRIPT,
         lambda c: c.train(model=c.resources.distilbert),
-        ("not an encoder this package supports: distilbert",),
+        ("not a model family this package supports: distilbert",),
     ),
     Case(
-        "gpt2", TRAIN_SCRIPT, lambda c: c.train(model=c.resources.gpt2), ("not an encoder this package supports: gpt2",)
+        "gpt2",
+        TRAIN_SCRIPT,
+        lambda c: c.train(model=c.resources.gpt2),
+        ("not a model family this package supports: gpt2",),
     ),
     Case(
         "config-json-not-json",

@@ -100,3 +100,16 @@ def test_data_scale_runs(shared_data, tmp_path):
 def test_store_reads_runs():
     output = run_benchmark("store_reads.py", "--rows", 2000, "--steps", 5, "--repeats", 1)
     assert "| token store (memmap slices) |" in output and "| datasets, rows |" in output
+
+
+def test_decoder_memory_runs():
+    output = run_benchmark("decoder_memory.py", "--layers", 1, "--hidden", 32, "--length", 16, "--batch_size", 2,
+                           "--steps", 1, "--warmup", 0)  # fmt: skip
+    for name in (
+        "full fine-tuning",
+        "full, gradient checkpointing",
+        "LoRA rank 16",
+        "LoRA rank 16, gradient checkpointing",
+    ):
+        assert f"| {name} | " in output
+    assert "LoRA rank 16 / full fine-tuning: time " in output

@@ -150,13 +150,14 @@ def test_the_derived_lists_are_the_documented_ones():
         "max_steps learning_rate weight_decay warmup_ratio max_grad_norm temp "
         "hard_negative_weight mask_duplicate_negatives grad_cache_chunk amp eval_strategy eval_steps seed "
         "distill_weight teacher_temperature false_negative_margin guide_model guide_margin matryoshka_dims "
-        "matryoshka_weights".split()
+        "matryoshka_weights lora_rank lora_alpha lora_dropout lora_target_modules model_dtype".split()
     )
     assert set(CARD_SETTINGS) == set(
         "model train_data valid_samples pooler mlp_only_train prompt query_prompt document_prompt objective max_length "
         "document_max_length num_negatives batch_size mixture epochs max_steps learning_rate weight_decay warmup_ratio "
         "max_grad_norm temp hard_negative_weight dropout amp seed distill_weight teacher_temperature "
-        "false_negative_margin guide_model guide_margin matryoshka_dims matryoshka_weights".split()
+        "false_negative_margin guide_model guide_margin matryoshka_dims matryoshka_weights lora_rank lora_alpha "
+        "lora_dropout lora_target_modules model_dtype".split()
     )
 
 

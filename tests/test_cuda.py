@@ -13,6 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 from test_checkpoint import cut_back_to
+from test_decoders import decoder_of  # noqa: F401  (the fixture)
 from transformers import AutoModel
 
 import simcse.device
@@ -348,3 +349,40 @@ def test_the_whole_recipe_trains_under_amp(demo_config, demo_data, demo_bert, am
     assert all(0 <= line["masked_share"] <= 1 for line in lines)
     score = evaluate_sts(SimCSEModel(output).to(CUDA), load_sts(demo_data / "dev.tsv"))[SELECTION_METRIC]
     assert score == pytest.approx(result.best_score, abs=1e-6)
+
+
+def test_a_decoder_with_lora_trains_with_bf16_weights(demo_config, demo_data, decoder_of, tmp_path):  # noqa: F811
+    """A Qwen3-class decoder, its weights in bf16 (--model_dtype), LoRA adapters in float32, gradient checkpointing,
+    GradCache and AMP at once: finite, lowering losses; the merged model saved in bf16 reloads to the dev score."""
+    skip_unsupported(torch.bfloat16)
+    output = tmp_path / "run"
+    settings = dict(
+        model=str(decoder_of("qwen3")), pooler="lasttoken", device="cuda", amp=True, model_dtype="bf16", lora_rank=4,
+        gradient_checkpointing=True, grad_cache_chunk=4, epochs=3, eval_steps=7, learning_rate=5e-3,
+    )  # fmt: skip
+    result = train(demo_config(output, **settings))
+    losses = [json.loads(line)["train_loss"] for line in (output / METRICS_NAME).read_text().splitlines()[1:]]
+    assert all(np.isfinite(losses)) and losses[-1] < losses[0]
+    adapters = load_file(output / "lora_adapter" / "adapter_model.safetensors")
+    assert {tensor.dtype for tensor in adapters.values()} == {torch.float32}
+    assert {tensor.dtype for tensor in load_file(output / "model.safetensors").values()} == {torch.bfloat16}
+    model = SimCSEModel(output, dtype=torch.bfloat16).to(CUDA)
+    score = evaluate_sts(model, load_sts(demo_data / "dev.tsv"))[SELECTION_METRIC]
+    assert score == pytest.approx(result.best_score, abs=1e-3)
+
+
+@pytest.mark.parametrize("family", ["bert", "qwen3"])
+def test_gradient_checkpointing_on_cuda_changes_no_loss(demo_config, demo_bert, decoder_of, family, tmp_path):  # noqa: F811
+    """Under AMP with dropout: BERT's unpadded pass (variable-length attention) training every weight, and a decoder
+    with LoRA, log the losses of the run without checkpointing (CUDA's kernels sum in their own order: 1e-3)."""
+    model = dict(model=str(demo_bert)) if family == "bert" else dict(model=str(decoder_of("qwen3")), pooler="lasttoken",
+                                                                        lora_rank=4)  # fmt: skip
+    losses = {}
+    for checkpointing in (False, True):
+        output = tmp_path / str(checkpointing)
+        train(demo_config(output, **model, device="cuda", amp=True, max_steps=6, eval_steps=2, dropout=0.1,
+                          gradient_checkpointing=checkpointing))  # fmt: skip
+        losses[checkpointing] = [
+            json.loads(line)["train_loss"] for line in (output / METRICS_NAME).read_text().splitlines()[1:]
+        ]
+    assert losses[True] == pytest.approx(losses[False], abs=1e-3)

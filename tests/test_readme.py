@@ -9,9 +9,10 @@ import pytest
 from conftest import DOC_FILES, REPO_ROOT, doc_section
 from transformers import AutoModel
 
-from simcse.model import ENCODER_NAMES, SimCSEModel
+from simcse.families import DECODER_NAMES, ENCODER_NAMES
+from simcse.model import SimCSEModel
 from simcse.poolers import POOLERS
-from simcse.random_encoder import ARCHITECTURES, build_random_encoder
+from simcse.random_encoder import ARCHITECTURES, DECODER_ARCHITECTURES, build_random_encoder
 from simcse.run_folder import METRICS_NAME, read_metrics
 from simcse.train_data import DATA_KINDS, load_train_data
 from simcse.unpad import UNPADDED_MODEL_TYPES
@@ -22,10 +23,10 @@ DOCS = "\n".join(path.read_text(encoding="utf-8") for path in DOC_FILES)
 section = doc_section
 
 
-def encoder_lists() -> list[list[str]]:
-    """Every run of two or more encoder names in the README ("BERT, RoBERTa and XLM-R"), as written."""
-    name = "|".join(re.escape(n) for n in sorted(ENCODER_NAMES.values(), key=len, reverse=True))
-    run = rf"(?<![\w-])(?:{name})(?![\w-])(?:(?:, | or | and |, and |/)(?<![\w-])(?:{name})(?![\w-]))+"
+def encoder_lists(names=ENCODER_NAMES) -> list[list[str]]:
+    """Every run of two or more of ``names`` in the README ("BERT, RoBERTa and XLM-R"), as written."""
+    name = "|".join(re.escape(n) for n in sorted(names.values(), key=len, reverse=True))
+    run = rf"(?<![\w-])(?:{name})(?![\w-])(?:(?:,\s+|\s+or\s+|\s+and\s+|,\s+and\s+|/)(?<![\w-])(?:{name})(?![\w-]))+"
     return [re.findall(rf"(?<![\w-])(?:{name})(?![\w-])", found) for found in re.findall(run, DOCS)]
 
 
@@ -40,6 +41,12 @@ def test_every_list_of_encoders_is_one_of_the_packages():
     for listed in lists:
         assert listed in (supported, unpadded, no_pooler), listed
     assert set(ENCODER_NAMES) == set(ARCHITECTURES)  # the tests build every one
+
+
+def test_every_list_of_decoders_is_the_packages():
+    lists = encoder_lists(DECODER_NAMES)
+    assert lists and all(listed == list(DECODER_NAMES.values()) for listed in lists), lists
+    assert set(DECODER_NAMES) == set(DECODER_ARCHITECTURES)  # the tests build every one
 
 
 def test_the_encoders_said_to_have_no_pooling_layer_have_none(tmp_path, korean_sentences):

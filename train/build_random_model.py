@@ -1,5 +1,6 @@
-"""Build a small encoder (BERT, RoBERTa, XLM-R, ELECTRA, DeBERTa-v2, ModernBERT) with random weights and a
-WordPiece tokenizer trained on a corpus.
+"""Build a small encoder (BERT, RoBERTa, XLM-R, ELECTRA, DeBERTa-v2, ModernBERT) or decoder (Qwen3, Qwen2, Llama,
+Gemma-3, Mistral: train it with --pooler lasttoken) with random weights and a tokenizer trained on a corpus
+(WordPiece; byte-level BPE for the decoders).
 
 For offline work (the demo, smoke runs): the folder written loads like any transformers checkpoint.
 
@@ -9,7 +10,7 @@ For offline work (the demo, smoke runs): the folder written loads like any trans
 import argparse
 
 from simcse.cli import refuse_empty_paths, run_main
-from simcse.random_encoder import ARCHITECTURES, build_random_encoder
+from simcse.random_encoder import ARCHITECTURES, DECODER_ARCHITECTURES, build_random_encoder
 from simcse.train_data import load_train_data
 
 
@@ -18,9 +19,12 @@ def main() -> None:
     parser.add_argument("--corpus", required=True, help=".txt file, one sentence per line")
     parser.add_argument("--output_path", required=True, help="folder the model and tokenizer are written to")
     parser.add_argument(
-        "--model_type", choices=tuple(ARCHITECTURES), default="bert", help="architecture (default: bert)"
+        "--model_type",
+        choices=(*ARCHITECTURES, *DECODER_ARCHITECTURES),
+        default="bert",
+        help="architecture (default: bert)",
     )
-    parser.add_argument("--vocab_size", type=int, default=2000, help="WordPiece vocabulary trained on --corpus")
+    parser.add_argument("--vocab_size", type=int, default=2000, help="vocabulary trained on --corpus")
     parser.add_argument("--hidden_size", type=int, default=128, help="width of the encoder")
     parser.add_argument("--num_hidden_layers", type=int, default=2, help="transformer layers")
     parser.add_argument("--num_attention_heads", type=int, default=4, help="heads per layer")
