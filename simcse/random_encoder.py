@@ -30,30 +30,25 @@ class TokenStyle:
     byte_level: bool = False  # a byte-level BPE, as the decoders' are (else WordPiece)
 
 
+BERT_ROLES = {
+    "unk_token": "[UNK]",
+    "pad_token": "[PAD]",
+    "cls_token": "[CLS]",
+    "sep_token": "[SEP]",
+    "mask_token": "[MASK]",
+}
 TOKEN_STYLES = {
     # BERT checkpoints ([PAD] = 0) and klue/roberta-base ([PAD] = 1), whose tokenizer is also WordPiece; RoBERTa's
     # position ids depend on the pad id.
     "bert": TokenStyle(
         ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"],
         "[CLS] $A [SEP]",
-        {
-            "unk_token": "[UNK]",
-            "pad_token": "[PAD]",
-            "cls_token": "[CLS]",
-            "sep_token": "[SEP]",
-            "mask_token": "[MASK]",
-        },
+        BERT_ROLES,
     ),
     "roberta": TokenStyle(
         ["[CLS]", "[PAD]", "[SEP]", "[UNK]", "[MASK]"],
         "[CLS] $A [SEP]",
-        {
-            "unk_token": "[UNK]",
-            "pad_token": "[PAD]",
-            "cls_token": "[CLS]",
-            "sep_token": "[SEP]",
-            "mask_token": "[MASK]",
-        },
+        BERT_ROLES,
     ),
     # Qwen: no BOS, <|endoftext|> pads and ends (appended by the package, as Qwen3-Embedding's tokenizer does).
     "qwen": TokenStyle(

@@ -65,15 +65,25 @@ def test_only_the_adapters_train(lora_config, decoder_of, tmp_path):  # noqa: F8
         assert torch.equal(tensor, base[key]) == (not key.endswith("proj.weight")), key
 
 
-def test_the_merged_model_equals_the_adapted_one_and_peft_s_loader(lora_config, demo_data, tmp_path):
-    output = tmp_path / "run"
-    trainer = Trainer(lora_config(output, max_steps=2, eval_steps=2, eval_at_start=False))
+def adapted_run(lora_config, output, demo_data, **changes):
+    """Two LoRA steps into ``output``: the trainer, sentences, and the adapted model's vectors of them."""
+    trainer = Trainer(lora_config(output, max_steps=2, eval_steps=2, eval_at_start=False, **changes))
     try:
         trainer.fit()
         sentences = (demo_data / "corpus.txt").read_text(encoding="utf-8").splitlines()[:12]
         adapted = trainer.model.encode(sentences)
     finally:
         trainer.close()
+    return trainer, sentences, adapted
+
+
+@pytest.mark.parametrize("family", ["qwen3", "bert"])
+def test_the_merged_model_equals_the_adapted_one_and_peft_s_loader(lora_config, demo_bert, demo_data, tmp_path,
+                                                                    family):  # fmt: skip
+    """A decoder, and an encoder with a pooler of no head (BERT's frozen pooling layer saved back beside)."""
+    output = tmp_path / "run"
+    encoder = dict(model=str(demo_bert), pooler="avg", lora_target_modules=["query", "value"])
+    trainer, sentences, adapted = adapted_run(lora_config, output, demo_data, **encoder if family == "bert" else {})
     np.testing.assert_allclose(SimCSEModel(output).encode(sentences), adapted, atol=1e-5, rtol=0)
     # peft's own loader on the base model and lora_adapter/ gives the same states as the merged folder.
     base = AutoModel.from_pretrained(trainer.config.model)
@@ -89,13 +99,7 @@ def test_the_merged_model_loads_without_peft(lora_config, demo_data, tmp_path):
     """In a process where peft cannot be imported, sentence-transformers loads the merged folder to the vectors of
     the adapted model."""
     output = tmp_path / "run"
-    trainer = Trainer(lora_config(output, max_steps=2, eval_steps=2, eval_at_start=False))
-    try:
-        trainer.fit()
-        sentences = (demo_data / "corpus.txt").read_text(encoding="utf-8").splitlines()[:12]
-        adapted = trainer.model.encode(sentences)
-    finally:
-        trainer.close()
+    _, sentences, adapted = adapted_run(lora_config, output, demo_data)
     script = (
         "import sys, json; sys.modules['peft'] = None\n"
         "from sentence_transformers import SentenceTransformer\n"
