@@ -133,3 +133,13 @@ def test_what_a_decoder_cannot_take_is_one_error_line(decoder_of, demo_bert, dem
         result = run_here(TRAIN_SCRIPT, *refusal_flags(demo_train_flags, output, **changes))
         assert_one_line_error(result, *fragments)
         assert not (output / "train_args.json").exists(), name  # refused before training
+
+
+def test_the_model_card_snippet_computes_a_decoder_s_embedding(decoder_of, tmp_path, monkeypatch):
+    from test_hub import run_card_snippet
+
+    import simcse.hub
+
+    SimCSEModel(decoder_of("gemma3_text"), pooler="lasttoken", prompt="질문: ").save_pretrained(tmp_path)
+    expected = torch.from_numpy(SimCSEModel(tmp_path).encode(list(simcse.hub.USAGE_SENTENCES)))
+    torch.testing.assert_close(run_card_snippet(tmp_path, monkeypatch), expected, atol=1e-5, rtol=1e-5)
