@@ -47,7 +47,8 @@ class LoraSettings:
         return cls(config.lora_rank, alpha, config.lora_dropout, targets)
 
 
-def _peft():
+def peft_module():
+    """peft, or one ImportError naming the extra that installs it."""
     try:
         import peft
     except ImportError:
@@ -73,7 +74,7 @@ def target_problem(model: torch.nn.Module, targets: str | list[str], where: str)
 
 def add_adapters(model, settings: LoraSettings) -> None:
     """Inject LoRA adapters into ``model.encoder`` (a SimCSEModel's): only they train from then on."""
-    peft = _peft()
+    peft = peft_module()
     config = peft.LoraConfig(
         r=settings.rank,
         lora_alpha=settings.alpha,
@@ -81,7 +82,8 @@ def add_adapters(model, settings: LoraSettings) -> None:
         target_modules=settings.target_modules,
         bias="none",
     )
-    config.base_model_name_or_path = str(model.config.name_or_path)
+    base = str(model.config.name_or_path)  # a local folder by its name only: no path of this machine in a push
+    config.base_model_name_or_path = Path(base).name if Path(base).is_dir() else base
     peft.inject_adapter_in_model(config, model.encoder, adapter_name=ADAPTER_NAME)
     for name, parameter in model.encoder.named_parameters():
         if ".lora_" in name:  # float32 adapters on bf16 weights (--model_dtype bf16), as peft's own models have
@@ -92,7 +94,7 @@ def add_adapters(model, settings: LoraSettings) -> None:
 
 def load_adapters(model, folder: str | os.PathLike) -> None:
     """Set the adapters of ``model`` (injected by ``add_adapters``) to those saved in ``folder/lora_adapter/``."""
-    peft, path = _peft(), Path(folder) / LORA_ADAPTER_FOLDER / ADAPTER_WEIGHTS
+    peft, path = peft_module(), Path(folder) / LORA_ADAPTER_FOLDER / ADAPTER_WEIGHTS
     if not path.is_file():
         raise FileNotFoundError(f"{path}: missing; a run with --lora_rank saves its adapters there")
     saved = {key.removeprefix(PEFT_PREFIX): tensor for key, tensor in load_file(path).items()}
@@ -120,7 +122,7 @@ def merged_state_dict(encoder: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 def save_adapted(encoder: torch.nn.Module, lora_config, folder: Path) -> None:
     """The merged model into ``folder`` (a plain transformers save) and the adapters into ``folder/lora_adapter/``."""
-    peft = _peft()
+    peft = peft_module()
     encoder.save_pretrained(folder, state_dict=merged_state_dict(encoder))
     adapters = peft.get_peft_model_state_dict(encoder, adapter_name=ADAPTER_NAME)
     (folder / LORA_ADAPTER_FOLDER).mkdir(parents=True, exist_ok=True)

@@ -13,7 +13,7 @@ from simcse.device import weights_dtype
 from simcse.distributed import ProcessInfo
 from simcse.families import family_problem
 from simcse.loader import text_settings
-from simcse.lora import LoraSettings, add_adapters, load_adapters, target_problem
+from simcse.lora import LoraSettings, add_adapters, load_adapters, peft_module, target_problem
 from simcse.model import SimCSEModel
 from simcse.model_loading import check_location, read_model_config, unknown_token_share
 from simcse.objectives import OBJECTIVES
@@ -109,6 +109,7 @@ def check_model_config(config: TrainConfig) -> None:
             f"--matryoshka_dims {too_large[0]} is above the {hidden} dimensions of {config.model}'s embeddings"
         )
     if lora := LoraSettings.of(config):
+        peft_module()  # installed, before anything is read
         with torch.device("meta"):
             skeleton = AutoModel.from_config(model_config, trust_remote_code=config.trust_remote_code)
         if problem := target_problem(skeleton, lora.target_modules, config.model):

@@ -4,6 +4,7 @@ sequence token the tokenizer appends; sentence-transformers encoding as the pack
 take refused in one line before training."""
 
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -143,3 +144,13 @@ def test_the_model_card_snippet_computes_a_decoder_s_embedding(decoder_of, tmp_p
     SimCSEModel(decoder_of("gemma3_text"), pooler="lasttoken", prompt="질문: ").save_pretrained(tmp_path)
     expected = torch.from_numpy(SimCSEModel(tmp_path).encode(list(simcse.hub.USAGE_SENTENCES)))
     torch.testing.assert_close(run_card_snippet(tmp_path, monkeypatch), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_lora_without_peft_is_one_error_line_naming_the_extra(decoder_of, demo_train_flags, run_here, monkeypatch,
+                                                              tmp_path):  # fmt: skip
+    monkeypatch.setitem(sys.modules, "peft", None)  # import peft fails, as where it is not installed
+    flags = refusal_flags(
+        demo_train_flags, tmp_path / "run", model=decoder_of("qwen3"), pooler="lasttoken", lora_rank=2
+    )
+    assert_one_line_error(run_here(TRAIN_SCRIPT, *flags), "--lora_rank needs peft", 'pip install -e ".[lora]"')
+    assert not (tmp_path / "run" / "train_args.json").exists()
