@@ -25,6 +25,7 @@ from simcse.grad_cache import chunked_backward
 from simcse.lora import LoraSettings, add_adapters
 from simcse.loss import info_nce
 from simcse.model import SimCSEModel
+from simcse.random_encoder import DECODER_ARCHITECTURES
 from simcse.run_folder import LORA_ADAPTER_FOLDER
 from simcse.run_inputs import enable_gradient_checkpointing
 from simcse.trainer import Trainer, train
@@ -238,3 +239,33 @@ def test_two_processes_with_lora_grad_cache_and_checkpointing_equal_one(decoder_
         differences = json.loads((tmp_path / f"rank{rank}.json").read_text())
         assert differences and all(".lora_" in name for name in differences)
         assert max(differences.values()) <= 1e-5, differences
+
+
+@pytest.mark.parametrize("family", ["bert", "roberta", "xlm-roberta", "electra", "deberta-v2", "modernbert", "qwen3",
+                                    "qwen2", "llama", "gemma3_text", "mistral"])  # fmt: skip
+def test_gradient_checkpointing_gives_every_family_the_same_gradients(family, demo_encoder_of, decoder_of, demo_data):  # noqa: F811
+    """Dropout on, every weight training: the gradients of one step with and without checkpointing are equal."""
+    folder = decoder_of(family) if family in DECODER_ARCHITECTURES else demo_encoder_of(family)
+    pooler = "lasttoken" if family in DECODER_ARCHITECTURES else "avg"
+    sentences = (demo_data / "corpus.txt").read_text(encoding="utf-8").splitlines()[:8]
+    gradients = []
+    for checkpointing in (False, True):
+        torch.manual_seed(0)
+        model = SimCSEModel(folder, pooler=pooler, dropout=0.1, max_length=32).train()
+        if checkpointing:
+            enable_gradient_checkpointing(model)
+        # The first layer's feed-forward block is entered once per pass, and again in the backward pass when
+        # checkpointed (a pre-hook: the recomputation stops inside the block, once it has what the backward needs).
+        feed_forward = next(m for n, m in model.encoder.named_modules() if n.endswith(("0.mlp", "0.intermediate")))
+        calls = []
+        feed_forward.register_forward_pre_hook(lambda *_, calls=calls: calls.append(1))
+        batch = model.collator([(ids, ids) for ids in model.tokenizer(sentences)["input_ids"]])
+        torch.manual_seed(1)  # the same dropout masks
+        embeddings = model(**batch)
+        info_nce(embeddings[:, 0], embeddings[:, 1]).backward()
+        assert len(calls) == 1 + checkpointing
+        gradients.append({name: p.grad for name, p in model.named_parameters() if p.grad is not None})
+    plain, checkpointed = gradients
+    assert plain.keys() == checkpointed.keys() and len(plain) > 10
+    for name, gradient in plain.items():
+        torch.testing.assert_close(checkpointed[name], gradient, atol=1e-7, rtol=1e-5, msg=name)
