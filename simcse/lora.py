@@ -124,7 +124,8 @@ def save_adapted(encoder: torch.nn.Module, lora_config, folder: Path) -> None:
     """The merged model into ``folder`` (a plain transformers save) and the adapters into ``folder/lora_adapter/``."""
     peft = peft_module()
     encoder.save_pretrained(folder, state_dict=merged_state_dict(encoder))
-    adapters = peft.get_peft_model_state_dict(encoder, adapter_name=ADAPTER_NAME)
+    # The adapters alone: embedding matrices are saved only where a vocabulary was resized, never here.
+    adapters = peft.get_peft_model_state_dict(encoder, adapter_name=ADAPTER_NAME, save_embedding_layers=False)
     (folder / LORA_ADAPTER_FOLDER).mkdir(parents=True, exist_ok=True)
     lora_config.save_pretrained(folder / LORA_ADAPTER_FOLDER)
     weights = {PEFT_PREFIX + key: tensor.detach().cpu().contiguous() for key, tensor in adapters.items()}

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_ENCODER, TRAIN_SCRIPT, assert_one_line_error
+from conftest import EVAL_SCRIPT, TINY_ENCODER, TRAIN_SCRIPT, assert_one_line_error
 from sentence_transformers import SentenceTransformer
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 
@@ -100,14 +100,25 @@ def test_a_tokenizer_that_appends_the_end_token_gets_no_second_one(decoder_of, t
     assert AutoTokenizer.from_pretrained(tmp_path)("서울의 날씨")["input_ids"] == once  # saved as it tokenizes
 
 
-def test_train_py_trains_a_decoder_and_eval_matches(decoder_of, demo_data, demo_train_flags, run_here, tmp_path):
+@pytest.mark.parametrize("lora", [False, True])
+def test_train_py_trains_a_decoder_and_eval_py_scores_it_alike(decoder_of, demo_data, demo_train_flags, run_here,
+                                                               tmp_path, recwarn, lora):  # fmt: skip
     output = tmp_path / "run"
-    flags = demo_train_flags(output, model=decoder_of("qwen3"), pooler="lasttoken", max_steps=2)
+    adapters = dict(lora_rank=4, gradient_checkpointing=True) if lora else {}
+    flags = demo_train_flags(output, model=decoder_of("qwen3"), pooler="lasttoken", max_steps=2, **adapters)
     trained = run_here(TRAIN_SCRIPT, *flags)
     assert trained.returncode == 0, trained.stderr
     assert "(qwen3): padded forward pass, pooler lasttoken" in trained.stdout
+    assert ("(LoRA rank 4)" in trained.stdout) == lora
+    assert not [w for w in recwarn if "peft" in w.filename]  # no warning of peft's at each save
     lines = [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines()]
     assert [line["step"] for line in lines] == [0, 2] and all(np.isfinite(line["train_loss"] or 0) for line in lines)
+    report = tmp_path / "eval.json"
+    evaluated = run_here(EVAL_SCRIPT, "--model", output, "--test_data", demo_data / "dev.tsv", "--output_json", report)
+    assert evaluated.returncode == 0, evaluated.stderr
+    best = max(lines, key=lambda line: line["cosine_spearman"])
+    dev_score = json.loads(report.read_text())["results"][str(demo_data / "dev.tsv")]["cosine_spearman"]
+    assert dev_score == pytest.approx(best["cosine_spearman"], abs=1e-5)
 
 
 def refusal_flags(demo_train_flags, output, **changes):
