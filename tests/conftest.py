@@ -11,6 +11,7 @@ _TOKEN_STORE = __import__("tempfile").TemporaryDirectory(prefix="simcse-token-st
 os.environ["SIMCSE_KO_TOKEN_STORE"] = _TOKEN_STORE.name
 
 import json  # noqa: E402
+import math  # noqa: E402
 import runpy  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
@@ -140,6 +141,18 @@ def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) 
     assert len(error_lines) == 1, result.stderr
     for fragment in fragments:
         assert fragment in error_lines[0], (fragment, error_lines[0])
+
+
+def assert_eval_py_scores_the_best_step(run_here, output: Path, dev_file: Path, report: Path) -> None:
+    """A two-step run in ``output`` logged finite losses at steps 0 and 2, and eval.py scores its saved model on
+    ``dev_file`` as the run's best evaluation did."""
+    lines = [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines()]
+    assert [line["step"] for line in lines] == [0, 2] and all(math.isfinite(line["train_loss"] or 0) for line in lines)
+    evaluated = run_here(EVAL_SCRIPT, "--model", output, "--test_data", dev_file, "--output_json", report)
+    assert evaluated.returncode == 0, evaluated.stderr
+    best = max(lines, key=lambda line: line["cosine_spearman"])
+    dev_score = json.loads(report.read_text())["results"][str(dev_file)]["cosine_spearman"]
+    assert dev_score == pytest.approx(best["cosine_spearman"], abs=1e-5)
 
 
 @pytest.fixture

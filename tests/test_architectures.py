@@ -7,13 +7,13 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import EVAL_SCRIPT, TRAIN_SCRIPT
+from conftest import TRAIN_SCRIPT, assert_eval_py_scores_the_best_step
 from sentence_transformers import SentenceTransformer
 
 from simcse.loss import info_nce
 from simcse.model import SimCSEModel
 from simcse.random_encoder import ARCHITECTURES
-from simcse.run_folder import METRICS_NAME, SIMCSE_HEAD_NAME
+from simcse.run_folder import SIMCSE_HEAD_NAME
 
 # Encoders without a pooling layer of their own: the package creates their head and saves it beside them.
 WITHOUT_POOLING_LAYER = ("electra", "deberta-v2", "modernbert")
@@ -69,11 +69,4 @@ def test_train_and_eval_scripts_run_on_each_architecture(encoder_dir, demo_data,
     assert trained.returncode == 0, trained.stderr
     unpadded = json.loads((encoder_dir / "config.json").read_text())["model_type"] in UNPADDED
     assert ("unpadded, grouped attention" if unpadded else "padded") + " forward pass" in trained.stdout
-    lines = [json.loads(line) for line in (output / METRICS_NAME).read_text().splitlines()]
-    assert [line["step"] for line in lines] == [0, 2] and all(np.isfinite(line["train_loss"] or 0) for line in lines)
-    report = tmp_path / "eval.json"
-    evaluated = run_here(EVAL_SCRIPT, "--model", output, "--test_data", demo_data / "dev.tsv", "--output_json", report)
-    assert evaluated.returncode == 0, evaluated.stderr
-    best = max(lines, key=lambda line: line["cosine_spearman"])
-    dev_score = json.loads(report.read_text())["results"][str(demo_data / "dev.tsv")]["cosine_spearman"]
-    assert dev_score == pytest.approx(best["cosine_spearman"], abs=1e-5)
+    assert_eval_py_scores_the_best_step(run_here, output, demo_data / "dev.tsv", tmp_path / "eval.json")

@@ -3,13 +3,12 @@ trained here: the last-token pooler against a loop over unpadded texts, with rig
 sequence token the tokenizer appends; sentence-transformers encoding as the package; and the flags a decoder cannot
 take refused in one line before training."""
 
-import json
 import sys
 
 import numpy as np
 import pytest
 import torch
-from conftest import EVAL_SCRIPT, TINY_ENCODER, TRAIN_SCRIPT, assert_one_line_error
+from conftest import TINY_ENCODER, TRAIN_SCRIPT, assert_eval_py_scores_the_best_step, assert_one_line_error
 from sentence_transformers import SentenceTransformer
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 
@@ -111,14 +110,7 @@ def test_train_py_trains_a_decoder_and_eval_py_scores_it_alike(decoder_of, demo_
     assert "(qwen3): padded forward pass, pooler lasttoken" in trained.stdout
     assert ("(LoRA rank 4)" in trained.stdout) == lora
     assert not [w for w in recwarn if "peft" in w.filename]  # no warning of peft's at each save
-    lines = [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines()]
-    assert [line["step"] for line in lines] == [0, 2] and all(np.isfinite(line["train_loss"] or 0) for line in lines)
-    report = tmp_path / "eval.json"
-    evaluated = run_here(EVAL_SCRIPT, "--model", output, "--test_data", demo_data / "dev.tsv", "--output_json", report)
-    assert evaluated.returncode == 0, evaluated.stderr
-    best = max(lines, key=lambda line: line["cosine_spearman"])
-    dev_score = json.loads(report.read_text())["results"][str(demo_data / "dev.tsv")]["cosine_spearman"]
-    assert dev_score == pytest.approx(best["cosine_spearman"], abs=1e-5)
+    assert_eval_py_scores_the_best_step(run_here, output, demo_data / "dev.tsv", tmp_path / "eval.json")
 
 
 def refusal_flags(demo_train_flags, output, **changes):
