@@ -25,7 +25,6 @@ from simcse.rules import as_list
 from simcse.run_folder import LORA_ADAPTER_FOLDER
 
 ADAPTER_NAME = "default"  # peft's name of a model's one adapter
-ADAPTER_WEIGHTS = "adapter_model.safetensors"
 PEFT_PREFIX = "base_model.model."  # the keys of PeftModel.save_pretrained's weights
 
 
@@ -94,7 +93,8 @@ def add_adapters(model, settings: LoraSettings) -> None:
 
 def load_adapters(model, folder: str | os.PathLike) -> None:
     """Set the adapters of ``model`` (injected by ``add_adapters``) to those saved in ``folder/lora_adapter/``."""
-    peft, path = peft_module(), Path(folder) / LORA_ADAPTER_FOLDER / ADAPTER_WEIGHTS
+    peft = peft_module()
+    path = Path(folder) / LORA_ADAPTER_FOLDER / peft.utils.SAFETENSORS_WEIGHTS_NAME
     if not path.is_file():
         raise FileNotFoundError(f"{path}: missing; a run with --lora_rank saves its adapters there")
     saved = {key.removeprefix(PEFT_PREFIX): tensor for key, tensor in load_file(path).items()}
@@ -129,4 +129,4 @@ def save_adapted(encoder: torch.nn.Module, lora_config, folder: Path) -> None:
     (folder / LORA_ADAPTER_FOLDER).mkdir(parents=True, exist_ok=True)
     lora_config.save_pretrained(folder / LORA_ADAPTER_FOLDER)
     weights = {PEFT_PREFIX + key: tensor.detach().cpu().contiguous() for key, tensor in adapters.items()}
-    save_file(weights, folder / LORA_ADAPTER_FOLDER / ADAPTER_WEIGHTS)
+    save_file(weights, folder / LORA_ADAPTER_FOLDER / peft.utils.SAFETENSORS_WEIGHTS_NAME)

@@ -25,11 +25,13 @@ class TokenStyle:
     """A family's special tokens (in id order), what its tokenizer puts around a text, and their roles."""
 
     tokens: list[str]
-    single: str | None  # the template of one text (None: the text alone)
+    single: str | None  # the templates of one text and of a pair (None: the texts alone)
+    pair: str | None
     roles: dict[str, str]  # transformers' names (unk_token, pad_token, ...) -> token
     byte_level: bool = False  # a byte-level BPE, as the decoders' are (else WordPiece)
 
 
+BERT_PAIR = "[CLS] $A [SEP] $B:1 [SEP]:1"
 BERT_ROLES = {
     "unk_token": "[UNK]",
     "pad_token": "[PAD]",
@@ -43,27 +45,35 @@ TOKEN_STYLES = {
     "bert": TokenStyle(
         ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"],
         "[CLS] $A [SEP]",
+        BERT_PAIR,
         BERT_ROLES,
     ),
     "roberta": TokenStyle(
         ["[CLS]", "[PAD]", "[SEP]", "[UNK]", "[MASK]"],
         "[CLS] $A [SEP]",
+        BERT_PAIR,
         BERT_ROLES,
     ),
     # Qwen: no BOS, <|endoftext|> pads and ends (appended by the package, as Qwen3-Embedding's tokenizer does).
     "qwen": TokenStyle(
         ["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
         None,
+        None,
         {"pad_token": "<|endoftext|>", "eos_token": "<|endoftext|>"},
         byte_level=True,
     ),
     # Llama and Mistral: BOS first, no pad token (the package pads with the EOS token).
     "llama": TokenStyle(
-        ["<unk>", "<s>", "</s>"], "<s> $A", {"unk_token": "<unk>", "bos_token": "<s>", "eos_token": "</s>"}
+        ["<unk>", "<s>", "</s>"],
+        "<s> $A",
+        "<s> $A <s>:1 $B:1",
+        {"bos_token": "<s>", "eos_token": "</s>"},
+        byte_level=True,
     ),
     "gemma": TokenStyle(
         ["<pad>", "<eos>", "<bos>", "<unk>"],
         "<bos> $A",
+        "<bos> $A <bos>:1 $B:1",
         {"pad_token": "<pad>", "bos_token": "<bos>", "eos_token": "<eos>"},
         byte_level=True,
     ),
@@ -114,7 +124,7 @@ def train_wordpiece_tokenizer(
         around = [token for token in style.tokens if token in style.single.split()]
         tokenizer.post_processor = processors.TemplateProcessing(
             single=style.single,
-            pair=style.single + " " + style.single.replace("$A", "$B:1").replace("]", "]:1").replace(">", ">:1"),
+            pair=style.pair,
             special_tokens=[(token, tokenizer.token_to_id(token)) for token in around],
         )
     return PreTrainedTokenizerFast(tokenizer_object=tokenizer, **style.roles)

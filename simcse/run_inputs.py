@@ -176,7 +176,7 @@ def enable_gradient_checkpointing(model: SimCSEModel) -> None:
     """Each layer's activations recomputed in the backward pass (the padded and the unpadded pass alike); not
     reentrant: exact with dropout (its masks replayed), and no input needs a gradient."""
     encoder, options = model.encoder, {"use_reentrant": False}
-    if hasattr(encoder, "activation_checkpointing_enable"):  # the name since transformers 5.x
+    if hasattr(encoder, "activation_checkpointing_enable"):  # the newer name; later 5.x releases deprecate the other
         encoder.activation_checkpointing_enable(activation_checkpointing_kwargs=options)
     else:
         encoder.gradient_checkpointing_enable(gradient_checkpointing_kwargs=options)

@@ -389,7 +389,8 @@ def unpadded_forward(
     all_states = [hidden] if output_hidden_states else None
     layers = encoder.encoder.layer
     # --gradient_checkpointing: each layer's activations recomputed in the backward pass (its dropout masks too)
-    if any(getattr(layer, "gradient_checkpointing", False) for layer in layers) and torch.is_grad_enabled():
+    checkpointed = any(getattr(layer, "gradient_checkpointing", False) for layer in layers)
+    if checkpointed and encoder.training and torch.is_grad_enabled():
         run = partial(torch.utils.checkpoint.checkpoint, use_reentrant=False)
     else:
         run = _call

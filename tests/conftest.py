@@ -21,6 +21,7 @@ import pytest  # noqa: E402
 
 from simcse.config import TrainConfig  # noqa: E402
 from simcse.random_encoder import build_random_encoder  # noqa: E402
+from simcse.run_folder import METRICS_NAME  # noqa: E402
 from simcse.train_data import load_train_data  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -146,7 +147,7 @@ def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) 
 def assert_eval_py_scores_the_best_step(run_here, output: Path, dev_file: Path, report: Path) -> None:
     """A two-step run in ``output`` logged finite losses at steps 0 and 2, and eval.py scores its saved model on
     ``dev_file`` as the run's best evaluation did."""
-    lines = [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines()]
+    lines = [json.loads(line) for line in (output / METRICS_NAME).read_text().splitlines()]
     assert [line["step"] for line in lines] == [0, 2] and all(math.isfinite(line["train_loss"] or 0) for line in lines)
     evaluated = run_here(EVAL_SCRIPT, "--model", output, "--test_data", dev_file, "--output_json", report)
     assert evaluated.returncode == 0, evaluated.stderr

@@ -11,6 +11,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from peft.utils import SAFETENSORS_WEIGHTS_NAME
 from safetensors.torch import load_file
 from test_checkpoint import cut_back_to
 from test_decoders import decoder_of  # noqa: F401  (the fixture)
@@ -22,7 +23,7 @@ from simcse.evaluate import SELECTION_METRIC, evaluate_sts
 from simcse.grad_cache import chunked_backward
 from simcse.loss import info_nce
 from simcse.model import SimCSEModel
-from simcse.run_folder import METRICS_NAME, TRAIN_ARGS_NAME
+from simcse.run_folder import LORA_ADAPTER_FOLDER, METRICS_NAME, TRAIN_ARGS_NAME
 from simcse.trainer import train
 from simcse.unpad import ATTENTION_KERNELS, unpadded_forward
 
@@ -363,7 +364,7 @@ def test_a_decoder_with_lora_trains_with_bf16_weights(demo_config, demo_data, de
     result = train(demo_config(output, **settings))
     losses = [json.loads(line)["train_loss"] for line in (output / METRICS_NAME).read_text().splitlines()[1:]]
     assert all(np.isfinite(losses)) and losses[-1] < losses[0]
-    adapters = load_file(output / "lora_adapter" / "adapter_model.safetensors")
+    adapters = load_file(output / LORA_ADAPTER_FOLDER / SAFETENSORS_WEIGHTS_NAME)
     assert {tensor.dtype for tensor in adapters.values()} == {torch.float32}
     assert {tensor.dtype for tensor in load_file(output / "model.safetensors").values()} == {torch.bfloat16}
     model = SimCSEModel(output, dtype=torch.bfloat16).to(CUDA)

@@ -14,6 +14,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from peft import PeftModel
+from peft.utils import SAFETENSORS_WEIGHTS_NAME
 from safetensors.torch import load_file
 from test_checkpoint import cut_back_to, metrics_lines
 from test_decoders import decoder_of  # noqa: F401  (the fixture)
@@ -42,7 +43,7 @@ def lora_config(demo_config, decoder_of):  # noqa: F811
 
 
 def adapter_weights(folder):
-    return load_file(folder / LORA_ADAPTER_FOLDER / "adapter_model.safetensors")
+    return load_file(folder / LORA_ADAPTER_FOLDER / SAFETENSORS_WEIGHTS_NAME)
 
 
 def test_only_the_adapters_train(lora_config, decoder_of, tmp_path):  # noqa: F811
